@@ -1,0 +1,34 @@
+# Kurma: the two commands that matter are `make boot` and `make test` (see README.md).
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: test boot deps apt-deps lint bench clean
+
+test: deps lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: deps
+	$(PY) -m ruff check kurma tests bench build
+
+deps: apt-deps $(VENV)/.installed
+
+apt-deps:
+	build/apt-deps.sh
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+bench: deps
+	$(PY) bench/import.py
+
+boot:
+	@echo "make boot: the bootable image (kernel + initrd under qemu) is not built yet;" >&2
+	@echo "           it arrives with the PID 1 issue. Nothing was built." >&2
+	@exit 1
+
+clean:
+	rm -rf $(VENV) out

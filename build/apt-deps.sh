@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs the Debian packages that the tests and builds need, only those still missing,
+# so that a warm machine pays nothing and a fresh one (CI) gets everything.
+set -euo pipefail
+
+packages=(
+    appc-spec        # actool: the differential test of manifest validation
+    zstd             # zstd-compressed images (an extension of the spec)
+    xz-utils bzip2 gzip tar
+    debootstrap      # bench/import.py builds a Debian minbase rootfs
+)
+
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "apt-deps: missing Debian packages: ${missing[*]} (run as root to install them)" >&2
+    exit 1
+fi
+echo "apt-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,12 @@
+"""Kurma: a recursive container init system.
+
+Layers import downward only:
+
+    cli  ->  api (gRPC)  ->  init (boot steps, services)  ->  runtime / store / aci
+                                                              (Linux and disk; no gRPC, no config)
+
+`kurma.aci` knows the appc image format and nothing else; `kurma.store` keeps images and
+rendered trees on disk using `kurma.aci`; `kurma.runtime` turns rendered trees into pods.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,25 @@
+"""The image store: content-addressed images, rendered trees, and who uses them.
+
+Sits on `kurma.aci` (format) and the filesystem; knows nothing of pods or the API. Every
+write goes to a temporary name and is renamed into place; flock serialises processes.
+"""
+
+from ._images import ImageStore as ImageStore
+from ._images import ImportResult as ImportResult
+from ._records import ImageRecord as ImageRecord
+from ._records import ImageRef as ImageRef
+from ._records import parse_image_ref as parse_image_ref
+from ._refs import Reference as Reference
+from ._render import RenderedTree as RenderedTree
+from ._select import version_key as version_key
+
+__all__ = [
+    "ImageRecord",
+    "ImageRef",
+    "ImageStore",
+    "ImportResult",
+    "Reference",
+    "RenderedTree",
+    "parse_image_ref",
+    "version_key",
+]

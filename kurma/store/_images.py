@@ -1,0 +1,201 @@
+"""The content-addressed image store: import, look up, list, delete.
+
+Imports unpack into `tmp/`, are validated there, and are renamed into `images/<id>` under
+that image's lock, so a failed or concurrent import never leaves a half-written image and
+two imports of the same archive end with one copy. Deletes rename the image out of
+`images/` first, so readers see it whole or not at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from kurma.aci import UnpackLimits, image_id_matches, is_image_id, parse_image_manifest, unpack_aci
+from kurma.errors import AmbiguousImage, ImageInUse, ImageNotFound
+
+from ._atomic import TEMP_PREFIX, make_temp_name, write_atomic
+from ._layout import StoreLayout
+from ._locks import file_lock
+from ._records import INFO_FILE, ImageRecord, ImageRef, parse_image_ref
+from ._refs import RefTable
+from ._render import RenderedTree, collect_garbage, render, resolve_layers, trees_using
+from ._select import Candidate, select_image
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """The outcome of an import: the record, and whether the image was new to the store."""
+
+    record: ImageRecord
+    created: bool
+
+
+class ImageStore:
+    """Images under one state directory. Safe to use from several processes at once."""
+
+    def __init__(self, state_dir: os.PathLike | str, limits: UnpackLimits | None = None) -> None:
+        self.layout = StoreLayout(Path(state_dir))
+        self.layout.create()
+        self.limits = limits or UnpackLimits()
+        self.refs = RefTable(self.layout.refs)
+
+    # --- import -------------------------------------------------------------------------
+
+    def import_image(self, source: BinaryIO | os.PathLike | str) -> ImportResult:
+        """Unpack, validate and store an ACI; the store is unchanged if anything fails."""
+        staging = make_temp_name(self.layout.tmp, "import")
+        try:
+            unpacked = unpack_aci(source, staging, self.limits)
+            manifest = parse_image_manifest(unpacked.manifest_bytes)
+            record = ImageRecord(
+                image_id=unpacked.image_id,
+                path=self.layout.image_dir(unpacked.image_id),
+                name=manifest.name,
+                labels=dict(manifest.labels),
+                size=unpacked.total_bytes,
+                imported_at=time.time(),
+                skipped=tuple(unpacked.skipped),
+            )
+            with self._image_lock(record.image_id):
+                if record.path.exists():
+                    log.info(
+                        "image %s (%s) already in the store", record.image_id[:39], record.name
+                    )
+                    return ImportResult(ImageRecord.load(record.path), created=False)
+                write_atomic(staging / INFO_FILE, record.info_json())
+                os.rename(staging, record.path)
+            log.info("imported image %s (%s)", record.image_id[:39], record.name)
+            return ImportResult(record, created=True)
+        finally:
+            if os.path.lexists(staging):
+                shutil.rmtree(staging)
+
+    # --- look-up ------------------------------------------------------------------------
+
+    def list(self) -> list[ImageRecord]:
+        """Every stored image, by name then version."""
+        records = []
+        for path in self._image_dirs():
+            try:
+                records.append(ImageRecord.load(path))
+            except FileNotFoundError:  # deleted while we looked
+                continue
+        return sorted(records, key=lambda r: (r.name, r.version or "", r.image_id))
+
+    def get(self, ref: str | ImageRef) -> ImageRecord:
+        """The image a reference names; raises ImageNotFound or AmbiguousImage."""
+        parsed = parse_image_ref(ref) if isinstance(ref, str) else ref
+        if parsed.image_id:
+            return self.get_by_id(parsed.image_id)
+        assert parsed.name is not None
+        found = self.find(parsed.name, parsed.labels)
+        if found is None:
+            raise ImageNotFound(f"no image {parsed} in the store")
+        return found
+
+    def get_by_id(self, image_id: str) -> ImageRecord:
+        """The image with this full or short ID."""
+        if is_image_id(image_id):
+            path = self.layout.image_dir(image_id)
+            if (path / INFO_FILE).exists():
+                return ImageRecord.load(path)
+            raise ImageNotFound(f"no image {image_id} in the store")
+        matches = [p for p in self._image_dirs() if image_id_matches(p.name, image_id)]
+        if not matches:
+            raise ImageNotFound(f"no image {image_id} in the store")
+        if len(matches) > 1:
+            raise AmbiguousImage(f"{image_id} matches {len(matches)} images; give more digits")
+        return ImageRecord.load(matches[0])
+
+    def find(self, name: str, labels: dict[str, str] | None = None) -> ImageRecord | None:
+        """The best image called `name` with these labels (highest version), or None."""
+        records = {r.image_id: r for r in self.list() if r.name == name}
+        candidates = [
+            Candidate(r.image_id, r.name, r.labels, r.imported_at) for r in records.values()
+        ]
+        best = select_image(candidates, name, labels or {})
+        return records[best.image_id] if best else None
+
+    def _image_dirs(self) -> Iterator[Path]:
+        with os.scandir(self.layout.images) as entries:
+            for entry in entries:
+                if is_image_id(entry.name) and os.path.exists(os.path.join(entry.path, INFO_FILE)):
+                    yield Path(entry.path)
+
+    # --- rendering and use -------------------------------------------------------------
+
+    def render(self, ref: str | ImageRef) -> RenderedTree:
+        """The rendered tree of an image (cached), without recording a user of it."""
+        return render(self, self.get(ref))
+
+    def acquire(self, holder: str, ref: str | ImageRef) -> RenderedTree:
+        """Render an image for `holder` and record the use, so nothing it needs is deleted."""
+        record = self.get(ref)
+        layer_ids = sorted({layer.image_id for layer in resolve_layers(self, record)})
+        with ExitStack() as stack:
+            for image_id in layer_ids:  # sorted: no lock-order deadlock with other acquirers
+                stack.enter_context(self._image_lock(image_id, shared=True))
+            tree = render(self, self.get_by_id(record.image_id))
+            previous = next((r for r in self.refs.all() if r.holder == holder), None)
+            images = set(tree.layers) | (set(previous.images) if previous else set())
+            trees = ({tree.key} if tree.key else set()) | (
+                set(previous.trees) if previous else set()
+            )
+            self.refs.hold(holder, images, trees)
+        return tree
+
+    def release(self, holder: str) -> None:
+        """Forget everything `holder` used."""
+        self.refs.release(holder)
+
+    def collect_garbage(self) -> list[str]:
+        """Remove rendered trees that no holder uses; returns their keys."""
+        return collect_garbage(self)
+
+    # --- delete -------------------------------------------------------------------------
+
+    def delete(self, ref: str | ImageRef) -> ImageRecord:
+        """Remove an image that no holder uses, with the unused rendered trees built on it."""
+        record = self.get(ref)
+        with self._image_lock(record.image_id):
+            holders = self.refs.holders_of_image(record.image_id)
+            if holders:
+                raise ImageInUse(f"image {record.image_id[:39]} is used by {', '.join(holders)}")
+            in_use = self.refs.used_trees()
+            for tree in trees_using(self.layout, record.image_id):
+                if tree.name in in_use:
+                    raise ImageInUse(f"image {record.image_id[:39]} is a layer of a tree in use")
+                self.remove_dir(tree)
+            self.remove_dir(record.path)
+        log.info("deleted image %s (%s)", record.image_id[:39], record.name)
+        return record
+
+    def remove_dir(self, path: Path) -> None:
+        """Rename out of sight first, then remove: readers never see half a directory."""
+        doomed = make_temp_name(self.layout.tmp, "delete")
+        os.rename(path, doomed)
+        shutil.rmtree(doomed)
+
+    def sweep_temporaries(self) -> int:
+        """Remove staging left by crashed imports and renders; call when no import runs."""
+        count = 0
+        for entry in self.layout.tmp.iterdir():
+            if entry.name.startswith(TEMP_PREFIX):
+                shutil.rmtree(
+                    entry
+                ) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+                count += 1
+        return count
+
+    def _image_lock(self, image_id: str, *, shared: bool = False):
+        return file_lock(self.layout.lock(f"image-{image_id}"), shared=shared)

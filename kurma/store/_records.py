@@ -1,0 +1,105 @@
+"""What the store knows of one image, and how image references are written.
+
+A reference is a full or short image ID (`sha512-` + at least 32 hex), or an image name
+with optional labels: `example.com/app:1.0` (the version label) or
+`example.com/app,os=linux,arch=amd64` (rkt's syntax; names contain neither `:` nor `,`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from kurma.aci import ImageManifest, parse_image_manifest
+from kurma.errors import ValidationError
+
+INFO_FILE = "info.json"
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """A parsed image reference: either an ID (full or short) or a name with labels."""
+
+    image_id: str | None = None
+    name: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        if self.image_id:
+            return self.image_id
+        extra = "".join(f",{k}={v}" for k, v in self.labels.items())
+        return f"{self.name}{extra}"
+
+
+def parse_image_ref(text: str) -> ImageRef:
+    """Parse a reference as typed by a person; raises ValidationError naming the fault."""
+    from kurma.aci import is_ac_identifier, parse_image_id_ref
+
+    if text.startswith("sha512-"):
+        return ImageRef(image_id=parse_image_id_ref(text))
+    name, *pairs = text.split(",")
+    labels: dict[str, str] = {}
+    if ":" in name:
+        name, version = name.rsplit(":", 1)
+        labels["version"] = version
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key or not value:
+            raise ValidationError("image", f"label {pair!r} in {text!r} is not KEY=VALUE")
+        labels[key] = value
+    if not is_ac_identifier(name):
+        raise ValidationError("image", f"{name!r} is neither an image ID nor a valid image name")
+    return ImageRef(name=name, labels=labels)
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One stored image: its ID, where it lives, and the facts recorded at import."""
+
+    image_id: str
+    path: Path
+    name: str
+    labels: dict[str, str]
+    size: int
+    imported_at: float
+    skipped: tuple[str, ...] = ()
+
+    @property
+    def rootfs(self) -> Path:
+        return self.path / "rootfs"
+
+    @property
+    def version(self) -> str | None:
+        return self.labels.get("version")
+
+    @cached_property
+    def manifest(self) -> ImageManifest:
+        return parse_image_manifest((self.path / "manifest").read_bytes())
+
+    def info_json(self) -> bytes:
+        """The record as written to `info.json` beside the image."""
+        doc = {
+            "id": self.image_id,
+            "name": self.name,
+            "labels": self.labels,
+            "size": self.size,
+            "importedAt": self.imported_at,
+            "skipped": list(self.skipped),
+        }
+        return json.dumps(doc, indent=1).encode()
+
+    @classmethod
+    def load(cls, path: Path) -> ImageRecord:
+        """Read the record of the image stored at `path`."""
+        doc = json.loads((path / INFO_FILE).read_bytes())
+        return cls(
+            image_id=doc["id"],
+            path=path,
+            name=doc["name"],
+            labels=dict(doc["labels"]),
+            size=int(doc["size"]),
+            imported_at=float(doc["importedAt"]),
+            skipped=tuple(doc.get("skipped", ())),
+        )

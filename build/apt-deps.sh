@@ -8,6 +8,9 @@ packages=(
     zstd             # zstd-compressed images (an extension of the spec)
     xz-utils bzip2 gzip tar
     debootstrap      # bench/import.py builds a Debian minbase rootfs
+    golang-go golang-github-appc-spec-dev   # the appc ACE validator, built offline
+    gcc libc6-dev    # kurma-podinit, the pods' tiny C init
+    util-linux       # unshare/nsenter in the runtime's tests
 )
 
 missing=()

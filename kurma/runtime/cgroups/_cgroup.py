@@ -198,7 +198,7 @@ class Cgroup:
         """
         deadline = time.monotonic() + timeout
         for _, directory in self.directories():
-            for dirpath, _, _ in sorted(os.walk(directory), key=lambda w: -w[0].count("/")):
+            for dirpath, _, _ in os.walk(directory, topdown=False):
                 _rmdir_retrying(dirpath, deadline)
 
 

@@ -48,7 +48,7 @@ def write_file(directory: str, name: str, value: object) -> None:
     """Write one value to a cgroup file in a single write(2), as the kernel wants it."""
     path = posixpath.join(directory, name)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
         try:
             os.write(fd, str(value).encode())
         finally:

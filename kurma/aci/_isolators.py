@@ -1,0 +1,241 @@
+"""Isolators (ace.md, Isolators): typed values for every known type, raw JSON for the rest.
+
+An isolator is `{"name": <AC Identifier>, "value": <any JSON>}`. The spec lets an executor
+ignore isolators it does not understand ("An executor MAY ignore isolators that it does not
+understand and run the pod without them"), so an unknown name is not an error here: it parses
+to `UnknownIsolator`, which keeps the raw value for the runtime to report as ignored.
+
+Known types validate their value and carry class-level rules the list check enforces: whether
+several may appear in one list (`MULTIPLE`) and which types they exclude (`CONFLICTS`, e.g. a
+capabilities retain set with a remove set). The standard types' classes live in
+`_manifest_isolator_types`; this module holds the base class, Kurma's own types, the registry
+and the list parser.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import ClassVar
+
+from ..errors import ValidationError
+from ._manifest_json import JSON, Node, check_str, join, type_name
+from ._names import AC_IDENTIFIER_RULE, is_ac_identifier
+
+
+class Isolator:
+    """Base of all isolators: a name, a JSON value, and the list rules of the type."""
+
+    name: ClassVar[str]
+    MULTIPLE: ClassVar[bool] = True
+    CONFLICTS: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def from_value(cls, value: JSON, path: str) -> Isolator:
+        """Build the isolator from its JSON `value` found at `path`."""
+        raise NotImplementedError
+
+    def value_json(self) -> JSON:
+        """The JSON `value` of this isolator."""
+        raise NotImplementedError
+
+    def to_json(self) -> dict[str, JSON]:
+        """The isolator object `{"name": ..., "value": ...}`."""
+        return {"name": self.name, "value": self.value_json()}
+
+
+@dataclass(frozen=True)
+class UnknownIsolator(Isolator):
+    """An isolator of a type we do not know; the executor ignores it and says so."""
+
+    name: str  # type: ignore[misc]
+    raw_value: str
+    """The value as canonical JSON text (a string keeps the object immutable and hashable)."""
+
+    @property
+    def value(self) -> JSON:
+        """The value as decoded JSON."""
+        return json.loads(self.raw_value)
+
+    def value_json(self) -> JSON:
+        return self.value
+
+
+def _flag(value: JSON, path: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValidationError(path, f"must be a boolean, got {type_name(value)}")
+    return value
+
+
+@dataclass(frozen=True)
+class PrivilegedIsolator(Isolator):
+    """Kurma: run the pod privileged (all capabilities, host devices, no seccomp)."""
+
+    name: ClassVar[str] = "os/linux/privileged"
+    MULTIPLE: ClassVar[bool] = False
+    privileged: bool = True
+
+    @classmethod
+    def from_value(cls, value: JSON, path: str) -> PrivilegedIsolator:
+        return cls(_flag(value, path))
+
+    def value_json(self) -> JSON:
+        return self.privileged
+
+
+NAMESPACES = ("net", "ipc", "uts", "pid")
+"""The namespaces a pod may share with the host, in canonical order."""
+
+
+@dataclass(frozen=True)
+class NamespacesIsolator(Isolator):
+    """Kurma: which of net/ipc/uts/pid the pod shares with the host (`{"net": "host"}`)."""
+
+    name: ClassVar[str] = "os/linux/namespaces"
+    MULTIPLE: ClassVar[bool] = False
+    host: tuple[str, ...] = ()
+
+    @classmethod
+    def from_value(cls, value: JSON, path: str) -> NamespacesIsolator:
+        node = Node.of(value, path)
+        host = []
+        for key, mode in node.items():
+            at = node.at(key)
+            if key not in NAMESPACES:
+                raise ValidationError(at, f"unknown namespace {key!r} (one of {NAMESPACES})")
+            if mode not in ("host", "pod"):
+                raise ValidationError(at, f"must be 'host' or 'pod', got {mode!r}")
+            if mode == "host":
+                host.append(key)
+        return cls(tuple(ns for ns in NAMESPACES if ns in host))
+
+    def value_json(self) -> JSON:
+        return {ns: "host" for ns in self.host}
+
+
+@dataclass(frozen=True)
+class DevicesIsolator(Isolator):
+    """Kurma: host device nodes bound into the pod, e.g. `["/dev/ttyS0", "/dev/kmsg"]`."""
+
+    name: ClassVar[str] = "os/linux/devices"
+    MULTIPLE: ClassVar[bool] = False
+    devices: tuple[str, ...] = ()
+
+    @classmethod
+    def from_value(cls, value: JSON, path: str) -> DevicesIsolator:
+        if not isinstance(value, list | tuple):
+            raise ValidationError(path, f"must be an array, got {type_name(value)}")
+        devices: list[str] = []
+        for i, item in enumerate(value):
+            at = join(path, i)
+            device = check_str(item, at)
+            # A device path is matched against the host's /dev: no "..", no "//", no "/." tricks.
+            if not device.startswith("/dev/") or posixpath.normpath(device) != device:
+                raise ValidationError(at, f"must be a normalised path under /dev/, got {device!r}")
+            if device in devices:
+                raise ValidationError(at, f"duplicate device {device!r}")
+            devices.append(device)
+        return cls(tuple(devices))
+
+    def value_json(self) -> JSON:
+        return list(self.devices)
+
+
+class ApiScope(StrEnum):
+    """How much of the Kurma API a pod's own socket reaches (DESIGN.md, recursion model)."""
+
+    SUBTREE = "subtree"
+    HOST_READ = "host-read"
+    HOST = "host"
+
+
+@dataclass(frozen=True)
+class ApiAccessIsolator(Isolator):
+    """Kurma: give the pod an API socket with a scope (`{"scope": "subtree"}` by default)."""
+
+    name: ClassVar[str] = "host/api-access"
+    MULTIPLE: ClassVar[bool] = False
+    scope: ApiScope = ApiScope.SUBTREE
+
+    @classmethod
+    def from_value(cls, value: JSON, path: str) -> ApiAccessIsolator:
+        node = Node.of(value, path)
+        scope = node.text("scope") or ApiScope.SUBTREE.value
+        try:
+            return cls(ApiScope(scope))
+        except ValueError:
+            scopes = ", ".join(s.value for s in ApiScope)
+            raise ValidationError(
+                node.at("scope"), f"unknown scope {scope!r} (one of {scopes})"
+            ) from None
+
+    def value_json(self) -> JSON:
+        return {"scope": self.scope.value}
+
+
+KURMA_ISOLATORS: tuple[type[Isolator], ...] = (
+    PrivilegedIsolator,
+    NamespacesIsolator,
+    DevicesIsolator,
+    ApiAccessIsolator,
+)
+
+
+def _registry() -> dict[str, type[Isolator]]:
+    from ._manifest_isolator_types import STANDARD_ISOLATORS
+
+    return {cls.name: cls for cls in (*STANDARD_ISOLATORS, *KURMA_ISOLATORS)}
+
+
+_REGISTRY: dict[str, type[Isolator]] = {}
+
+
+def isolator_types() -> dict[str, type[Isolator]]:
+    """Every known isolator name -> its class."""
+    if not _REGISTRY:
+        _REGISTRY.update(_registry())
+    return dict(_REGISTRY)
+
+
+def parse_isolator(value: JSON, path: str) -> Isolator:
+    """Parse one isolator object; unknown names give an `UnknownIsolator`."""
+    node = Node.of(value, path)
+    name = node.text("name", required=True)
+    assert name is not None
+    if not is_ac_identifier(name):
+        raise ValidationError(
+            node.at("name"), f"must be an AC Identifier ({AC_IDENTIFIER_RULE}), got {name!r}"
+        )
+    raw = node.raw("value", required=True)
+    cls = isolator_types().get(name)
+    if cls is None:
+        try:
+            text = json.dumps(raw, sort_keys=True, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError, RecursionError) as e:  # only from a non-JSON Mapping
+            raise ValidationError(node.at("value"), f"is not a JSON value: {e}") from e
+        return UnknownIsolator(name, text)
+    return cls.from_value(raw, node.at("value"))
+
+
+def parse_isolators(items: list[tuple[str, JSON]]) -> tuple[Isolator, ...]:
+    """Parse an isolator list, enforcing each type's multiplicity and conflicts."""
+    parsed: list[Isolator] = []
+    first: dict[str, str] = {}  # isolator name -> path of its first occurrence
+    for path, item in items:
+        isolator = parse_isolator(item, path)
+        name = isolator.name
+        if name in first and not isolator.MULTIPLE:
+            raise ValidationError(
+                join(path, "name"), f"only one {name} isolator is allowed (also at {first[name]})"
+            )
+        for other in isolator.CONFLICTS:
+            if other in first:
+                raise ValidationError(
+                    join(path, "name"),
+                    f"{name} cannot be used together with {other} (at {first[other]})",
+                )
+        first.setdefault(name, path)
+        parsed.append(isolator)
+    return tuple(parsed)

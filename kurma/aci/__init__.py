@@ -53,3 +53,17 @@ from ._names import is_ac_identifier as is_ac_identifier
 from ._names import is_ac_name as is_ac_name
 
 # --- image IDs and archives (kurma/aci/_ids.py, _archive.py, _unpack.py, _build.py) ------------
+# isort: split
+from ._build import build_aci as build_aci
+from ._compression import Compression as Compression
+from ._compression import detect_compression as detect_compression
+from ._compression import open_decompressed as open_decompressed
+from ._ids import IMAGE_ID_PREFIX as IMAGE_ID_PREFIX
+from ._ids import image_id_matches as image_id_matches
+from ._ids import is_image_id as is_image_id
+from ._ids import parse_image_id_ref as parse_image_id_ref
+from ._ids import short_image_id as short_image_id
+from ._unpack import UnpackLimits as UnpackLimits
+from ._unpack import UnpackResult as UnpackResult
+from ._unpack import image_id_of as image_id_of
+from ._unpack import unpack_aci as unpack_aci

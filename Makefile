@@ -3,7 +3,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: test boot deps apt-deps lint bench clean
+.PHONY: test boot deps apt-deps lint bench clean podinit
 
 test: deps lint
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -11,7 +11,10 @@ test: deps lint
 lint: deps
 	$(PY) -m ruff check kurma tests bench build
 
-deps: apt-deps $(VENV)/.installed
+deps: apt-deps $(VENV)/.installed podinit
+
+podinit: apt-deps
+	$(MAKE) -s -C kurma/runtime/podinit
 
 apt-deps:
 	build/apt-deps.sh

@@ -35,7 +35,7 @@ def manifest_json(
     return json.dumps(doc).encode()
 
 
-def write_tree(root: Path, files: dict[str, str | None | tuple[str, str]]) -> Path:
+def write_tree(root: Path, files: dict[str, str | tuple[str, str] | None]) -> Path:
     """Create files (str content), directories (None) and symlinks (("symlink", target))."""
     root.mkdir(parents=True, exist_ok=True)
     for rel, content in sorted(files.items()):
@@ -53,7 +53,7 @@ def write_tree(root: Path, files: dict[str, str | None | tuple[str, str]]) -> Pa
 def make_aci(
     directory: Path,
     name: str,
-    files: dict[str, str | None | tuple[str, str]],
+    files: dict[str, str | tuple[str, str] | None],
     **manifest: object,
 ) -> Path:
     """Build a fresh `.aci` under `directory` holding `files`, reproducibly; returns its path."""

@@ -40,7 +40,9 @@ def test_build_is_reproducible(tmp_path: Path, image_source: tuple[Path, Path]) 
     outs = []
     for n in (1, 2):
         out = tmp_path / f"hello{n}.aci"
-        res = kurmactl("image", "build", rootfs, "--manifest", manifest, "-o", out, "--reproducible")
+        res = kurmactl(
+            "image", "build", rootfs, "--manifest", manifest, "-o", out, "--reproducible"
+        )
         assert res.returncode == 0, res.stderr
         outs.append((out.read_bytes(), res.stdout.strip()))
         (rootfs / "bin/hello").touch()  # a new mtime must not change a reproducible build

@@ -1,0 +1,72 @@
+"""The public names of each package: what other layers may rely on.
+
+Implementation lives in `_private` modules; a change to these lists is a change of API.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+STORE_NAMES = {
+    "ImageRecord",
+    "ImageRef",
+    "ImageStore",
+    "ImportResult",
+    "Reference",
+    "RenderedTree",
+    "parse_image_ref",
+    "version_key",
+}
+
+ACI_NAMES_REQUIRED = {
+    # manifests
+    "ImageManifest",
+    "PodManifest",
+    "parse_image_manifest",
+    "parse_pod_manifest",
+    "parse_manifest",
+    "is_ac_identifier",
+    "is_ac_name",
+    # image IDs and archives
+    "Compression",
+    "detect_compression",
+    "open_decompressed",
+    "is_image_id",
+    "parse_image_id_ref",
+    "image_id_matches",
+    "short_image_id",
+    "UnpackLimits",
+    "UnpackResult",
+    "unpack_aci",
+    "image_id_of",
+    "build_aci",
+}
+
+
+def _public(module_name: str) -> set[str]:
+    module = importlib.import_module(module_name)
+    return {n for n in vars(module) if not n.startswith("_") and n != "annotations"}
+
+
+def test_store_exports_exactly_its_api() -> None:
+    assert _public("kurma.store") == STORE_NAMES
+
+
+@pytest.mark.parametrize("name", sorted(ACI_NAMES_REQUIRED))
+def test_aci_exports(name: str) -> None:
+    assert name in _public("kurma.aci")
+
+
+def test_public_names_come_from_private_modules() -> None:
+    """Re-exports only: every public object is defined in a `_private` module."""
+    import kurma.aci
+    import kurma.store
+
+    for module in (kurma.aci, kurma.store):
+        for name in _public(module.__name__):
+            obj = getattr(module, name)
+            origin = getattr(obj, "__module__", "") or ""
+            if origin.startswith("kurma."):
+                assert origin.rsplit(".", 1)[-1].startswith("_"), (module.__name__, name, origin)

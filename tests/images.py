@@ -59,6 +59,6 @@ def make_aci(
     """Build a fresh `.aci` under `directory` holding `files`, reproducibly; returns its path."""
     work = Path(tempfile.mkdtemp(prefix=name.replace("/", "_") + "-", dir=directory))
     rootfs = write_tree(work / "rootfs", files)
-    out = work.with_suffix(".aci")
+    out = work.parent / f"{work.name}.aci"
     build_aci(rootfs, manifest_json(name, **manifest), out, mtime=0, owner=(0, 0))  # type: ignore[arg-type]
     return out

@@ -24,7 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kurma.aci import Compression, build_aci, unpack_aci
+from kurma.aci import Compression, build_aci
+from kurma.store import ImageStore
 
 CACHE = Path(__file__).resolve().parent / ".cache"
 ROOTFS = CACHE / "debian-minbase"
@@ -68,15 +69,15 @@ def run_floor(target: Path) -> float:
 
 
 def run_kurma(target: Path, profile: bool = False) -> float:
-    """One kurma import into a fresh directory; returns seconds."""
-    dest = target / "kurma"
+    """One full store import (unpack, hash, validate, rename) into a fresh store."""
+    store = ImageStore(target / "kurma")
     start = time.perf_counter()
     if profile:
         prof = cProfile.Profile()
-        prof.runcall(unpack_aci, ACI, dest)
+        prof.runcall(store.import_image, ACI)
         pstats.Stats(prof).sort_stats("tottime").print_stats(15)
     else:
-        unpack_aci(ACI, dest)
+        store.import_image(ACI)
     return time.perf_counter() - start
 
 

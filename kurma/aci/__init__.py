@@ -52,7 +52,7 @@ from ._names import VALID_OS_ARCH as VALID_OS_ARCH
 from ._names import is_ac_identifier as is_ac_identifier
 from ._names import is_ac_name as is_ac_name
 
-# --- image IDs and archives (kurma/aci/_ids.py, _archive.py, _unpack.py, _build.py) ------------
+# --- image IDs and archives (kurma/aci/_ids.py, _compression.py, _unpack.py, _build.py) --------
 # isort: split
 from ._build import build_aci as build_aci
 from ._compression import Compression as Compression

@@ -56,7 +56,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
             help="work on this state directory directly, without a daemon",
         )
         if name == "import":
-            cmd.add_argument("files", type=Path, nargs="+", metavar="ACI")
+            cmd.add_argument("files", nargs="+", metavar="ACI", help="an .aci file, or - for stdin")
         elif name in ("inspect", "rm"):
             cmd.add_argument("refs", nargs="+", metavar="IMAGE", help="image ID, short ID or name")
         else:
@@ -132,7 +132,7 @@ def _store(args: argparse.Namespace):
 def run_import(args: argparse.Namespace) -> int:
     store = _store(args)
     for path in args.files:
-        result = store.import_image(path)
+        result = store.import_image(sys.stdin.buffer if path == "-" else Path(path))
         rec = result.record
         note = "" if result.created else " (already present)"
         print(f"{rec.image_id}  {rec.name}{note}")

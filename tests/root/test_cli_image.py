@@ -101,6 +101,25 @@ def test_offline_store_lifecycle(tmp_path: Path, image_source: tuple[Path, Path]
     shown = json.loads(kurmactl("image", "inspect", "--state-dir", state, image_id[:40]).stdout)
     assert shown["id"] == image_id
     assert shown["manifest"]["name"] == "example.com/hello"
+    with aci.open("rb") as stdin:
+        again = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "kurma.cli.main",
+                "image",
+                "import",
+                "--state-dir",
+                str(state),
+                "-",
+            ],
+            stdin=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert again.returncode == 0, again.stderr
+    assert "already present" in again.stdout
     assert kurmactl("image", "rm", "--state-dir", state, "example.com/hello").returncode == 0
     assert kurmactl("image", "ls", "--state-dir", state, "-q").stdout.strip() == ""
 

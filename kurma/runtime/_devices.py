@@ -1,0 +1,130 @@
+"""An app's /dev: the appc minimal set on a small tmpfs, host devices, or the host's whole /dev.
+
+The minimal /dev (appc executor): null zero full random urandom tty, console when the app has
+a terminal, ptmx -> pts/ptmx over a private devpts instance, shm, mqueue, and the fd/std*
+links. Nodes are made with mknod (one syscall each); where mknod is refused (a devices cgroup
+or a user namespace) the host's node is bind-mounted instead.
+
+Kurma's `os/linux/devices` binds chosen host nodes (e.g. /dev/ttyS0, /dev/kmsg) into that
+tmpfs; `os/linux/privileged` binds the host's whole /dev recursively instead (it is then the
+host's devtmpfs: nothing is created in it).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Sequence
+
+from ._inroot import Kind, ensure_in_root, open_in_root
+from ._mountapi import AT_FDCWD, AT_RECURSIVE, OPEN_TREE_CLONE, fd_path, move_mount, open_tree
+from .linux import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_STRICTATIME, mount
+
+# name, major, minor (devices.txt); mode 0666 like every container runtime
+_NODES = (
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+)
+_LINKS = (
+    ("ptmx", "pts/ptmx"),
+    ("fd", "/proc/self/fd"),
+    ("stdin", "/proc/self/fd/0"),
+    ("stdout", "/proc/self/fd/1"),
+    ("stderr", "/proc/self/fd/2"),
+)
+_DEVPTS_OPTIONS = "newinstance,ptmxmode=0666,mode=620,gid=5"  # gid 5: tty in every distro
+_DEV_OPTIONS = "mode=755,size=65536k,nr_inodes=4096"
+_SHM_OPTIONS = "mode=1777,size=65536k"
+
+MINIMAL_DEV = frozenset(
+    [n for n, _, _ in _NODES] + [n for n, _ in _LINKS] + ["pts", "shm", "mqueue"]
+)
+"""What a minimal /dev holds, besides `console` when the app has a terminal."""
+
+
+def setup_dev(
+    rootfd: int,
+    *,
+    privileged: bool = False,
+    devices: Sequence[str] = (),
+    console: str | None = None,
+) -> None:
+    """Mount the app's /dev inside the rootfs (umask must be 0 for the node modes)."""
+    target = ensure_in_root(rootfd, "/dev", Kind.DIR)
+    try:
+        if privileged:
+            _bind_host_dev(target)
+            return
+        mount("tmpfs", fd_path(target), "tmpfs", MS_NOSUID | MS_STRICTATIME, _DEV_OPTIONS)
+    finally:
+        os.close(target)
+    devfd = open_in_root(rootfd, "/dev")  # the tmpfs now, not the directory beneath it
+    try:
+        _populate(devfd)
+        if console is not None:
+            bind_device(devfd, console, "console")
+        for device in devices:
+            bind_device(devfd, device, device.removeprefix("/dev/"))
+    finally:
+        os.close(devfd)
+
+
+def _bind_host_dev(target: int) -> None:
+    """Privileged: the host's /dev and everything mounted under it, as it is."""
+    tree = open_tree(AT_FDCWD, "/dev", OPEN_TREE_CLONE | AT_RECURSIVE)
+    try:
+        move_mount(tree, target, "/dev")
+    finally:
+        os.close(tree)
+
+
+def _populate(devfd: int) -> None:
+    """Nodes, links and the pts/shm/mqueue mounts of a fresh /dev tmpfs."""
+    for name, major, minor in _NODES:
+        try:
+            os.mknod(name, stat.S_IFCHR | 0o666, os.makedev(major, minor), dir_fd=devfd)
+        except PermissionError:
+            bind_device(devfd, f"/dev/{name}", name)
+    for name, link in _LINKS:
+        os.symlink(link, name, dir_fd=devfd)
+    base = fd_path(devfd)
+    for name in ("pts", "shm", "mqueue"):
+        os.mkdir(name, 0o755, dir_fd=devfd)
+    mount("devpts", f"{base}/pts", "devpts", MS_NOSUID | MS_NOEXEC, _DEVPTS_OPTIONS)
+    mount("shm", f"{base}/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, _SHM_OPTIONS)
+    try:
+        mount("mqueue", f"{base}/mqueue", "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    except OSError as e:
+        if e.errno != errno.ENODEV:  # a kernel without POSIX message queues
+            raise
+        os.rmdir("mqueue", dir_fd=devfd)
+
+
+def bind_device(devfd: int, host_path: str, name: str) -> None:
+    """Bind the host node `host_path` to `name` under the app's /dev (a char or block device).
+
+    The host path is opened without following a final symlink, so a link placed in the
+    host's /dev cannot turn a device grant into a bind of some other file.
+    """
+    try:
+        source = os.open(host_path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            errno.ENOENT, "device does not exist on the host", host_path
+        ) from None
+    try:
+        mode = os.fstat(source).st_mode
+        if not (stat.S_ISCHR(mode) or stat.S_ISBLK(mode)):
+            raise OSError(errno.ENODEV, "not a device node on the host", host_path)
+        target = ensure_in_root(devfd, name, Kind.FILE, 0o600)
+        try:
+            mount(fd_path(source), fd_path(target), None, MS_BIND)
+        finally:
+            os.close(target)
+    finally:
+        os.close(source)

@@ -1,0 +1,156 @@
+"""An app's volumes: which pod volume lands where (pure), empty volume dirs, and the binds.
+
+Matching (pods.md v0.8.11): each `mounts` entry of the runtime app names a volume (or brings an
+`appVolume`) and a path in the app's filesystem. Every `mountPoints` entry of the app must be
+satisfied by such a mount, either at the same path or naming the mount point's name; the spec
+lets an executor fail otherwise, and we do, naming the mount point. A volume's `readOnly`, when
+set, overrides the mount point's. `recursive` defaults to true ("SHOULD default to recursive").
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import posixpath
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..aci import App, MountPoint, PodManifest, RuntimeApp, Volume, VolumeKind
+from ..errors import ValidationError
+from ._inroot import Kind, ensure_in_root
+from ._mountapi import MOUNT_ATTR_RDONLY, bind_clone
+
+_APP_VOLUME_SEPARATOR = "~"  # not allowed in an AC Name, so never clashes with a pod volume
+
+
+@dataclass(frozen=True)
+class VolumeBind:
+    """One bind of an app: a host directory or file onto a path inside the app's rootfs."""
+
+    volume: str
+    kind: VolumeKind
+    source: str
+    target: str
+    read_only: bool = False
+    recursive: bool = True
+    mode: int = 0o755
+    uid: int = 0
+    gid: int = 0
+
+
+def plan_volumes(
+    pod: PodManifest, app: RuntimeApp, image_app: App | None, volumes_dir: str
+) -> tuple[VolumeBind, ...]:
+    """The binds of one app, parents before children; empty volumes live in `volumes_dir`.
+
+    Raises ValidationError naming the app and the mount point (or mount) that cannot be met.
+    """
+    effective = app.app or image_app
+    mount_points: Sequence[MountPoint] = effective.mount_points if effective else ()
+    by_path = {posixpath.normpath(mp.path): mp for mp in mount_points}
+    by_name = {mp.name: mp for mp in mount_points}
+    volumes = {v.name: v for v in pod.volumes}
+    binds: list[VolumeBind] = []
+    satisfied: set[str] = set()
+    for i, mount in enumerate(app.mounts):
+        target = posixpath.normpath(mount.path)
+        point = by_path.get(target) or by_name.get(mount.volume)
+        if point is not None:
+            satisfied.add(point.name)
+        volume = mount.app_volume or volumes.get(mount.volume)
+        if volume is None:
+            raise ValidationError(
+                f"app {app.name!r} mounts[{i}]", f"no pod volume is named {mount.volume!r}"
+            )
+        app_owned = None if mount.app_volume is None else app.name
+        default_ro = point.read_only if point is not None else False
+        binds.append(_bind(volume, target, default_ro, volumes_dir, app_owned))
+    for point in mount_points:
+        if point.name not in satisfied:
+            raise ValidationError(
+                f"app {app.name!r} mountPoints {point.name!r}",
+                f"no mount of the pod satisfies it (path {point.path!r}): add a mount with "
+                f"that path or with volume {point.name!r}",
+            )
+    return tuple(sorted(binds, key=lambda b: b.target.rstrip("/").count("/")))
+
+
+def _bind(
+    volume: Volume, target: str, default_ro: bool, volumes_dir: str, app_owned: str | None
+) -> VolumeBind:
+    read_only = default_ro if volume.read_only is None else volume.read_only
+    if volume.kind is VolumeKind.HOST:
+        assert volume.source is not None
+        recursive = True if volume.recursive is None else volume.recursive
+        return VolumeBind(volume.name, volume.kind, volume.source, target, read_only, recursive)
+    name = volume.name if app_owned is None else f"{app_owned}{_APP_VOLUME_SEPARATOR}{volume.name}"
+    return VolumeBind(
+        volume.name,
+        volume.kind,
+        os.path.join(volumes_dir, name),
+        target,
+        read_only,
+        recursive=False,
+        mode=volume.mode_bits,
+        uid=volume.uid or 0,
+        gid=volume.gid or 0,
+    )
+
+
+def ensure_empty_volume(bind: VolumeBind) -> None:
+    """Create an empty volume's directory once, with its mode and owner; later apps reuse it.
+
+    Only the creator sets mode and owner, so an app that changed them (as it may) keeps them.
+    """
+    try:
+        os.mkdir(bind.source, 0o700)
+    except FileExistsError:
+        return
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(bind.source), 0o755, exist_ok=True)
+        try:
+            os.mkdir(bind.source, 0o700)
+        except FileExistsError:
+            return
+    os.chown(bind.source, bind.uid, bind.gid)
+    os.chmod(bind.source, bind.mode)
+
+
+def open_source(bind: VolumeBind) -> int:
+    """An O_PATH fd of a bind's host source; a missing or symlinked source is an error.
+
+    A symlink is refused rather than followed: the admin named that path, and a symlink
+    there could be swapped to point anywhere between check and mount.
+    """
+    try:
+        fd = os.open(bind.source, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            errno.ENOENT, f"volume {bind.volume!r}: host source does not exist", bind.source
+        ) from None
+    if stat.S_ISLNK(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.ELOOP, f"volume {bind.volume!r}: host source is a symlink", bind.source)
+    return fd
+
+
+def mount_volume(rootfd: int, bind: VolumeBind) -> None:
+    """Bind one volume into the rootfs at its target, resolved inside the root, never outside."""
+    if bind.kind is VolumeKind.EMPTY:
+        ensure_empty_volume(bind)
+    source = open_source(bind)
+    try:
+        kind = Kind.DIR if stat.S_ISDIR(os.fstat(source).st_mode) else Kind.FILE
+        target = ensure_in_root(rootfd, bind.target, kind)
+        try:
+            what = f"volume {bind.volume!r} at {bind.target}"
+            if os.path.samestat(os.fstat(target), os.fstat(rootfd)):
+                # `/data -> /` in the image: covering the app's whole root is never meant.
+                raise OSError(errno.EINVAL, f"{what}: the target resolves to the rootfs itself")
+            attrs = MOUNT_ATTR_RDONLY if bind.read_only else 0
+            bind_clone(source, target, recursive=bind.recursive, attrs=attrs, what=what)
+        finally:
+            os.close(target)
+    finally:
+        os.close(source)

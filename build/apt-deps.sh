@@ -10,7 +10,8 @@ packages=(
     debootstrap      # bench/import.py builds a Debian minbase rootfs
     golang-go golang-github-appc-spec-dev   # the appc ACE validator, built offline
     gcc libc6-dev musl-tools   # kurma-podinit, the pods' tiny C init (musl: 50 KiB PSS)
-    util-linux       # unshare/nsenter in the runtime's tests
+    util-linux libseccomp2   # unshare/nsenter in the tests; libseccomp behind pyseccomp
+    busybox-static   # the tiny rootfs of the runtime's tests (static: no libraries to copy)
 )
 
 missing=()

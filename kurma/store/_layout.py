@@ -4,7 +4,8 @@ images/<image-id>/{manifest,rootfs/,info.json}   imported images, named by full 
 trees/<tree-key>/{rootfs/,info.json}             rendered trees of images with dependencies
 refs/<holder>.json                               which images and trees a holder (a pod) uses
 locks/                                           flock files
-tmp/                                             staging; swept when the store opens
+tmp/                                             staging; `sweep_temporaries()` clears what
+                                                 crashed imports left (kurmad at start)
 """
 
 from __future__ import annotations

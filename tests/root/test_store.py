@@ -158,3 +158,13 @@ def test_delete_refused_while_held(store: ImageStore, tmp_path: Path) -> None:
     assert store.list() == []
     assert os.listdir(store.layout.images) == []
     assert os.listdir(store.layout.tmp) == []
+
+
+def test_sweep_removes_what_a_crashed_import_left(store: ImageStore, tmp_path: Path) -> None:
+    """Staging left by a killed import is cleared; stored images are untouched."""
+    rec = store.import_image(make_aci(tmp_path, "example.com/app", {"x": "y"})).record
+    stale = store.layout.tmp / ".tmp-import-crashed"
+    (stale / "rootfs").mkdir(parents=True)
+    assert store.sweep_temporaries() == 1
+    assert os.listdir(store.layout.tmp) == []
+    assert store.get(rec.image_id).rootfs.exists()

@@ -12,14 +12,3 @@ from ._records import parse_image_ref as parse_image_ref
 from ._refs import Reference as Reference
 from ._render import RenderedTree as RenderedTree
 from ._select import version_key as version_key
-
-__all__ = [
-    "ImageRecord",
-    "ImageRef",
-    "ImageStore",
-    "ImportResult",
-    "Reference",
-    "RenderedTree",
-    "parse_image_ref",
-    "version_key",
-]

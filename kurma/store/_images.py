@@ -141,16 +141,16 @@ class ImageStore:
     def acquire(self, holder: str, ref: str | ImageRef) -> RenderedTree:
         """Render an image for `holder` and record the use, so nothing it needs is deleted."""
         record = self.get(ref)
-        layer_ids = sorted({layer.image_id for layer in resolve_layers(self, record)})
+        layers = resolve_layers(self, record)
         with ExitStack() as stack:
-            for image_id in layer_ids:  # sorted: no lock-order deadlock with other acquirers
+            for image_id in sorted({layer.image_id for layer in layers}):  # no lock-order deadlock
                 stack.enter_context(self._image_lock(image_id, shared=True))
-            tree = render(self, self.get_by_id(record.image_id))
-            previous = next((r for r in self.refs.all() if r.holder == holder), None)
-            images = set(tree.layers) | (set(previous.images) if previous else set())
-            trees = ({tree.key} if tree.key else set()) | (
-                set(previous.trees) if previous else set()
-            )
+            for layer in layers:  # deleted between resolving and locking? ImageNotFound
+                self.get_by_id(layer.image_id)
+            tree = render(self, record, layers)
+            previous = self.refs.get(holder)
+            images = set(tree.layers) | (previous.images if previous else set())
+            trees = ({tree.key} if tree.key else set()) | (previous.trees if previous else set())
             self.refs.hold(holder, images, trees)
         return tree
 

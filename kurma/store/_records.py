@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from kurma.aci import ImageManifest, parse_image_manifest
+from kurma.aci import ImageManifest, is_ac_identifier, parse_image_id_ref, parse_image_manifest
 from kurma.errors import ValidationError
 
 INFO_FILE = "info.json"
@@ -35,8 +35,6 @@ class ImageRef:
 
 def parse_image_ref(text: str) -> ImageRef:
     """Parse a reference as typed by a person; raises ValidationError naming the fault."""
-    from kurma.aci import is_ac_identifier, parse_image_id_ref
-
     if text.startswith("sha512-"):
         return ImageRef(image_id=parse_image_id_ref(text))
     name, *pairs = text.split(",")

@@ -46,6 +46,14 @@ class RefTable:
         """Forget `holder`; releasing an unknown holder is not an error."""
         self._path(holder).unlink(missing_ok=True)
 
+    def get(self, holder: str) -> Reference | None:
+        """What `holder` uses, or None if it holds nothing."""
+        try:
+            doc = json.loads(self._path(holder).read_bytes())
+        except FileNotFoundError:
+            return None
+        return Reference(holder, frozenset(doc.get("images", ())), frozenset(doc.get("trees", ())))
+
     def all(self) -> list[Reference]:
         """Every holder's reference."""
         refs = []

@@ -11,6 +11,7 @@ tree. Rendered trees are cached under a key of the image IDs in render order.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -80,9 +81,9 @@ def _resolve_dependency(store, dep, where: str) -> ImageRecord:
     return found
 
 
-def render(store, record: ImageRecord) -> RenderedTree:
-    """The rendered tree of `record`, from the cache or built now."""
-    layers = resolve_layers(store, record)
+def render(store, record: ImageRecord, layers: list[ImageRecord] | None = None) -> RenderedTree:
+    """The rendered tree of `record`, from the cache or built now (`layers` if resolved)."""
+    layers = layers if layers is not None else resolve_layers(store, record)
     ids = tuple(layer.image_id for layer in layers)
     whitelist = record.manifest.path_whitelist
     if len(layers) == 1 and not whitelist:
@@ -162,7 +163,7 @@ def _link_or_copy(src: str, dst: str, st: os.stat_result) -> None:
     try:
         os.link(src, dst, follow_symlinks=False)
     except OSError as e:
-        if e.errno not in (18, 31):  # EXDEV: another filesystem; EMLINK: too many links
+        if e.errno not in (errno.EXDEV, errno.EMLINK):  # another filesystem; too many links
             raise
         shutil.copy2(src, dst, follow_symlinks=False)
         if os.geteuid() == 0:

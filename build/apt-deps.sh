@@ -12,6 +12,7 @@ packages=(
     gcc libc6-dev musl-tools   # kurma-podinit, the pods' tiny C init (musl: 50 KiB PSS)
     util-linux libseccomp2   # unshare/nsenter in the tests; libseccomp behind pyseccomp
     busybox-static   # the tiny rootfs of the runtime's tests (static: no libraries to copy)
+    crun runc        # bench/peers.py: the OCI runtimes Kurma's pod start is compared with
 )
 
 missing=()

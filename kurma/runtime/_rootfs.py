@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 from dataclasses import dataclass
 
 from ..aci import (
@@ -88,9 +89,10 @@ _BIND_RO = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR
 class RootfsSpec:
     """Everything `prepare_app_rootfs` needs, resolved by the launcher beforehand.
 
-    `run_dir` must not exist yet: it is created and holds `upper`, `work` and the `rootfs`
-    mount point. It must not be on overlayfs; in the booted initrd it must be on a tmpfs
-    (the initramfs has no xattrs). The launcher removes it after the app has exited.
+    `run_dir` is created and holds `upper`, `work` and the `rootfs` mount point; if it
+    exists (a post-stop handler after its app) its upper is reused. It must not be on
+    overlayfs; in the booted initrd it must be on a tmpfs (the initramfs has no xattrs).
+    The runtime removes it with the pod.
     """
 
     app_name: str
@@ -182,14 +184,20 @@ def mount_overlay(tree: str, run_dir: str) -> str:
     for path in (tree, run_dir):
         if any(c in path for c in ",:\\"):
             raise ValueError(f"overlay paths cannot hold ',', ':' or '\\': {path!r}")
+    upper, work, rootfs = (os.path.join(run_dir, n) for n in ("upper", "work", "rootfs"))
     try:
         os.mkdir(run_dir, 0o700)
     except FileNotFoundError:
         os.makedirs(os.path.dirname(run_dir), 0o755, exist_ok=True)
         os.mkdir(run_dir, 0o700)
-    upper, work, rootfs = (os.path.join(run_dir, n) for n in ("upper", "work", "rootfs"))
-    for path in (upper, work, rootfs):
-        os.mkdir(path, 0o755)
+    except FileExistsError:
+        # A handler after its app (post-stop): the same upper, so it sees what the app
+        # wrote. A volatile overlay leaves work/incompat/volatile, which refuses a remount.
+        shutil.rmtree(work)
+        os.mkdir(work, 0o755)
+    else:
+        for path in (upper, work, rootfs):
+            os.mkdir(path, 0o755)
     # volatile: the upper dir is thrown away after the run, so skip every sync of it.
     data = f"lowerdir={tree},upperdir={upper},workdir={work},volatile"
     mount("overlay", rootfs, "overlay", MS_NODEV, data)

@@ -93,12 +93,16 @@ class MetadataService:
         image_manifests: Mapping[str, ImageManifestInput],
         netns_path: str | os.PathLike[str] | None = None,
         token: str | None = None,
+        listener_sock: socket.socket | None = None,
     ) -> str:
         """Serve a pod; returns its AC_METADATA_URL (`http://ADDR:PORT/TOKEN`).
 
         `netns_path` (e.g. /proc/PID/ns/net of the pod's init) names the pod's network
         namespace; None (or the daemon's own) means the shared host listener. `token` keeps
-        the URL a pod already has (after a daemon restart). Raises ValueError, OSError.
+        the URL a pod already has (after a daemon restart). `listener_sock` is a listening
+        socket already made inside that namespace (the launcher makes one while it creates
+        the namespace, so apps never race the registration); it is adopted, or closed if the
+        namespace has a listener. Raises ValueError, OSError.
         """
         record = build_pod_record(pod_uuid, pod_manifest, image_manifests, token)
         nsid = netns_id(netns_path)
@@ -109,14 +113,24 @@ class MetadataService:
                     raise RuntimeError("metadata service is closed")
                 listener = self._listeners.get(nsid)
                 created = listener is None
-                if listener is None:
+                if listener is None and listener_sock is not None:
+                    listener_sock.setblocking(False)
+                    listener = Listener(
+                        listener_sock, nsid, shared=False, netns_path=os.fspath(netns_path or "")
+                    )
+                    listener_sock = None
+                elif listener is None:
                     listener = self._open_listener(nsid, netns_path)
+                if created:
                     self._listeners[nsid] = listener
                 listener.pods.add(record.uuid)
                 self._pod_listener[record.uuid] = listener
         except BaseException:
             self.registry.remove(record.uuid)
             raise
+        finally:
+            if listener_sock is not None:
+                listener_sock.close()
         if created:
             self._call_in_loop(lambda: self._selector.register(listener.sock, _READ, listener))
         log.info("metadata: pod %s registered on %s", record.uuid, listener.describe())

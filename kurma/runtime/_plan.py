@@ -1,0 +1,488 @@
+"""What the launcher needs to start a pod, decided in the daemon from the manifests.
+
+Every isolator is judged here, once, before anything forks: the plan says what each app
+gets (argv, environment, identity, capabilities, seccomp, sysctls, limits, its rootfs spec)
+and the pod's record lists which isolators were enforced and which ignored, and why. Bad
+values are ValidationErrors naming the app and the isolator; nothing has started yet.
+"""
+
+from __future__ import annotations
+
+import errno as errnos
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from ..aci import (
+    DEFAULT_CAPABILITIES,
+    ApiAccessIsolator,
+    App,
+    CapabilitiesRemoveSet,
+    CapabilitiesRetainSet,
+    CPUIsolator,
+    CPUSharesIsolator,
+    DevicesIsolator,
+    ImageManifest,
+    Isolator,
+    MemoryIsolator,
+    NamespacesIsolator,
+    NoNewPrivilegesIsolator,
+    OOMScoreAdjIsolator,
+    PodManifest,
+    PrivilegedIsolator,
+    RuntimeApp,
+    SeccompRemoveSet,
+    SeccompRetainSet,
+    SysctlIsolator,
+)
+from ..errors import ValidationError
+from ._etc import EtcFiles
+from ._identity import Identity, resolve_identity
+from ._rootfs import RootfsSpec, rootfs_spec
+from .linux import Capability
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+SHAREABLE_NAMESPACES = ("net", "ipc", "uts", "pid")
+
+# Sysctls that belong to a namespace the pod owns (runc's list): net.* needs its own netns,
+# the IPC ones its own IPC namespace. Everything else would change the host.
+_IPC_SYSCTLS = (
+    "kernel.msgmax",
+    "kernel.msgmnb",
+    "kernel.msgmni",
+    "kernel.sem",
+    "kernel.shmall",
+    "kernel.shmmax",
+    "kernel.shmmni",
+    "kernel.shm_rmid_forced",
+)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """cgroup limits; None means unlimited (or the kernel's default weight)."""
+
+    memory_bytes: int | None = None
+    cpu_millicores: int | None = None
+    cpu_shares: int | None = None
+    pids_max: int | None = None
+
+    def __bool__(self) -> bool:
+        return any(
+            v is not None
+            for v in (self.memory_bytes, self.cpu_millicores, self.cpu_shares, self.pids_max)
+        )
+
+
+@dataclass(frozen=True)
+class SeccompPlan:
+    """A seccomp filter: `retain` allows only `syscalls`, `remove` blocks them."""
+
+    mode: str  # "retain" | "remove"
+    syscalls: tuple[str, ...]
+    errno: int = errnos.EPERM
+
+
+@dataclass(frozen=True)
+class IsolatorOutcome:
+    """One line of a pod's isolator report."""
+
+    scope: str  # "pod" or the app's name
+    name: str
+    enforced: bool
+    note: str = ""
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "scope": self.scope,
+            "name": self.name,
+            "enforced": self.enforced,
+            "note": self.note,
+        }
+
+
+@dataclass(frozen=True)
+class AppPlan:
+    """Everything the forked app process does before exec, resolved in advance."""
+
+    name: str
+    argv: tuple[str, ...]
+    env: tuple[tuple[str, str], ...]
+    identity: Identity
+    capabilities: frozenset[int]
+    ambient: bool  # raise the capabilities for a non-root user (an explicit retain-set)
+    no_new_privileges: bool
+    seccomp: SeccompPlan | None
+    oom_score_adj: int | None
+    sysctls: tuple[tuple[str, str], ...]
+    rootfs: RootfsSpec
+    pre_start: tuple[str, ...] | None = None
+    post_stop: tuple[str, ...] | None = None
+    limits: Limits = field(default_factory=Limits)
+
+
+@dataclass(frozen=True)
+class PodPlan:
+    """A pod ready to launch: namespaces it shares with the host, limits, apps in order."""
+
+    uuid: str
+    name: str
+    pod_dir: str
+    host_namespaces: frozenset[str]
+    limits: Limits
+    apps: tuple[AppPlan, ...]
+    report: tuple[IsolatorOutcome, ...]
+    api_access: ApiAccessIsolator | None = None
+
+
+@dataclass(frozen=True)
+class AppInput:
+    """One app of the pod with what the store gave for it: its image manifest and tree."""
+
+    app: RuntimeApp
+    image: ImageManifest
+    tree: str
+
+
+def plan_pod(
+    uuid: str,
+    name: str,
+    pod: PodManifest,
+    apps: Sequence[AppInput],
+    *,
+    pod_dir: str,
+    etc: EtcFiles | None,
+    metadata_url: str | None,
+    pids_max: int | None = None,
+) -> PodPlan:
+    """Judge every isolator and resolve every app; raises ValidationError naming the culprit."""
+    report: list[IsolatorOutcome] = []
+    host_ns = _host_namespaces(pod, apps, report)
+    pod_caps = _pod_grants(pod.isolators, "pod", report)
+    pod_limits = _limits(pod.isolators, "pod", report, pids_max)
+    api = next((i for i in pod.isolators if isinstance(i, ApiAccessIsolator)), None)
+    planned = tuple(
+        _plan_app(pod, item, pod_dir, etc, metadata_url, host_ns, pod_caps, report) for item in apps
+    )
+    return PodPlan(uuid, name, pod_dir, host_ns, pod_limits, planned, tuple(report), api)
+
+
+def _effective_app(item: AppInput) -> App:
+    app = item.app.app or item.image.app
+    if app is None:
+        raise ValidationError(
+            f"app {item.app.name!r}",
+            "neither the pod nor the image says how to run it (no `app` section)",
+        )
+    return app
+
+
+def _plan_app(
+    pod: PodManifest,
+    item: AppInput,
+    pod_dir: str,
+    etc: EtcFiles | None,
+    metadata_url: str | None,
+    host_ns: frozenset[str],
+    pod_grants: _Grants,
+    report: list[IsolatorOutcome],
+) -> AppPlan:
+    name = item.app.name
+    app = _effective_app(item)
+    if not app.exec:
+        raise ValidationError(f"app {name!r} exec", "no command to run")
+    isolators = app.isolators
+    grants = _pod_grants(isolators, name, report).over(pod_grants)
+    privileged = grants.privileged
+    caps = _capabilities(isolators, name, report, privileged)
+    nnp = _no_new_privileges(isolators, pod.isolators, name, report, privileged)
+    seccomp = _seccomp(isolators, name, report, privileged)
+    sysctls = _sysctls((*pod.isolators, *isolators), name, report, host_ns)
+    oom = _last(isolators, OOMScoreAdjIsolator) or _last(pod.isolators, OOMScoreAdjIsolator)
+    if oom is not None:
+        report.append(IsolatorOutcome(name, oom.name, True, f"oom_score_adj {oom.score}"))
+    identity = resolve_identity(item.tree, name, app)
+    retain_given = _last(isolators, CapabilitiesRetainSet) is not None
+    handlers = {h.name: h.exec for h in app.event_handlers}
+    run_dir = os.path.join(pod_dir, "apps", name)
+    spec = rootfs_spec(
+        pod,
+        item.app,
+        item.image.app,
+        tree=item.tree,
+        run_dir=run_dir,
+        volumes_dir=os.path.join(pod_dir, "volumes"),
+        etc=etc,
+    )
+    return AppPlan(
+        name=name,
+        argv=tuple(app.exec),
+        env=app_environment(name, app.environment, metadata_url),
+        identity=identity,
+        capabilities=caps,
+        ambient=retain_given or privileged,
+        no_new_privileges=nnp,
+        seccomp=seccomp,
+        oom_score_adj=None if oom is None else oom.score,
+        sysctls=sysctls,
+        rootfs=spec,
+        pre_start=handlers.get("pre-start"),
+        post_stop=handlers.get("post-stop"),
+        limits=_limits(isolators, name, report, None),
+    )
+
+
+def app_environment(
+    app_name: str, manifest_env: Mapping[str, str], metadata_url: str | None
+) -> tuple[tuple[str, str], ...]:
+    """PATH, AC_APP_NAME, AC_METADATA_URL, container=kurma, then the manifest's.
+
+    The manifest may set PATH (appc: the default applies only when the app does not), but
+    never the AC_ variables the executor owns.
+    """
+    env: dict[str, str] = {"PATH": DEFAULT_PATH, "AC_APP_NAME": app_name}
+    if metadata_url is not None:
+        env["AC_METADATA_URL"] = metadata_url
+    env["container"] = "kurma"
+    for key, value in manifest_env.items():
+        if key not in ("AC_APP_NAME", "AC_METADATA_URL"):
+            env[key] = value
+    return tuple(env.items())
+
+
+# --- pod-wide grants: privileged, devices, host namespaces ------------------------------------
+
+
+@dataclass(frozen=True)
+class _Grants:
+    privileged: bool = False
+
+    def over(self, pod: _Grants) -> _Grants:
+        return _Grants(self.privileged or pod.privileged)
+
+
+def _pod_grants(
+    isolators: Iterable[Isolator], scope: str, report: list[IsolatorOutcome]
+) -> _Grants:
+    privileged = False
+    for iso in isolators:
+        if isinstance(iso, PrivilegedIsolator):
+            privileged = iso.privileged
+            report.append(
+                IsolatorOutcome(
+                    scope,
+                    iso.name,
+                    True,
+                    "all capabilities, all devices, writable /sys, no seccomp"
+                    if iso.privileged
+                    else "not privileged",
+                )
+            )
+        elif isinstance(iso, DevicesIsolator):
+            report.append(IsolatorOutcome(scope, iso.name, True, " ".join(iso.devices)))
+        elif isinstance(iso, ApiAccessIsolator):
+            report.append(
+                IsolatorOutcome(
+                    scope, iso.name, False, "the API socket comes with kurmad (not running here)"
+                )
+            )
+        elif not _is_judged_elsewhere(iso):
+            report.append(IsolatorOutcome(scope, iso.name, False, "not supported by this executor"))
+    return _Grants(privileged)
+
+
+_JUDGED_ELSEWHERE = (
+    CapabilitiesRetainSet,
+    CapabilitiesRemoveSet,
+    NoNewPrivilegesIsolator,
+    SeccompRetainSet,
+    SeccompRemoveSet,
+    SysctlIsolator,
+    OOMScoreAdjIsolator,
+    CPUIsolator,
+    MemoryIsolator,
+    CPUSharesIsolator,
+    NamespacesIsolator,
+)
+
+
+def _is_judged_elsewhere(iso: Isolator) -> bool:
+    return isinstance(iso, _JUDGED_ELSEWHERE)
+
+
+def _host_namespaces(
+    pod: PodManifest, apps: Sequence[AppInput], report: list[IsolatorOutcome]
+) -> frozenset[str]:
+    """Namespaces shared with the host. They are the pod's, so an app's request is pod-wide."""
+    host: set[str] = set()
+    sources: list[tuple[str, tuple[Isolator, ...]]] = [("pod", pod.isolators)]
+    for item in apps:
+        app = item.app.app or item.image.app
+        sources.append((item.app.name, app.isolators if app else ()))
+    for scope, isolators in sources:
+        for iso in isolators:
+            if isinstance(iso, NamespacesIsolator):
+                host.update(iso.host)
+                note = ("host " + ", ".join(iso.host)) if iso.host else "all the pod's own"
+                if scope != "pod" and iso.host:
+                    note += " (pod-wide: namespaces are shared by the pod's apps)"
+                report.append(IsolatorOutcome(scope, iso.name, True, note))
+    return frozenset(host)
+
+
+# --- capabilities, no-new-privileges, seccomp ------------------------------------------------
+
+
+def _last(isolators: Iterable[Isolator], kind: type) -> object | None:
+    found = None
+    for iso in isolators:
+        if isinstance(iso, kind):
+            found = iso
+    return found
+
+
+def _cap(name: str, where: str) -> Capability:
+    try:
+        return Capability.from_name(name)
+    except (KeyError, ValueError):
+        raise ValidationError(where, f"unknown capability {name!r}") from None
+
+
+def _capabilities(
+    isolators: Sequence[Isolator], app: str, report: list[IsolatorOutcome], privileged: bool
+) -> frozenset[int]:
+    """The default bounding set (DESIGN.md), replaced by a retain-set, minus a remove-set."""
+    retain = _last(isolators, CapabilitiesRetainSet)
+    remove = _last(isolators, CapabilitiesRemoveSet)
+    if privileged:
+        caps = frozenset(int(c) for c in Capability)
+    else:
+        caps = frozenset(int(_cap(c, "default")) for c in DEFAULT_CAPABILITIES)
+    if isinstance(retain, CapabilitiesRetainSet):
+        where = f"app {app!r} isolator {retain.name}"
+        caps = frozenset(int(_cap(c, where)) for c in retain.capabilities)
+        report.append(IsolatorOutcome(app, retain.name, True, " ".join(retain.capabilities)))
+    if isinstance(remove, CapabilitiesRemoveSet):
+        where = f"app {app!r} isolator {remove.name}"
+        caps = caps - {int(_cap(c, where)) for c in remove.capabilities}
+        report.append(IsolatorOutcome(app, remove.name, True, " ".join(remove.capabilities)))
+    return caps
+
+
+def _no_new_privileges(
+    isolators: Sequence[Isolator],
+    pod_isolators: Sequence[Isolator],
+    app: str,
+    report: list[IsolatorOutcome],
+    privileged: bool,
+) -> bool:
+    """On unless the app (or pod) asks otherwise; a privileged pod has it off by default."""
+    iso = _last(isolators, NoNewPrivilegesIsolator) or _last(pod_isolators, NoNewPrivilegesIsolator)
+    if isinstance(iso, NoNewPrivilegesIsolator):
+        report.append(IsolatorOutcome(app, iso.name, True, "on" if iso.enabled else "off"))
+        return iso.enabled
+    return not privileged
+
+
+def _seccomp(
+    isolators: Sequence[Isolator], app: str, report: list[IsolatorOutcome], privileged: bool
+) -> SeccompPlan | None:
+    """The app's retain- or remove-set, else Docker's default blocked list (none if privileged)."""
+    retain = _last(isolators, SeccompRetainSet)
+    remove = _last(isolators, SeccompRemoveSet)
+    if retain is not None and remove is not None:
+        raise ValidationError(
+            f"app {app!r} isolators", "seccomp-retain-set and seccomp-remove-set exclude each other"
+        )
+    chosen = retain or remove
+    if isinstance(chosen, SeccompRetainSet | SeccompRemoveSet):
+        err = _errno(chosen.errno, f"app {app!r} isolator {chosen.name} errno")
+        mode = "retain" if isinstance(chosen, SeccompRetainSet) else "remove"
+        syscalls = tuple(chosen.syscalls)
+        if mode == "retain":  # the exec into the app itself must pass the filter
+            syscalls = tuple(dict.fromkeys((*syscalls, "execve")))
+        report.append(IsolatorOutcome(app, chosen.name, True, f"{len(chosen.syscalls)} syscalls"))
+        return SeccompPlan(mode, syscalls, err)
+    if privileged:
+        return None
+    from .linux import docker_default_blocked
+
+    return SeccompPlan("remove", tuple(sorted(docker_default_blocked())))
+
+
+def _errno(name: str | None, where: str) -> int:
+    if name is None:
+        return errnos.EPERM
+    value = getattr(errnos, name, None)
+    if not isinstance(value, int):
+        raise ValidationError(where, f"unknown errno {name!r}")
+    return value
+
+
+# --- sysctl, resources ------------------------------------------------------------------------
+
+
+def _sysctls(
+    isolators: Sequence[Isolator],
+    app: str,
+    report: list[IsolatorOutcome],
+    host_ns: frozenset[str],
+) -> tuple[tuple[str, str], ...]:
+    """Namespaced sysctls only; one that would change the host is an error, not a no-op."""
+    result: dict[str, str] = {}
+    for iso in isolators:
+        if not isinstance(iso, SysctlIsolator):
+            continue
+        for key, value in iso.parameters.items():
+            where = f"app {app!r} isolator os/unix/sysctl {key}"
+            own_net = key.startswith("net.") and "net" not in host_ns
+            own_ipc = (key in _IPC_SYSCTLS or key.startswith("fs.mqueue.")) and "ipc" not in host_ns
+            if not (own_net or own_ipc):
+                raise ValidationError(
+                    where,
+                    "not a sysctl of a namespace the pod owns (only "
+                    "net.* with its own network, and the IPC ones)",
+                )
+            if "/" in key or ".." in key or any(c.isspace() for c in key):
+                raise ValidationError(where, "not a sysctl name")
+            result[key] = value
+        report.append(IsolatorOutcome(app, iso.name, True, " ".join(iso.parameters)))
+    return tuple(result.items())
+
+
+def _limits(
+    isolators: Iterable[Isolator],
+    scope: str,
+    report: list[IsolatorOutcome],
+    pids_max: int | None,
+) -> Limits:
+    memory = cpu = shares = None
+    for iso in isolators:
+        if isinstance(iso, MemoryIsolator):
+            memory = iso.limit.value if iso.limit is not None else None
+            report.append(
+                IsolatorOutcome(
+                    scope,
+                    iso.name,
+                    memory is not None,
+                    f"limit {iso.limit.text}"
+                    if memory is not None
+                    else "a request alone is not enforced",
+                )
+            )
+        elif isinstance(iso, CPUIsolator):
+            cpu = iso.limit.milli_value if iso.limit is not None else None
+            report.append(
+                IsolatorOutcome(
+                    scope,
+                    iso.name,
+                    cpu is not None,
+                    f"limit {iso.limit.text}"
+                    if cpu is not None
+                    else "a request alone is not enforced",
+                )
+            )
+        elif isinstance(iso, CPUSharesIsolator):
+            shares = iso.shares
+            report.append(IsolatorOutcome(scope, iso.name, True, f"{iso.shares} shares"))
+    return Limits(memory, cpu, shares, pids_max)

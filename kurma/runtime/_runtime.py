@@ -1,0 +1,675 @@
+"""The pod runtime's Python interface: create, start, wait, stop, destroy, and re-adopt pods.
+
+One `Runtime` per state directory. It forks the launcher first (before its own threads),
+owns the image store, the cgroups and the metadata service, and watches every running pod
+from one thread: podinit's notification pipe wakes it, the exit records in `exits/` are the
+truth it reads, and a pidfd per podinit tells it when a pod's namespaces are gone. Every
+change of a pod's state is written to `pods/<uuid>/pod.json` before anyone is told, so a
+new Runtime on the same directory finds running pods again (`adopt`) and cleans up the
+ones that died meanwhile.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import os
+import selectors
+import shutil
+import signal
+import socket
+import threading
+import time
+import uuid as uuidlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..aci import PodManifest
+from ..errors import KurmaError, ValidationError
+from ..store import ImageStore
+from ._etc import write_pod_etc
+from ._plan import AppInput, PodPlan, plan_pod
+from ._podinit import podinit_path, read_exit_records
+from ._podrecord import AppRecord, AppState, PodRecord, PodState, process_start_time
+from .cgroups import Cgroup, CgroupSystem
+from .launcher import HandlerStart, Launcher, PodStart
+from .launcher._app import parse_start_error
+from .metadata import MetadataConfig, MetadataService
+from .metadata._registry import new_token
+
+log = logging.getLogger(__name__)
+
+SIGNAL_TERMINATE_APPS = 63  # podinit: SIGTERM (+SIGCONT) to every process but itself
+SIGNAL_KILL_APPS = 64  # podinit: SIGKILL to every process but itself
+_SCAN_INTERVAL = 1.0  # seconds between scans of pods that have no notification pipe
+
+
+class PodNotFound(KurmaError):
+    """No pod has that UUID, UUID prefix or name."""
+
+
+class PodStateError(KurmaError):
+    """The pod is not in a state that allows the operation."""
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    cgroup_parent: str = "kurma"  # below the runtime's own cgroup
+    stop_grace: float = 10.0  # SIGTERM to SIGKILL when stopping a pod
+    leftover_grace: float = 2.0  # for processes left when every app has ended
+    handler_timeout: float = 30.0  # a post-stop handler's budget while stopping
+    log_max_bytes: int = 10 << 20
+    log_keep: int = 3
+    nameservers: tuple[str, ...] | None = None  # None: the host's resolv.conf
+    pids_max: int | None = None  # a pids limit for every pod
+    metadata: bool = True
+    metadata_config: MetadataConfig = field(default_factory=MetadataConfig)
+
+
+class _Live:
+    """The in-memory side of a pod: its record plus descriptors and the plan."""
+
+    def __init__(self, record: PodRecord, pod_dir: Path) -> None:
+        self.record = record
+        self.pod_dir = pod_dir
+        self.plan: PodPlan | None = None
+        self.image_manifests: dict[str, bytes] = {}
+        self.pidfd: int | None = None
+        self.notify: int | None = None
+        self.pending: bytes = b""
+        self.finishing = False
+
+    @property
+    def cgroup_path(self) -> str | None:
+        return self.record.cgroup
+
+
+class Runtime:
+    """Runs appc pods from the store in `state_dir` (see the module docstring)."""
+
+    def __init__(
+        self,
+        state_dir: str | os.PathLike[str],
+        *,
+        config: RuntimeConfig | None = None,
+        store: ImageStore | None = None,
+    ) -> None:
+        self.config = config or RuntimeConfig()
+        self.state_dir = Path(state_dir)
+        self.pods_dir = self.state_dir / "pods"
+        self.pods_dir.mkdir(parents=True, exist_ok=True)
+        self.launcher = Launcher()  # first: no thread of ours exists yet
+        self.store = store or ImageStore(self.state_dir)
+        self.cgroups = CgroupSystem.detect()
+        self.podinit = str(podinit_path())
+        self.metadata: MetadataService | None = None
+        if self.config.metadata:
+            self.metadata = MetadataService(self.config.metadata_config)
+            self.metadata.start()
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._pods: dict[str, _Live] = {}
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, ("wake", ""))
+        self._closed = False
+        self.adopt()
+        self._thread = threading.Thread(target=self._watch, name="kurma-pod-watch", daemon=True)
+        self._thread.start()
+
+    # --- queries ---------------------------------------------------------------------------
+
+    def list_pods(self) -> list[PodRecord]:
+        with self._lock:
+            return [copy.deepcopy(p.record) for p in self._pods.values()]
+
+    def get(self, ref: str) -> PodRecord:
+        """A pod by UUID, unique UUID prefix, or name (copies: the runtime's stay private)."""
+        with self._lock:
+            return copy.deepcopy(self._find(ref).record)
+
+    def _find(self, ref: str) -> _Live:
+        if ref in self._pods:
+            return self._pods[ref]
+        matches = [p for u, p in self._pods.items() if u.startswith(ref)] if len(ref) >= 4 else []
+        if not matches:
+            matches = [p for p in self._pods.values() if p.record.name == ref]
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise PodNotFound(f"no pod has the UUID or name {ref!r}")
+        raise PodNotFound(f"{ref!r} names {len(matches)} pods; give more of the UUID")
+
+    # --- create ----------------------------------------------------------------------------
+
+    def create_pod(self, manifest: PodManifest, *, name: str | None = None) -> PodRecord:
+        """Prepare a pod: hold its images, check every app and isolator, write its record."""
+        if not manifest.apps:
+            raise ValidationError("apps", "a pod needs at least one app")
+        pod_uuid = str(uuidlib.uuid4())
+        pod_name = name or manifest.apps[0].name
+        _check_pod_name(pod_name)
+        pod_dir = self.pods_dir / pod_uuid
+        pod_dir.mkdir(mode=0o711)
+        try:
+            live = self._prepare(pod_uuid, pod_name, manifest, pod_dir)
+        except BaseException:
+            self.store.release(pod_uuid)
+            shutil.rmtree(pod_dir, ignore_errors=True)
+            raise
+        with self._lock:
+            self._pods[pod_uuid] = live
+            return copy.deepcopy(live.record)
+
+    def _prepare(self, pod_uuid: str, pod_name: str, manifest: PodManifest, pod_dir: Path) -> _Live:
+        inputs: list[AppInput] = []
+        apps: list[AppRecord] = []
+        manifests: dict[str, bytes] = {}
+        for app in manifest.apps:
+            tree = self.store.acquire(pod_uuid, app.image.id)
+            image = self.store.get_by_id(tree.image_id)
+            inputs.append(AppInput(app, image.manifest, str(tree.rootfs)))
+            apps.append(AppRecord(app.name, tree.image_id))
+            manifests[app.name] = (image.path / "manifest").read_bytes()
+        for sub in ("pids", "exits", "logs", "apps", "volumes"):
+            (pod_dir / sub).mkdir()
+        nameservers = self.config.nameservers
+        etc = write_pod_etc(str(pod_dir), pod_name, list(nameservers) if nameservers else None)
+        token = new_token()
+        record = PodRecord(
+            pod_uuid,
+            pod_name,
+            manifest.to_bytes().decode(),
+            time.time(),
+            apps=apps,
+            metadata_token=token,
+        )
+        live = _Live(record, pod_dir)
+        live.image_manifests = manifests
+        url = self._metadata_url(live, host_net=_shares_host_net(manifest, inputs))
+        live.plan = plan_pod(
+            pod_uuid,
+            pod_name,
+            manifest,
+            inputs,
+            pod_dir=str(pod_dir),
+            etc=etc,
+            metadata_url=url,
+            pids_max=self.config.pids_max,
+        )
+        record.isolators = [o.to_json() for o in live.plan.report]
+        record.save(pod_dir)
+        return live
+
+    def _metadata_url(self, live: _Live, *, host_net: bool) -> str | None:
+        """The pod's AC_METADATA_URL, known before it starts (the token is chosen here)."""
+        if self.metadata is None:
+            return None
+        record = live.record
+        if host_net:  # served by the daemon's own listener, which exists already
+            return self.metadata.register_pod(
+                record.uuid, record.manifest, live.image_manifests, None, record.metadata_token
+            )
+        cfg = self.config.metadata_config
+        return f"http://{cfg.pod_address}:{cfg.pod_port}/{record.metadata_token}"
+
+    # --- start -----------------------------------------------------------------------------
+
+    def start_pod(self, ref: str, *, timeout: float = 60.0) -> PodRecord:
+        """Start a created pod; returns once every app has exec'd or failed to start."""
+        with self._lock:
+            live = self._find(ref)
+            if live.record.state is not PodState.CREATED:
+                raise PodStateError(f"pod {live.record.name} is {live.record.state}, not created")
+            live.record.state = PodState.RUNNING  # claimed: a second start fails above
+        try:
+            errpipes = self._launch(live)
+        except BaseException:
+            with self._lock:
+                live.record.state = PodState.CREATED
+            self._remove_cgroup(live)
+            raise
+        failures = _read_errpipes(errpipes, timeout)
+        with self._lock:
+            for app, failure in zip(live.record.apps, failures, strict=True):
+                if failure is not None:
+                    app.error = failure[1]
+            live.record.save(live.pod_dir)
+            self._changed.notify_all()
+            result = copy.deepcopy(live.record)
+        if any(failures):
+            log.warning(
+                "pod %s: %s", live.record.name, "; ".join(f[1] for f in failures if f is not None)
+            )
+        return result
+
+    def _launch(self, live: _Live) -> list[int]:
+        record = live.record
+        plan = live.plan
+        if plan is None:
+            raise PodStateError(
+                f"pod {record.name} lost its plan (created before a restart); create it again"
+            )
+        relpath = f"{self.config.cgroup_parent}/{record.uuid}"
+        cgroup = self.cgroups.create(relpath)
+        record.cgroup = relpath
+        if plan.limits:
+            cgroup.set_limits(**_limit_args(plan.limits))
+        app_procs: dict[str, tuple[str, ...]] = {}
+        for app in plan.apps:
+            if app.limits:
+                child = self.cgroups.create(f"{relpath}/app-{app.name}")
+                child.set_limits(**_limit_args(app.limits))
+                app_procs[app.name] = _procs_files(child)
+        listen = None
+        if self.metadata is not None and "net" not in plan.host_namespaces:
+            cfg = self.config.metadata_config
+            listen = (cfg.pod_address, cfg.pod_port)
+        request = PodStart(plan, self._podinit_argv(), _procs_files(cgroup), app_procs, listen)
+        started, fds = self.launcher.start_pod(request)
+        pidfd, notify, *rest = fds
+        listener = rest.pop(0) if started.has_listener else None
+        with self._lock:
+            record.podinit_pid = started.pid
+            record.podinit_start = process_start_time(started.pid)
+            record.started_at = time.time()
+            for app in record.apps:
+                app.state = AppState.RUNNING
+                app.started_at = record.started_at
+            live.pidfd, live.notify = pidfd, notify
+            record.save(live.pod_dir)
+            self._watch_pod(live)
+        if listener is not None and self.metadata is not None:
+            self.metadata.register_pod(
+                record.uuid,
+                record.manifest,
+                live.image_manifests,
+                f"/proc/{started.pid}/ns/net",
+                record.metadata_token,
+                listener_sock=socket.socket(fileno=listener),
+            )
+        return rest
+
+    def _podinit_argv(self) -> tuple[str, ...]:
+        cfg = self.config
+        return (
+            self.podinit,
+            "-g",
+            str(cfg.leftover_grace),
+            "-l",
+            f"{cfg.log_max_bytes}:{cfg.log_keep}",
+        )
+
+    # --- wait, stop, destroy ---------------------------------------------------------------
+
+    def wait(self, ref: str, timeout: float | None = None) -> PodRecord:
+        """Block until the pod has exited; TimeoutError if it has not within `timeout`."""
+        with self._lock:
+            live = self._find(ref)
+            if not self._changed.wait_for(lambda: live.record.state is PodState.EXITED, timeout):
+                raise TimeoutError(f"pod {live.record.name} still {live.record.state}")
+            return copy.deepcopy(live.record)
+
+    def wait_app(self, ref: str, app: str, timeout: float | None = None) -> AppRecord:
+        """Block until one app has exited and its status is known."""
+        with self._lock:
+            live = self._find(ref)
+            record = live.record.app(app)
+            if not self._changed.wait_for(lambda: record.state is AppState.EXITED, timeout):
+                raise TimeoutError(f"app {app} of pod {live.record.name} is still running")
+            return copy.deepcopy(record)
+
+    def run(
+        self, manifest: PodManifest, *, name: str | None = None, timeout: float | None = None
+    ) -> PodRecord:
+        """create + start + wait: the pod's final record."""
+        record = self.create_pod(manifest, name=name)
+        self.start_pod(record.uuid)
+        return self.wait(record.uuid, timeout)
+
+    def stop_pod(self, ref: str, grace: float | None = None) -> PodRecord:
+        """SIGTERM to the apps, `grace` seconds, SIGKILL, then post-stop; waits for the end."""
+        grace = self.config.stop_grace if grace is None else grace
+        with self._lock:
+            live = self._find(ref)
+            if live.record.state is PodState.CREATED:
+                live.record.state = PodState.EXITED
+                live.record.finished_at = time.time()
+                live.record.save(live.pod_dir)
+                self._changed.notify_all()
+                return copy.deepcopy(live.record)
+            if live.record.state is PodState.RUNNING:
+                live.record.state = PodState.STOPPING
+                live.record.save(live.pod_dir)
+            apps_done = lambda: all(a.state is AppState.EXITED for a in live.record.apps)  # noqa: E731
+            if not apps_done():
+                self._signal(live, SIGNAL_TERMINATE_APPS)
+                if not self._changed.wait_for(apps_done, grace):
+                    self._signal(live, SIGNAL_KILL_APPS)
+                    self._changed.wait_for(apps_done, 5.0)
+            ended = lambda: live.record.state is PodState.EXITED  # noqa: E731
+            if not self._changed.wait_for(ended, self.config.handler_timeout):
+                self._signal(live, signal.SIGKILL)  # podinit: the kernel ends the namespace
+                self._changed.wait_for(ended, 10.0)
+            return copy.deepcopy(live.record)
+
+    def destroy_pod(self, ref: str, grace: float | None = None) -> None:
+        """Stop the pod if needed, then remove its state and release its images."""
+        record = self.stop_pod(ref, grace)
+        with self._lock:
+            live = self._pods.pop(record.uuid)
+        self._remove_cgroup(live)
+        self.store.release(record.uuid)
+        shutil.rmtree(live.pod_dir, ignore_errors=True)
+
+    def _signal(self, live: _Live, sig: int) -> None:
+        if live.pidfd is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            signal.pidfd_send_signal(live.pidfd, sig)
+
+    # --- the watcher -------------------------------------------------------------------------
+
+    def _watch_pod(self, live: _Live) -> None:
+        """Register a running pod's descriptors with the watcher (lock held)."""
+        uuid = live.record.uuid
+        if live.notify is not None:
+            os.set_blocking(live.notify, False)
+            self._selector.register(live.notify, selectors.EVENT_READ, ("notify", uuid))
+        if live.pidfd is not None:
+            self._selector.register(live.pidfd, selectors.EVENT_READ, ("pidfd", uuid))
+        os.write(self._wake_w, b"w")
+
+    def _watch(self) -> None:
+        next_scan = time.monotonic() + _SCAN_INTERVAL
+        while not self._closed:
+            try:
+                events = self._selector.select(max(0.0, next_scan - time.monotonic()))
+            except (OSError, ValueError):
+                if self._closed:
+                    return
+                raise
+            with self._lock:
+                for key, _ in events:
+                    kind, uuid = key.data
+                    if kind == "wake":
+                        _drain(self._wake_r)
+                        continue
+                    live = self._pods.get(uuid)
+                    if live is None:
+                        continue
+                    if kind == "notify":
+                        self._read_notifications(live)
+                        self._scan(live)
+                    elif kind == "pidfd":
+                        self._scan(live)
+                        self._finalize(live)
+                if time.monotonic() >= next_scan:
+                    next_scan = time.monotonic() + _SCAN_INTERVAL
+                    for live in list(self._pods.values()):
+                        if live.record.state in (PodState.RUNNING, PodState.STOPPING):
+                            self._scan(live)
+
+    def _read_notifications(self, live: _Live) -> None:
+        """Take the `app NAME PID` lines; the rest are only hints to scan."""
+        assert live.notify is not None
+        try:
+            data = os.read(live.notify, 65536)
+        except BlockingIOError:
+            return
+        if not data:
+            self._selector.unregister(live.notify)
+            os.close(live.notify)
+            live.notify = None
+            return
+        lines = (live.pending + data).split(b"\n")
+        live.pending = lines.pop()
+        for line in lines:
+            fields = line.split(b" ")
+            if len(fields) == 3 and fields[0] == b"app" and fields[2].isdigit():
+                app = live.record.app(fields[1].decode())
+                app.pid = int(fields[2])
+
+    def _scan(self, live: _Live) -> None:
+        """Consume podinit's exit records (lock held)."""
+        records = read_exit_records(live.pod_dir)
+        if not records:
+            return
+        by_pid = {a.pid: a for a in live.record.apps if a.pid is not None}
+        handlers = {a.post_stop_pid: a for a in live.record.apps if a.post_stop_pid is not None}
+        now = time.time()
+        for pid, code in records.items():
+            if pid in by_pid and by_pid[pid].state is not AppState.EXITED:
+                app = by_pid[pid]
+                app.state, app.exit_code, app.finished_at = AppState.EXITED, code, now
+                self._after_app(live, app)
+            elif pid in handlers and handlers[pid].post_stop_code is None:
+                handlers[pid].post_stop_code = code
+            else:
+                continue  # not ours yet (an app line still in the pipe)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(live.pod_dir / "exits" / str(pid))
+        live.record.save(live.pod_dir)
+        self._changed.notify_all()
+        self._maybe_finish(live)
+
+    def _after_app(self, live: _Live, app: AppRecord) -> None:
+        """Run the app's post-stop handler in the pod, if it has one and started at all."""
+        plan = live.plan
+        if plan is None or live.record.podinit_pid is None or app.error is not None:
+            return
+        app_plan = next(p for p in plan.apps if p.name == app.name)
+        if app_plan.post_stop is None:
+            return
+        request = HandlerStart(
+            live.record.podinit_pid,
+            str(live.pod_dir),
+            app_plan,
+            app_plan.post_stop,
+            f"{app.name} post-stop",
+            plan.host_namespaces,
+            _procs_files(self.cgroups.open(live.record.cgroup or "")),
+            str(live.pod_dir / "logs" / f"{app.name}.log"),
+        )
+        try:
+            pid, errpipe = self.launcher.start_handler(request)
+        except OSError as e:
+            log.warning("pod %s: post-stop of %s: %s", live.record.name, app.name, e)
+            return
+        os.close(errpipe)
+        app.post_stop_pid = pid
+
+    def _maybe_finish(self, live: _Live) -> None:
+        """All apps and handlers done: tell podinit to end the pod (it kills leftovers)."""
+        record = live.record
+        if live.finishing or not all(a.state is AppState.EXITED for a in record.apps):
+            return
+        if any(a.post_stop_pid is not None and a.post_stop_code is None for a in record.apps):
+            return
+        live.finishing = True
+        self._signal(live, signal.SIGTERM)
+
+    def _finalize(self, live: _Live) -> None:
+        """podinit is gone, and with it the pod's namespaces: clean up, record the end."""
+        record = live.record
+        for fd in (live.pidfd, live.notify):
+            if fd is not None:
+                self._selector.unregister(fd)
+                os.close(fd)
+        live.pidfd = live.notify = None
+        now = time.time()
+        for app in record.apps:
+            if app.state is not AppState.EXITED:
+                app.state, app.finished_at = AppState.EXITED, now
+                if app.exit_code is None:
+                    app.exit_code = 128 + signal.SIGKILL
+        if self.metadata is not None:
+            self.metadata.unregister_pod(record.uuid)
+        self._remove_cgroup(live)
+        record.state = PodState.EXITED
+        record.finished_at = now
+        record.save(live.pod_dir)
+        self._changed.notify_all()
+
+    def _remove_cgroup(self, live: _Live) -> None:
+        if live.record.cgroup is None:
+            return
+        cgroup = self.cgroups.open(live.record.cgroup)
+        try:
+            cgroup.kill_all()
+            cgroup.remove()
+        except OSError as e:
+            log.warning("pod %s: cgroup clean-up: %s", live.record.name, e)
+
+    # --- adoption, shutdown ------------------------------------------------------------------
+
+    def adopt(self) -> None:
+        """Load every pod record; re-watch running pods, finish the ones that died."""
+        for entry in sorted(self.pods_dir.iterdir()):
+            if entry.name in self._pods or not (entry / "pod.json").exists():
+                continue
+            try:
+                record = PodRecord.load(entry)
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                log.warning("pod state %s unreadable, skipped: %s", entry, e)
+                continue
+            live = _Live(record, entry)
+            with self._lock:
+                self._pods[record.uuid] = live
+                if record.state in (PodState.RUNNING, PodState.STOPPING):
+                    self._readopt(live)
+
+    def _readopt(self, live: _Live) -> None:
+        record = live.record
+        pid = record.podinit_pid
+        alive = pid is not None and process_start_time(pid) == record.podinit_start
+        if alive:
+            assert pid is not None
+            try:
+                live.pidfd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                alive = False
+        if not alive:
+            log.info("pod %s ended while nobody watched; cleaning up", record.name)
+            self._scan(live)
+            self._finalize(live)
+            return
+        self._watch_pod(live)
+        if self.metadata is not None and record.metadata_token is not None:
+            try:
+                self.metadata.register_pod(
+                    record.uuid,
+                    record.manifest,
+                    self._stored_manifests(record),
+                    f"/proc/{pid}/ns/net",
+                    record.metadata_token,
+                )
+            except (OSError, ValueError) as e:
+                log.warning("pod %s: metadata not served again: %s", record.name, e)
+        log.info("pod %s re-adopted (podinit pid %s)", record.name, pid)
+        self._scan(live)
+
+    def _stored_manifests(self, record: PodRecord) -> dict[str, bytes]:
+        return {
+            a.name: (self.store.get_by_id(a.image_id).path / "manifest").read_bytes()
+            for a in record.apps
+        }
+
+    def close(self, *, stop_pods: bool = False) -> None:
+        """Stop watching (pods keep running unless `stop_pods`), end the launcher."""
+        if stop_pods:
+            for record in self.list_pods():
+                if record.state in (PodState.RUNNING, PodState.STOPPING):
+                    self.stop_pod(record.uuid)
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            os.write(self._wake_w, b"x")
+        self._thread.join(5.0)
+        with self._lock:
+            for live in self._pods.values():
+                for fd in (live.pidfd, live.notify):
+                    if fd is not None:
+                        os.close(fd)
+                live.pidfd = live.notify = None
+        self._selector.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        if self.metadata is not None:
+            self.metadata.close()
+        self.launcher.close()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def _check_pod_name(name: str) -> None:
+    """The pod name is its hostname: 1-63 of [a-z0-9-], not starting or ending with '-'."""
+    ok = 0 < len(name) <= 63 and name[0] != "-" and name[-1] != "-"
+    if not ok or any(not (c.isascii() and (c.islower() or c.isdigit() or c == "-")) for c in name):
+        raise ValidationError(
+            "name", f"{name!r} is not a valid pod name (a hostname: up to 63 of a-z, 0-9 and '-')"
+        )
+
+
+def _shares_host_net(manifest: PodManifest, inputs: list[AppInput]) -> bool:
+    from ..aci import NamespacesIsolator
+
+    isolators = [*manifest.isolators]
+    for item in inputs:
+        app = item.app.app or item.image.app
+        isolators.extend(app.isolators if app else ())
+    return any(isinstance(i, NamespacesIsolator) and "net" in i.host for i in isolators)
+
+
+def _procs_files(cgroup: Cgroup) -> tuple[str, ...]:
+    return tuple(os.path.join(d, "cgroup.procs") for _, d in cgroup.directories())
+
+
+def _limit_args(limits: object) -> dict[str, int | None]:
+    return {
+        k: getattr(limits, k) for k in ("memory_bytes", "cpu_millicores", "cpu_shares", "pids_max")
+    }
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def _read_errpipes(fds: list[int], timeout: float) -> list[tuple[int, str] | None]:
+    """Wait until each app has exec'd (EOF) or reported why not; closes the pipes."""
+    results: list[tuple[int, str] | None] = [None] * len(fds)
+    chunks: dict[int, bytes] = {fd: b"" for fd in fds}
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        for fd in fds:
+            sel.register(fd, selectors.EVENT_READ)
+        open_fds = set(fds)
+        while open_fds:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            for key, _ in sel.select(left):
+                fd = key.fd
+                data = os.read(fd, 4096)
+                if data:
+                    chunks[fd] += data
+                    continue
+                sel.unregister(fd)
+                open_fds.discard(fd)
+    for i, fd in enumerate(fds):
+        results[i] = parse_start_error(chunks[fd])
+        os.close(fd)
+    return results

@@ -1,0 +1,88 @@
+"""The daemon's side of the launcher: fork it once, then ask it to start pods and handlers."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import socket
+import threading
+from types import TracebackType
+
+from ._server import launcher_main, receive, send
+from ._spawn import HandlerStart, PodStart, PodStarted
+
+
+class LauncherError(OSError):
+    """The launcher refused or failed a request; the message says what happened."""
+
+
+class Launcher:
+    """A running launcher process. Thread-safe: one request at a time.
+
+    Fork it before the calling process starts threads (kurmad does so first thing).
+    """
+
+    def __init__(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        # Imported here so the forked child has everything it needs already loaded.
+        from .. import _rootfs  # noqa: F401  (probes /proc once, before forking)
+
+        pid = os.fork()
+        if pid == 0:
+            ours.close()
+            launcher_main(theirs)
+        theirs.close()
+        self.pid = pid
+        self._sock = ours
+        self._lock = threading.Lock()
+
+    def start_pod(self, request: PodStart) -> tuple[PodStarted, list[int]]:
+        """Start a pod; returns the answer and descriptors (see PodStarted) the caller owns."""
+        answer, fds = self._call(request)
+        assert isinstance(answer, PodStarted)
+        return answer, fds
+
+    def start_handler(self, request: HandlerStart) -> tuple[int, int]:
+        """Run a handler in a running pod: (its pid inside the pod, its errpipe)."""
+        pid, fds = self._call(request)
+        return int(pid), fds[0]
+
+    def ping(self) -> bool:
+        return self._call("ping")[0] == "pong"
+
+    def _call(self, request: object) -> tuple[object, list[int]]:
+        with self._lock:
+            if self._sock.fileno() < 0:
+                raise LauncherError(errno.EPIPE, "the launcher is closed")
+            send(self._sock, request)
+            got = receive(self._sock)
+        if got is None:
+            raise LauncherError(errno.EPIPE, f"the launcher (pid {self.pid}) has exited")
+        (status, payload), fds = got
+        if status == "ok":
+            return payload, fds
+        for fd in fds:
+            os.close(fd)
+        kind, err, text = payload
+        raise LauncherError(err or errno.EIO, f"{kind}: {text}")
+
+    def close(self) -> None:
+        """End the launcher (it exits when its socket closes) and reap it."""
+        with self._lock:
+            if self._sock.fileno() < 0:
+                return
+            self._sock.close()
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)
+
+    def __enter__(self) -> Launcher:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

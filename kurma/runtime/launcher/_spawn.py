@@ -1,0 +1,244 @@
+"""Forking a pod and forking a handler into a running pod; runs inside the launcher.
+
+A pod start is one unshare and one fork: the launcher unshares the pod's namespaces (pid,
+ipc, uts, net), sets the hostname, brings `lo` up and opens the metadata listener there,
+forks P1 and setns()es itself back. P1 is PID 1 of the new pid namespace: it joins the
+pod's cgroup, forks every app (each becomes itself through `_app.run_app`), registers them
+with podinit (`pids/<pid>`, and an `app <name> <pid>` line on the notification pipe), waits
+at the barrier for the apps' pre-start handlers when there are several apps, and execs
+kurma-podinit with every signal blocked. The apps are P1's children already, so podinit
+reaps them with no re-parenting. P1 stays in the launcher's mount namespace: podinit pins
+no mount, and each app unshares its own.
+
+A handler after the pod started (post-stop) takes the long way: a child setns()es into the
+pod's namespaces and forks P inside the pod, P forks the handler H, registers it and exits,
+so H is re-parented to podinit (see podinit/README.md).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NoReturn
+
+from .._plan import AppPlan, PodPlan
+from .._podinit import register_app
+from ..linux import (
+    CLONE_NEWIPC,
+    CLONE_NEWNET,
+    CLONE_NEWPID,
+    CLONE_NEWUTS,
+    sethostname,
+    setns,
+    unshare,
+)
+from ..metadata._netns import bind_listener, ensure_loopback_up
+from ._app import AppFds, run_app, seccomp_filter
+from ._app import write_control_file as _write
+
+NAMESPACE_FLAGS = {"ipc": CLONE_NEWIPC, "uts": CLONE_NEWUTS, "net": CLONE_NEWNET}
+_HIGH_FD = 100  # where P1 parks descriptors while it lays out fds 3, 4, ... for podinit
+
+
+@dataclass(frozen=True)
+class PodStart:
+    """A request to start a prepared pod."""
+
+    plan: PodPlan
+    podinit_argv: tuple[str, ...]  # kurma-podinit and its options, without -f and POD_DIR
+    cgroup_procs: tuple[str, ...]  # the pod cgroup's cgroup.procs files, one per hierarchy
+    app_cgroup_procs: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    metadata_listen: tuple[str, int] | None = None  # address, port inside the pod's netns
+
+
+@dataclass(frozen=True)
+class PodStarted:
+    """The launcher's answer; the descriptors travel beside it (SCM_RIGHTS), in this order:
+    pidfd of podinit, the notification pipe, the metadata listener (if any), one errpipe per
+    app in plan order."""
+
+    pid: int
+    has_listener: bool
+
+
+@dataclass(frozen=True)
+class HandlerStart:
+    """A request to run one of an app's handlers inside a running pod."""
+
+    podinit_pid: int
+    pod_dir: str
+    plan: AppPlan
+    argv: tuple[str, ...]
+    label: str  # the registration's name, e.g. "web post-stop"
+    host_namespaces: frozenset[str]
+    cgroup_procs: tuple[str, ...]
+    log_path: str
+
+
+def open_own_namespaces() -> dict[str, int]:
+    """The launcher's own namespaces, to setns() back to after each pod start."""
+    return {
+        ns: os.open(f"/proc/self/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC)
+        for ns in ("pid", "ipc", "uts", "net")
+    }
+
+
+def spawn_pod(req: PodStart, own: Mapping[str, int]) -> tuple[PodStarted, list[int]]:
+    """Start the pod; returns the answer and the descriptors for the caller to send and close."""
+    plan = req.plan
+    own_ns = [ns for ns in ("ipc", "uts", "net") if ns not in plan.host_namespaces]
+    flags = CLONE_NEWPID
+    for ns in own_ns:
+        flags |= NAMESPACE_FLAGS[ns]
+    for app in plan.apps:  # built once here, inherited by every fork (no imports after pivot)
+        if app.seccomp is not None:
+            seccomp_filter(app.seccomp)
+    notify_r, notify_w = os.pipe()
+    errpipes = [os.pipe() for _ in plan.apps]
+    listener = None
+    unshare(flags)
+    try:
+        if "uts" in own_ns:
+            sethostname(plan.name)
+        if "net" in own_ns:
+            ensure_loopback_up()
+            if req.metadata_listen is not None:
+                listener = bind_listener(*req.metadata_listen)
+        pid = os.fork()
+        if pid == 0:
+            os.close(notify_r)
+            for r, _ in errpipes:
+                os.close(r)
+            _pod_init(req, notify_w, [w for _, w in errpipes])
+    finally:
+        _restore(own, ["pid", *own_ns])
+    os.close(notify_w)
+    for _, w in errpipes:
+        os.close(w)
+    pidfd = os.pidfd_open(pid)
+    fds = [pidfd, notify_r]
+    if listener is not None:
+        fds.append(listener.detach())
+    fds.extend(r for r, _ in errpipes)
+    return PodStarted(pid, listener is not None), fds
+
+
+def _restore(own: Mapping[str, int], namespaces: list[str]) -> None:
+    """Back into the launcher's namespaces; failing that, the launcher cannot go on."""
+    types = {"pid": CLONE_NEWPID, **NAMESPACE_FLAGS}
+    try:
+        for ns in namespaces:
+            setns(own[ns], types[ns])
+    except OSError as e:
+        os.write(2, f"kurma launcher: cannot return to its namespaces: {e}\n".encode())
+        os._exit(70)
+
+
+def _pod_init(req: PodStart, notify_w: int, errpipe_ws: list[int]) -> NoReturn:
+    """P1: fork the apps, register them, then become kurma-podinit."""
+    try:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        for procs in req.cgroup_procs:
+            _write(procs, "0")
+        plan = req.plan
+        barrier = len(plan.apps) > 1 and any(a.pre_start for a in plan.apps)
+        ready_r, ready_w = os.pipe() if barrier else (-1, -1)
+        go_r, go_w = os.pipe() if barrier else (-1, -1)
+        streams: list[tuple[int, str]] = []
+        for app, errpipe in zip(plan.apps, errpipe_ws, strict=True):
+            out_r, out_w = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                for fd in (out_r, notify_w, ready_r, go_w, *(r for r, _ in streams)):
+                    if fd >= 0:
+                        os.close(fd)
+                cgroups = req.app_cgroup_procs.get(app.name, ())
+                run_app(app, AppFds(out_w, errpipe, ready_w, go_r), cgroup_procs=cgroups)
+            os.close(out_w)
+            os.close(errpipe)
+            register_app(Path(plan.pod_dir), pid, app.name)
+            os.write(notify_w, f"app {app.name} {pid}\n".encode())
+            streams.append((out_r, app.name))
+        if barrier:
+            os.close(ready_w)
+            os.close(go_r)
+            while os.read(ready_r, 64):
+                pass  # EOF: every app has run its pre-start handler, or failed
+            os.close(go_w)
+        _exec_podinit(req, notify_w, streams)
+    except BaseException as e:
+        os.write(2, f"kurma: pod {req.plan.name!r}: cannot start: {e}\n".encode())
+        os._exit(2)
+
+
+def _exec_podinit(req: PodStart, notify_w: int, streams: list[tuple[int, str]]) -> NoReturn:
+    """Lay out fd 3 (notifications) and 4... (log streams), block every signal, exec."""
+    parked = [
+        fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, _HIGH_FD)
+        for fd in (notify_w, *(fd for fd, _ in streams))
+    ]
+    os.dup2(parked[0], 3)
+    argv = list(req.podinit_argv)
+    for i, (fd, (_, name)) in enumerate(zip(parked[1:], streams, strict=True)):
+        os.dup2(fd, 4 + i)
+        argv += ["-f", f"{4 + i}:{name}"]
+    argv.append(req.plan.pod_dir)
+    signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+    os.execv(argv[0], argv)
+
+
+def spawn_handler(req: HandlerStart) -> tuple[int, int]:
+    """Run a handler in the pod; returns (its pid inside the pod, its errpipe)."""
+    err_r, err_w = os.pipe()
+    res_r, res_w = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(err_r)
+        os.close(res_r)
+        _enter_pod(req, err_w, res_w)
+    os.close(err_w)
+    os.close(res_w)
+    os.waitpid(child, 0)
+    try:
+        text = os.read(res_r, 64)
+    finally:
+        os.close(res_r)
+    if not text:
+        message = os.read(err_r, 4096).decode(errors="replace").strip()
+        os.close(err_r)
+        raise OSError(f"cannot enter pod (podinit pid {req.podinit_pid}): {message}")
+    return int(text), err_r
+
+
+def _enter_pod(req: HandlerStart, err_w: int, res_w: int) -> NoReturn:
+    """C: join the pod, fork P inside it; P forks the handler, registers it and exits."""
+    try:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        for procs in req.cgroup_procs:
+            _write(procs, "0")
+        for ns in ("ipc", "uts", "net"):
+            if ns not in req.host_namespaces:
+                setns(f"/proc/{req.podinit_pid}/ns/{ns}", NAMESPACE_FLAGS[ns])
+        setns(f"/proc/{req.podinit_pid}/ns/pid", CLONE_NEWPID)
+        p = os.fork()
+        if p == 0:
+            out = os.open(
+                req.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640
+            )
+            h = os.fork()
+            if h == 0:
+                run_app(req.plan, AppFds(out, err_w), argv=req.argv)
+            register_app(Path(req.pod_dir), h, req.label)
+            os.write(res_w, str(h).encode())
+            os._exit(0)
+        os.waitpid(p, 0)
+        os._exit(0)
+    except BaseException as e:
+        os.write(err_w, f"{e}\n".encode())
+        os._exit(1)

@@ -9,6 +9,7 @@ values are ValidationErrors naming the app and the isolator; nothing has started
 from __future__ import annotations
 
 import errno as errnos
+import functools
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -403,8 +404,12 @@ def _seccomp(
             syscalls = tuple(dict.fromkeys((*syscalls, "execve")))
         report.append(IsolatorOutcome(app, chosen.name, True, f"{len(chosen.syscalls)} syscalls"))
         return SeccompPlan(mode, syscalls, err)
-    if privileged:
-        return None
+    return None if privileged else default_seccomp()
+
+
+@functools.cache
+def default_seccomp() -> SeccompPlan:
+    """Docker's default: allow everything but what it blocks (the launcher prebuilds it)."""
     from .linux import docker_default_blocked
 
     return SeccompPlan("remove", tuple(sorted(docker_default_blocked())))

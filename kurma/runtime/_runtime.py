@@ -63,6 +63,7 @@ class RuntimeConfig:
     log_keep: int = 3
     nameservers: tuple[str, ...] | None = None  # None: the host's resolv.conf
     pids_max: int | None = None  # a pids limit for every pod
+    warm_pods: int = 1  # zygotes kept ready in their cgroups (see launcher/_zygote.py)
     metadata: bool = True
     metadata_config: MetadataConfig = field(default_factory=MetadataConfig)
 
@@ -99,9 +100,10 @@ class Runtime:
         self.state_dir = Path(state_dir)
         self.pods_dir = self.state_dir / "pods"
         self.pods_dir.mkdir(parents=True, exist_ok=True)
-        self.launcher = Launcher()  # first: no thread of ours exists yet
-        self.store = store or ImageStore(self.state_dir)
         self.cgroups = CgroupSystem.detect()
+        cfg = self.config
+        self.launcher = Launcher(self.cgroups, cfg.cgroup_parent, cfg.warm_pods)  # no threads yet
+        self.store = store or ImageStore(self.state_dir)
         self.podinit = str(podinit_path())
         self.metadata: MetadataService | None = None
         if self.config.metadata:
@@ -251,26 +253,16 @@ class Runtime:
             raise PodStateError(
                 f"pod {record.name} lost its plan (created before a restart); create it again"
             )
-        relpath = f"{self.config.cgroup_parent}/{record.uuid}"
-        cgroup = self.cgroups.create(relpath)
-        record.cgroup = relpath
-        if plan.limits:
-            cgroup.set_limits(**_limit_args(plan.limits))
-        app_procs: dict[str, tuple[str, ...]] = {}
-        for app in plan.apps:
-            if app.limits:
-                child = self.cgroups.create(f"{relpath}/app-{app.name}")
-                child.set_limits(**_limit_args(app.limits))
-                app_procs[app.name] = _procs_files(child)
         listen = None
         if self.metadata is not None and "net" not in plan.host_namespaces:
             cfg = self.config.metadata_config
             listen = (cfg.pod_address, cfg.pod_port)
-        request = PodStart(plan, self._podinit_argv(), _procs_files(cgroup), app_procs, listen)
+        request = PodStart(plan, self._podinit_argv(), listen)
         started, fds = self.launcher.start_pod(request)
         pidfd, notify, *rest = fds
         listener = rest.pop(0) if started.has_listener else None
         with self._lock:
+            record.cgroup = started.cgroup
             record.podinit_pid = started.pid
             record.podinit_start = process_start_time(started.pid)
             record.started_at = time.time()
@@ -632,12 +624,6 @@ def _shares_host_net(manifest: PodManifest, inputs: list[AppInput]) -> bool:
 
 def _procs_files(cgroup: Cgroup) -> tuple[str, ...]:
     return tuple(os.path.join(d, "cgroup.procs") for _, d in cgroup.directories())
-
-
-def _limit_args(limits: object) -> dict[str, int | None]:
-    return {
-        k: getattr(limits, k) for k in ("memory_bytes", "cpu_millicores", "cpu_shares", "pids_max")
-    }
 
 
 def _drain(fd: int) -> None:

@@ -159,14 +159,14 @@ def _teardown(runtime: Runtime, work: Path) -> None:
                 runtime.destroy_pod(record.uuid, grace=1.0)
             except Exception as e:  # keep cleaning; report below
                 problems.append(f"destroy {record.name}: {e}")
+    finally:
+        runtime.close()  # ends the launcher and its warm zygotes (their cgroups go too)
         parent = runtime.cgroups.open(runtime.config.cgroup_parent)
         leftovers = [d for _, d in parent.directories() if os.path.isdir(d) and _subdirs(d)]
         if leftovers:
             problems.append(f"cgroups left: {leftovers}")
             parent.kill_all()
         parent.remove()
-    finally:
-        runtime.close()
         mounted = mounts_under(work)
         for point in reversed(mounted):
             subprocess.run(["umount", "-l", point], check=False)

@@ -9,8 +9,10 @@ import socket
 import threading
 from types import TracebackType
 
-from ._server import launcher_main, receive, send
+from ..cgroups import CgroupSystem
+from ._server import launcher_main
 from ._spawn import HandlerStart, PodStart, PodStarted
+from ._wire import receive, send
 
 
 class LauncherError(OSError):
@@ -20,10 +22,11 @@ class LauncherError(OSError):
 class Launcher:
     """A running launcher process. Thread-safe: one request at a time.
 
-    Fork it before the calling process starts threads (kurmad does so first thing).
+    Fork it before the calling process starts threads (kurmad does so first thing). Pods'
+    cgroups are made below `cgroup_parent`; `warm` zygotes wait there (see _zygote).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, cgroups: CgroupSystem, cgroup_parent: str, warm: int = 1) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         # Imported here so the forked child has everything it needs already loaded.
         from .. import _rootfs  # noqa: F401  (probes /proc once, before forking)
@@ -31,7 +34,7 @@ class Launcher:
         pid = os.fork()
         if pid == 0:
             ours.close()
-            launcher_main(theirs)
+            launcher_main(theirs, cgroups, cgroup_parent, warm)
         theirs.close()
         self.pid = pid
         self._sock = ours

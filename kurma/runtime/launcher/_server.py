@@ -1,59 +1,49 @@
 """The launcher: a forked process without threads that forks the pods' processes on request.
 
 kurmad (or a `Runtime` in a test) forks it before starting any thread, so every fork the
-launcher makes is safe. It talks over a SOCK_SEQPACKET socketpair: one pickled request per
-message, one pickled answer back, descriptors beside it (SCM_RIGHTS). Both ends are the same
-program and the socket is private to them, so pickle is safe here. The launcher reaps its
-own children (the pods' podinits, whose ends the daemon learns through pidfds) and exits
+launcher makes is safe. It talks over a SOCK_SEQPACKET socketpair (see _wire): one request
+per message, one answer back. It creates and limits each pod's cgroup, hands the pod start
+to a warm zygote (see _zygote), reaps its own children (zygotes, and the pods' podinits,
+whose ends the daemon learns through pidfds: the launcher is a child subreaper), and exits
 when its socket closes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
-import pickle
 import selectors
 import signal
 import socket
 import traceback
-from typing import Any, NoReturn
+from dataclasses import replace
+from typing import NoReturn
 
-from ._spawn import HandlerStart, PodStart, open_own_namespaces, spawn_handler, spawn_pod
+from .._plan import PodPlan, default_seccomp
+from ..cgroups import CgroupSystem
+from ..linux import set_child_subreaper
+from ._app import seccomp_filter
+from ._spawn import HandlerStart, PodStart, PodStarted, spawn_handler
+from ._wire import error_of, receive, send
+from ._zygote import ZygotePool, procs_files
 
 log = logging.getLogger(__name__)
 
-MAX_MESSAGE = 1 << 20
-MAX_FDS = 256
 
-
-def send(sock: socket.socket, message: object, fds: list[int] | None = None) -> None:
-    """One pickled message (and descriptors) as one datagram."""
-    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    if len(data) > MAX_MESSAGE:
-        raise ValueError(f"launcher message too large ({len(data)} bytes)")
-    socket.send_fds(sock, [data], fds or [])
-
-
-def receive(sock: socket.socket) -> tuple[Any, list[int]] | None:
-    """The next message and its descriptors; None when the other end has gone."""
-    data, fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE, MAX_FDS)
-    if not data:
-        for fd in fds:
-            os.close(fd)
-        return None
-    return pickle.loads(data), fds
+class LauncherFailure(Exception):
+    """A zygote reported an error: (class name, errno, text)."""
 
 
 class _Server:
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, pool: ZygotePool) -> None:
         self.sock = sock
-        self.own_namespaces = open_own_namespaces()
+        self.pool = pool
 
     def handle(self, request: object) -> tuple[object, list[int]]:
         if isinstance(request, PodStart):
-            return spawn_pod(request, self.own_namespaces)
+            return self.start_pod(request)
         if isinstance(request, HandlerStart):
             pid, errpipe = spawn_handler(request)
             return pid, [errpipe]
@@ -61,10 +51,44 @@ class _Server:
             return "pong", []
         raise ValueError(f"unknown launcher request {type(request).__name__}")
 
+    def start_pod(self, request: PodStart) -> tuple[PodStarted, list[int]]:
+        zygote = self.pool.take()
+        try:
+            app_procs = self._limit(zygote.cgroup.relpath, request.plan)
+            send(zygote.sock, (request, app_procs))
+            got = receive(zygote.sock)
+            if got is None:
+                raise OSError(f"the pod's zygote (pid {zygote.pid}) died")
+            (status, payload), fds = got
+            if status != "ok":
+                raise LauncherFailure(*payload)
+            return replace(payload, cgroup=zygote.cgroup.relpath), fds
+        except BaseException:
+            with contextlib.suppress(OSError):
+                zygote.cgroup.kill_all()
+                zygote.cgroup.remove()
+            raise
+        finally:
+            zygote.sock.close()
+
+    def _limit(self, relpath: str, plan: PodPlan) -> dict[str, tuple[str, ...]]:
+        """Pod limits on the zygote's cgroup; apps with limits of their own get a child."""
+        cgroups = self.pool.cgroups
+        if plan.limits:
+            cgroups.open(relpath).set_limits(**_limit_args(plan.limits))
+        app_procs: dict[str, tuple[str, ...]] = {}
+        for app in plan.apps:
+            if app.limits:
+                child = cgroups.create(f"{relpath}/app-{app.name}")
+                child.set_limits(**_limit_args(app.limits))
+                app_procs[app.name] = procs_files(child)
+        return app_procs
+
     def serve(self) -> None:
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)
+        self.pool.replenish()
         with selectors.DefaultSelector() as sel:
             sel.register(self.sock, selectors.EVENT_READ)
             sel.register(wake_r, selectors.EVENT_READ)
@@ -73,13 +97,11 @@ class _Server:
                     if key.fileobj is self.sock:
                         if not self._one_request():
                             return
+                        self.pool.replenish()  # after the answer: off the start path
                     else:
-                        while True:
-                            try:
-                                if not os.read(wake_r, 512):
-                                    break
-                            except BlockingIOError:
-                                break
+                        with contextlib.suppress(BlockingIOError):
+                            while os.read(wake_r, 512):
+                                pass
                         _reap()
 
     def _one_request(self) -> bool:
@@ -93,9 +115,11 @@ class _Server:
         try:
             answer, out_fds = self.handle(request)
             reply: tuple[str, object] = ("ok", answer)
+        except LauncherFailure as e:
+            reply = ("error", e.args)
         except Exception as e:
             log.debug("launcher request failed", exc_info=True)
-            reply = ("error", _error_of(e))
+            reply = ("error", error_of(e))
         try:
             send(self.sock, reply, out_fds)
         finally:
@@ -104,13 +128,9 @@ class _Server:
         return True
 
 
-def _error_of(e: Exception) -> tuple[str, int | None, str]:
-    """What the client re-raises: the class name, an errno, the message (and where)."""
-    err = e.errno if isinstance(e, OSError) else None
-    text = str(e) or type(e).__name__
-    if not isinstance(e, OSError | ValueError):
-        text += "\n" + "".join(traceback.format_exception(e))
-    return type(e).__name__, err, text
+def _limit_args(limits: object) -> dict[str, int | None]:
+    names = ("memory_bytes", "cpu_millicores", "cpu_shares", "pids_max")
+    return {name: getattr(limits, name) for name in names}
 
 
 def _reap() -> None:
@@ -124,18 +144,22 @@ def _reap() -> None:
             return
 
 
-def launcher_main(sock: socket.socket) -> NoReturn:
+def launcher_main(sock: socket.socket, cgroups: CgroupSystem, parent: str, warm: int) -> NoReturn:
     """Body of the forked launcher process."""
     code = 0
+    pool = ZygotePool(cgroups, parent, warm)
     try:
         os.setsid()
+        set_child_subreaper(True)  # pods' PID 1s outlive their zygotes: we reap them
         # Every fork copies the pages it writes to; a garbage collection in a child would
         # write to every object. The launcher makes little garbage, so no collector at all.
         gc.disable()
+        seccomp_filter(default_seccomp())  # built once, inherited by every zygote
         gc.freeze()
-        _Server(sock).serve()
+        _Server(sock, pool).serve()
     except BaseException:
         traceback.print_exc()
         code = 70
     finally:
+        pool.close()
         os._exit(code)

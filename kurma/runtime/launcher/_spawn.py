@@ -1,14 +1,14 @@
-"""Forking a pod and forking a handler into a running pod; runs inside the launcher.
+"""Forking a pod and forking a handler into a running pod.
 
-A pod start is one unshare and one fork: the launcher unshares the pod's namespaces (pid,
-ipc, uts, net), sets the hostname, brings `lo` up and opens the metadata listener there,
-forks P1 and setns()es itself back. P1 is PID 1 of the new pid namespace: it joins the
-pod's cgroup, forks every app (each becomes itself through `_app.run_app`), registers them
-with podinit (`pids/<pid>`, and an `app <name> <pid>` line on the notification pipe), waits
-at the barrier for the apps' pre-start handlers when there are several apps, and execs
-kurma-podinit with every signal blocked. The apps are P1's children already, so podinit
-reaps them with no re-parenting. P1 stays in the launcher's mount namespace: podinit pins
-no mount, and each app unshares its own.
+A pod starts in a zygote (see _zygote): a child of the launcher that has already moved into
+a fresh cgroup. It unshares the pod's namespaces (pid, ipc, uts, net), sets the hostname,
+brings `lo` up, opens the metadata listener there, forks P1 and exits. P1 is PID 1 of the
+new pid namespace: it forks every app (each becomes itself through `_app.run_app`),
+registers them with podinit (`pids/<pid>`, and an `app <name> <pid>` line on the
+notification pipe), waits at the barrier for the apps' pre-start handlers when there are
+several apps, and execs kurma-podinit with every signal blocked. The apps are P1's children
+already, so podinit reaps them with no re-parenting. P1 stays in the launcher's mount
+namespace: podinit pins no mount, and each app unshares its own.
 
 A handler after the pod started (post-stop) takes the long way: a child setns()es into the
 pod's namespaces and forks P inside the pod, P forks the handler H, registers it and exits,
@@ -21,7 +21,7 @@ import fcntl
 import os
 import signal
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
@@ -50,8 +50,6 @@ class PodStart:
 
     plan: PodPlan
     podinit_argv: tuple[str, ...]  # kurma-podinit and its options, without -f and POD_DIR
-    cgroup_procs: tuple[str, ...]  # the pod cgroup's cgroup.procs files, one per hierarchy
-    app_cgroup_procs: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     metadata_listen: tuple[str, int] | None = None  # address, port inside the pod's netns
 
 
@@ -63,6 +61,7 @@ class PodStarted:
 
     pid: int
     has_listener: bool
+    cgroup: str = ""  # the pod's cgroup, relative to the runtime's own
 
 
 @dataclass(frozen=True)
@@ -79,43 +78,38 @@ class HandlerStart:
     log_path: str
 
 
-def open_own_namespaces() -> dict[str, int]:
-    """The launcher's own namespaces, to setns() back to after each pod start."""
-    return {
-        ns: os.open(f"/proc/self/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC)
-        for ns in ("pid", "ipc", "uts", "net")
-    }
+def spawn_pod(
+    req: PodStart, app_cgroup_procs: Mapping[str, tuple[str, ...]]
+) -> tuple[PodStarted, list[int]]:
+    """Start the pod from here, a zygote already in the pod's cgroup (see _zygote).
 
-
-def spawn_pod(req: PodStart, own: Mapping[str, int]) -> tuple[PodStarted, list[int]]:
-    """Start the pod; returns the answer and the descriptors for the caller to send and close."""
+    Unshares this process's namespaces, which is why it runs in a disposable zygote and
+    never in the launcher. Returns the answer and the descriptors to send.
+    """
     plan = req.plan
     own_ns = [ns for ns in ("ipc", "uts", "net") if ns not in plan.host_namespaces]
     flags = CLONE_NEWPID
     for ns in own_ns:
         flags |= NAMESPACE_FLAGS[ns]
-    for app in plan.apps:  # built once here, inherited by every fork (no imports after pivot)
+    for app in plan.apps:  # built before the forks: nothing may be imported after a pivot
         if app.seccomp is not None:
             seccomp_filter(app.seccomp)
     notify_r, notify_w = os.pipe()
     errpipes = [os.pipe() for _ in plan.apps]
     listener = None
     unshare(flags)
-    try:
-        if "uts" in own_ns:
-            sethostname(plan.name)
-        if "net" in own_ns:
-            ensure_loopback_up()
-            if req.metadata_listen is not None:
-                listener = bind_listener(*req.metadata_listen)
-        pid = os.fork()
-        if pid == 0:
-            os.close(notify_r)
-            for r, _ in errpipes:
-                os.close(r)
-            _pod_init(req, notify_w, [w for _, w in errpipes])
-    finally:
-        _restore(own, ["pid", *own_ns])
+    if "uts" in own_ns:
+        sethostname(plan.name)
+    if "net" in own_ns:
+        ensure_loopback_up()
+        if req.metadata_listen is not None:
+            listener = bind_listener(*req.metadata_listen)
+    pid = os.fork()
+    if pid == 0:
+        os.close(notify_r)
+        for r, _ in errpipes:
+            os.close(r)
+        _pod_init(req, app_cgroup_procs, notify_w, [w for _, w in errpipes])
     os.close(notify_w)
     for _, w in errpipes:
         os.close(w)
@@ -127,24 +121,14 @@ def spawn_pod(req: PodStart, own: Mapping[str, int]) -> tuple[PodStarted, list[i
     return PodStarted(pid, listener is not None), fds
 
 
-def _restore(own: Mapping[str, int], namespaces: list[str]) -> None:
-    """Back into the launcher's namespaces; failing that, the launcher cannot go on."""
-    types = {"pid": CLONE_NEWPID, **NAMESPACE_FLAGS}
-    try:
-        for ns in namespaces:
-            setns(own[ns], types[ns])
-    except OSError as e:
-        os.write(2, f"kurma launcher: cannot return to its namespaces: {e}\n".encode())
-        os._exit(70)
-
-
-def _pod_init(req: PodStart, notify_w: int, errpipe_ws: list[int]) -> NoReturn:
+def _pod_init(
+    req: PodStart,
+    app_cgroup_procs: Mapping[str, tuple[str, ...]],
+    notify_w: int,
+    errpipe_ws: list[int],
+) -> NoReturn:
     """P1: fork the apps, register them, then become kurma-podinit."""
     try:
-        signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        for procs in req.cgroup_procs:
-            _write(procs, "0")
         plan = req.plan
         barrier = len(plan.apps) > 1 and any(a.pre_start for a in plan.apps)
         ready_r, ready_w = os.pipe() if barrier else (-1, -1)
@@ -157,7 +141,7 @@ def _pod_init(req: PodStart, notify_w: int, errpipe_ws: list[int]) -> NoReturn:
                 for fd in (out_r, notify_w, ready_r, go_w, *(r for r, _ in streams)):
                     if fd >= 0:
                         os.close(fd)
-                cgroups = req.app_cgroup_procs.get(app.name, ())
+                cgroups = app_cgroup_procs.get(app.name, ())
                 run_app(app, AppFds(out_w, errpipe, ready_w, go_r), cgroup_procs=cgroups)
             os.close(out_w)
             os.close(errpipe)

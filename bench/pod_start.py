@@ -1,0 +1,213 @@
+"""Benchmark: starting a pod running /bin/true, Kurma vs crun, runc and the unshare floor.
+
+Kurma is measured through the runtime's Python interface from a warm runtime (launcher
+running, image rendered): from the request (`create_pod`) until the app's exit status is
+known (`wait_app`). The pod is destroyed outside the timed region, as `crun run` and `runc
+run` must delete their container before they return (see peers.py: their figure includes
+that). Runs are interleaved kurma, crun, runc, floor, with the same static busybox tree and
+the same seccomp deny-list on every side. Targets: kurma's p50 at or below crun's, its p99
+within 2x crun's p99.
+
+Memory: what each running pod adds, as PSS of everything Kurma runs for it (kurma-podinit;
+the app itself is the user's and is the same under every runtime), with 200 `sleep` pods
+running at once; and the runtime process's own growth per pod. The peers' figure is the
+container process alone (they leave no shim).
+
+    python3 bench/pod_start.py [--runs 50] [--pods 200] [--state-dir DIR]
+
+Over the API's unix socket from a connected client: comes with kurmad (issue 4).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import peers
+
+from kurma.aci import build_aci, parse_pod_manifest
+from kurma.runtime._runtime import Runtime, RuntimeConfig
+
+IMAGE = {
+    "acKind": "ImageManifest",
+    "acVersion": "0.8.11",
+    "name": "example.com/bench-busybox",
+    "labels": [{"name": "os", "value": "linux"}, {"name": "arch", "value": "amd64"}],
+    "app": {"exec": ["/bin/true"], "user": "0", "group": "0"},
+}
+
+
+def pod_manifest(image_id: str, argv: list[str]) -> object:
+    doc = {
+        "acKind": "PodManifest",
+        "acVersion": "0.8.11",
+        "apps": [
+            {
+                "name": "bench",
+                "image": {"id": image_id},
+                "app": {"exec": argv, "user": "0", "group": "0"},
+            }
+        ],
+    }
+    return parse_pod_manifest(json.dumps(doc).encode())
+
+
+class KurmaSide:
+    """A warm runtime on a scratch state dir with the peers' busybox tree as its image."""
+
+    def __init__(self, state_dir: Path, rootfs: Path) -> None:
+        self.runtime = Runtime(
+            state_dir, config=RuntimeConfig(cgroup_parent="kurma-bench", stop_grace=1.0)
+        )
+        aci = state_dir.parent / "bench-busybox.aci"
+        build_aci(rootfs, json.dumps(IMAGE).encode(), aci, mtime=0, owner=(0, 0))
+        self.image_id = self.runtime.store.import_image(aci).record.image_id
+        self.true = pod_manifest(self.image_id, ["/bin/true"])
+        self.sleep = pod_manifest(self.image_id, ["/bin/sleep", "3600"])
+
+    def run_true(self) -> float:
+        """One timed start: request to exit status known; then the pod is destroyed."""
+        rt = self.runtime
+        start = time.perf_counter()
+        record = rt.create_pod(self.true)  # type: ignore[arg-type]
+        rt.start_pod(record.uuid)
+        app = rt.wait_app(record.uuid, "bench", peers.DEADLINE)
+        elapsed = time.perf_counter() - start
+        if app.exit_code != 0:
+            raise RuntimeError(f"kurma pod exited {app.exit_code}: {app.error}")
+        rt.wait(record.uuid, peers.DEADLINE)
+        rt.destroy_pod(record.uuid)
+        return elapsed
+
+    def close(self) -> None:
+        for record in self.runtime.list_pods():
+            self.runtime.destroy_pod(record.uuid, grace=1.0)
+        self.runtime.close()
+        parent = self.runtime.cgroups.open("kurma-bench")
+        parent.remove()
+
+
+def pss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("Pss:"))
+
+
+def many_pods(kurma: KurmaSide, count: int) -> dict[str, float]:
+    """Start `count` sleeping pods at once; per-pod PSS of podinit, runtime growth, timing."""
+    rt = kurma.runtime
+    own_before = pss_kib(os.getpid())
+    start = time.perf_counter()
+    uuids = []
+    for _ in range(count):
+        record = rt.create_pod(kurma.sleep)  # type: ignore[arg-type]
+        rt.start_pod(record.uuid)
+        uuids.append(record.uuid)
+    started = time.perf_counter() - start
+    time.sleep(0.5)
+    records = [rt.get(u) for u in uuids]
+    running = sum(1 for r in records if r.state == "running" and r.apps[0].state == "running")
+    podinit = [pss_kib(r.podinit_pid) for r in records if r.podinit_pid]  # type: ignore[arg-type]
+    own_after = pss_kib(os.getpid())
+    start = time.perf_counter()
+    for u in uuids:
+        rt.destroy_pod(u, grace=1.0)
+    stopped = time.perf_counter() - start
+    return {
+        "running": running,
+        "start_s": started,
+        "stop_s": stopped,
+        "podinit_pss_kib": sum(podinit) / max(1, len(podinit)),
+        "runtime_growth_kib": (own_after - own_before) / count,
+    }
+
+
+def interleave(runs: int, sides: dict[str, Callable[[], float]]) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    for _ in range(runs):
+        for name, run in sides.items():
+            times[name].append(run())
+    return times
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--pods", type=int, default=200)
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="where kurma keeps its state (default: a temp dir in /tmp)",
+    )
+    args = parser.parse_args()
+
+    rootfs = peers.ensure_rootfs()
+    work = Path(tempfile.mkdtemp(prefix="kurma-bench-", dir=args.state_dir))
+    scratch = Path(tempfile.mkdtemp(prefix="bundles-"))
+    kurma = KurmaSide(work / "state", rootfs)
+    local = peers.LocalRunner()
+    try:
+        true_bundle = peers.write_bundle(scratch / "true", rootfs, ["/bin/true"], seccomp=True)
+        sleep_bundle = peers.write_bundle(
+            scratch / "sleep", rootfs, ["/bin/sleep", "3600"], seccomp=True
+        )
+        with peers.Runtime("crun") as crun, peers.Runtime("runc") as runc:
+
+            def check(result: peers.RunResult) -> float:
+                if result.returncode != 0:
+                    raise RuntimeError(f"peer failed: {result.output!r}")
+                return result.seconds
+
+            sides: dict[str, Callable[[], float]] = {
+                "kurma": kurma.run_true,
+                "crun": lambda: check(crun.run(true_bundle)),
+                "runc": lambda: check(runc.run(true_bundle)),
+                "floor": lambda: check(local.run(peers.floor_command())),
+            }
+            interleave(3, sides)  # warm: page cache, rendered tree, zygote
+            times = interleave(args.runs, sides)
+            print(f"pod start, /bin/true, {args.runs} interleaved runs (seccomp on every side)")
+            for name in ("kurma", "crun", "runc", "floor"):
+                print(" ", peers.summary(name, times[name], baseline=times["crun"]))
+            k50, c50 = (peers.percentile(times[n], 50) for n in ("kurma", "crun"))
+            k99, c99 = (peers.percentile(times[n], 99) for n in ("kurma", "crun"))
+            print(
+                f"  kurma/crun: p50 {k50 / c50:.2f}x (target <= 1.00x), "
+                f"p99 {k99 / c99:.2f}x (target <= 2.00x)"
+            )
+
+            crun_pss = peers.container_pss(crun, sleep_bundle)
+            runc_pss = peers.container_pss(runc, sleep_bundle)
+        many = many_pods(kurma, args.pods)
+        print(
+            f"{args.pods} sleeping pods at once: {many['running']} running, started in "
+            f"{many['start_s']:.2f} s, destroyed in {many['stop_s']:.2f} s"
+        )
+        print(
+            f"  memory per pod: kurma-podinit {many['podinit_pss_kib']:.0f} KiB PSS "
+            f"(target <= 1024), runtime process +{many['runtime_growth_kib']:.1f} KiB/pod"
+        )
+        print(
+            f"  peers, the container process alone (busybox sleep): crun "
+            f"{crun_pss.pss_kib} KiB, runc {runc_pss.pss_kib} KiB PSS"
+        )
+    finally:
+        local.close()
+        kurma.close()
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

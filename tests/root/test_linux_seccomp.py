@@ -108,3 +108,21 @@ def test_load_without_no_new_privs_or_sys_admin_fails_with_eacces() -> None:
         return []
 
     assert run_forked(child) == [errno.EACCES, "seccomp_load failed"]
+
+
+def test_compiled_program_loads_with_one_syscall() -> None:
+    """`bpf()` compiled in the parent and `load_bpf` in the child act like `load()`."""
+    program = linux.SeccompFilter.remove({"uname"}, errno=errno.EACCES).bpf()
+    assert len(program) % 8 == 0 and program
+
+    def child() -> dict[str, Any]:
+        linux.set_no_new_privs()
+        linux.load_bpf(program)
+        return try_calls()
+
+    assert run_forked(child) == {"uname": errno.EACCES, "getcwd": 0, "unshare": 0}
+
+
+def test_load_bpf_rejects_what_is_not_a_program() -> None:
+    with pytest.raises(ValueError, match="not a BPF program"):
+        linux.load_bpf(b"\x00" * 7)

@@ -25,6 +25,7 @@ from ..linux import (
     CLONE_NEWNS,
     SeccompFilter,
     drop_capabilities,
+    load_bpf,
     set_keepcaps,
     set_no_new_privs,
     unshare,
@@ -54,11 +55,12 @@ class AppFds:
 
 
 @functools.cache
-def seccomp_filter(plan: SeccompPlan) -> SeccompFilter:
-    """Build each distinct filter once, in the launcher, before forking (children inherit it)."""
+def seccomp_filter(plan: SeccompPlan) -> bytes:
+    """Compile each distinct filter once, before forking: children inherit the BPF program
+    and install it with one syscall (`load_bpf`)."""
     if plan.mode == "retain":
-        return SeccompFilter.retain(plan.syscalls, plan.errno)
-    return SeccompFilter.remove(plan.syscalls, plan.errno)
+        return SeccompFilter.retain(plan.syscalls, plan.errno).bpf()
+    return SeccompFilter.remove(plan.syscalls, plan.errno).bpf()
 
 
 def run_app(
@@ -88,7 +90,7 @@ def run_app(
         _fail(fds.errpipe, EXIT_SETUP_FAILED, f"app {plan.name!r}: {_describe(e)}")
 
 
-def prepare_process(plan: AppPlan, fds: AppFds) -> SeccompFilter | None:
+def prepare_process(plan: AppPlan, fds: AppFds) -> bytes | None:
     """Everything up to the handlers and the exec; returns the seccomp filter still to load.
 
     The filter goes on as late as possible, just before the exec, so it needs to allow no
@@ -111,7 +113,7 @@ def prepare_process(plan: AppPlan, fds: AppFds) -> SeccompFilter | None:
         os.close(fd)
     os.setsid()
     if filt is not None and not plan.no_new_privileges:
-        filt.load()
+        load_bpf(filt)
         filt = None
     become(plan.identity, plan.capabilities, plan.ambient)
     if plan.no_new_privileges:
@@ -145,7 +147,7 @@ def _run_handler(
     which: str,
     argv: tuple[str, ...],
     env: dict[str, str],
-    filt: SeccompFilter | None,
+    filt: bytes | None,
 ) -> None:
     """Run an event handler to completion in this root; a non-zero exit fails the start."""
     pid = os.fork()
@@ -166,10 +168,10 @@ def _run_handler(
         )
 
 
-def _exec(argv: tuple[str, ...], env: dict[str, str], filt: SeccompFilter | None) -> NoReturn:
+def _exec(argv: tuple[str, ...], env: dict[str, str], filt: bytes | None) -> NoReturn:
     """Load seccomp as the very last step, then exec through the app's PATH."""
     if filt is not None:
-        filt.load()
+        load_bpf(filt)
     try:
         os.execvpe(argv[0], list(argv), env)
     except FileNotFoundError:

@@ -23,7 +23,7 @@ from typing import NoReturn
 
 from .._plan import PodPlan, default_seccomp
 from ..cgroups import CgroupSystem
-from ..linux import set_child_subreaper
+from ..linux import last_cap, set_child_subreaper
 from ._app import seccomp_filter
 from ._spawn import HandlerStart, PodStart, PodStarted, spawn_handler
 from ._wire import error_of, receive, send
@@ -155,6 +155,7 @@ def launcher_main(sock: socket.socket, cgroups: CgroupSystem, parent: str, warm:
         # write to every object. The launcher makes little garbage, so no collector at all.
         gc.disable()
         seccomp_filter(default_seccomp())  # built once, inherited by every zygote
+        last_cap()  # likewise: children never read /proc for it
         gc.freeze()
         _Server(sock, pool).serve()
     except BaseException:

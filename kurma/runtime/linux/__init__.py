@@ -27,6 +27,7 @@ from ._prctl import set_no_new_privs as set_no_new_privs
 from ._prctl import set_pdeathsig as set_pdeathsig
 from ._seccomp import SeccompFilter as SeccompFilter
 from ._seccomp import docker_default_blocked as docker_default_blocked
+from ._seccomp import load_bpf as load_bpf
 from ._seccomp import resolve_syscall as resolve_syscall
 from ._syscalls import CLONE_NEWCGROUP as CLONE_NEWCGROUP
 from ._syscalls import CLONE_NEWIPC as CLONE_NEWIPC

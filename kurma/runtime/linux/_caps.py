@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import enum
 import errno
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -131,9 +132,7 @@ def capget(pid: int = 0) -> CapSets:
     return CapSets(join("effective"), join("permitted"), join("inheritable"))
 
 
-def capset(
-    effective: Iterable[int], permitted: Iterable[int], inheritable: Iterable[int]
-) -> None:
+def capset(effective: Iterable[int], permitted: Iterable[int], inheritable: Iterable[int]) -> None:
     """Set the caller's effective, permitted and inheritable sets (the kernel's rules apply)."""
     masks = [caps_to_mask(s) for s in (effective, permitted, inheritable)]
     header = _Header(_LINUX_CAPABILITY_VERSION_3, 0)
@@ -145,8 +144,9 @@ def capset(
     check(_libc.capset(ctypes.byref(header), data), "capset", "self")
 
 
+@functools.cache
 def last_cap() -> int:
-    """The highest capability number the running kernel knows."""
+    """The highest capability number the running kernel knows (read once per process)."""
     try:
         with open("/proc/sys/kernel/cap_last_cap") as f:
             return int(f.read())

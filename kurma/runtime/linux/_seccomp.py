@@ -12,13 +12,15 @@ exec, once everything else that needs blocked syscalls is done; the filter must 
 
 from __future__ import annotations
 
+import ctypes
 import errno as errnos
 import functools
+import tempfile
 from collections.abc import Callable, Iterable
 from types import ModuleType
 from typing import Any, TypeVar
 
-from ._syscalls import fail
+from ._syscalls import _libc, check, fail
 
 # What Docker's default profile (moby/profiles seccomp/default.json) leaves a container
 # with the default capability set unable to call: syscalls on no allow rule, or allowed only
@@ -29,17 +31,70 @@ from ._syscalls import fail
 # for a few personas). ptrace and process_vm_* are allowed on kernels from 4.8 on.
 _DOCKER_DEFAULT_BLOCKED = frozenset(
     {
-        "_sysctl", "acct", "add_key", "bpf", "clock_settime", "clock_settime64", "create_module",
-        "delete_module", "fanotify_init", "finit_module", "fsconfig", "fsmount", "fsopen", "fspick",
-        "get_kernel_syms", "get_mempolicy", "init_module", "io_uring_enter", "io_uring_register",
-        "io_uring_setup", "ioperm", "iopl", "kcmp", "kexec_file_load", "kexec_load", "keyctl",
-        "lookup_dcookie", "mbind", "mount", "mount_setattr", "move_mount", "move_pages",
+        "_sysctl",
+        "acct",
+        "add_key",
+        "bpf",
+        "clock_settime",
+        "clock_settime64",
+        "create_module",
+        "delete_module",
+        "fanotify_init",
+        "finit_module",
+        "fsconfig",
+        "fsmount",
+        "fsopen",
+        "fspick",
+        "get_kernel_syms",
+        "get_mempolicy",
+        "init_module",
+        "io_uring_enter",
+        "io_uring_register",
+        "io_uring_setup",
+        "ioperm",
+        "iopl",
+        "kcmp",
+        "kexec_file_load",
+        "kexec_load",
+        "keyctl",
+        "lookup_dcookie",
+        "mbind",
+        "mount",
+        "mount_setattr",
+        "move_mount",
+        "move_pages",
         "nfsservctl",
-        "open_by_handle_at", "open_tree", "perf_event_open", "pidfd_getfd", "pivot_root",
-        "process_madvise", "query_module", "quotactl", "quotactl_fd", "reboot", "request_key",
-        "set_mempolicy", "set_mempolicy_home_node", "setdomainname", "sethostname", "setns",
-        "settimeofday", "stime", "swapoff", "swapon", "sysfs", "syslog", "umount", "umount2",
-        "unshare", "uselib", "userfaultfd", "ustat", "vhangup", "vm86", "vm86old",
+        "open_by_handle_at",
+        "open_tree",
+        "perf_event_open",
+        "pidfd_getfd",
+        "pivot_root",
+        "process_madvise",
+        "query_module",
+        "quotactl",
+        "quotactl_fd",
+        "reboot",
+        "request_key",
+        "set_mempolicy",
+        "set_mempolicy_home_node",
+        "setdomainname",
+        "sethostname",
+        "setns",
+        "settimeofday",
+        "stime",
+        "swapoff",
+        "swapon",
+        "sysfs",
+        "syslog",
+        "umount",
+        "umount2",
+        "unshare",
+        "uselib",
+        "userfaultfd",
+        "ustat",
+        "vhangup",
+        "vm86",
+        "vm86old",
     }
 )
 
@@ -108,9 +163,39 @@ class SeccompFilter:
         """
         _translate("seccomp_load", self._filter.load)
 
+    def bpf(self) -> bytes:
+        """The compiled BPF program `load()` would install; `load_bpf` installs it later
+        with one syscall (a forked app then never runs libseccomp's compiler)."""
+        with tempfile.TemporaryFile() as f:
+            _translate("seccomp_export_bpf", lambda: self._filter.export_bpf(f))
+            f.seek(0)
+            return f.read()
+
     def export_pfc(self, fileno: int) -> None:
         """Write the filter as readable pseudo-code to a file descriptor (for debugging)."""
         _translate("seccomp_export_pfc", lambda: self._filter.export_pfc(fileno))
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
+
+
+_SYS_SECCOMP = 317  # x86_64
+_SECCOMP_SET_MODE_FILTER = 1
+_BPF_INSTRUCTION = 8  # struct sock_filter
+
+
+def load_bpf(program: bytes) -> None:
+    """Install a compiled filter (from `SeccompFilter.bpf`) in the calling thread.
+
+    Needs no_new_privs set first, or CAP_SYS_ADMIN, like `SeccompFilter.load`.
+    """
+    if not program or len(program) % _BPF_INSTRUCTION:
+        raise ValueError(f"not a BPF program ({len(program)} bytes)")
+    buffer = ctypes.create_string_buffer(program, len(program))
+    fprog = _SockFprog(len(program) // _BPF_INSTRUCTION, ctypes.addressof(buffer))
+    result = _libc.syscall(_SYS_SECCOMP, _SECCOMP_SET_MODE_FILTER, 0, ctypes.byref(fprog))
+    check(result, "seccomp(SECCOMP_SET_MODE_FILTER)")
 
 
 def _resolve_or_none(name: str) -> int | None:

@@ -397,8 +397,17 @@ def _seccomp(
         )
     chosen = retain or remove
     if isinstance(chosen, SeccompRetainSet | SeccompRemoveSet):
-        err = _errno(chosen.errno, f"app {app!r} isolator {chosen.name} errno")
+        where = f"app {app!r} isolator {chosen.name}"
+        err = _errno(chosen.errno, where + " errno")
         mode = "retain" if isinstance(chosen, SeccompRetainSet) else "remove"
+        _check_syscalls(chosen.syscalls, mode, where)
+        if mode == "retain" and ALL_SYSCALLS in chosen.syscalls:
+            report.append(IsolatorOutcome(app, chosen.name, True, f"{ALL_SYSCALLS}: no filter"))
+            return None
+        if mode == "remove" and NO_SYSCALLS in chosen.syscalls:
+            note = f"{NO_SYSCALLS}: the default blocked list"
+            report.append(IsolatorOutcome(app, chosen.name, True, note))
+            return SeccompPlan("remove", default_seccomp().syscalls, err)
         syscalls = tuple(chosen.syscalls)
         if mode == "retain":  # the exec into the app itself must pass the filter
             syscalls = tuple(dict.fromkeys((*syscalls, "execve")))
@@ -413,6 +422,35 @@ def default_seccomp() -> SeccompPlan:
     from .linux import docker_default_blocked
 
     return SeccompPlan("remove", tuple(sorted(docker_default_blocked())))
+
+
+# ace.md's wildcards: every syscall (a retain-set with it filters nothing) and none (a
+# remove-set with it blocks only the executor's default list).
+ALL_SYSCALLS = "@appc.io/all"
+NO_SYSCALLS = "@appc.io/empty"
+
+
+def _check_syscalls(names: Iterable[str], mode: str, where: str) -> None:
+    """Every name a syscall libseccomp knows, every wildcard the spec's for this kind of set.
+
+    Checked here so a typo is the manifest's error at create, not a failed start.
+    """
+    from .linux import resolve_syscall
+
+    wildcard = ALL_SYSCALLS if mode == "retain" else NO_SYSCALLS
+    for name in names:
+        if name.startswith("@"):
+            if name != wildcard:
+                raise ValidationError(
+                    where, f"unknown wildcard {name!r} (a {mode}-set knows only {wildcard})"
+                )
+            continue
+        try:
+            resolve_syscall(name)
+        except ValueError:
+            raise ValidationError(where, f"unknown syscall {name!r}") from None
+        except OSError:  # no libseccomp here: the launcher says so when the app starts
+            return
 
 
 def _errno(name: str | None, where: str) -> int:

@@ -1,8 +1,8 @@
 """kurma-podinit, the C program that is PID 1 of every pod: find or build it, read what it writes.
 
-The protocol (registration in `POD_DIR/pids/`, records in `POD_DIR/exits/`, lines on fd 3) is
-described in `kurma/runtime/podinit/README.md`. The records are the truth; the fd 3 lines are
-hints that may be lost when the reader is slow or gone.
+The protocol (registration in `POD_DIR/pids/`, records in `POD_DIR/exits/`, lines on fd 3,
+logs in `POD_DIR/logs/`, signals) is described in `kurma/runtime/podinit/README.md`. The
+records are the truth; the fd 3 lines are hints that may be lost when the reader is slow or gone.
 """
 
 from __future__ import annotations
@@ -10,12 +10,26 @@ from __future__ import annotations
 import enum
 import os
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 SOURCE_DIR = Path(__file__).parent / "podinit"
 BINARY = SOURCE_DIR / "kurma-podinit"
 BUILD_COMMAND = f"make -C {SOURCE_DIR}"
+
+# Sent to podinit from outside the pod: stop the apps but keep the pod's namespaces (for
+# post-stop hooks); podinit keeps reaping and recording. Kernel numbers (SIGRTMAX-1, SIGRTMAX),
+# the same whatever libc the sender uses.
+SIGNAL_TERMINATE_APPS = 63  # SIGTERM then SIGCONT to every process of the pod but podinit
+SIGNAL_KILL_APPS = 64  # SIGKILL to every process of the pod but podinit
+
+LOGS_DIR = "logs"  # POD_DIR/logs/NAME.log, rotated to NAME.log.1 .. NAME.log.KEEP
+LOG_MAX_STREAMS = 64  # -f at most this many times
+LOG_NAME_MAX = 248  # -f NAME: at most this long (NAME.log.99 fits in a file name)
+LOG_MIN_BYTES, LOG_MAX_BYTES = 4096, 1 << 50  # -l MAXBYTES bounds
+LOG_MAX_KEEP = 99  # -l KEEP at most
+DEFAULT_ROTATE = (10 * 1024 * 1024, 3)  # -l MAXBYTES:KEEP when not given
 
 
 def podinit_path() -> Path:
@@ -35,6 +49,56 @@ def build_podinit() -> Path:
     if proc.returncode != 0:
         raise RuntimeError(f"`{BUILD_COMMAND}` failed:\n{proc.stdout}{proc.stderr}")
     return podinit_path()
+
+
+def podinit_argv(
+    pod_dir: Path,
+    *,
+    grace: float | None = None,
+    logs: Sequence[tuple[int, str]] = (),
+    rotate: tuple[int, int] | None = None,
+) -> list[str]:
+    """kurma-podinit's command line, without `-- CMD`; unset options are left to podinit.
+
+    `grace` is `-g` (seconds); each (fd, app name) of `logs` is a `-f FD:NAME` (fd: the read
+    end of the app's output pipe, inherited by podinit); `rotate` (max bytes, files kept) is
+    `-l MAXBYTES:KEEP`. ValueError for what podinit would refuse as a usage error.
+    """
+    argv = [str(podinit_path())]
+    if grace is not None:
+        if not 0 <= grace <= 86400:
+            raise ValueError(f"grace period out of 0..86400 s: {grace}")
+        argv += ["-g", repr(float(grace))]
+    if len(logs) > LOG_MAX_STREAMS:
+        raise ValueError(f"at most {LOG_MAX_STREAMS} log streams, got {len(logs)}")
+    if len({fd for fd, _ in logs}) != len(logs):
+        raise ValueError(f"a log fd is given twice: {list(logs)}")
+    for fd, name in logs:
+        if fd <= 3 or not _is_log_name(name):
+            raise ValueError(f"bad log stream {fd}:{name} (fd > 3, name of [a-z0-9-])")
+        argv += ["-f", f"{fd}:{name}"]
+    if rotate is not None:
+        max_bytes, keep = rotate
+        if not LOG_MIN_BYTES <= max_bytes <= LOG_MAX_BYTES or not 0 <= keep <= LOG_MAX_KEEP:
+            raise ValueError(f"bad log rotation {max_bytes}:{keep}")
+        argv += ["-l", f"{max_bytes}:{keep}"]
+    argv.append(str(pod_dir))
+    return argv
+
+
+_LOG_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
+
+
+def _is_log_name(name: str) -> bool:
+    return 0 < len(name) <= LOG_NAME_MAX and set(name) <= _LOG_NAME_CHARS
+
+
+def log_path(pod_dir: Path, app_name: str) -> Path:
+    """Where podinit writes app `app_name`'s output (`-f FD:NAME`): `POD_DIR/logs/NAME.log`.
+
+    That is the current file; rotated ones are `NAME.log.1` (the newest) to `NAME.log.KEEP`.
+    """
+    return pod_dir / LOGS_DIR / f"{app_name}.log"
 
 
 def register_app(pod_dir: Path, pid: int, name: str) -> None:

@@ -1,14 +1,16 @@
 """kurma-podinit, driven as the real binary in a PID namespace of its own (dumb-init style).
 
-Each pod is `unshare --pid --fork --mount-proc kurma-podinit POD_DIR` with fd 3 a pipe back to
+Each pod is `unshare --pid --kill-child --mount-proc kurma-podinit POD_DIR` with fd 3 a pipe to
 the test. Apps enter it the way the launcher will: `nsenter --pid --mount` runs a small
 in-pod parent that forks the app, registers it in POD_DIR/pids/ and exits, so the app is
-re-parented to podinit. Apps print `ready (pid: N)` and every signal they get. Every pod is
-SIGKILLed on the way out, which ends every process in its namespace.
+re-parented to podinit; or, as the launcher starts a pod, PID 1 of the new namespace forks and
+registers them and then execs podinit (LAUNCH). Apps print `ready (pid: N)` and every signal
+they get. Every pod is SIGKILLed on the way out, which ends every process in its namespace.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import signal
@@ -24,6 +26,8 @@ import pytest
 
 from kurma.runtime import _podinit
 from kurma.runtime._podinit import (
+    SIGNAL_KILL_APPS,
+    SIGNAL_TERMINATE_APPS,
     Event,
     Notification,
     build_podinit,
@@ -63,6 +67,45 @@ if pid == 0:
 register_app(Path(pod), pid, name)
 print(f"spawned (pid: {pid})", flush=True)
 """
+
+
+# The launcher's start path, as PID 1 of the new namespace: fork and register each app of a JSON
+# list of {"name", "argv", "log_fd" (optional), "wait" (optional)}, then exec podinit (the rest
+# of argv, POD_DIR last) with signals blocked. An app's stdout and stderr go to a pipe whose
+# read end is fd `log_fd` for podinit's `-f log_fd:NAME` (apps naming one fd share the pipe).
+# "wait": the app ends before the exec; a zombie whose SIGCHLD was discarded (not blocked).
+LAUNCH = r"""
+import json, os, signal, sys
+from pathlib import Path
+from kurma.runtime._podinit import register_app
+apps, *argv = sys.argv[1:]
+Path(argv[-1], "pids").mkdir(exist_ok=True)
+pipes = {}
+for app in json.loads(apps):
+    if app.get("log_fd") is not None and app["log_fd"] not in pipes:
+        r, pipes[app["log_fd"]] = os.pipe()
+        os.dup2(r, app["log_fd"])
+        os.close(r)
+    pid = os.fork()
+    if pid == 0:
+        if app.get("log_fd") is not None:
+            os.dup2(pipes[app["log_fd"]], 1)
+            os.dup2(pipes[app["log_fd"]], 2)
+        os.execvp(app["argv"][0], app["argv"])
+    register_app(Path(argv[-1]), pid, app["name"])
+    if app.get("wait"):
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)  # a zombie now, not reaped
+for w in pipes.values():
+    os.close(w)
+assert signal.SIGCHLD not in signal.sigpending()
+signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+os.execv(argv[0], argv)
+"""
+
+
+def launch(apps: list[dict[str, object]]) -> tuple[str, ...]:
+    """`launcher=` for running_pod: start `apps` (see LAUNCH) before podinit."""
+    return (sys.executable, "-c", LAUNCH, json.dumps(apps))
 
 
 def wait_for(check: Callable[[], object], what: str, timeout: float = DEADLINE) -> object:
@@ -198,19 +241,26 @@ def running_pod(
     notify: bool = True,
     cmd: tuple[str, ...] = (),
     existing: bool = False,
+    launcher: tuple[str, ...] = (),
+    pass_fds: tuple[int, ...] = (),
 ) -> Iterator[Pod]:
-    """Start podinit as PID 1 of a new PID (and mount) namespace; SIGKILL it on the way out."""
+    """Start podinit as PID 1 of a new PID (and mount) namespace; SIGKILL it on the way out.
+
+    `launcher` runs first as that PID 1 and execs podinit's argv (see `launch()`); `pass_fds`
+    are inherited by it and podinit.
+    """
     pod_dir = tmp_path / "pod"
     if not existing:
         pod_dir.mkdir()
     r, w = os.pipe() if notify else (-1, -1)
     # fd 9 stands for an fd the launcher forgot to close: podinit must close it.
     redirect = f'exec "$@" 3>&{w} {w}>&- 9</dev/null' if notify else 'exec "$@" 3>&-'
-    argv = ["unshare", "--pid", "--fork", "--mount-proc", "--", str(binary), *args, str(pod_dir)]
+    argv = ["unshare", "--pid", "--kill-child", "--mount-proc", "--", *launcher, str(binary)]
+    argv += [*args, str(pod_dir)]
     if cmd:
         argv += ["--", *cmd]
     unshare = subprocess.Popen(  # bash: dash takes single-digit fds only
-        ["bash", "-c", redirect, "bash", *argv], pass_fds=(w,) if notify else ()
+        ["bash", "-c", redirect, "bash", *argv], pass_fds=(w, *pass_fds) if notify else pass_fds
     )
     pod = None
     try:
@@ -382,13 +432,69 @@ def test_stopped_app_sees_sigterm(binary: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.root
-def test_stale_registrations_dropped(binary: Path, tmp_path: Path) -> None:
-    """Registrations left in POD_DIR/pids by an earlier pod are removed at start."""
+def test_registrations_kept_at_start(binary: Path, tmp_path: Path) -> None:
+    """podinit keeps what is in POD_DIR/pids at start: the launcher registered those apps."""
     (tmp_path / "pod" / "pids").mkdir(parents=True)
-    (tmp_path / "pod" / "pids" / "2").write_text("old\n")
-    (tmp_path / "pod" / "pids" / ".3.tmp").write_text("old\n")
+    (tmp_path / "pod" / "pids" / "99").write_text("old\n")
     with running_pod(binary, tmp_path, existing=True) as pod:
-        assert list((pod.dir / "pids").iterdir()) == []
+        assert sorted(p.name for p in (pod.dir / "pids").iterdir()) == ["99"]
+
+
+@pytest.mark.root
+def test_apps_forked_before_exec(binary: Path, tmp_path: Path) -> None:
+    """Apps forked and registered by PID 1 before it execs podinit are podinit's: one that ended
+    before the exec (zombie, SIGCHLD lost) is recorded at start, a live one when it ends."""
+    apps = [
+        {"name": "early", "argv": ["sh", "-c", "exit 7"], "wait": True},
+        {"name": "late", "argv": ["sleep", "600"]},
+    ]
+    with running_pod(binary, tmp_path, launcher=launch(apps)) as pod:
+        assert pod.notes and pod.notes.next() == b"exit 2 7\n"
+        assert read_exit_records(pod.dir) == {2: 7}
+        assert sorted(p.name for p in (pod.dir / "pids").iterdir()) == ["3"]
+        late = wait_for(lambda: pod.child_with_ns_pid(3), "the live app")
+        os.kill(late, signal.SIGTERM)  # type: ignore[arg-type]
+        assert pod.wait_record(3) == 143
+        assert pod.notes.next() == b"exit 3 143\n"
+        assert pod.ns_processes() == {1: "S"}
+        assert pod.alive()
+
+
+@pytest.mark.root
+def test_terminate_apps_signal(binary: Path, tmp_path: Path) -> None:
+    """Signal 63 from outside: SIGTERM (+SIGCONT) to every app, podinit stays and records."""
+    with running_pod(binary, tmp_path, "-g", "60") as pod:
+        stubborn = pod.start_app("--ignore-term", "--exit-on-usr1", "5")
+        polite = pod.start_app()
+        stopped = pod.start_app()
+        os.kill(stopped.host_pid, signal.SIGSTOP)
+        wait_for(lambda: proc_state(stopped.host_pid) == "T", "app to stop")
+        os.kill(pod.pid, SIGNAL_TERMINATE_APPS)
+        assert stubborn.out.next() == b"signal 15\n"
+        assert pod.wait_record(polite.ns_pid) == 143
+        assert pod.wait_record(stopped.ns_pid) == 143
+        assert pod.alive()
+        os.kill(stubborn.host_pid, signal.SIGUSR1)
+        assert pod.wait_record(stubborn.ns_pid) == 5
+        later = pod.start_app()  # the namespaces live on: post-stop hooks can run
+        os.kill(later.host_pid, signal.SIGKILL)
+        assert pod.wait_record(later.ns_pid) == 137
+        os.kill(pod.pid, signal.SIGTERM)
+        assert pod.unshare.wait(DEADLINE) == 0
+
+
+@pytest.mark.root
+def test_kill_apps_signal(binary: Path, tmp_path: Path) -> None:
+    """Signal 64 from outside: SIGKILL to every app (recorded 137), podinit stays."""
+    with running_pod(binary, tmp_path, "-g", "60") as pod:
+        apps = [pod.start_app("--ignore-term"), pod.start_app()]
+        os.kill(pod.pid, SIGNAL_KILL_APPS)
+        assert {pod.wait_record(a.ns_pid) for a in apps} == {137}
+        wait_for(lambda: list(pod.ns_processes()) == [1], "every app to be reaped")
+        assert pod.alive()
+        assert pod.sh("echo hook").stdout == "hook\n"
+        os.kill(pod.pid, signal.SIGTERM)
+        assert pod.unshare.wait(DEADLINE) == 0
 
 
 @pytest.mark.root
@@ -406,10 +512,10 @@ def test_grace_from_environment(binary: Path, tmp_path: Path, monkeypatch) -> No
 
 @pytest.mark.root
 def test_apps_cannot_signal_podinit(binary: Path, tmp_path: Path) -> None:
-    """kill -9 1, kill -TERM 1 and kill -INT 1 from inside the pod do nothing (not forwarded)."""
+    """kill -9/-TERM/-INT/-USR1/-63/-64 1 from inside the pod do nothing (not forwarded)."""
     with running_pod(binary, tmp_path) as pod:
         app = pod.start_app()
-        pod.sh("kill -9 1; kill -TERM 1; kill -INT 1; kill -USR1 1")
+        pod.sh("kill -9 1; kill -TERM 1; kill -INT 1; kill -USR1 1; kill -63 1; kill -64 1")
         assert pod.alive()
         os.kill(pod.pid, signal.SIGUSR2)  # from outside: forwarded, and after the above
         assert app.out.next() == f"signal {signal.SIGUSR2.value}\n".encode()
@@ -455,7 +561,8 @@ def test_without_fd3(binary: Path, tmp_path: Path) -> None:
 
 @pytest.mark.root
 def test_title_and_fds(binary: Path, tmp_path: Path) -> None:
-    """ps shows `kurma-podinit <pod>`; inherited fds past 3 are closed, leaving 0-3 + 2 dirs."""
+    """ps shows `kurma-podinit <pod>`; inherited fds past 3 are closed, leaving 0-3, the two
+    dirs and the signalfd."""
     with running_pod(binary, tmp_path) as pod:
         cmdline = Path(f"/proc/{pod.pid}/cmdline").read_bytes()
         assert cmdline.split(b"\0")[0] == b"kurma-podinit pod"
@@ -468,6 +575,7 @@ def test_title_and_fds(binary: Path, tmp_path: Path) -> None:
         assert sorted(v for k, v in fds.items() if k > 3) == [
             str(pod.dir / "exits"),
             str(pod.dir / "pids"),
+            "anon_inode:[signalfd]",
         ]
 
 

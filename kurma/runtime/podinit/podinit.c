@@ -2,24 +2,29 @@
  * kurma-podinit: PID 1 of a Kurma pod.
  *
  * It holds the pod's namespaces, reaps every process re-parented to it, records the exit
- * status of each registered app in POD_DIR/exits/<pid>, and on SIGTERM from outside the pod
- * stops everything (SIGTERM, grace, SIGKILL) and exits 0. The protocol is in README.md.
+ * status of each registered app in POD_DIR/exits/<pid>, copies the apps' output pipes (-f) to
+ * POD_DIR/logs/NAME.log with size rotation, and on SIGTERM from outside the pod stops
+ * everything (SIGTERM, grace, SIGKILL) and exits 0; signals 63 and 64 stop the apps but keep
+ * the pod. The protocol is in README.md.
  *
- * Strategy (tini's): every signal is blocked and read synchronously with sigtimedwait(), so
- * there are no handlers, no re-entrancy and no malloc after start. The kernel protects a PID
- * namespace's init from its own processes only for signals it would deliver to SIG_DFL; a
- * blocked signal is queued, so podinit itself drops every signal whose sender is inside the
- * pod (si_pid != 0; a sender in an ancestor namespace or the kernel shows as si_pid 0).
+ * Strategy (tini's, with poll): every signal is blocked and read synchronously from a
+ * signalfd, polled together with the log pipes, so there are no handlers, no re-entrancy and
+ * no malloc after start. The kernel protects a PID namespace's init from its own processes
+ * only for signals it would deliver to SIG_DFL; a blocked signal is queued, so podinit itself
+ * drops every signal whose sender is inside the pod (ssi_pid != 0; a sender in an ancestor
+ * namespace or the kernel shows as ssi_pid 0).
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h> /* renameat only; no stdio buffering is used */
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -31,9 +36,43 @@
 #define KILL_WAIT_MS 2000L /* after SIGKILL: wait for zombies held by parents outside */
 #define GRACE_ENV "KURMA_PODINIT_GRACE"
 
+/* Kernel signal numbers, not SIGRTMAX-n: musl and glibc reserve different low RT signals (so
+ * their SIGRTMIN differ), but 63 and 64 are the same signals for every sender. */
+#define SIG_TERMINATE_APPS 63 /* SIGRTMAX-1: SIGTERM + SIGCONT to every app; podinit stays */
+#define SIG_KILL_APPS 64      /* SIGRTMAX: SIGKILL to every app; podinit stays */
+
+#define MAX_STREAMS 64
+#define LOG_NAME_MAX (255 - 7) /* NAME.log.99 must fit in a file name */
+#define DEFAULT_LOG_BYTES 10485760LL
+#define DEFAULT_LOG_KEEP 3
+#define MIN_LOG_BYTES 4096LL
+#define MAX_LOG_KEEP 99
+#define DRAIN_READS 1024 /* at the end, per stream: a writer outside may never stop */
+
 static int notify_fd = -1; /* fd 3 if it was open; -1 once the reader is gone */
 static int exits_fd = -1;  /* POD_DIR/exits */
 static int pids_fd = -1;   /* POD_DIR/pids: one file per registered app, named by its pid */
+static int logs_fd = -1;   /* POD_DIR/logs, when there are streams */
+
+/* A log file, shared by every stream given its NAME. */
+struct log {
+	int fd; /* NAME.log opened for append, or -1 (opened again at the next write) */
+	long long size;
+	char name[LOG_NAME_MAX + 1];
+};
+
+/* -f FD:NAME, an app's output pipe: FD is polled[i].fd (-1 after EOF). */
+struct stream {
+	struct log *log;
+	int warned; /* a write error was reported: once per stream */
+};
+
+static struct log logs[MAX_STREAMS];
+static struct stream streams[MAX_STREAMS];
+static struct pollfd polled[MAX_STREAMS + 1]; /* the streams, then the signalfd */
+static int nlogs, nstreams;
+static long long log_bytes = DEFAULT_LOG_BYTES; /* -l MAXBYTES: rotate before passing it */
+static int log_keep = DEFAULT_LOG_KEEP;          /* -l KEEP: NAME.log.1 .. NAME.log.KEEP */
 
 /* ---- output without stdio ---- */
 
@@ -115,10 +154,10 @@ static void setup_notify(void)
 
 /* ---- exit records ---- */
 
-static void pid_name(char *buf, size_t size, pid_t pid)
+static void decimal(char *buf, size_t size, unsigned long v)
 {
 	char *p = buf;
-	put_uint(&p, buf + size, (unsigned long)pid);
+	put_uint(&p, buf + size, v);
 	*p = '\0';
 }
 
@@ -126,13 +165,12 @@ static int is_registered(pid_t pid)
 {
 	char name[24];
 	struct stat st;
-	pid_name(name, sizeof name, pid);
+	decimal(name, sizeof name, (unsigned long)pid);
 	return fstatat(pids_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0;
 }
 
-static void unregister(const char *name, int unused)
+static void unregister(const char *name)
 {
-	(void)unused;
 	if (unlinkat(pids_fd, name, 0) < 0 && errno != ENOENT)
 		warn("cannot unregister", name, errno);
 }
@@ -143,7 +181,7 @@ static void record_exit(pid_t pid, int code)
 	char name[24], tmp[32], line[48], *p;
 	int fd;
 
-	pid_name(name, sizeof name, pid);
+	decimal(name, sizeof name, (unsigned long)pid);
 	p = tmp;
 	put(&p, tmp + sizeof tmp, ".");
 	put(&p, tmp + sizeof tmp, name);
@@ -166,7 +204,7 @@ static void record_exit(pid_t pid, int code)
 			unlinkat(exits_fd, tmp, 0);
 		}
 	}
-	unregister(name, 0);
+	unregister(name);
 
 	p = line;
 	put(&p, line + sizeof line, "exit ");
@@ -192,6 +230,119 @@ static void reap(void)
 		if (is_registered(pid))
 			record_exit(pid, code);
 	}
+}
+
+/* ---- logs ---- */
+
+/* NAME.log, or NAME.log.K for K > 0. */
+static void log_file(char *buf, size_t size, const struct log *l, int k)
+{
+	char *p = buf;
+	put(&p, buf + size, l->name);
+	put(&p, buf + size, ".log");
+	if (k) {
+		put(&p, buf + size, ".");
+		put_uint(&p, buf + size, (unsigned long)k);
+	}
+	*p = '\0';
+}
+
+/* Open NAME.log for append (creating it); -1 with errno on failure. O_NONBLOCK: a FIFO
+ * planted there fails with ENXIO instead of blocking PID 1. */
+static int log_open(struct log *l)
+{
+	char name[LOG_NAME_MAX + 8];
+	struct stat st;
+
+	log_file(name, sizeof name, l, 0);
+	l->fd = openat(logs_fd, name,
+		       O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0640);
+	if (l->fd < 0)
+		return -1;
+	l->size = fstat(l->fd, &st) == 0 ? (long long)st.st_size : 0;
+	return 0;
+}
+
+/* NAME.log.(KEEP-1) -> NAME.log.KEEP ... NAME.log -> NAME.log.1 and close it (the next write
+ * opens a fresh NAME.log); KEEP 0: truncate NAME.log instead. Returns 0 or an errno. */
+static int log_rotate(struct log *l)
+{
+	char from[LOG_NAME_MAX + 8], to[LOG_NAME_MAX + 8];
+	int err = 0;
+
+	if (log_keep == 0) {
+		if (ftruncate(l->fd, 0) < 0)
+			return errno;
+		l->size = 0;
+		return 0;
+	}
+	for (int k = log_keep; k > 0; k--) {
+		log_file(from, sizeof from, l, k - 1);
+		log_file(to, sizeof to, l, k);
+		if (renameat(logs_fd, from, logs_fd, to) < 0 && errno != ENOENT && !err)
+			err = errno;
+	}
+	close(l->fd);
+	l->fd = -1;
+	return err;
+}
+
+/* Append buf to the log, rotating first if it would pass MAXBYTES. Returns 0 or an errno;
+ * the data is dropped on error (an app must never block on a full pipe). */
+static int log_write(struct log *l, const char *buf, size_t n)
+{
+	int err = 0;
+	ssize_t w;
+
+	if (l->fd >= 0 && l->size > 0 && l->size + (long long)n > log_bytes)
+		err = log_rotate(l);
+	if (l->fd < 0 && log_open(l) < 0)
+		return errno;
+	w = write(l->fd, buf, n);
+	if (w > 0)
+		l->size += w;
+	if (w != (ssize_t)n && !err)
+		err = w < 0 ? errno : ENOSPC;
+	return err;
+}
+
+/* Copy one read of stream i to its log; EOF or a read error closes the stream. Returns the
+ * bytes read (0: none now, or closed). A read never passes MAXBYTES, so neither does a file. */
+static ssize_t copy_stream(int i)
+{
+	static char buf[16384];
+	struct stream *s = &streams[i];
+	size_t want = log_bytes < (long long)sizeof buf ? (size_t)log_bytes : sizeof buf;
+	ssize_t n;
+	int err;
+
+	if (polled[i].fd < 0)
+		return 0;
+	n = read(polled[i].fd, buf, want);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return 0;
+	if (n <= 0) {
+		if (n < 0)
+			warn("cannot read log stream of", s->log->name, errno);
+		close(polled[i].fd);
+		polled[i].fd = -1; /* poll() skips it */
+		return 0;
+	}
+	err = log_write(s->log, buf, (size_t)n);
+	if (err && !s->warned) {
+		warn("cannot write log", s->log->name, err);
+		s->warned = 1;
+	}
+	return n;
+}
+
+/* The pod has stopped: copy what the streams still hold (bounded: a writer outside the pod
+ * could go on for ever). */
+static void drain_streams(void)
+{
+	for (int i = 0; i < nstreams; i++)
+		for (int k = 0; k < DRAIN_READS && copy_stream(i) > 0; k++)
+			continue;
 }
 
 /* ---- signals ---- */
@@ -245,18 +396,47 @@ static int pod_is_empty(void)
 
 enum stage { RUNNING, TERMINATING, KILLING };
 
-/* The main loop: reap, wait for a signal, act. Returns podinit's exit status. */
+/* kill(-1) spares podinit itself. */
+static void terminate_apps(void)
+{
+	kill(-1, SIGTERM);
+	kill(-1, SIGCONT); /* stopped apps must see their SIGTERM */
+}
+
+/* Act on one signal read from the signalfd. */
+static void on_signal(const struct signalfd_siginfo *si, enum stage *stage, long *deadline,
+		      long grace_ms)
+{
+	int sig = (int)si->ssi_signo;
+
+	if (sig == SIGCHLD || sig == SIGPIPE || si->ssi_pid != 0)
+		return; /* SIGCHLD: the loop reaps; from inside the pod: ignored */
+	if (sig == SIG_TERMINATE_APPS) {
+		terminate_apps();
+	} else if (sig == SIG_KILL_APPS) {
+		kill(-1, SIGKILL);
+	} else if (sig != SIGTERM) {
+		each_registration(signal_app, sig);
+	} else if (*stage == RUNNING) {
+		terminate_apps();
+		*stage = TERMINATING;
+		*deadline = now_ms() + grace_ms;
+	} else if (*stage == TERMINATING) {
+		*deadline = 0; /* a second SIGTERM: SIGKILL now */
+	}
+}
+
+/* The main loop: reap, wait for a signal or log data, act. Returns podinit's exit status.
+ * Reaping first also catches children that ended before the exec (their SIGCHLD is gone). */
 static int serve(long grace_ms)
 {
-	sigset_t all;
+	struct pollfd *sigfd = &polled[nstreams];
 	enum stage stage = RUNNING;
 	long deadline = 0;
 
-	sigfillset(&all);
 	for (;;) {
-		struct timespec left, *timeout = NULL;
-		siginfo_t si;
-		int sig;
+		struct signalfd_siginfo si;
+		int timeout = -1;
 
 		reap();
 		if (stage != RUNNING) {
@@ -271,28 +451,19 @@ static int serve(long grace_ms)
 				deadline = now + KILL_WAIT_MS;
 				continue;
 			}
-			left.tv_sec = (deadline - now) / 1000;
-			left.tv_nsec = (deadline - now) % 1000 * 1000000L;
-			timeout = &left;
+			timeout = (int)(deadline - now);
 		}
-		sig = sigtimedwait(&all, &si, timeout);
-		if (sig < 0) {
-			if (errno != EAGAIN && errno != EINTR)
-				warn("sigtimedwait", NULL, errno);
+		if (poll(polled, (nfds_t)nstreams + 1, timeout) < 0) {
+			if (errno != EINTR)
+				warn("poll", NULL, errno);
 			continue;
 		}
-		if (sig == SIGCHLD || sig == SIGPIPE || si.si_pid != 0)
-			continue; /* reaped above; from inside the pod: ignored */
-		if (sig != SIGTERM) {
-			each_registration(signal_app, sig);
-		} else if (stage == RUNNING) {
-			kill(-1, SIGTERM);
-			kill(-1, SIGCONT); /* stopped apps must see their SIGTERM */
-			stage = TERMINATING;
-			deadline = now_ms() + grace_ms;
-		} else if (stage == TERMINATING) {
-			deadline = 0; /* a second SIGTERM: SIGKILL now */
-		}
+		for (int i = 0; i < nstreams; i++)
+			if (polled[i].revents)
+				copy_stream(i);
+		if (sigfd->revents)
+			while (read(sigfd->fd, &si, sizeof si) == (ssize_t)sizeof si)
+				on_signal(&si, &stage, &deadline, grace_ms);
 	}
 }
 
@@ -307,13 +478,108 @@ static long parse_grace(const char *s)
 	return (long)(v * 1000.0 + 0.5);
 }
 
-static void close_other_fds(void)
+/* Parse a decimal number ending at `stop` (':' or '\0') from *s and step past it; -1 if
+ * there is none or it exceeds max. */
+static long long parse_number(const char **s, char stop, long long max)
 {
-	if (syscall(SYS_close_range, NOTIFY_FD + 1, ~0U, 0) == 0)
+	const char *p = *s;
+	long long v = 0;
+
+	if (*p < '0' || *p > '9')
+		return -1;
+	for (; *p >= '0' && *p <= '9'; p++) {
+		if (v > (max - (*p - '0')) / 10)
+			return -1;
+		v = v * 10 + (*p - '0');
+	}
+	if (*p != stop)
+		return -1;
+	*s = stop ? p + 1 : p;
+	return v;
+}
+
+/* -f FD:NAME: FD above 3, NAME of [a-z0-9-]; streams naming the same NAME share its log. */
+static void add_stream(const char *arg)
+{
+	const char *name = arg;
+	long long fd = parse_number(&name, ':', 0x7fffffff);
+	size_t len = strlen(name);
+	int i;
+
+	if (fd <= NOTIFY_FD || len == 0 || len > LOG_NAME_MAX ||
+	    strspn(name, "abcdefghijklmnopqrstuvwxyz0123456789-") != len)
+		die("bad -f FD:NAME (FD above 3, NAME of a-z, 0-9 and -):", arg, 0);
+	if (nstreams == MAX_STREAMS)
+		die("too many -f streams (64 at most):", arg, 0);
+	for (i = 0; i < nstreams; i++)
+		if (polled[i].fd == fd)
+			die("-f: fd given twice:", arg, 0);
+	for (i = 0; i < nlogs && strcmp(logs[i].name, name) != 0; i++)
+		continue;
+	if (i == nlogs) {
+		memcpy(logs[i].name, name, len + 1);
+		logs[nlogs++].fd = -1;
+	}
+	streams[nstreams].log = &logs[i];
+	polled[nstreams].fd = (int)fd;
+	polled[nstreams++].events = POLLIN;
+}
+
+/* -l MAXBYTES:KEEP */
+static void parse_rotation(const char *arg)
+{
+	const char *p = arg;
+	long long bytes = parse_number(&p, ':', 1LL << 50);
+	long long keep = bytes < MIN_LOG_BYTES ? -1 : parse_number(&p, '\0', MAX_LOG_KEEP);
+
+	if (keep < 0)
+		die("bad -l MAXBYTES:KEEP (MAXBYTES 4096 or more, KEEP 0 to 99):", arg, 0);
+	log_bytes = bytes;
+	log_keep = (int)keep;
+}
+
+/* close_range(lo, hi), or close() one by one on kernels without it. */
+static void close_fds(unsigned lo, unsigned hi)
+{
+	if (syscall(SYS_close_range, lo, hi, 0) == 0)
 		return;
 	long max = sysconf(_SC_OPEN_MAX);
-	for (long fd = NOTIFY_FD + 1; fd < (max > 0 && max < 65536 ? max : 65536); fd++)
+	unsigned long end = max > 0 && max < 65536 ? (unsigned long)max : 65536;
+	for (unsigned long fd = lo; fd <= hi && fd < end; fd++)
 		close((int)fd);
+}
+
+/* Close every fd above 3 but the log streams: the ranges between them. */
+static void close_other_fds(void)
+{
+	unsigned lo = NOTIFY_FD + 1;
+
+	for (;;) {
+		unsigned next = ~0U; /* the lowest stream fd >= lo */
+		for (int i = 0; i < nstreams; i++)
+			if ((unsigned)polled[i].fd >= lo && (unsigned)polled[i].fd < next)
+				next = (unsigned)polled[i].fd;
+		if (next > lo)
+			close_fds(lo, next == ~0U ? ~0U : next - 1);
+		if (next == ~0U)
+			return;
+		lo = next + 1;
+	}
+}
+
+/* The streams must be open; make them non-blocking (one full app never stalls the others)
+ * and close-on-exec. */
+static void setup_streams(void)
+{
+	for (int i = 0; i < nstreams; i++) {
+		int fl = fcntl(polled[i].fd, F_GETFL);
+		if (fl < 0 || fcntl(polled[i].fd, F_SETFL, fl | O_NONBLOCK) < 0 ||
+		    fcntl(polled[i].fd, F_SETFD, FD_CLOEXEC) < 0) {
+			char fd[24];
+			decimal(fd, sizeof fd, (unsigned long)polled[i].fd);
+			die("-f: unusable fd", fd, errno);
+		}
+	}
 }
 
 /* Open (creating if needed) POD_DIR/<name> as a directory fd. */
@@ -345,7 +611,7 @@ static void spawn(char **cmd)
 		warn("cannot exec", cmd[0], errno);
 		_exit(127);
 	}
-	pid_name(name, sizeof name, pid);
+	decimal(name, sizeof name, (unsigned long)pid);
 	fd = openat(pids_fd, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (fd < 0)
 		die("cannot register", name, errno);
@@ -383,7 +649,8 @@ static void set_title(int argc, char **argv, const char *pod_dir)
 
 static void usage(void)
 {
-	die("usage: kurma-podinit [-g GRACE_SECONDS] POD_DIR [-- CMD [ARG...]]", NULL, 0);
+	die("usage: kurma-podinit [-g GRACE_SECONDS] [-f FD:NAME]... [-l MAXBYTES:KEEP] POD_DIR "
+	    "[-- CMD [ARG...]]", NULL, 0);
 }
 
 struct options {
@@ -400,9 +667,15 @@ static struct options parse_args(int argc, char **argv)
 
 	if (env && *env)
 		o.grace_ms = parse_grace(env);
-	if (i + 1 < argc && strcmp(argv[i], "-g") == 0) {
-		o.grace_ms = parse_grace(argv[i + 1]);
-		i += 2;
+	for (; i + 1 < argc && argv[i][0] == '-' && argv[i][1] && !argv[i][2]; i += 2) {
+		if (argv[i][1] == 'g')
+			o.grace_ms = parse_grace(argv[i + 1]);
+		else if (argv[i][1] == 'f')
+			add_stream(argv[i + 1]);
+		else if (argv[i][1] == 'l')
+			parse_rotation(argv[i + 1]);
+		else
+			usage();
 	}
 	if (i >= argc || argv[i][0] == '-')
 		usage();
@@ -415,7 +688,8 @@ static struct options parse_args(int argc, char **argv)
 	return o;
 }
 
-/* Open POD_DIR's exits/ and pids/ (creating them), and drop stale registrations. */
+/* Open POD_DIR's exits/, pids/ and, with streams, logs/ and the log files (creating them).
+ * Registrations in pids/ are kept: apps forked before the exec are podinit's children. */
 static void open_pod_dir(const char *pod_dir)
 {
 	int pod_fd = open(pod_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -423,30 +697,42 @@ static void open_pod_dir(const char *pod_dir)
 		die("cannot open", pod_dir, errno);
 	exits_fd = open_subdir(pod_fd, "exits");
 	pids_fd = open_subdir(pod_fd, "pids");
+	if (nstreams) {
+		logs_fd = open_subdir(pod_fd, "logs");
+		for (int i = 0; i < nlogs; i++)
+			log_open(&logs[i]); /* a failure is reported at the first write */
+	}
 	close(pod_fd);
-	/* The namespace is new: no earlier registration can name one of its processes. */
-	each_registration(unregister, 0);
 }
 
 int main(int argc, char **argv)
 {
 	sigset_t all;
 	struct options o;
+	int status;
 
 	sigfillset(&all);
 	sigprocmask(SIG_BLOCK, &all, NULL); /* first: from here on no signal can kill us */
+	signal(SIGCHLD, SIG_DFL); /* an inherited SIG_IGN would reap children unrecorded */
 	o = parse_args(argc, argv);
 	/* kill(-1) outside a PID namespace would hit the whole machine. */
 	if (getpid() != 1)
 		die("must be PID 1 of a new PID namespace", NULL, 0);
 	close_other_fds();
 	setup_notify();
+	setup_streams();
 	open_pod_dir(o.pod_dir);
 	if (chdir("/") < 0)
 		warn("chdir /", NULL, errno);
+	polled[nstreams].fd = signalfd(-1, &all, SFD_NONBLOCK | SFD_CLOEXEC);
+	polled[nstreams].events = POLLIN;
+	if (polled[nstreams].fd < 0)
+		die("signalfd", NULL, errno);
 	if (o.cmd)
 		spawn(o.cmd);
 	set_title(argc, argv, o.pod_dir);
 	notify("ready\n", 6);
-	return serve(o.grace_ms);
+	status = serve(o.grace_ms);
+	drain_streams();
+	return status;
 }

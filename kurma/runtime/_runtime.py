@@ -30,7 +30,13 @@ from ..errors import KurmaError, ValidationError
 from ..store import ImageStore
 from ._etc import write_pod_etc
 from ._plan import AppInput, PodPlan, plan_pod
-from ._podinit import podinit_path, read_exit_records
+from ._podinit import (
+    SIGNAL_KILL_APPS,
+    SIGNAL_TERMINATE_APPS,
+    log_path,
+    podinit_path,
+    read_exit_records,
+)
 from ._podrecord import AppRecord, AppState, PodRecord, PodState, process_start_time
 from .cgroups import Cgroup, CgroupSystem
 from .launcher import HandlerStart, Launcher, PodStart
@@ -40,8 +46,6 @@ from .metadata._registry import new_token
 
 log = logging.getLogger(__name__)
 
-SIGNAL_TERMINATE_APPS = 63  # podinit: SIGTERM (+SIGCONT) to every process but itself
-SIGNAL_KILL_APPS = 64  # podinit: SIGKILL to every process but itself
 _SCAN_INTERVAL = 1.0  # seconds between scans of pods that have no notification pipe
 
 
@@ -104,7 +108,7 @@ class Runtime:
         cfg = self.config
         self.launcher = Launcher(self.cgroups, cfg.cgroup_parent, cfg.warm_pods)  # no threads yet
         self.store = store or ImageStore(self.state_dir)
-        self.podinit = str(podinit_path())
+        podinit_path()  # fail now, not at the first pod, if it is not built
         self.metadata: MetadataService | None = None
         if self.config.metadata:
             self.metadata = MetadataService(self.config.metadata_config)
@@ -257,7 +261,8 @@ class Runtime:
         if self.metadata is not None and "net" not in plan.host_namespaces:
             cfg = self.config.metadata_config
             listen = (cfg.pod_address, cfg.pod_port)
-        request = PodStart(plan, self._podinit_argv(), listen)
+        cfg = self.config
+        request = PodStart(plan, cfg.leftover_grace, (cfg.log_max_bytes, cfg.log_keep), listen)
         started, fds = self.launcher.start_pod(request)
         pidfd, notify, *rest = fds
         listener = rest.pop(0) if started.has_listener else None
@@ -282,16 +287,6 @@ class Runtime:
                 listener_sock=socket.socket(fileno=listener),
             )
         return rest
-
-    def _podinit_argv(self) -> tuple[str, ...]:
-        cfg = self.config
-        return (
-            self.podinit,
-            "-g",
-            str(cfg.leftover_grace),
-            "-l",
-            f"{cfg.log_max_bytes}:{cfg.log_keep}",
-        )
 
     # --- wait, stop, destroy ---------------------------------------------------------------
 
@@ -462,7 +457,7 @@ class Runtime:
             f"{app.name} post-stop",
             plan.host_namespaces,
             _procs_files(self.cgroups.open(live.record.cgroup or "")),
-            str(live.pod_dir / "logs" / f"{app.name}.log"),
+            str(log_path(live.pod_dir, app.name)),
         )
         try:
             pid, errpipe = self.launcher.start_handler(request)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from .._plan import AppPlan, PodPlan
-from .._podinit import register_app
+from .._podinit import podinit_argv, register_app
 from ..linux import (
     CLONE_NEWIPC,
     CLONE_NEWNET,
@@ -49,7 +49,8 @@ class PodStart:
     """A request to start a prepared pod."""
 
     plan: PodPlan
-    podinit_argv: tuple[str, ...]  # kurma-podinit and its options, without -f and POD_DIR
+    grace: float  # podinit's -g: for processes left when every app has ended
+    log_rotate: tuple[int, int]  # podinit's -l: max bytes per log file, rotated files kept
     metadata_listen: tuple[str, int] | None = None  # address, port inside the pod's netns
 
 
@@ -167,11 +168,11 @@ def _exec_podinit(req: PodStart, notify_w: int, streams: list[tuple[int, str]]) 
         for fd in (notify_w, *(fd for fd, _ in streams))
     ]
     os.dup2(parked[0], 3)
-    argv = list(req.podinit_argv)
+    logs = []
     for i, (fd, (_, name)) in enumerate(zip(parked[1:], streams, strict=True)):
         os.dup2(fd, 4 + i)
-        argv += ["-f", f"{4 + i}:{name}"]
-    argv.append(req.plan.pod_dir)
+        logs.append((4 + i, name))
+    argv = podinit_argv(Path(req.plan.pod_dir), grace=req.grace, logs=logs, rotate=req.log_rotate)
     signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
     os.execv(argv[0], argv)
 

@@ -3,7 +3,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: test boot deps apt-deps lint bench clean podinit
+.PHONY: test boot deps apt-deps lint bench clean podinit proto
 
 test: deps lint
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -24,6 +24,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
+
+proto: $(VENV)/.installed
+	$(PY) build/gen_proto.py
 
 bench: deps
 	$(PY) bench/import.py

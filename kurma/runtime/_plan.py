@@ -12,7 +12,7 @@ import errno as errnos
 import functools
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..aci import (
     DEFAULT_CAPABILITIES,
@@ -215,6 +215,9 @@ def _plan_app(
         volumes_dir=os.path.join(pod_dir, "volumes"),
         etc=etc,
     )
+    # The namespaces are the pod's: one app's {"net": "host"} puts every app there, so each
+    # gets the host's /sys (rootfs_spec sees only the pod's and this app's isolators).
+    spec = replace(spec, own_netns="net" not in host_ns)
     return AppPlan(
         name=name,
         argv=tuple(app.exec),

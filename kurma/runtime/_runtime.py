@@ -22,6 +22,7 @@ import socket
 import threading
 import time
 import uuid as uuidlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,7 +39,7 @@ from ._podinit import (
     read_exit_records,
 )
 from ._podrecord import AppRecord, AppState, PodRecord, PodState, process_start_time
-from .cgroups import Cgroup, CgroupSystem
+from .cgroups import Cgroup, CgroupStats, CgroupSystem
 from .launcher import HandlerStart, Launcher, PodStart
 from .launcher._app import parse_start_error
 from .metadata import MetadataConfig, MetadataService
@@ -70,6 +71,17 @@ class RuntimeConfig:
     warm_pods: int = 1  # zygotes kept ready in their cgroups (see launcher/_zygote.py)
     metadata: bool = True
     metadata_config: MetadataConfig = field(default_factory=MetadataConfig)
+
+
+@dataclass(frozen=True)
+class PodEvent:
+    """What happened to a pod: kind is pod.created, pod.started, app.exited, pod.stopping,
+    pod.exited or pod.destroyed; `record` is a copy taken at that moment."""
+
+    kind: str
+    record: PodRecord
+    app: str | None = None
+    time: float = field(default_factory=time.time)
 
 
 class _Live:
@@ -116,6 +128,7 @@ class Runtime:
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._pods: dict[str, _Live] = {}
+        self._listeners: list[Callable[[PodEvent], None]] = []
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._selector.register(self._wake_r, selectors.EVENT_READ, ("wake", ""))
@@ -124,7 +137,53 @@ class Runtime:
         self._thread = threading.Thread(target=self._watch, name="kurma-pod-watch", daemon=True)
         self._thread.start()
 
+    # --- events ----------------------------------------------------------------------------
+
+    def add_listener(self, callback: Callable[[PodEvent], None]) -> None:
+        """Call `callback` on every PodEvent. It runs with the runtime's lock held, in
+        whichever thread made the change: it must be quick and must not call back in."""
+        with self._lock:
+            self._listeners.append(callback)
+
+    def remove_listener(self, callback: Callable[[PodEvent], None]) -> None:
+        with self._lock:
+            self._listeners.remove(callback)
+
+    def _emit(self, kind: str, live: _Live, app: str | None = None) -> None:
+        """Tell the listeners (lock held); a failing listener is logged, never fatal."""
+        if not self._listeners:
+            return
+        event = PodEvent(kind, copy.deepcopy(live.record), app)
+        for callback in list(self._listeners):
+            try:
+                callback(event)
+            except Exception:
+                log.exception("pod event listener failed on %s", kind)
+
     # --- queries ---------------------------------------------------------------------------
+
+    def pod_dir(self, ref: str) -> Path:
+        with self._lock:
+            return self._find(ref).pod_dir
+
+    def log_file(self, ref: str, app: str) -> Path:
+        """The current log file of an app (rotated ones are `.1`, `.2`, ... beside it)."""
+        with self._lock:
+            live = self._find(ref)
+            live.record.app(app)  # KeyError for an unknown app
+            return log_path(live.pod_dir, app)
+
+    def stats(self, ref: str) -> tuple[CgroupStats, int]:
+        """cgroup usage of a running pod and its OOM kill count; zeros when not running."""
+        with self._lock:
+            relpath = self._find(ref).record.cgroup
+        if relpath is None:
+            return CgroupStats(None, None, None, None), 0
+        cgroup = self.cgroups.open(relpath)
+        try:
+            return cgroup.stats(), cgroup.oom_kills()
+        except FileNotFoundError:  # ended meanwhile
+            return CgroupStats(None, None, None, None), 0
 
     def list_pods(self) -> list[PodRecord]:
         with self._lock:
@@ -166,6 +225,7 @@ class Runtime:
             raise
         with self._lock:
             self._pods[pod_uuid] = live
+            self._emit("pod.created", live)
             return copy.deepcopy(live.record)
 
     def _prepare(self, pod_uuid: str, pod_name: str, manifest: PodManifest, pod_dir: Path) -> _Live:
@@ -243,6 +303,7 @@ class Runtime:
                     app.error = failure[1]
             live.record.save(live.pod_dir)
             self._changed.notify_all()
+            self._emit("pod.started", live)
             result = copy.deepcopy(live.record)
         if any(failures):
             log.warning(
@@ -329,6 +390,7 @@ class Runtime:
             if live.record.state is PodState.RUNNING:
                 live.record.state = PodState.STOPPING
                 live.record.save(live.pod_dir)
+                self._emit("pod.stopping", live)
             apps_done = lambda: all(a.state is AppState.EXITED for a in live.record.apps)  # noqa: E731
             if not apps_done():
                 self._signal(live, SIGNAL_TERMINATE_APPS)
@@ -346,6 +408,7 @@ class Runtime:
         record = self.stop_pod(ref, grace)
         with self._lock:
             live = self._pods.pop(record.uuid)
+            self._emit("pod.destroyed", live)
         self._remove_cgroup(live)
         self.store.release(record.uuid)
         shutil.rmtree(live.pod_dir, ignore_errors=True)
@@ -431,6 +494,7 @@ class Runtime:
                 app = by_pid[pid]
                 app.state, app.exit_code, app.finished_at = AppState.EXITED, code, now
                 self._after_app(live, app)
+                self._emit("app.exited", live, app.name)
             elif pid in handlers and handlers[pid].post_stop_code is None:
                 handlers[pid].post_stop_code = code
             else:
@@ -498,6 +562,7 @@ class Runtime:
         record.finished_at = now
         record.save(live.pod_dir)
         self._changed.notify_all()
+        self._emit("pod.exited", live)
 
     def _remove_cgroup(self, live: _Live) -> None:
         if live.record.cgroup is None:

@@ -69,7 +69,7 @@ fingerprint=$(
         go list -deps -f '{{if not .Standard}}{{.Dir}}{{end}}' github.com/appc/spec/ace |
             while read -r d; do [ -n "$d" ] && find "$d" -maxdepth 1 -name '*.go' -type f; done |
             LC_ALL=C sort | xargs sha256sum
-        sha256sum "$here/build.sh" "$here"/*.manifest.json
+        (cd "$here" && sha256sum build.sh ./*.manifest.json)  # relative: one key per content
     } | sha256sum | cut -c1-32
 )
 bin=$cache/ace-validator-$fingerprint

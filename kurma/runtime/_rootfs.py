@@ -186,10 +186,7 @@ def mount_overlay(tree: str, run_dir: str) -> str:
             raise ValueError(f"overlay paths cannot hold ',', ':' or '\\': {path!r}")
     upper, work, rootfs = (os.path.join(run_dir, n) for n in ("upper", "work", "rootfs"))
     try:
-        os.mkdir(run_dir, 0o700)
-    except FileNotFoundError:
-        os.makedirs(os.path.dirname(run_dir), 0o755, exist_ok=True)
-        os.mkdir(run_dir, 0o700)
+        _mkdir_with_parent(run_dir, 0o700)
     except FileExistsError:
         # A handler after its app (post-stop): the same upper, so it sees what the app
         # wrote. A volatile overlay leaves work/incompat/volatile, which refuses a remount.
@@ -202,6 +199,15 @@ def mount_overlay(tree: str, run_dir: str) -> str:
     data = f"lowerdir={tree},upperdir={upper},workdir={work},volatile"
     mount("overlay", rootfs, "overlay", MS_NODEV, data)
     return rootfs
+
+
+def _mkdir_with_parent(path: str, mode: int) -> None:
+    """mkdir, creating the parent first if it is missing (the pod's apps/ on first use)."""
+    try:
+        os.mkdir(path, mode)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), 0o755, exist_ok=True)
+        os.mkdir(path, mode)
 
 
 def mount_proc(rootfd: int) -> None:

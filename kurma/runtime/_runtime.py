@@ -238,8 +238,9 @@ class Runtime:
             inputs.append(AppInput(app, image.manifest, str(tree.rootfs)))
             apps.append(AppRecord(app.name, tree.image_id))
             manifests[app.name] = (image.path / "manifest").read_bytes()
-        for sub in ("pids", "exits", "logs", "apps", "volumes"):
-            (pod_dir / sub).mkdir()
+        # P1 registers apps in pids/ before podinit runs; podinit makes exits/ and logs/,
+        # apps/ and volumes/ appear with the first app's root and empty volume.
+        (pod_dir / "pids").mkdir()
         nameservers = self.config.nameservers
         etc = write_pod_etc(str(pod_dir), pod_name, list(nameservers) if nameservers else None)
         token = new_token()
@@ -301,7 +302,8 @@ class Runtime:
             for app, failure in zip(live.record.apps, failures, strict=True):
                 if failure is not None:
                     app.error = failure[1]
-            live.record.save(live.pod_dir)
+            if any(failures):  # else the record saved at the launch is still right
+                live.record.save(live.pod_dir)
             self._changed.notify_all()
             self._emit("pod.started", live)
             result = copy.deepcopy(live.record)

@@ -9,7 +9,7 @@ import argparse
 import logging
 import sys
 
-from . import _image
+from . import _image, _pki
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _image.add_commands(commands)
+    _pki.add_commands(commands)
     version = commands.add_parser("version", help="print kurmactl's version")
     version.set_defaults(run=_print_version)
     return parser

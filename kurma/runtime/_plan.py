@@ -81,7 +81,7 @@ class SeccompPlan:
 
     mode: str  # "retain" | "remove"
     syscalls: tuple[str, ...]
-    errno: int = errnos.EPERM
+    errno: int | None = errnos.EPERM  # None: a blocked syscall kills the process (SIGSYS)
 
 
 @dataclass(frozen=True)
@@ -456,9 +456,11 @@ def _check_syscalls(names: Iterable[str], mode: str, where: str) -> None:
             return
 
 
-def _errno(name: str | None, where: str) -> int:
-    if name is None:
-        return errnos.EPERM
+def _errno(name: str | None, where: str) -> int | None:
+    """The errno a blocked call fails with; None (no `errno` given): ace.md says the app is
+    then killed with SIGSYS."""
+    if not name:
+        return None
     value = getattr(errnos, name, None)
     if not isinstance(value, int):
         raise ValidationError(where, f"unknown errno {name!r}")

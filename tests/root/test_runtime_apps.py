@@ -287,11 +287,6 @@ def test_seccomp_remove_set_blocks_those_syscalls_with_the_errno(pods: PodEnv) -
     assert "Seccomp:\t2" in log
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: ace.md says a seccomp set without errno kills with SIGSYS; _plan._errno(None)"
-    " gives EPERM, and linux.SeccompFilter has no kill action (SCMP_ACT_KILL_PROCESS) to use",
-)
 def test_seccomp_remove_set_without_errno_kills_with_sigsys(pods: PodEnv) -> None:
     """ace.md: "If missing or empty, by default blocked syscalls MUST result in app
     termination via SIGSYS signal"."""

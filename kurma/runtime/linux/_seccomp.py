@@ -147,14 +147,16 @@ class SeccompFilter:
             _translate("seccomp_rule_add", add, name)
 
     @classmethod
-    def retain(cls, syscalls: Iterable[str], errno: int = errnos.EPERM) -> SeccompFilter:
-        """Allow only `syscalls`; every other syscall fails with `errno`."""
-        return cls(_lib().ERRNO(errno), _lib().ALLOW, syscalls)
+    def retain(cls, syscalls: Iterable[str], errno: int | None = errnos.EPERM) -> SeccompFilter:
+        """Allow only `syscalls`; every other syscall fails with `errno` (None: SIGSYS kills
+        the process)."""
+        return cls(_blocked_action(errno), _lib().ALLOW, syscalls)
 
     @classmethod
-    def remove(cls, syscalls: Iterable[str], errno: int = errnos.EPERM) -> SeccompFilter:
-        """Allow everything except `syscalls`, which fail with `errno`."""
-        return cls(_lib().ALLOW, _lib().ERRNO(errno), syscalls)
+    def remove(cls, syscalls: Iterable[str], errno: int | None = errnos.EPERM) -> SeccompFilter:
+        """Allow everything except `syscalls`, which fail with `errno` (None: SIGSYS kills
+        the process)."""
+        return cls(_lib().ALLOW, _blocked_action(errno), syscalls)
 
     def load(self) -> None:
         """Install the filter in the calling thread (inherited by children and across exec).
@@ -174,6 +176,10 @@ class SeccompFilter:
     def export_pfc(self, fileno: int) -> None:
         """Write the filter as readable pseudo-code to a file descriptor (for debugging)."""
         _translate("seccomp_export_pfc", lambda: self._filter.export_pfc(fileno))
+
+
+def _blocked_action(errno: int | None) -> int:
+    return _lib().KILL_PROCESS if errno is None else _lib().ERRNO(errno)
 
 
 class _SockFprog(ctypes.Structure):

@@ -1,13 +1,196 @@
-"""Entry point of `kurmad`, the API daemon."""
+"""Entry point of `kurmad`, the API daemon (DESIGN.md: process model).
+
+The order matters: kurmad becomes a child subreaper, claims its socket and state directory,
+creates the Runtime (which forks the thread-free launcher and re-adopts running pods), and
+only then imports gRPC and serves. It never forks after that. Signals are handled in the
+main thread through a wakeup pipe: SIGTERM/SIGINT shut down (pods keep running unless
+`stop_pods_on_exit`), SIGCHLD reaps orphans and notices a dead launcher.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
+import select
+import signal
 import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from ._claims import ClaimError, StateLock, claim_socket_path
+from ._config import ConfigError, DaemonConfig, load_config
+from ._logfmt import fields, setup_logging
+from ._reaper import reap_orphans
+from ._tcp import TcpUnavailable, check_tcp_support
+
+log = logging.getLogger("kurma.api.daemon")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Say plainly that the daemon is not part of this build yet."""
-    print(
-        "kurmad: the API daemon is not built yet (it arrives with the API issue)", file=sys.stderr
+    """Run kurmad; returns only for a bad command line or configuration (exit 2)."""
+    try:
+        config = load_config(argv)
+        check_tcp_support(config)
+    except (ConfigError, TcpUnavailable) as e:
+        print(f"kurmad: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    setup_logging(config.log_level_number)
+    code = serve(config)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # grpc's and the runtime's worker threads may still sit in a blocking call (a Stop
+    # with its grace period); they have nothing left to do once we are here.
+    os._exit(code)
+
+
+@dataclass
+class _Signals:
+    """Signals as bytes on a pipe the main thread reads (Python runs handlers there)."""
+
+    read_fd: int
+
+    @classmethod
+    def install(cls) -> _Signals:
+        r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP):
+            signal.signal(sig, lambda *_: None)
+        signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+        return cls(r)
+
+    def wait(self) -> list[int]:
+        select.select([self.read_fd], [], [])
+        try:
+            return list(os.read(self.read_fd, 256))
+        except BlockingIOError:
+            return []
+
+
+def serve(config: DaemonConfig) -> int:
+    """The daemon's life: claim, start the runtime, serve until told to stop, clean up."""
+    from ..runtime.linux import set_child_subreaper
+
+    set_child_subreaper(True)  # orphans of what we start come back to us, not to PID 1
+    try:
+        claim_socket_path(config.socket)
+        lock = StateLock(config.state_dir)
+    except (ClaimError, OSError) as e:
+        log.error("cannot start: %s", e)
+        return EXIT_FAILED
+    try:
+        runtime = _start_runtime(config)
+    except Exception as e:
+        log.error("cannot start the runtime: %s", e, exc_info=not isinstance(e, OSError))
+        lock.release()
+        return EXIT_FAILED
+    signals = _Signals.install()  # after the fork: the launcher keeps default handlers
+    from ._server import ApiServer  # grpc is imported here, after the launcher's fork
+
+    server = None
+    try:
+        server = ApiServer(runtime, config)
+        server.start()
+    except Exception as e:
+        log.error("cannot serve: %s", e, exc_info=not isinstance(e, OSError | TcpUnavailable))
+        _shutdown(server, runtime, config, grace=0.0)
+        lock.release()
+        return EXIT_USAGE if isinstance(e, TcpUnavailable) else EXIT_FAILED
+    log.info(
+        "kurmad ready",
+        extra=fields(
+            pid=os.getpid(),
+            socket=config.socket,
+            state_dir=config.state_dir,
+            pods=len(runtime.list_pods()),
+        ),
     )
-    return 1
+    code = _serve_until_signalled(signals, runtime.launcher.pid)
+    _shutdown(server, runtime, config, grace=config.shutdown_grace)
+    lock.release()
+    log.info("kurmad stopped", extra=fields(code=code))
+    return code
+
+
+def _start_runtime(config: DaemonConfig):  # -> Runtime (imported lazily, like everything)
+    from ..runtime._runtime import Runtime, RuntimeConfig
+
+    runtime = Runtime(
+        config.state_dir,
+        config=RuntimeConfig(
+            cgroup_parent=config.cgroup_parent,
+            stop_grace=config.stop_grace,
+            log_max_bytes=config.log_max_bytes,
+            log_keep=config.log_keep,
+            warm_pods=config.warm_pods,
+        ),
+    )
+    swept = runtime.store.sweep_temporaries()  # crashed imports and uploads; none run yet
+    if swept:
+        log.info("swept %d temporaries of crashed imports", swept)
+    return runtime
+
+
+def _serve_until_signalled(signals: _Signals, launcher_pid: int) -> int:
+    """Wait for SIGTERM/SIGINT (exit 0), or for the launcher to die (exit 1)."""
+    while True:
+        for sig in signals.wait():
+            if sig in (signal.SIGTERM, signal.SIGINT):
+                log.info("shutting down", extra=fields(signal=signal.Signals(sig).name))
+                return EXIT_OK
+            if sig == signal.SIGHUP:
+                log.info("SIGHUP ignored: restart kurmad to apply a new configuration")
+            if sig == signal.SIGCHLD:
+                for pid, status in reap_orphans(keep={launcher_pid}):
+                    log.info("reaped orphan", extra=fields(pid=pid, status=status))
+                if _has_exited(launcher_pid):
+                    log.error("the launcher died; exiting so that a supervisor restarts kurmad")
+                    return EXIT_FAILED
+
+
+def _has_exited(pid: int) -> bool:
+    try:
+        got, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return got == pid
+
+
+def _shutdown(server, runtime, config: DaemonConfig, grace: float) -> None:
+    """Stop serving, then stop the pods if told to, then close the runtime."""
+    if server is not None:
+        server.stop(grace)
+    if config.stop_pods_on_exit:
+        _stop_all_pods(runtime)
+    runtime.close(stop_pods=config.stop_pods_on_exit)
+    if server is not None:
+        server.remove_socket()
+
+
+def _stop_all_pods(runtime) -> None:
+    """Stop every running pod at once (each gets its own grace period, not one after another)."""
+    from ..runtime._podrecord import PodState
+
+    running = [r for r in runtime.list_pods() if r.state in (PodState.RUNNING, PodState.STOPPING)]
+    if not running:
+        return
+    log.info("stopping pods", extra=fields(count=len(running)))
+    with ThreadPoolExecutor(min(len(running), 32)) as pool:
+        for record, error in zip(
+            running, pool.map(lambda r: _stop_quietly(runtime, r.uuid), running), strict=True
+        ):
+            if error:
+                log.warning("pod did not stop cleanly", extra=fields(pod=record.name, error=error))
+
+
+def _stop_quietly(runtime, uuid: str) -> str | None:
+    try:
+        runtime.stop_pod(uuid)
+    except Exception as e:
+        return str(e)
+    return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""kurmad's configuration: defaults <- /etc/kurma/kurmad.yml (or --config) <- flags.
+
+Every key is declared once in `KEYS` with its default, its parser and its help; the YAML file
+and the command line go through the same parsers, so a bad value is reported the same way
+from both, naming the key (or the flag) and what was expected. Unknown keys are errors: a
+misspelt `stop_pods_on_exti: true` must not silently leave pods to die.
+
+No gRPC here: the daemon reads its configuration before it forks the launcher.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import os
+import posixpath
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+DEFAULT_CONFIG = "/etc/kurma/kurmad.yml"
+
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+_CGROUP_PART = re.compile(r"[A-Za-z0-9_.:@-]+")
+
+
+class ConfigError(ValueError):
+    """The configuration file or a flag is unreadable or has a bad key or value."""
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    """Everything kurmad is told; see `KEYS` for what each field means."""
+
+    socket: str = "/run/kurma/kurmad.sock"
+    state_dir: str = "/var/lib/kurma"
+    stop_pods_on_exit: bool = False
+    log_level: str = "info"
+    stop_grace: float = 10.0
+    shutdown_grace: float = 5.0
+    cgroup_parent: str = "kurma"
+    workers: int = 64
+    log_max_bytes: int = 10 << 20
+    log_keep: int = 3
+    warm_pods: int = 1
+    listen: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None
+
+    @property
+    def log_level_number(self) -> int:
+        return int(getattr(logging, self.log_level.upper()))
+
+
+# --- value parsers: raw value (YAML scalar or flag text) -> value, or ValueError ------------
+
+
+def _absolute_path(value: Any) -> str:
+    text = _text(value)
+    if not text.startswith("/"):
+        raise ValueError(f"must be an absolute path, got {text!r}")
+    return posixpath.normpath(text)
+
+
+def _optional_path(value: Any) -> str | None:
+    return None if value in (None, "") else _absolute_path(value)
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"must be a string, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise ValueError(f"must be true or false, got {value!r}")
+
+
+def _seconds(value: Any) -> float:
+    number = _number(value, float)
+    if not 0 <= number <= 86400:
+        raise ValueError(f"must be a number of seconds in 0..86400, got {value!r}")
+    return number
+
+
+def _int_range(lo: int, hi: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        number = _number(value, int)
+        if not lo <= number <= hi:
+            raise ValueError(f"must be an integer in {lo}..{hi}, got {value!r}")
+        return number
+
+    return parse
+
+
+def _number(value: Any, kind: type[int] | type[float]) -> Any:
+    if isinstance(value, bool):
+        raise ValueError(f"must be a number, got {value!r}")
+    if isinstance(value, int | float) and (kind is float or isinstance(value, int)):
+        return kind(value)
+    if isinstance(value, str):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    what = "an integer" if kind is int else "a number"
+    raise ValueError(f"must be {what}, got {value!r}")
+
+
+def _log_level(value: Any) -> str:
+    level = _text(value).lower()
+    if level not in _LOG_LEVELS:
+        raise ValueError(f"must be one of {', '.join(_LOG_LEVELS)}, got {value!r}")
+    return level
+
+
+def _cgroup_parent(value: Any) -> str:
+    """A relative cgroup path below kurmad's own cgroup: parts of [A-Za-z0-9_.:@-], no '..'."""
+    text = _text(value).strip("/")
+    parts = text.split("/")
+    if not text or any(p in (".", "..") or not _CGROUP_PART.fullmatch(p) for p in parts):
+        raise ValueError(
+            f"must be a relative cgroup path like 'kurma' or 'kurma/pods' "
+            f"(letters, digits, '_.:@-'; no '..'), got {value!r}"
+        )
+    return text
+
+
+def _listen_address(value: Any) -> str | None:
+    """HOST:PORT with an IP address (IPv6 in brackets); '' or null: no TCP listener."""
+    if value in (None, ""):
+        return None
+    text = _text(value)
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"must be HOST:PORT with a port in 1..65535, got {text!r}")
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        address = ipaddress.ip_address(bare)
+    except ValueError:
+        raise ValueError(
+            f"must be an IP address and port like 127.0.0.1:7443 or [::1]:7443, got {text!r}"
+        ) from None
+    if address.version == 6 and bare == host:
+        raise ValueError(f"put an IPv6 address in brackets, like [{bare}]:{port}")
+    return text
+
+
+@dataclass(frozen=True)
+class Key:
+    """One configuration key: its parser and what it means (the flag's help)."""
+
+    name: str
+    parse: Callable[[Any], Any]
+    help: str
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+KEYS: tuple[Key, ...] = (
+    Key("socket", _absolute_path, "the API's unix socket (mode 0600)"),
+    Key("state_dir", _absolute_path, "images, pods and locks live here"),
+    Key("stop_pods_on_exit", _boolean, "stop every pod when kurmad exits (default: keep them)"),
+    Key("log_level", _log_level, "debug, info, warning or error"),
+    Key("stop_grace", _seconds, "seconds from SIGTERM to SIGKILL when stopping a pod"),
+    Key("shutdown_grace", _seconds, "seconds in-flight calls get when kurmad shuts down"),
+    Key("cgroup_parent", _cgroup_parent, "pods' cgroups go below this, below kurmad's own"),
+    Key("workers", _int_range(4, 1024), "threads serving calls (streams hold one each)"),
+    Key("log_max_bytes", _int_range(4096, 1 << 40), "rotate an app's log at this size"),
+    Key("log_keep", _int_range(0, 99), "rotated logs kept per app"),
+    Key("warm_pods", _int_range(0, 16), "pre-forked pod zygotes kept ready"),
+    Key("listen", _listen_address, "TCP listener HOST:PORT (mutual TLS only)"),
+    Key("tls_cert", _optional_path, "the TCP listener's server certificate (PEM)"),
+    Key("tls_key", _optional_path, "the server certificate's private key (PEM)"),
+    Key("tls_ca", _optional_path, "the CA that client certificates must chain to (PEM)"),
+)
+_BY_NAME = {k.name: k for k in KEYS}
+assert set(_BY_NAME) == {f.name for f in fields(DaemonConfig)}
+
+
+def apply(config: DaemonConfig, values: Mapping[str, Any], source: str) -> DaemonConfig:
+    """`config` with `values` parsed and applied; ConfigError names the source and the key."""
+    changes: dict[str, Any] = {}
+    for name, raw in values.items():
+        key = _BY_NAME.get(name) if isinstance(name, str) else None
+        if key is None:
+            known = ", ".join(sorted(_BY_NAME))
+            raise ConfigError(f"{source}: unknown key {name!r} (known keys: {known})")
+        try:
+            changes[name] = key.parse(raw)
+        except ValueError as e:
+            where = key.flag if source == "command line" else key.name
+            raise ConfigError(f"{source}: {where}: {e}") from None
+    return replace(config, **changes)
+
+
+def load_file(path: str, *, required: bool) -> dict[str, Any]:
+    """The YAML mapping in `path`; {} when it is absent and not `required`."""
+    import yaml  # only the daemon pays for it
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = yaml.safe_load(f)
+    except FileNotFoundError:
+        if required:
+            raise ConfigError(f"{path}: no such configuration file") from None
+        return {}
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: must be a mapping of keys to values, got {type(doc).__name__}")
+    return doc
+
+
+def check(config: DaemonConfig) -> DaemonConfig:
+    """Rules between keys: the TLS files go with `listen`, and must exist."""
+    tls = {"tls_cert": config.tls_cert, "tls_key": config.tls_key, "tls_ca": config.tls_ca}
+    if config.listen is None:
+        given = [name for name, value in tls.items() if value]
+        if given:
+            raise ConfigError(f"{given[0]}: only used with listen (the TCP listener); set both")
+        return config
+    for name, value in tls.items():
+        if not value:
+            raise ConfigError(f"{name}: required with listen (the TCP listener is mutual TLS only)")
+        if not os.path.isfile(value):
+            raise ConfigError(f"{name}: no such file {value!r}")
+    return config
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="kurmad",
+        description="Kurma's API daemon: serves pods and images over gRPC.",
+        argument_default=argparse.SUPPRESS,  # only what is given overrides the file
+    )
+    p.add_argument("--config", help=f"configuration file (default {DEFAULT_CONFIG})")
+    for key in KEYS:
+        if key.parse is _boolean:
+            p.add_argument(key.flag, action=argparse.BooleanOptionalAction, help=key.help)
+        else:
+            p.add_argument(key.flag, metavar=key.name.upper(), help=key.help)
+    return p
+
+
+def load_config(argv: Sequence[str] | None = None) -> DaemonConfig:
+    """Defaults, then the file, then the flags; SystemExit(2) for a malformed command line."""
+    args = vars(parser().parse_args(argv))
+    path = args.pop("config", None)
+    config = apply(
+        DaemonConfig(),
+        load_file(path or DEFAULT_CONFIG, required=path is not None),
+        path or DEFAULT_CONFIG,
+    )
+    return check(apply(config, args, "command line"))

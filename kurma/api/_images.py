@@ -1,0 +1,141 @@
+"""The Images service (import, list, inspect, delete) and Trust (a later issue).
+
+Import takes the archive as a stream of chunks into a temporary file in the store's `tmp/`
+(swept at start if kurmad dies mid-upload), reports progress about every MiB, then lets the
+store unpack and validate it; the last message carries the image.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+
+import grpc
+
+from ..store import ImageRecord, ImageStore
+from ..store._atomic import TEMP_PREFIX
+from ._caller import caller_of
+from ._convert import image_to_proto
+from ._events import EventHub
+from ._logfmt import fields
+from ._status import rpc, unimplemented
+from .v1 import images_pb2, images_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+PROGRESS_EVERY = 1 << 20
+
+
+class ImagesServicer(images_pb2_grpc.ImagesServicer):
+    def __init__(self, store: ImageStore, events: EventHub) -> None:
+        self.store = store
+        self.events = events
+
+    @rpc
+    def Import(
+        self, request_iterator: Iterator[images_pb2.ImportRequest], context: grpc.ServicerContext
+    ):
+        caller_of(context)  # TODO(recursion): quotas of a subtree caller
+        fd, tmp = tempfile.mkstemp(
+            prefix=f"{TEMP_PREFIX}upload-", suffix=".aci", dir=self.store.layout.tmp
+        )
+        try:
+            done = total = reported = 0
+            with os.fdopen(fd, "wb") as f:
+                for request in request_iterator:
+                    if request.total_size and not total:
+                        total = request.total_size
+                    f.write(request.data)
+                    done += len(request.data)
+                    if done - reported >= PROGRESS_EVERY:
+                        reported = done
+                        yield images_pb2.ImportProgress(bytes_done=done, bytes_total=total)
+            result = self.store.import_image(tmp)
+        finally:
+            os.unlink(tmp)
+        record = result.record
+        log.info(
+            "image imported" if result.created else "image already stored",
+            extra=fields(image=record.image_id[:39], name=record.name, bytes=done),
+        )
+        if result.created:
+            self.events.image("image.imported", record.image_id, record.name)
+        yield images_pb2.ImportProgress(
+            bytes_done=done,
+            bytes_total=total or done,
+            image=image_to_proto(record, _manifest_text(record)),
+            created=result.created,
+        )
+
+    @rpc
+    def Fetch(self, request: images_pb2.FetchRequest, context: grpc.ServicerContext):
+        raise unimplemented(
+            "remote fetch with discovery and signatures comes with a later issue; "
+            "for now download the .aci and import it (`kurmactl image import FILE`)"
+        )
+        yield  # a server-streaming method  # pragma: no cover
+
+    @rpc
+    def List(self, request: images_pb2.ListImagesRequest, context: grpc.ServicerContext):
+        caller_of(context)
+        images = [
+            image_to_proto(r) for r in self.store.list() if r.name.startswith(request.name_prefix)
+        ]
+        return images_pb2.ListImagesResponse(images=images)
+
+    @rpc
+    def Inspect(self, request: images_pb2.ImageRef, context: grpc.ServicerContext):
+        caller_of(context)
+        record = self.store.get(_ref(request.ref))
+        return image_to_proto(record, _manifest_text(record))
+
+    @rpc
+    def Delete(self, request: images_pb2.ImageRef, context: grpc.ServicerContext):
+        caller_of(context)  # TODO(recursion): a pod deletes only what it imported
+        record = self.store.delete(_ref(request.ref))
+        log.info("image deleted", extra=fields(image=record.image_id[:39], name=record.name))
+        self.events.image("image.deleted", record.image_id, record.name)
+        return image_to_proto(record)
+
+    @rpc
+    def Export(self, request: images_pb2.ImageRef, context: grpc.ServicerContext):
+        self.store.get(_ref(request.ref))  # NOT_FOUND first, for an unknown image
+        raise unimplemented(
+            "export needs the original .aci, which the store does not keep (it keeps the "
+            "unpacked manifest and rootfs, and the image ID is the hash of the original "
+            "archive); keep the .aci you imported"
+        )
+        yield  # pragma: no cover
+
+
+class TrustServicer(images_pb2_grpc.TrustServicer):
+    _LATER = (
+        "trusted signing keys come with the later issue on remote fetch with discovery "
+        "and signatures; imported images are not signature-checked until then"
+    )
+
+    @rpc
+    def Add(self, request: images_pb2.AddKeyRequest, context: grpc.ServicerContext):
+        raise unimplemented(self._LATER)
+
+    @rpc
+    def List(self, request: images_pb2.ListKeysRequest, context: grpc.ServicerContext):
+        raise unimplemented(self._LATER)
+
+    @rpc
+    def Remove(self, request: images_pb2.RemoveKeyRequest, context: grpc.ServicerContext):
+        raise unimplemented(self._LATER)
+
+
+def _ref(ref: str) -> str:
+    from ..errors import ValidationError
+
+    if not ref:
+        raise ValidationError("ref", "give an image name[:version] or an image ID")
+    return ref
+
+
+def _manifest_text(record: ImageRecord) -> str:
+    return (record.path / "manifest").read_text(encoding="utf-8", errors="replace")

@@ -1,0 +1,229 @@
+"""The Pods service: create, start, stop, destroy, list, get, logs, wait, stats.
+
+Each method resolves the caller's view first (`caller_of`), so a pod's own socket will see
+only its subtree once recursion lands; errors become statuses in `_status.rpc`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+import grpc
+
+from ..aci import PodManifest, parse_pod_manifest
+from ..errors import ValidationError
+from ..runtime._podrecord import AppState, PodRecord, PodState
+from ..runtime._runtime import PodNotFound, Runtime
+from ..runtime.cgroups import Version, parse_limit
+from ._caller import CallerView, caller_of
+from ._convert import PodFacts, manifest_from_spec, pod_facts, pod_states, pod_to_proto
+from ._logfmt import fields
+from ._logs import stream_logs
+from ._status import ApiError, Code, rpc, status_of, unimplemented
+from .v1 import pods_pb2, pods_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+_WAIT_SLICE = 1.0  # Wait re-checks that its caller is still there this often
+_FACTS_MAX = 4096
+
+
+class PodsServicer(pods_pb2_grpc.PodsServicer):
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._facts: dict[str, PodFacts] = {}
+        self._facts_lock = threading.Lock()
+        self._image_names: dict[str, str] = {}
+
+    # --- helpers ------------------------------------------------------------------------
+
+    def _visible(self, view: CallerView, ref: str) -> PodRecord:
+        """The pod `ref` names, if the caller may see it (else NOT_FOUND, as if absent)."""
+        record = self.runtime.get(ref)
+        if not view.sees(record):
+            raise PodNotFound(f"no pod has the UUID or name {ref!r}")
+        return record
+
+    def _proto(self, record: PodRecord) -> pods_pb2.Pod:
+        with self._facts_lock:
+            facts = self._facts.get(record.uuid)
+        if facts is None:
+            facts = pod_facts(record, self._image_name)
+            with self._facts_lock:
+                if len(self._facts) >= _FACTS_MAX:
+                    self._facts.clear()
+                self._facts[record.uuid] = facts
+        return pod_to_proto(record, facts)
+
+    def _image_name(self, image_id: str) -> str:
+        name = self._image_names.get(image_id)
+        if name is None:
+            try:
+                name = self.runtime.store.get_by_id(image_id).name
+            except LookupError:
+                return ""
+            self._image_names[image_id] = name
+        return name
+
+    def _manifest(self, request: pods_pb2.CreatePodRequest) -> PodManifest:
+        source = request.WhichOneof("source")
+        if source == "manifest_json":
+            if not request.manifest_json:
+                raise ValidationError("manifest_json", "is empty: give a pod manifest")
+            return parse_pod_manifest(request.manifest_json)
+        if source == "spec":
+            return manifest_from_spec(request.spec, self.runtime.store.get)
+        raise ApiError(Code.INVALID_ARGUMENT, "give a pod manifest (manifest_json) or a spec")
+
+    # --- calls --------------------------------------------------------------------------
+
+    @rpc
+    def Create(self, request: pods_pb2.CreatePodRequest, context: grpc.ServicerContext):
+        caller_of(context)  # TODO(recursion): create as a child of view.parent
+        manifest = self._manifest(request)
+        record = self.runtime.create_pod(manifest, name=request.name or None)
+        log.info("pod created", extra=fields(pod=record.name, uuid=record.uuid))
+        if request.start:
+            try:
+                record = self.runtime.start_pod(record.uuid)
+            except Exception as e:
+                code, message = status_of(e)
+                raise ApiError(
+                    code,
+                    f"pod {record.name} ({record.uuid}) was created but did not start: "
+                    f"{message}; start it again or destroy it",
+                ) from e
+            log.info("pod started", extra=fields(pod=record.name, uuid=record.uuid))
+        return self._proto(record)
+
+    @rpc
+    def Start(self, request: pods_pb2.PodRef, context: grpc.ServicerContext):
+        record = self._visible(caller_of(context), request.pod)
+        record = self.runtime.start_pod(record.uuid)
+        log.info("pod started", extra=fields(pod=record.name, uuid=record.uuid))
+        return self._proto(record)
+
+    @rpc
+    def Stop(self, request: pods_pb2.StopPodRequest, context: grpc.ServicerContext):
+        record = self._visible(caller_of(context), request.pod)
+        grace = _grace(request.grace_seconds, "grace_seconds")
+        record = self.runtime.stop_pod(record.uuid, grace)
+        log.info("pod stopped", extra=fields(pod=record.name, uuid=record.uuid))
+        return self._proto(record)
+
+    @rpc
+    def Destroy(self, request: pods_pb2.DestroyPodRequest, context: grpc.ServicerContext):
+        record = self._visible(caller_of(context), request.pod)
+        grace = _grace(request.grace_seconds, "grace_seconds")
+        self.runtime.destroy_pod(record.uuid, grace)
+        with self._facts_lock:
+            self._facts.pop(record.uuid, None)
+        log.info("pod destroyed", extra=fields(pod=record.name, uuid=record.uuid))
+        return pods_pb2.DestroyPodResponse(destroyed=[record.uuid])
+
+    @rpc
+    def List(self, request: pods_pb2.ListPodsRequest, context: grpc.ServicerContext):
+        view = caller_of(context)
+        states = pod_states(request.states)
+        pods = [
+            self._proto(r)
+            for r in sorted(self.runtime.list_pods(), key=lambda r: (r.created_at, r.uuid))
+            if view.sees(r)
+            and (not states or r.state in states)
+            and r.name.startswith(request.name_prefix)
+        ]
+        return pods_pb2.ListPodsResponse(pods=pods)
+
+    @rpc
+    def Get(self, request: pods_pb2.PodRef, context: grpc.ServicerContext):
+        return self._proto(self._visible(caller_of(context), request.pod))
+
+    @rpc
+    def Logs(self, request: pods_pb2.LogsRequest, context: grpc.ServicerContext):
+        record = self._visible(caller_of(context), request.pod)
+        names = [a.name for a in record.apps]
+        if request.app and request.app not in names:
+            raise ApiError(
+                Code.NOT_FOUND,
+                f"pod {record.name} has no app {request.app!r} (its apps: {', '.join(names)})",
+            )
+        apps = [request.app] if request.app else names
+        files = {app: self.runtime.log_file(record.uuid, app) for app in apps}
+        uuid = record.uuid
+
+        def state() -> tuple[bool, set[str]]:
+            now = self.runtime.get(uuid)
+            exited = {a.name for a in now.apps if a.state is AppState.EXITED}
+            return now.state is PodState.EXITED, exited
+
+        for app, data in stream_logs(files, request.tail, request.follow, state, context.is_active):
+            yield pods_pb2.LogChunk(app=app, data=data)
+
+    @rpc
+    def Exec(self, request_iterator, context: grpc.ServicerContext):
+        raise unimplemented(
+            "exec is not available yet: it comes with the launcher's exec support "
+            "(running a process inside a running pod's namespaces and rootfs)"
+        )
+
+    @rpc
+    def Wait(self, request: pods_pb2.WaitPodRequest, context: grpc.ServicerContext):
+        record = self._visible(caller_of(context), request.pod)
+        timeout = _grace(request.timeout_seconds, "timeout_seconds")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = (
+                _WAIT_SLICE if deadline is None else min(_WAIT_SLICE, deadline - time.monotonic())
+            )
+            try:
+                return self._proto(self.runtime.wait(record.uuid, max(0.0, left)))
+            except TimeoutError:
+                pass
+            if deadline is not None and time.monotonic() >= deadline:
+                now = self.runtime.get(record.uuid)
+                raise ApiError(
+                    Code.DEADLINE_EXCEEDED,
+                    f"pod {now.name} is still {now.state} after {timeout:g} s",
+                )
+            if not context.is_active():
+                raise ApiError(Code.CANCELLED, "the caller went away")
+
+    @rpc
+    def Stats(self, request: pods_pb2.PodRef, context: grpc.ServicerContext):
+        record = self._visible(caller_of(context), request.pod)
+        usage, oom_kills = self.runtime.stats(record.uuid)
+        return pods_pb2.PodStats(
+            uuid=record.uuid,
+            memory_bytes=usage.memory_current or 0,
+            memory_limit_bytes=self._memory_limit(record) or 0,
+            cpu_usage_ns=usage.cpu_usage_ns or 0,
+            pids=usage.pids_current or 0,
+            oom_kills=oom_kills,
+        )
+
+    def _memory_limit(self, record: PodRecord) -> int | None:
+        """The pod cgroup's memory limit, None when it has none or is not running."""
+        if record.cgroup is None:
+            return None
+        cgroups = self.runtime.cgroups
+        directory = cgroups.open(record.cgroup).directory("memory")
+        if directory is None:
+            return None
+        name = "memory.max" if cgroups.version("memory") is Version.V2 else "memory.limit_in_bytes"
+        try:
+            with open(os.path.join(directory, name)) as f:
+                return parse_limit(f.read())
+        except (FileNotFoundError, ValueError):
+            return None
+
+
+def _grace(seconds: float, field: str) -> float | None:
+    """A duration field: 0 means the default (None); negative or absurd values are errors."""
+    if seconds < 0 or seconds > 86400 or seconds != seconds:
+        raise ValidationError(
+            field, f"must be 0 (the default) or seconds up to 86400, got {seconds}"
+        )
+    return seconds or None

@@ -1,0 +1,106 @@
+"""The gRPC server: every service on one grpc.server, on the unix socket (mode 0600).
+
+Imported only after the Runtime has forked its launcher (grpc starts threads). The socket is
+bound inside a fresh 0700 directory next to its final path, made 0600, then renamed into
+place, so at no moment can anyone but root connect to it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from ..runtime._runtime import Runtime
+from ._config import DaemonConfig
+from ._events import EventHub
+from ._host import HostServicer
+from ._images import ImagesServicer, TrustServicer
+from ._logfmt import fields
+from ._pods import PodsServicer
+from ._tcp import tcp_server_credentials
+from .v1 import host_pb2, host_pb2_grpc, images_pb2, images_pb2_grpc, pods_pb2, pods_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICES = (
+    pods_pb2.DESCRIPTOR.services_by_name["Pods"].full_name,
+    images_pb2.DESCRIPTOR.services_by_name["Images"].full_name,
+    images_pb2.DESCRIPTOR.services_by_name["Trust"].full_name,
+    host_pb2.DESCRIPTOR.services_by_name["Host"].full_name,
+)
+
+
+class ApiServer:
+    """The daemon's services, health and reflection on one server."""
+
+    def __init__(self, runtime: Runtime, config: DaemonConfig) -> None:
+        self.config = config
+        self.socket_path = config.socket
+        self._socket_ino: int | None = None
+        self.executor = ThreadPoolExecutor(config.workers, thread_name_prefix="kurmad-rpc")
+        # A stream (logs -f, events) holds a worker for its whole life: past `workers`
+        # concurrent calls a new one fails fast with RESOURCE_EXHAUSTED instead of queueing.
+        self.server = grpc.server(self.executor, maximum_concurrent_rpcs=config.workers)
+        self.events = EventHub(runtime)
+        pods_pb2_grpc.add_PodsServicer_to_server(PodsServicer(runtime), self.server)
+        images_pb2_grpc.add_ImagesServicer_to_server(
+            ImagesServicer(runtime.store, self.events), self.server
+        )
+        images_pb2_grpc.add_TrustServicer_to_server(TrustServicer(), self.server)
+        host_pb2_grpc.add_HostServicer_to_server(HostServicer(runtime, self.events), self.server)
+        self.health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
+        )
+
+    def start(self) -> None:
+        """Bind the unix socket (and TCP, when configured), start serving, mark SERVING."""
+        if self.config.listen is not None:
+            credentials = tcp_server_credentials(self.config)
+            self.server.add_secure_port(self.config.listen, credentials)
+        self._bind_unix(self.socket_path)
+        for name in ("", *SERVICES):
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("serving", extra=fields(socket=self.socket_path, listen=self.config.listen))
+
+    def _bind_unix(self, path: str) -> None:
+        private = tempfile.mkdtemp(prefix=".kurmad-", dir=os.path.dirname(path))  # 0700
+        staged = os.path.join(private, "sock")
+        try:
+            if self.server.add_insecure_port(f"unix:{staged}") == 0:
+                raise OSError(f"cannot bind the unix socket at {staged}")
+            self.server.start()
+            os.chmod(staged, 0o600)
+            os.rename(staged, path)
+            self._socket_ino = os.lstat(path).st_ino
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(staged)
+            os.rmdir(private)
+
+    def stop(self, grace: float) -> None:
+        """Stop accepting calls, give in-flight ones `grace` seconds, end every stream."""
+        self.health.enter_graceful_shutdown()
+        self.events.close()  # event streams end now rather than at the deadline
+        self.server.stop(grace).wait(grace + 5.0)
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.remove_socket()
+
+    def remove_socket(self) -> None:
+        """Remove the socket file, if it is still the one we made."""
+        try:
+            if (
+                self._socket_ino is not None
+                and os.lstat(self.socket_path).st_ino == self._socket_ino
+            ):
+                os.unlink(self.socket_path)
+        except FileNotFoundError:
+            pass

@@ -12,6 +12,7 @@ from typing import Any
 from ._config import DaemonConfig
 
 AUTHZ_MODULE = "kurma.api._authz"
+TCP_WIRED = False  # TODO(issue 4, mTLS): True once tcp_server_credentials below is written
 
 
 class TcpUnavailable(NotImplementedError):
@@ -32,18 +33,22 @@ def check_tcp_support(config: DaemonConfig) -> None:
             f"which is not part of this build yet; remove listen/tls_* and use the unix "
             f"socket ({config.socket})"
         )
+    if not TCP_WIRED:
+        raise TcpUnavailable(
+            f"listen: {AUTHZ_MODULE} exists but kurmad does not use it yet (TODO in "
+            f"kurma/api/_tcp.py: tcp_server_credentials); use the unix socket ({config.socket})"
+        )
 
 
 def tcp_server_credentials(config: DaemonConfig) -> Any:
     """grpc.ServerCredentials for the TCP listener (client certificates required).
 
-    TODO(issue 4, mTLS): build `grpc.ssl_server_credentials([(key, cert)], root_certificates
-    =ca, require_client_auth=True)` from config.tls_* and install _authz's per-method role
-    interceptor on the server; until then this refuses, so no TCP port ever serves the API
+    TODO(issue 4, mTLS): return `_authz.server_credentials(config.tls_cert, config.tls_key,
+    config.tls_ca)` and serve TCP on a second grpc.server built with
+    `interceptors=[_authz.RoleInterceptor()]` that shares the servicer objects (or give the
+    one server `RoleInterceptor(allow_unix=True)`), with `caller_of` reading the role via
+    `_authz.role_from_context`. Until then this refuses, so no TCP port ever serves the API
     without role checks.
     """
     check_tcp_support(config)
-    raise TcpUnavailable(
-        f"listen: {AUTHZ_MODULE} exists but kurmad does not use it yet (TODO in "
-        f"kurma/api/_tcp.py: tcp_server_credentials); use the unix socket ({config.socket})"
-    )
+    raise TcpUnavailable("listen: the TCP listener is not wired yet")

@@ -37,6 +37,8 @@ class PodsServicer(pods_pb2_grpc.PodsServicer):
         self._facts: dict[str, PodFacts] = {}
         self._facts_lock = threading.Lock()
         self._image_names: dict[str, str] = {}
+        self._names_lock = threading.Lock()
+        self._reserved: set[str] = set()  # names of pods being created right now
 
     # --- helpers ------------------------------------------------------------------------
 
@@ -78,13 +80,39 @@ class PodsServicer(pods_pb2_grpc.PodsServicer):
             return manifest_from_spec(request.spec, self.runtime.store.get)
         raise ApiError(Code.INVALID_ARGUMENT, "give a pod manifest (manifest_json) or a spec")
 
+    def _reserve_name(self, wanted: str, manifest: PodManifest) -> str:
+        """A name no other pod has: `wanted` (ALREADY_EXISTS if taken), else the first
+        app's name, with -2, -3 ... appended as needed (a pod's name is its hostname)."""
+        with self._names_lock:
+            taken = {r.name for r in self.runtime.list_pods()} | self._reserved
+            if wanted:
+                if wanted in taken:
+                    raise ApiError(
+                        Code.ALREADY_EXISTS,
+                        f"a pod named {wanted!r} exists already; choose another name "
+                        f"or destroy that pod first",
+                    )
+                name = wanted
+            else:
+                base = manifest.apps[0].name if manifest.apps else "pod"
+                name, n = base, 2
+                while name in taken:
+                    name, n = f"{base[:60]}-{n}", n + 1
+            self._reserved.add(name)
+            return name
+
     # --- calls --------------------------------------------------------------------------
 
     @rpc
     def Create(self, request: pods_pb2.CreatePodRequest, context: grpc.ServicerContext):
         caller_of(context)  # TODO(recursion): create as a child of view.parent
         manifest = self._manifest(request)
-        record = self.runtime.create_pod(manifest, name=request.name or None)
+        name = self._reserve_name(request.name, manifest)
+        try:
+            record = self.runtime.create_pod(manifest, name=name)
+        finally:
+            with self._names_lock:
+                self._reserved.discard(name)
         log.info("pod created", extra=fields(pod=record.name, uuid=record.uuid))
         if request.start:
             try:

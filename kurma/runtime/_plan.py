@@ -143,6 +143,7 @@ class AppInput:
     app: RuntimeApp
     image: ImageManifest
     tree: str
+    image_id: str = ""
 
 
 def plan_pod(

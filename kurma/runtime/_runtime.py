@@ -26,10 +26,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..aci import PodManifest
+from ..aci import PodManifest, parse_pod_manifest
 from ..errors import KurmaError, ValidationError
 from ..store import ImageStore
-from ._etc import write_pod_etc
+from ._etc import HOSTS_NAME, RESOLV_CONF_NAME, EtcFiles, write_pod_etc
 from ._plan import AppInput, PodPlan, plan_pod
 from ._podinit import (
     SIGNAL_KILL_APPS,
@@ -229,45 +229,66 @@ class Runtime:
             return copy.deepcopy(live.record)
 
     def _prepare(self, pod_uuid: str, pod_name: str, manifest: PodManifest, pod_dir: Path) -> _Live:
-        inputs: list[AppInput] = []
-        apps: list[AppRecord] = []
-        manifests: dict[str, bytes] = {}
-        for app in manifest.apps:
-            tree = self.store.acquire(pod_uuid, app.image.id)
-            image = self.store.get_by_id(tree.image_id)
-            inputs.append(AppInput(app, image.manifest, str(tree.rootfs)))
-            apps.append(AppRecord(app.name, tree.image_id))
-            manifests[app.name] = (image.path / "manifest").read_bytes()
+        inputs, manifests = self._acquire(pod_uuid, manifest)
         # P1 registers apps in pids/ before podinit runs; podinit makes exits/ and logs/,
         # apps/ and volumes/ appear with the first app's root and empty volume.
         (pod_dir / "pids").mkdir()
         nameservers = self.config.nameservers
         etc = write_pod_etc(str(pod_dir), pod_name, list(nameservers) if nameservers else None)
-        token = new_token()
+        apps = [AppRecord(item.app.name, _image_id(item)) for item in inputs]
         record = PodRecord(
             pod_uuid,
             pod_name,
             manifest.to_bytes().decode(),
             time.time(),
             apps=apps,
-            metadata_token=token,
+            metadata_token=new_token(),
         )
         live = _Live(record, pod_dir)
         live.image_manifests = manifests
-        url = self._metadata_url(live, host_net=_shares_host_net(manifest, inputs))
-        live.plan = plan_pod(
-            pod_uuid,
-            pod_name,
+        live.plan = self._plan(live, manifest, inputs, etc)
+        record.isolators = [o.to_json() for o in live.plan.report]
+        record.save(pod_dir)
+        return live
+
+    def _acquire(
+        self, pod_uuid: str, manifest: PodManifest
+    ) -> tuple[list[AppInput], dict[str, bytes]]:
+        """Hold (and render) every app's image for the pod; safe to repeat after a restart."""
+        inputs: list[AppInput] = []
+        manifests: dict[str, bytes] = {}
+        for app in manifest.apps:
+            tree = self.store.acquire(pod_uuid, app.image.id)
+            image = self.store.get_by_id(tree.image_id)
+            inputs.append(AppInput(app, image.manifest, str(tree.rootfs), tree.image_id))
+            manifests[app.name] = (image.path / "manifest").read_bytes()
+        return inputs, manifests
+
+    def _plan(
+        self, live: _Live, manifest: PodManifest, inputs: list[AppInput], etc: EtcFiles
+    ) -> PodPlan:
+        record = live.record
+        url = self.metadata.url_of(record.uuid) if self.metadata is not None else None
+        if url is None:
+            url = self._metadata_url(live, host_net=_shares_host_net(manifest, inputs))
+        return plan_pod(
+            record.uuid,
+            record.name,
             manifest,
             inputs,
-            pod_dir=str(pod_dir),
+            pod_dir=str(live.pod_dir),
             etc=etc,
             metadata_url=url,
             pids_max=self.config.pids_max,
         )
-        record.isolators = [o.to_json() for o in live.plan.report]
-        record.save(pod_dir)
-        return live
+
+    def _replan(self, live: _Live) -> PodPlan:
+        """The plan of a pod this Runtime did not create (after a restart), from its record."""
+        manifest = parse_pod_manifest(live.record.manifest.encode())
+        inputs, live.image_manifests = self._acquire(live.record.uuid, manifest)
+        hosts, resolv = (str(live.pod_dir / n) for n in (HOSTS_NAME, RESOLV_CONF_NAME))
+        live.plan = self._plan(live, manifest, inputs, EtcFiles(hosts, resolv))
+        return live.plan
 
     def _metadata_url(self, live: _Live, *, host_net: bool) -> str | None:
         """The pod's AC_METADATA_URL, known before it starts (the token is chosen here)."""
@@ -315,11 +336,7 @@ class Runtime:
 
     def _launch(self, live: _Live) -> list[int]:
         record = live.record
-        plan = live.plan
-        if plan is None:
-            raise PodStateError(
-                f"pod {record.name} lost its plan (created before a restart); create it again"
-            )
+        plan = live.plan or self._replan(live)
         listen = None
         if self.metadata is not None and "net" not in plan.host_namespaces:
             cfg = self.config.metadata_config
@@ -383,6 +400,8 @@ class Runtime:
         grace = self.config.stop_grace if grace is None else grace
         with self._lock:
             live = self._find(ref)
+            if live.record.state is PodState.EXITED:
+                return copy.deepcopy(live.record)
             if live.record.state is PodState.CREATED:
                 live.record.state = PodState.EXITED
                 live.record.finished_at = time.time()
@@ -477,11 +496,15 @@ class Runtime:
             return
         lines = (live.pending + data).split(b"\n")
         live.pending = lines.pop()
+        learned = False
         for line in lines:
             fields = line.split(b" ")
             if len(fields) == 3 and fields[0] == b"app" and fields[2].isdigit():
                 app = live.record.app(fields[1].decode())
                 app.pid = int(fields[2])
+                learned = True
+        if learned:  # a restarted Runtime matches exit records by these pids
+            live.record.save(live.pod_dir)
 
     def _scan(self, live: _Live) -> None:
         """Consume podinit's exit records (lock held)."""
@@ -609,6 +632,7 @@ class Runtime:
             self._scan(live)
             self._finalize(live)
             return
+        _pids_from_registrations(live)
         self._watch_pod(live)
         if self.metadata is not None and record.metadata_token is not None:
             try:
@@ -621,6 +645,10 @@ class Runtime:
                 )
             except (OSError, ValueError) as e:
                 log.warning("pod %s: metadata not served again: %s", record.name, e)
+        try:
+            self._replan(live)  # post-stop handlers need it
+        except (KurmaError, OSError, ValueError) as e:
+            log.warning("pod %s: no plan after re-adoption (no post-stop): %s", record.name, e)
         log.info("pod %s re-adopted (podinit pid %s)", record.name, pid)
         self._scan(live)
 
@@ -672,6 +700,28 @@ def _check_pod_name(name: str) -> None:
         raise ValidationError(
             "name", f"{name!r} is not a valid pod name (a hostname: up to 63 of a-z, 0-9 and '-')"
         )
+
+
+def _pids_from_registrations(live: _Live) -> None:
+    """Fill in app pids the record missed (a restart before the pipe was read): the
+    registrations in pids/ hold the app names of the apps still running."""
+    missing = {a.name: a for a in live.record.apps if a.pid is None}
+    if not missing:
+        return
+    try:
+        entries = list(os.scandir(live.pod_dir / "pids"))
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                name = Path(entry.path).read_text().strip()
+                if name in missing:
+                    missing[name].pid = int(entry.name)
+
+
+def _image_id(item: AppInput) -> str:
+    return item.image_id
 
 
 def _shares_host_net(manifest: PodManifest, inputs: list[AppInput]) -> bool:

@@ -122,11 +122,6 @@ def test_a_created_pod_is_destroyed_without_starting(pods: PodEnv) -> None:
     pods.runtime.store.delete(pods.image_id)  # its hold on the image went with it
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="stop_pod of an EXITED pod whose apps never started (stopped while CREATED) waits "
-    "for those apps to exit: the grace, then 5 s more; they stay CREATED for ever",
-)
 def test_stop_of_a_created_pod_then_destroy_is_immediate(pods: PodEnv) -> None:
     record = pods.runtime.create_pod(pods.manifest(_sh("idle", "true")))
     stopped = pods.runtime.stop_pod(record.uuid)
@@ -346,14 +341,6 @@ def _log_lines(env: PodEnv, uuid: str, app: str) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
-PIDS_NOT_SAVED = (
-    "the apps' pids (from podinit's `app NAME PID` lines) reach pod.json only with a later "
-    "save, and since efd3033 start_pod no longer saves after the launch: a new Runtime knows "
-    "no app pid, cannot match podinit's exit records, so a stop waits out grace + 5 s + "
-    "handler_timeout and records 137"
-)
-
-
 def test_new_runtime_lists_a_running_pod_that_ran_on(restartable: Restartable) -> None:
     env = restartable.env
     uuid = _start(env, _sh("ticker", "echo ready; while :; do echo tick; sleep 0.05; done"))
@@ -370,7 +357,6 @@ def test_new_runtime_lists_a_running_pod_that_ran_on(restartable: Restartable) -
     _wait_for("more output after the restart", lambda: _log_lines(env, uuid, "ticker") > seen)
 
 
-@pytest.mark.xfail(strict=True, reason=PIDS_NOT_SAVED)
 def test_new_runtime_stops_an_adopted_pod_and_records_the_exit(restartable: Restartable) -> None:
     env = restartable.env
     uuid = _start(env, _sh("long", "echo ready; exec sleep 1000"), ready="ready")
@@ -387,7 +373,6 @@ def test_new_runtime_stops_an_adopted_pod_and_records_the_exit(restartable: Rest
     assert not runtime.cgroups.open(record.cgroup or "").exists()
 
 
-@pytest.mark.xfail(strict=True, reason=PIDS_NOT_SAVED)
 def test_a_pod_started_just_before_a_restart_is_adopted_with_its_apps(
     restartable: Restartable,
 ) -> None:
@@ -400,7 +385,6 @@ def test_a_pod_started_just_before_a_restart_is_adopted_with_its_apps(
     assert record.apps[0].exit_code == 143
 
 
-@pytest.mark.xfail(strict=True, reason=PIDS_NOT_SAVED)
 def test_an_exit_while_no_runtime_watched_is_recorded_by_the_next(
     restartable: Restartable,
 ) -> None:
@@ -431,11 +415,6 @@ def test_an_exit_while_no_runtime_watched_is_recorded_by_the_next(
     assert (record.app("short").exit_code, record.app("long").exit_code) == (3, 143)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Runtime.adopt() does not rebuild a running pod's plan (live.plan stays None), so "
-    "_after_app skips the post-stop handlers of every re-adopted pod; " + PIDS_NOT_SAVED,
-)
 def test_post_stop_runs_when_an_adopted_pod_is_stopped(restartable: Restartable) -> None:
     env = restartable.env
     out, volumes = _host_volume(env)

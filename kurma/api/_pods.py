@@ -10,16 +10,17 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 
 import grpc
 
 from ..aci import PodManifest, parse_pod_manifest
 from ..errors import ValidationError
 from ..runtime._podrecord import AppState, PodRecord, PodState
-from ..runtime._runtime import PodNotFound, Runtime
+from ..runtime._runtime import PodEvent, PodNotFound, Runtime
 from ..runtime.cgroups import Version, parse_limit
 from ._caller import CallerView, caller_of
-from ._convert import PodFacts, manifest_from_spec, pod_facts, pod_states, pod_to_proto
+from ._convert import manifest_from_spec, pod_facts, pod_states, pod_to_proto
 from ._logfmt import fields
 from ._logs import stream_logs
 from ._status import ApiError, Code, rpc, status_of, unimplemented
@@ -28,17 +29,87 @@ from .v1 import pods_pb2, pods_pb2_grpc
 log = logging.getLogger(__name__)
 
 _WAIT_SLICE = 1.0  # Wait re-checks that its caller is still there this often
-_FACTS_MAX = 4096
+_CACHE_MAX = 4096
+
+
+class _PodIndex:
+    """Pod names (for unique names) and converted messages (List at scale), kept current by
+    a runtime listener: no call has to copy every record to answer for one pod."""
+
+    def __init__(self, runtime: Runtime, image_name: Callable[[str], str]) -> None:
+        self._lock = threading.Lock()
+        self._image_name = image_name
+        self._names: dict[str, str] = {}  # name -> UUID of every pod
+        self._reserved: set[str] = set()  # names of pods being created right now
+        self._messages: dict[str, tuple[tuple[object, ...], pods_pb2.Pod]] = {}
+        runtime.add_listener(self._on_event)  # first, so nothing falls between the two
+        for record in runtime.list_pods():
+            self._names.setdefault(record.name, record.uuid)
+
+    def _on_event(self, event: PodEvent) -> None:
+        record = event.record
+        with self._lock:
+            if event.kind == "pod.created":
+                self._names[record.name] = record.uuid
+            elif event.kind == "pod.destroyed":
+                if self._names.get(record.name) == record.uuid:
+                    del self._names[record.name]
+                self._messages.pop(record.uuid, None)
+
+    def reserve(self, wanted: str, manifest: PodManifest) -> str:
+        """A name no other pod has: `wanted` (ALREADY_EXISTS if taken), else the first
+        app's name, with -2, -3 ... appended as needed (a pod's name is its hostname)."""
+        with self._lock:
+            taken = self._names.keys() | self._reserved
+            if wanted:
+                if wanted in taken:
+                    raise ApiError(
+                        Code.ALREADY_EXISTS,
+                        f"a pod named {wanted!r} exists already; choose another name "
+                        f"or destroy that pod first",
+                    )
+                name = wanted
+            else:
+                base = manifest.apps[0].name if manifest.apps else "pod"
+                name, n = base, 2
+                while name in taken:
+                    name, n = f"{base[:60]}-{n}", n + 1
+            self._reserved.add(name)
+            return name
+
+    def release(self, name: str) -> None:
+        with self._lock:
+            self._reserved.discard(name)
+
+    def message(self, record: PodRecord) -> pods_pb2.Pod:
+        """The Pod message of a record, converted again only when the record changed."""
+        key = _fingerprint(record)
+        with self._lock:
+            cached = self._messages.get(record.uuid)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        message = pod_to_proto(record, pod_facts(record, self._image_name))
+        with self._lock:
+            if len(self._messages) >= _CACHE_MAX:
+                self._messages.clear()
+            self._messages[record.uuid] = (key, message)
+        return message
+
+
+def _fingerprint(r: PodRecord) -> tuple[object, ...]:
+    """What may change in a pod's record (the rest is fixed when it is created)."""
+    apps = tuple(
+        (a.state, a.pid, a.exit_code, a.error, a.started_at, a.finished_at, a.post_stop_code)
+        for a in r.apps
+    )
+    return (r.state, r.started_at, r.finished_at, r.cgroup, len(r.isolators), apps)
 
 
 class PodsServicer(pods_pb2_grpc.PodsServicer):
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self._facts: dict[str, PodFacts] = {}
-        self._facts_lock = threading.Lock()
         self._image_names: dict[str, str] = {}
-        self._names_lock = threading.Lock()
-        self._reserved: set[str] = set()  # names of pods being created right now
+        self._index = _PodIndex(runtime, self._image_name)
 
     # --- helpers ------------------------------------------------------------------------
 
@@ -50,15 +121,7 @@ class PodsServicer(pods_pb2_grpc.PodsServicer):
         return record
 
     def _proto(self, record: PodRecord) -> pods_pb2.Pod:
-        with self._facts_lock:
-            facts = self._facts.get(record.uuid)
-        if facts is None:
-            facts = pod_facts(record, self._image_name)
-            with self._facts_lock:
-                if len(self._facts) >= _FACTS_MAX:
-                    self._facts.clear()
-                self._facts[record.uuid] = facts
-        return pod_to_proto(record, facts)
+        return self._index.message(record)
 
     def _image_name(self, image_id: str) -> str:
         name = self._image_names.get(image_id)
@@ -80,39 +143,17 @@ class PodsServicer(pods_pb2_grpc.PodsServicer):
             return manifest_from_spec(request.spec, self.runtime.store.get)
         raise ApiError(Code.INVALID_ARGUMENT, "give a pod manifest (manifest_json) or a spec")
 
-    def _reserve_name(self, wanted: str, manifest: PodManifest) -> str:
-        """A name no other pod has: `wanted` (ALREADY_EXISTS if taken), else the first
-        app's name, with -2, -3 ... appended as needed (a pod's name is its hostname)."""
-        with self._names_lock:
-            taken = {r.name for r in self.runtime.list_pods()} | self._reserved
-            if wanted:
-                if wanted in taken:
-                    raise ApiError(
-                        Code.ALREADY_EXISTS,
-                        f"a pod named {wanted!r} exists already; choose another name "
-                        f"or destroy that pod first",
-                    )
-                name = wanted
-            else:
-                base = manifest.apps[0].name if manifest.apps else "pod"
-                name, n = base, 2
-                while name in taken:
-                    name, n = f"{base[:60]}-{n}", n + 1
-            self._reserved.add(name)
-            return name
-
     # --- calls --------------------------------------------------------------------------
 
     @rpc
     def Create(self, request: pods_pb2.CreatePodRequest, context: grpc.ServicerContext):
         caller_of(context)  # TODO(recursion): create as a child of view.parent
         manifest = self._manifest(request)
-        name = self._reserve_name(request.name, manifest)
+        name = self._index.reserve(request.name, manifest)
         try:
             record = self.runtime.create_pod(manifest, name=name)
         finally:
-            with self._names_lock:
-                self._reserved.discard(name)
+            self._index.release(name)
         log.info("pod created", extra=fields(pod=record.name, uuid=record.uuid))
         if request.start:
             try:
@@ -147,8 +188,6 @@ class PodsServicer(pods_pb2_grpc.PodsServicer):
         record = self._visible(caller_of(context), request.pod)
         grace = _grace(request.grace_seconds, "grace_seconds")
         self.runtime.destroy_pod(record.uuid, grace)
-        with self._facts_lock:
-            self._facts.pop(record.uuid, None)
         log.info("pod destroyed", extra=fields(pod=record.name, uuid=record.uuid))
         return pods_pb2.DestroyPodResponse(destroyed=[record.uuid])
 
@@ -183,7 +222,10 @@ class PodsServicer(pods_pb2_grpc.PodsServicer):
         uuid = record.uuid
 
         def state() -> tuple[bool, set[str]]:
-            now = self.runtime.get(uuid)
+            try:
+                now = self.runtime.get(uuid)
+            except PodNotFound:  # destroyed while we follow: what was read is all there is
+                return True, set(apps)
             exited = {a.name for a in now.apps if a.state is AppState.EXITED}
             return now.state is PodState.EXITED, exited
 

@@ -419,6 +419,20 @@ def test_logs_tail_and_follow(kurma: Client) -> None:
         logs(kurma, pod.uuid, app="nope")
 
 
+def test_follow_ends_when_the_client_cancels(kurma: Client) -> None:
+    """A follow on a pod that runs on ends as soon as the client cancels it."""
+    pod = kurma.create_pod(spec=sh("while true; do echo tick; sleep 0.1; done"), start=True)
+    stream = kurma.logs(pod.uuid, follow=True, tail=-1)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.extend(c.data for c in stream))
+    reader.start()
+    until(lambda: got, what="the first ticks")
+    stream.cancel()
+    reader.join(5)
+    assert not reader.is_alive()
+    assert kurma.get(pod.uuid).state == RUNNING
+
+
 def test_follow_reads_across_log_rotation(kurma: Client) -> None:
     """With 4 KiB log files, every line of a 20 KiB output arrives once, in order."""
     script = (
@@ -508,6 +522,18 @@ def test_unimplemented_methods_say_what_is_missing(shared: tuple[Daemon, str]) -
             list(exec_call)
         assert e.value.code() is grpc.StatusCode.UNIMPLEMENTED
         assert "launcher's exec support" in e.value.details()
+
+
+def test_app_that_cannot_start_reports_why(kurma: Client) -> None:
+    """An exec that does not exist: the pod is created and started, the app's error says
+    why, and it exits with 127 like a shell's 'command not found'."""
+    pod = kurma.create_pod(
+        spec=run_spec(app_spec(IMAGE_NAME, exec=["/no/such/program"])), start=True
+    )
+    done = kurma.wait(pod.uuid, timeout=30)
+    (app,) = done.apps
+    assert "/no/such/program" in app.error
+    assert app.exit_code == 127
 
 
 # --- restarts and shutdown ----------------------------------------------------------------------

@@ -1,12 +1,15 @@
 """kurma-podinit, the C program that is PID 1 of every pod: find or build it, read what it writes.
 
 The protocol (registration in `POD_DIR/pids/`, records in `POD_DIR/exits/`, lines on fd 3,
-logs in `POD_DIR/logs/`, signals) is described in `kurma/runtime/podinit/README.md`. The
-records are the truth; the fd 3 lines are hints that may be lost when the reader is slow or gone.
+logs in `POD_DIR/logs/`, signals, reaper mode `-r` for pods in the host's PID namespace) is
+described in `kurma/runtime/podinit/README.md`. The records are the truth; the fd 3 lines are
+hints that may be lost when the reader is slow or gone. `wait_and_record` writes a record the
+way podinit does, for a process podinit cannot reap (a handler of a host-PID pod).
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
 import subprocess
@@ -57,12 +60,15 @@ def podinit_argv(
     grace: float | None = None,
     logs: Sequence[tuple[int, str]] = (),
     rotate: tuple[int, int] | None = None,
+    reaper: str | None = None,
 ) -> list[str]:
     """kurma-podinit's command line, without `-- CMD`; unset options are left to podinit.
 
     `grace` is `-g` (seconds); each (fd, app name) of `logs` is a `-f FD:NAME` (fd: the read
     end of the app's output pipe, inherited by podinit); `rotate` (max bytes, files kept) is
-    `-l MAXBYTES:KEEP`. ValueError for what podinit would refuse as a usage error.
+    `-l MAXBYTES:KEEP`; `reaper` is `-r CGROUP_PROCS`, the pod cgroup's `cgroup.procs` in one
+    hierarchy (reaper mode: the pod shares the host's PID namespace, podinit is not PID 1).
+    ValueError for what podinit would refuse as a usage error.
     """
     argv = [str(podinit_path())]
     if grace is not None:
@@ -82,6 +88,10 @@ def podinit_argv(
         if not LOG_MIN_BYTES <= max_bytes <= LOG_MAX_BYTES or not 0 <= keep <= LOG_MAX_KEEP:
             raise ValueError(f"bad log rotation {max_bytes}:{keep}")
         argv += ["-l", f"{max_bytes}:{keep}"]
+    if reaper is not None:
+        if not reaper or reaper.endswith("/"):
+            raise ValueError(f"-r needs a cgroup.procs file, got {reaper!r}")
+        argv += ["-r", reaper]
     argv.append(str(pod_dir))
     return argv
 
@@ -102,7 +112,7 @@ def log_path(pod_dir: Path, app_name: str) -> Path:
 
 
 def register_app(pod_dir: Path, pid: int, name: str) -> None:
-    """Register `pid` (as seen inside the pod) as app `name`.
+    """Register `pid` (as seen inside the pod; a host pid in reaper mode) as app `name`.
 
     Must run before the process can be re-parented to podinit, i.e. in its in-pod parent
     before that parent exits. The name is for people; podinit only checks the file exists.
@@ -112,8 +122,34 @@ def register_app(pod_dir: Path, pid: int, name: str) -> None:
     tmp.rename(pod_dir / "pids" / str(pid))
 
 
+def record_exit(pod_dir: Path, pid: int, code: int) -> None:
+    """Write `exits/<pid>` = `<code>` the way podinit does (temp name + rename), then remove
+    the registration `pids/<pid>`."""
+    tmp = pod_dir / "exits" / f".{pid}.tmp"
+    tmp.write_text(f"{code}\n")
+    tmp.rename(pod_dir / "exits" / str(pid))
+    with contextlib.suppress(FileNotFoundError):
+        (pod_dir / "pids" / str(pid)).unlink()
+
+
+def wait_and_record(pod_dir: Path, pid: int) -> int:
+    """Wait for our child `pid` (registered as `pids/<pid>`) to end, record it, reap it.
+
+    For what podinit cannot reap because it is not the process's ancestor (a post-stop
+    handler of a pod in the host's PID namespace). The record is written while the child is
+    still a zombie, so its pid cannot have been reused by then. Returns the code.
+    """
+    info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+    assert info is not None  # no WNOHANG: waitid returns once the child has ended
+    code = info.si_status if info.si_code == os.CLD_EXITED else 128 + info.si_status
+    record_exit(pod_dir, pid, code)
+    os.waitpid(pid, 0)
+    return code
+
+
 def read_exit_records(pod_dir: Path) -> dict[int, int]:
-    """The exit codes podinit recorded, by in-pod pid: 0-255, or 128+N for signal N."""
+    """The exit codes podinit recorded, by in-pod pid (the host pid in reaper mode): 0-255, or
+    128+N for signal N."""
     records: dict[int, int] = {}
     try:
         entries = list(os.scandir(pod_dir / "exits"))

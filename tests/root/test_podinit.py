@@ -34,6 +34,8 @@ from kurma.runtime._podinit import (
     parse_notification,
     read_exit_records,
 )
+from kurma.runtime.cgroups import Cgroup, CgroupSystem
+from kurma.runtime.launcher._zygote import procs_files, reaper_procs
 
 DEADLINE = 10.0
 
@@ -326,6 +328,33 @@ def test_missing_binary_names_build_command(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(_podinit, "BINARY", Path("/nonexistent/kurma-podinit"))
     with pytest.raises(FileNotFoundError, match="make -C"):
         _podinit.podinit_path()
+
+
+def test_podinit_argv_reaper(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`reaper=` is `-r CGROUP_PROCS`, before POD_DIR; an empty or directory path is refused."""
+    monkeypatch.setattr(_podinit, "podinit_path", lambda: Path("/opt/kurma-podinit"))
+    procs = "/sys/fs/cgroup/pids/k/pod-1/cgroup.procs"
+    argv = _podinit.podinit_argv(tmp_path, grace=1.0, reaper=procs)
+    assert argv == ["/opt/kurma-podinit", "-g", "1.0", "-r", procs, str(tmp_path)]
+    for bad in ("", "/sys/fs/cgroup/pids/k/"):
+        with pytest.raises(ValueError):
+            _podinit.podinit_argv(tmp_path, reaper=bad)
+
+
+@pytest.mark.parametrize(("script", "code"), [("exit 3", 3), ("kill -KILL $$", 137)])
+def test_wait_and_record(tmp_path: Path, script: str, code: int) -> None:
+    """wait_and_record() writes exits/<pid> as podinit does, drops pids/<pid>, reaps."""
+    for sub in ("pids", "exits"):
+        (tmp_path / sub).mkdir()
+    child = subprocess.Popen(["sh", "-c", script])
+    _podinit.register_app(tmp_path, child.pid, "handler")
+    assert _podinit.wait_and_record(tmp_path, child.pid) == code
+    assert read_exit_records(tmp_path) == {child.pid: code}
+    assert sorted(p.name for p in (tmp_path / "exits").iterdir()) == [str(child.pid)]
+    assert list((tmp_path / "pids").iterdir()) == []
+    with pytest.raises(ChildProcessError):
+        os.waitpid(child.pid, os.WNOHANG)  # reaped
+    child.returncode = code  # keep Popen from waiting for it again
 
 
 # ---- the real binary ----
@@ -628,3 +657,271 @@ def test_unusable_pod_dir(binary: Path, tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert proc.stderr == f"podinit: cannot open {tmp_path}/missing: No such file or directory\n"
+
+
+# ---- reaper mode (-r CGROUP_PROCS): a pod in the host's PID namespace ----
+#
+# podinit runs as an ordinary host process in a cgroup of its own (every hierarchy), exec'd
+# by LAUNCH after it forked the apps; pids are host pids. "The pod" is that cgroup.
+
+
+@dataclass
+class ReaperPod:
+    dir: Path
+    proc: subprocess.Popen[bytes]  # podinit itself (bash, then LAUNCH, exec'd it)
+    notes: Lines
+    cgroup: Cgroup
+    procs: str  # the -r argument
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def join(
+        self, *argv: str, cgroup: Cgroup | None = None, becomes: str | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Run argv in the pod's cgroup (or `cgroup`) but as the test's child, not podinit's:
+        like a post-stop handler, or a process the cgroup holds whose parent is outside.
+        With `becomes`, wait until it is listed in the file podinit reads and has exec'd
+        that program."""
+        target = cgroup or self.cgroup
+        join = " ".join(f"echo $$ > {f};" for f in procs_files(target))
+        proc = subprocess.Popen(["sh", "-c", f'{join} exec "$@"', "sh", *argv])
+        listed = reaper_procs(target)
+        assert listed is not None
+        if becomes is not None:
+            wait_for(
+                lambda: (
+                    str(proc.pid) in Path(listed).read_text().split()
+                    and read_cmdline(proc.pid) == becomes
+                ),
+                f"{becomes} in the cgroup",
+            )
+        return proc
+
+    def others(self) -> set[int]:
+        """The cgroup's processes but podinit."""
+        return self.cgroup.pids() - {self.pid}
+
+
+@contextmanager
+def reaper_pod(
+    binary: Path, tmp_path: Path, *args: str, apps: list[dict[str, object]] | None = None
+) -> Iterator[ReaperPod]:
+    """podinit -r in a fresh cgroup with `apps` (see LAUNCH) forked before it; on the way out
+    podinit is SIGKILLed and the cgroup killed and removed (podinit's death ends nothing)."""
+    cgroup = CgroupSystem.detect().create(f"kurma-podinit-{os.urandom(4).hex()}")
+    procs = reaper_procs(cgroup)
+    assert procs is not None
+    pod_dir = tmp_path / "pod"
+    pod_dir.mkdir()
+    r, w = os.pipe()
+    join = " ".join(f"echo $$ > {f};" for f in procs_files(cgroup))
+    argv = [*launch(apps or []), str(binary), "-r", procs, *args, str(pod_dir)]
+    proc = subprocess.Popen(
+        ["bash", "-c", f'{join} exec "$@" 3>&{w} {w}>&- 9</dev/null', "bash", *argv],
+        pass_fds=(w,),
+    )
+    os.close(w)
+    try:
+        pod = ReaperPod(pod_dir, proc, Lines(r), cgroup, procs)
+        assert pod.notes.next() == b"ready\n"
+        yield pod
+    finally:
+        with suppress(ProcessLookupError):
+            proc.kill()
+        proc.wait(DEADLINE)
+        cgroup.kill_all()
+        cgroup.remove()
+        os.close(r)
+
+
+def host_alive(pid: int) -> bool:
+    with suppress(FileNotFoundError, ProcessLookupError):
+        return proc_state(pid) != "Z"
+    return False
+
+
+@pytest.mark.root
+def test_reaper_records_host_pids(binary: Path, tmp_path: Path) -> None:
+    """-r: podinit is not PID 1, is a child subreaper, and records its apps under host pids."""
+    apps = [
+        {"name": "early", "argv": ["sh", "-c", "exit 7"], "wait": True},
+        {"name": "late", "argv": ["sleep", "600"]},
+    ]
+    with reaper_pod(binary, tmp_path, apps=apps) as pod:
+        assert pod.pid != 1 and read_cmdline(pod.pid) == "kurma-podinit pod"
+        status = Path(f"/proc/{pod.pid}/status").read_text()
+        assert f"NSpid:\t{pod.pid}\n" in status  # the host's PID namespace
+        note = parse_notification(pod.notes.next())
+        early = note.pid
+        assert (note.event, note.code) == (Event.EXIT, 7)
+        assert read_exit_records(pod.dir) == {early: 7}
+        (late,) = children(pod.pid)
+        assert sorted(p.name for p in (pod.dir / "pids").iterdir()) == [str(late)]
+        os.kill(late, signal.SIGTERM)
+        assert pod.notes.next() == f"exit {late} 143\n".encode()
+        assert read_exit_records(pod.dir) == {early: 7, late: 143}
+        assert pod.proc.poll() is None
+
+
+@pytest.mark.root
+def test_reaper_adopts_orphans(binary: Path, tmp_path: Path) -> None:
+    """An app's orphan is re-parented to podinit (a subreaper), reaped without a record."""
+    orphan_file, go = tmp_path / "orphan", tmp_path / "go"
+    script = f"sleep 600 & echo $! > {orphan_file}; while [ ! -e {go} ]; do sleep 0.02; done"
+    with reaper_pod(
+        binary, tmp_path, apps=[{"name": "parent", "argv": ["sh", "-c", script]}]
+    ) as pod:
+        go.touch()  # podinit is up: the parent may exit now
+        (parent,) = wait_for(lambda: list(read_exit_records(pod.dir)), "the parent's end")  # type: ignore[misc]
+        orphan = int(orphan_file.read_text())
+        wait_for(lambda: children(pod.pid) == [orphan], "the orphan's re-parenting")
+        os.kill(orphan, signal.SIGKILL)
+        wait_for(lambda: not Path(f"/proc/{orphan}").exists(), "the orphan to be reaped")
+        assert read_exit_records(pod.dir) == {parent: 0}
+        assert pod.proc.poll() is None
+
+
+@pytest.mark.root
+def test_reaper_sigterm_stops_the_cgroup_only(binary: Path, tmp_path: Path) -> None:
+    """SIGTERM: every process of the cgroup (also one whose parent is outside) gets SIGTERM,
+    one ignoring it SIGKILL after the grace; a host process outside the cgroup is untouched."""
+    apps = [
+        {"name": "polite", "argv": ["sleep", "600"]},
+        {"name": "stubborn", "argv": ["sh", "-c", "trap '' TERM; sleep 600; exit 9"]},
+    ]
+    outside = subprocess.Popen(["sleep", "600"])
+    try:
+        with reaper_pod(binary, tmp_path, "-g", "1", apps=apps) as pod:
+            polite, stubborn = sorted(int(p.name) for p in (pod.dir / "pids").iterdir())
+            joined = pod.join("sleep", "600", becomes="sleep")
+            start = time.monotonic()
+            os.kill(pod.pid, signal.SIGTERM)
+            assert pod.proc.wait(DEADLINE) == 0
+            elapsed = time.monotonic() - start
+            assert 1.0 <= elapsed < 4.0, elapsed
+            assert joined.wait(DEADLINE) == -signal.SIGTERM
+            assert pod.others() == set()
+            assert read_exit_records(pod.dir) == {polite: 143, stubborn: 137}
+        assert outside.poll() is None
+    finally:
+        outside.kill()
+        outside.wait()
+
+
+@pytest.mark.root
+def test_reaper_sigterm_ends_at_once_when_outsiders_exit(binary: Path, tmp_path: Path) -> None:
+    """Processes whose parent is outside send podinit no SIGCHLD: it looks at the cgroup
+    anyway, so the stop does not wait for the whole grace."""
+    with reaper_pod(binary, tmp_path, "-g", "30") as pod:
+        joined = pod.join("sleep", "600", becomes="sleep")
+        start = time.monotonic()
+        os.kill(pod.pid, signal.SIGTERM)
+        assert pod.proc.wait(DEADLINE) == 0
+        assert time.monotonic() - start < 2.0
+        assert joined.wait(DEADLINE) == -signal.SIGTERM
+
+
+@pytest.mark.root
+def test_reaper_terminate_and_kill_apps(binary: Path, tmp_path: Path) -> None:
+    """63: SIGTERM+SIGCONT to the cgroup; 64: SIGKILL, also in child cgroups; podinit stays."""
+    apps = [
+        {"name": "stubborn", "argv": ["sh", "-c", "trap '' TERM; sleep 600"]},
+        {"name": "stopped", "argv": ["sleep", "600"]},
+    ]
+    with reaper_pod(binary, tmp_path, "-g", "60", apps=apps) as pod:
+        stubborn, stopped = sorted(int(p.name) for p in (pod.dir / "pids").iterdir())
+        os.kill(stopped, signal.SIGSTOP)
+        wait_for(lambda: proc_state(stopped) == "T", "app to stop")
+        child = pod.cgroup.child("app-deep")
+        deep = pod.join("sh", "-c", "trap '' TERM; exec sleep 600", cgroup=child, becomes="sleep")
+        os.kill(pod.pid, SIGNAL_TERMINATE_APPS)
+        assert pod.notes.next() == f"exit {stopped} 143\n".encode()
+        time.sleep(0.2)
+        assert host_alive(stubborn) and deep.poll() is None
+        os.kill(pod.pid, SIGNAL_KILL_APPS)
+        assert pod.notes.next() == f"exit {stubborn} 137\n".encode()
+        assert deep.wait(DEADLINE) == -signal.SIGKILL
+        wait_for(lambda: pod.others() == set(), "the cgroup to empty")
+        assert pod.proc.poll() is None
+        os.kill(pod.pid, signal.SIGTERM)
+        assert pod.proc.wait(DEADLINE) == 0
+
+
+@pytest.mark.root
+def test_reaper_kill_catches_forks_racing_it(binary: Path, tmp_path: Path) -> None:
+    """One signal 64 leaves nothing although an app forks as fast as it can meanwhile."""
+    forker = "trap '' TERM; while :; do sleep 600 & done"
+    with reaper_pod(
+        binary, tmp_path, "-g", "60", apps=[{"name": "f", "argv": ["sh", "-c", forker]}]
+    ) as pod:
+        wait_for(lambda: len(pod.others()) > 50, "the forks")
+        os.kill(pod.pid, SIGNAL_KILL_APPS)
+        wait_for(lambda: pod.others() == set(), "the cgroup to empty", timeout=5.0)
+        time.sleep(0.3)
+        assert pod.others() == set()
+        rollup = Path(f"/proc/{pod.pid}/smaps_rollup").read_text()
+        pss = int(next(line for line in rollup.splitlines() if line.startswith("Pss:")).split()[1])
+        assert pss < 512, f"{pss} KiB: the signalled-pids bitmap was not given back"
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("then", ["sleep 0.5", "exit 0"], ids=["sender-alive", "sender-gone"])
+def test_reaper_ignores_signals_from_the_pod(binary: Path, tmp_path: Path, then: str) -> None:
+    """A sender in the cgroup cannot stop podinit or have signals forwarded, also when it has
+    exited before podinit looks at it (it is then listed nowhere)."""
+    with reaper_pod(
+        binary, tmp_path, "-g", "60", apps=[{"name": "a", "argv": ["sleep", "600"]}]
+    ) as pod:
+        (app,) = (int(p.name) for p in (pod.dir / "pids").iterdir())
+        kills = (f"kill -{sig} {pod.pid}" for sig in ("TERM", "63", "64", "INT"))
+        rebel = pod.join("sh", "-c", "; ".join([*kills, then]))
+        assert rebel.wait(DEADLINE) == 0
+        time.sleep(0.3)
+        assert pod.proc.poll() is None and host_alive(app)
+        os.kill(pod.pid, signal.SIGINT)  # from outside: forwarded to the registered app
+        assert pod.notes.next() == f"exit {app} {128 + signal.SIGINT}\n".encode()
+
+
+@pytest.mark.root
+def test_reaper_fds(binary: Path, tmp_path: Path) -> None:
+    """-r keeps one more fd: the cgroup's directory."""
+    with reaper_pod(binary, tmp_path) as pod:
+        fds = {
+            int(fd): os.readlink(f"/proc/{pod.pid}/fd/{fd}")
+            for fd in os.listdir(f"/proc/{pod.pid}/fd")
+        }
+        assert sorted(v for k, v in fds.items() if k > 3) == sorted(
+            [
+                str(pod.dir / "exits"),
+                str(pod.dir / "pids"),
+                os.path.dirname(pod.procs),
+                "anon_inode:[signalfd]",
+            ]
+        )
+
+
+@pytest.mark.root
+def test_reaper_refuses_a_cgroup_it_is_not_in(binary: Path, tmp_path: Path) -> None:
+    """-r naming a cgroup podinit is not listed in (a parent's, the root's) is exit 2, as is
+    an unreadable one."""
+    cgroup = CgroupSystem.detect().create(f"kurma-podinit-{os.urandom(4).hex()}")
+    try:
+        procs = reaper_procs(cgroup)
+        assert procs is not None
+        for path, error in [
+            (procs, f"podinit: -r: podinit is not in the cgroup of {procs}\n"),
+            (str(tmp_path / "none"), f"podinit: -r: cannot read {tmp_path}/none: "),
+        ]:
+            proc = subprocess.run(
+                [str(binary), "-r", path, str(tmp_path)],
+                capture_output=True,
+                text=True,
+                timeout=DEADLINE,
+                check=False,
+            )
+            assert proc.returncode == 2
+            assert proc.stderr.startswith(error), proc.stderr
+    finally:
+        cgroup.remove()

@@ -13,10 +13,22 @@ namespace: podinit pins no mount, and each app unshares its own.
 A handler after the pod started (post-stop) takes the long way: a child setns()es into the
 pod's namespaces and forks P inside the pod, P forks the handler H, registers it and exits,
 so H is re-parented to podinit (see podinit/README.md).
+
+A pod in the host's PID namespace ("pid" in `plan.host_namespaces`) gets no PID namespace:
+P1 is an ordinary host process and execs podinit in reaper mode, `-r <the pod cgroup's
+cgroup.procs>` (the zygote's cgroup; `_zygote.reaper_procs`): a child subreaper that
+signals the cgroup's processes where PID 1 would kill(-1). Pids in `pids/`, `exits/` and the
+`app` lines are host pids, fork()'s return value as always. A handler of such a pod cannot
+become podinit's child (podinit is no ancestor of the launcher's children, and orphans go to
+their nearest subreaper ancestor, the launcher), so the launcher's child C joins the pod's
+other namespaces, forks H, which joins the pod's cgroup itself, registers and reports it, and
+stays: it waits for H and writes H's exit record as podinit would (`_podinit.wait_and_record`).
+C itself stays outside the pod's cgroup, so stopping the pod cannot kill it before the record.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import signal
@@ -26,12 +38,13 @@ from pathlib import Path
 from typing import NoReturn
 
 from .._plan import AppPlan, PodPlan
-from .._podinit import podinit_argv, register_app
+from .._podinit import podinit_argv, register_app, wait_and_record
 from ..linux import (
     CLONE_NEWIPC,
     CLONE_NEWNET,
     CLONE_NEWPID,
     CLONE_NEWUTS,
+    set_child_subreaper,
     sethostname,
     setns,
     unshare,
@@ -80,16 +93,27 @@ class HandlerStart:
 
 
 def spawn_pod(
-    req: PodStart, app_cgroup_procs: Mapping[str, tuple[str, ...]]
+    req: PodStart,
+    app_cgroup_procs: Mapping[str, tuple[str, ...]],
+    reaper_procs: str | None = None,
 ) -> tuple[PodStarted, list[int]]:
     """Start the pod from here, a zygote already in the pod's cgroup (see _zygote).
 
     Unshares this process's namespaces, which is why it runs in a disposable zygote and
-    never in the launcher. Returns the answer and the descriptors to send.
+    never in the launcher. `reaper_procs` is the pod cgroup's cgroup.procs (one hierarchy),
+    podinit's `-r` when the pod shares the host's PID namespace. Returns the answer and the
+    descriptors to send.
     """
     plan = req.plan
     own_ns = [ns for ns in ("ipc", "uts", "net") if ns not in plan.host_namespaces]
+    reaper = None
     flags = CLONE_NEWPID
+    if "pid" in plan.host_namespaces:
+        if not reaper_procs:
+            raise OSError(
+                errno.ENODEV, "a pod in the host's PID namespace needs a cgroup: none is available"
+            )
+        reaper, flags = reaper_procs, 0
     for ns in own_ns:
         flags |= NAMESPACE_FLAGS[ns]
     for app in plan.apps:  # built before the forks: nothing may be imported after a pivot
@@ -98,7 +122,8 @@ def spawn_pod(
     notify_r, notify_w = os.pipe()
     errpipes = [os.pipe() for _ in plan.apps]
     listener = None
-    unshare(flags)
+    if flags:
+        unshare(flags)
     if "uts" in own_ns:
         sethostname(plan.name)
     if "net" in own_ns:
@@ -110,7 +135,7 @@ def spawn_pod(
         os.close(notify_r)
         for r, _ in errpipes:
             os.close(r)
-        _pod_init(req, app_cgroup_procs, notify_w, [w for _, w in errpipes])
+        _pod_init(req, app_cgroup_procs, notify_w, [w for _, w in errpipes], reaper)
     os.close(notify_w)
     for _, w in errpipes:
         os.close(w)
@@ -127,10 +152,13 @@ def _pod_init(
     app_cgroup_procs: Mapping[str, tuple[str, ...]],
     notify_w: int,
     errpipe_ws: list[int],
+    reaper: str | None,
 ) -> NoReturn:
-    """P1: fork the apps, register them, then become kurma-podinit."""
+    """P1: fork the apps, register them, then become kurma-podinit (`-r reaper` if given)."""
     try:
         plan = req.plan
+        if reaper is not None:  # podinit sets it too; from here, orphans of apps are ours
+            set_child_subreaper(True)
         barrier = len(plan.apps) > 1 and any(a.pre_start for a in plan.apps)
         ready_r, ready_w = os.pipe() if barrier else (-1, -1)
         go_r, go_w = os.pipe() if barrier else (-1, -1)
@@ -155,13 +183,15 @@ def _pod_init(
             while os.read(ready_r, 64):
                 pass  # EOF: every app has run its pre-start handler, or failed
             os.close(go_w)
-        _exec_podinit(req, notify_w, streams)
+        _exec_podinit(req, notify_w, streams, reaper)
     except BaseException as e:
         os.write(2, f"kurma: pod {req.plan.name!r}: cannot start: {e}\n".encode())
         os._exit(2)
 
 
-def _exec_podinit(req: PodStart, notify_w: int, streams: list[tuple[int, str]]) -> NoReturn:
+def _exec_podinit(
+    req: PodStart, notify_w: int, streams: list[tuple[int, str]], reaper: str | None
+) -> NoReturn:
     """Lay out fd 3 (notifications) and 4... (log streams), block every signal, exec."""
     parked = [
         fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, _HIGH_FD)
@@ -172,23 +202,30 @@ def _exec_podinit(req: PodStart, notify_w: int, streams: list[tuple[int, str]]) 
     for i, (fd, (_, name)) in enumerate(zip(parked[1:], streams, strict=True)):
         os.dup2(fd, 4 + i)
         logs.append((4 + i, name))
-    argv = podinit_argv(Path(req.plan.pod_dir), grace=req.grace, logs=logs, rotate=req.log_rotate)
+    argv = podinit_argv(
+        Path(req.plan.pod_dir), grace=req.grace, logs=logs, rotate=req.log_rotate, reaper=reaper
+    )
     signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
     os.execv(argv[0], argv)
 
 
 def spawn_handler(req: HandlerStart) -> tuple[int, int]:
-    """Run a handler in the pod; returns (its pid inside the pod, its errpipe)."""
+    """Run a handler in the pod; returns (its pid as registered: inside the pod, or the host
+    pid for a pod in the host's PID namespace; its errpipe)."""
+    host_pid = "pid" in req.host_namespaces
     err_r, err_w = os.pipe()
     res_r, res_w = os.pipe()
     child = os.fork()
     if child == 0:
         os.close(err_r)
         os.close(res_r)
+        if host_pid:
+            _beside_pod(req, err_w, res_w)
         _enter_pod(req, err_w, res_w)
     os.close(err_w)
     os.close(res_w)
-    os.waitpid(child, 0)
+    if not host_pid:
+        os.waitpid(child, 0)  # short-lived; with a host pid C stays: the launcher reaps it later
     try:
         text = os.read(res_r, 64)
     finally:
@@ -200,6 +237,17 @@ def spawn_handler(req: HandlerStart) -> tuple[int, int]:
     return int(text), err_r
 
 
+def _join_namespaces(req: HandlerStart) -> None:
+    """setns into the pod's ipc, uts and net namespaces, those it does not share with the host."""
+    for ns in ("ipc", "uts", "net"):
+        if ns not in req.host_namespaces:
+            setns(f"/proc/{req.podinit_pid}/ns/{ns}", NAMESPACE_FLAGS[ns])
+
+
+def _open_log(req: HandlerStart) -> int:
+    return os.open(req.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+
+
 def _enter_pod(req: HandlerStart, err_w: int, res_w: int) -> NoReturn:
     """C: join the pod, fork P inside it; P forks the handler, registers it and exits."""
     try:
@@ -207,15 +255,11 @@ def _enter_pod(req: HandlerStart, err_w: int, res_w: int) -> NoReturn:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         for procs in req.cgroup_procs:
             _write(procs, "0")
-        for ns in ("ipc", "uts", "net"):
-            if ns not in req.host_namespaces:
-                setns(f"/proc/{req.podinit_pid}/ns/{ns}", NAMESPACE_FLAGS[ns])
+        _join_namespaces(req)
         setns(f"/proc/{req.podinit_pid}/ns/pid", CLONE_NEWPID)
         p = os.fork()
         if p == 0:
-            out = os.open(
-                req.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640
-            )
+            out = _open_log(req)
             h = os.fork()
             if h == 0:
                 run_app(req.plan, AppFds(out, err_w), argv=req.argv)
@@ -227,3 +271,55 @@ def _enter_pod(req: HandlerStart, err_w: int, res_w: int) -> NoReturn:
     except BaseException as e:
         os.write(err_w, f"{e}\n".encode())
         os._exit(1)
+
+
+def _beside_pod(req: HandlerStart, err_w: int, res_w: int) -> NoReturn:
+    """C of a pod in the host's PID namespace: fork the handler H and be its recorder.
+
+    C joins the pod's other namespaces but not its cgroup (stopping the pod signals the
+    cgroup and must not end C before H's record); H joins the cgroup first thing
+    (`run_app`'s cgroup_procs). C registers H, reports its pid, waits for it and writes
+    `exits/<pid>` as podinit would, then exits; the launcher reaps C.
+    """
+    h = 0
+    pod_dir = Path(req.pod_dir)
+    try:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        # C lives as long as H: it must not hold the launcher's sockets (a zygote waits for
+        # EOF on its own, the daemon for the launcher's) or anything else of the launcher's.
+        _close_fds_except(err_w, res_w)
+        _join_namespaces(req)
+        out = _open_log(req)
+        h = os.fork()
+        if h == 0:
+            os.close(res_w)
+            run_app(req.plan, AppFds(out, err_w), argv=req.argv, cgroup_procs=req.cgroup_procs)
+        os.close(out)
+        register_app(pod_dir, h, req.label)
+        os.write(res_w, str(h).encode())
+    except BaseException as e:
+        os.write(err_w, f"{e}\n".encode())
+        if h > 0:  # H must not run unrecorded
+            os.kill(h, signal.SIGKILL)
+            os.waitpid(h, 0)
+        os._exit(1)
+    os.close(res_w)
+    os.close(err_w)  # H holds its own copy until its exec: the errpipe's EOF is H's
+    try:
+        wait_and_record(pod_dir, h)
+    except FileNotFoundError:
+        os._exit(0)  # the pod was destroyed meanwhile (its directory is gone): nobody to tell
+    except BaseException as e:
+        os.write(2, f"kurma: pod {pod_dir.name}: {req.label}: no exit record: {e}\n".encode())
+        os._exit(1)
+    os._exit(0)
+
+
+def _close_fds_except(*keep: int) -> None:
+    """Close every descriptor above 2 but `keep`."""
+    low = 3
+    for fd in sorted(keep):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, os.sysconf("SC_OPEN_MAX"))

@@ -7,6 +7,10 @@ zygotes ready: each has its cgroup (`<parent>/pod-<hex>`; cgroup2 cannot rename,
 name stays), has moved in, and waits for one PodStart. It then unshares, forks the pod's
 PID 1 (`_spawn.spawn_pod`) and exits; the pod inherits the cgroup, and the launcher, a child
 subreaper, becomes podinit's parent. A start with no warm zygote makes one on the spot.
+
+A pod sharing the host's PID namespace is its cgroup: podinit runs in reaper mode and
+signals what the cgroup holds, so the zygote hands `spawn_pod` the cgroup.procs file for
+podinit's `-r` (`reaper_procs`).
 """
 
 from __future__ import annotations
@@ -37,6 +41,16 @@ def procs_files(cgroup: Cgroup) -> tuple[str, ...]:
     return tuple(os.path.join(d, "cgroup.procs") for _, d in cgroup.directories())
 
 
+def reaper_procs(cgroup: Cgroup) -> str | None:
+    """The cgroup.procs podinit's reaper mode (`-r`) reads: the pids controller's hierarchy
+    (v1 or v2), else the first one; None without any. Every hierarchy holds the same
+    processes (each is joined in all of them), so any would do."""
+    directory = cgroup.directory("pids")
+    if directory is None:
+        directory = next((d for _, d in cgroup.directories()), None)
+    return os.path.join(directory, "cgroup.procs") if directory is not None else None
+
+
 class ZygotePool:
     """Up to `warm` ready zygotes; `take` one per pod start, `replenish` when idle."""
 
@@ -63,7 +77,7 @@ class ZygotePool:
             raise
         if pid == 0:
             ours.close()
-            _zygote_main(theirs, procs_files(cgroup))
+            _zygote_main(theirs, procs_files(cgroup), reaper_procs(cgroup))
         theirs.close()
         return Zygote(pid, ours, cgroup)
 
@@ -78,7 +92,7 @@ class ZygotePool:
         self._ready.clear()
 
 
-def _zygote_main(sock: socket.socket, procs: tuple[str, ...]) -> NoReturn:
+def _zygote_main(sock: socket.socket, procs: tuple[str, ...], reaper: str | None) -> NoReturn:
     """Move into the cgroup, wait for one PodStart, start the pod, exit."""
     code = 0
     try:
@@ -90,7 +104,7 @@ def _zygote_main(sock: socket.socket, procs: tuple[str, ...]) -> NoReturn:
         if got is None:
             os._exit(0)
         (request, app_procs), _ = got
-        started, fds = spawn_pod(request, app_procs)
+        started, fds = spawn_pod(request, app_procs, reaper)
         send(sock, ("ok", started), fds)
     except BaseException as e:
         code = 1

@@ -7,6 +7,11 @@
  * everything (SIGTERM, grace, SIGKILL) and exits 0; signals 63 and 64 stop the apps but keep
  * the pod. The protocol is in README.md.
  *
+ * Reaper mode (-r CGROUP_PROCS), for a pod sharing the host's PID namespace: podinit is not
+ * PID 1 but a child subreaper, "the pod" is the processes of its cgroup (that cgroup.procs
+ * and the same file in every cgroup below), and what PID 1 does with kill(-1, sig) it does
+ * by signalling each of them, pass after pass until a pass finds none it has not signalled.
+ *
  * Strategy (tini's, with poll): every signal is blocked and read synchronously from a
  * signalfd, polled together with the log pipes, so there are no handlers, no re-entrancy and
  * no malloc after start. The kernel protects a PID namespace's init from its own processes
@@ -15,6 +20,7 @@
  * namespace or the kernel shows as ssi_pid 0).
  */
 #define _GNU_SOURCE
+#include <dirent.h> /* DT_DIR only */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -23,6 +29,7 @@
 #include <stdio.h> /* renameat only; no stdio buffering is used */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
@@ -49,10 +56,19 @@
 #define MAX_LOG_KEEP 99
 #define DRAIN_READS 1024 /* at the end, per stream: a writer outside may never stop */
 
+#define PID_LIMIT (1 << 22)  /* PID_MAX_LIMIT of 64-bit kernels: every pid is below it */
+#define CGROUP_DEPTH 8       /* -r: cgroups this far below the pod's are walked too */
+#define SIGNAL_PASSES 100    /* -r: at most this many passes of one signal_pod() */
+#define REAPER_POLL_MS 100L  /* -r, stopping: look at the cgroup this often (exits of
+				processes whose parent is outside send podinit nothing) */
+
 static int notify_fd = -1; /* fd 3 if it was open; -1 once the reader is gone */
 static int exits_fd = -1;  /* POD_DIR/exits */
 static int pids_fd = -1;   /* POD_DIR/pids: one file per registered app, named by its pid */
 static int logs_fd = -1;   /* POD_DIR/logs, when there are streams */
+static int cgroup_fd = -1; /* -r: the directory of CGROUP_PROCS; -1: PID 1 mode */
+static char procs_name[256]; /* -r: CGROUP_PROCS's file name, read in every cgroup below */
+static pid_t self;
 
 /* A log file, shared by every stream given its NAME. */
 struct log {
@@ -381,6 +397,137 @@ static void signal_app(const char *name, int sig)
 		kill((pid_t)pid, sig);
 }
 
+/* ---- reaper mode: the pod is a cgroup ---- */
+
+typedef void visit_fn(pid_t pid, void *arg);
+
+/* Call fn for every pid listed in procs_name of the cgroup directory dfd. */
+static void each_listed(int dfd, visit_fn *fn, void *arg)
+{
+	static char buf[4096];
+	unsigned long v = 0;
+	int digits = 0;
+	ssize_t n;
+	int fd = openat(dfd, procs_name, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return; /* a cgroup below removed meanwhile */
+	while ((n = read(fd, buf, sizeof buf)) > 0) {
+		for (ssize_t i = 0; i < n; i++) {
+			if (buf[i] >= '0' && buf[i] <= '9') {
+				if (v < PID_LIMIT)
+					v = v * 10 + (unsigned long)(buf[i] - '0');
+				digits = 1;
+			} else {
+				if (digits && v > 0 && v < PID_LIMIT)
+					fn((pid_t)v, arg);
+				v = 0;
+				digits = 0;
+			}
+		}
+	}
+	if (digits && v > 0 && v < PID_LIMIT)
+		fn((pid_t)v, arg);
+	close(fd);
+}
+
+/* Call fn for every process of the cgroup dfd and of the cgroups below it (apps with limits
+ * of their own sit in child cgroups). podinit is among them: fn must skip `self`. */
+static void walk_cgroup(int dfd, int depth, visit_fn *fn, void *arg)
+{
+	char buf[1024] __attribute__((aligned(8)));
+	ssize_t n;
+
+	each_listed(dfd, fn, arg);
+	if (depth >= CGROUP_DEPTH || lseek(dfd, 0, SEEK_SET) < 0)
+		return;
+	while ((n = syscall(SYS_getdents64, dfd, buf, sizeof buf)) > 0) {
+		for (ssize_t off = 0; off < n;) {
+			struct linux_dirent64 *d = (struct linux_dirent64 *)(buf + off);
+			off += d->d_reclen;
+			if (d->d_type != DT_DIR || strcmp(d->d_name, ".") == 0 ||
+			    strcmp(d->d_name, "..") == 0)
+				continue;
+			int sub = openat(dfd, d->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+			if (sub >= 0) {
+				walk_cgroup(sub, depth + 1, fn, arg);
+				close(sub);
+			}
+		}
+	}
+}
+
+/* One bit per pid: signalled in this signal_pod() call. 512 KiB of bss, of which only the
+ * pages holding the pod's pids are ever touched; madvise() gives them back after each call. */
+static uint64_t signalled[PID_LIMIT / 64] __attribute__((aligned(4096)));
+
+struct pass {
+	int sig, cont;
+	int fresh; /* processes signalled in this pass */
+};
+
+static void signal_one(pid_t pid, void *arg)
+{
+	struct pass *p = arg;
+	uint64_t bit = 1ULL << (pid % 64);
+
+	if (pid == self || (signalled[pid / 64] & bit))
+		return;
+	signalled[pid / 64] |= bit;
+	p->fresh++;
+	kill(pid, p->sig);
+	if (p->cont)
+		kill(pid, SIGCONT);
+}
+
+static void count_other(pid_t pid, void *arg)
+{
+	if (pid != self)
+		++*(int *)arg;
+}
+
+struct find {
+	pid_t pid;
+	int found;
+};
+
+static void find_one(pid_t pid, void *arg)
+{
+	struct find *f = arg;
+	if (pid == f->pid)
+		f->found = 1;
+}
+
+/* Whether pid is a process of the pod (-r mode). */
+static int in_pod(pid_t pid)
+{
+	struct find f = { pid, 0 };
+	walk_cgroup(cgroup_fd, 0, find_one, &f);
+	return f.found;
+}
+
+/* Send sig (then SIGCONT, if cont) to every process of the pod but podinit: kill(-1) as PID 1;
+ * with -r every process of the cgroup, again while a pass finds one not signalled yet (a
+ * fork racing the signal; a process signalled once is not signalled twice). */
+static void signal_pod(int sig, int cont)
+{
+	struct pass p = { sig, cont, 0 };
+
+	if (cgroup_fd < 0) {
+		kill(-1, sig);
+		if (cont)
+			kill(-1, SIGCONT);
+		return;
+	}
+	for (int i = 0; i < SIGNAL_PASSES; i++) {
+		p.fresh = 0;
+		walk_cgroup(cgroup_fd, 0, signal_one, &p);
+		if (!p.fresh)
+			break;
+	}
+	madvise(signalled, sizeof signalled, MADV_DONTNEED); /* all zero again, and freed */
+}
+
 static long now_ms(void)
 {
 	struct timespec ts;
@@ -388,19 +535,60 @@ static long now_ms(void)
 	return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
 }
 
-/* True when no other process is left in the namespace (zombies count until reaped). */
+/* True when no other process is left in the namespace (zombies count until reaped); with -r
+ * when the cgroup holds no process but podinit (a zombie is no longer listed there). */
 static int pod_is_empty(void)
 {
-	return kill(-1, 0) < 0 && errno == ESRCH;
+	int others = 0;
+
+	if (cgroup_fd < 0)
+		return kill(-1, 0) < 0 && errno == ESRCH;
+	walk_cgroup(cgroup_fd, 0, count_other, &others);
+	return others == 0;
 }
 
 enum stage { RUNNING, TERMINATING, KILLING };
 
-/* kill(-1) spares podinit itself. */
+/* Every process but podinit; SIGCONT: stopped apps must see their SIGTERM. */
 static void terminate_apps(void)
 {
-	kill(-1, SIGTERM);
-	kill(-1, SIGCONT); /* stopped apps must see their SIGTERM */
+	signal_pod(SIGTERM, 1);
+}
+
+/* Whether pid is a live process (not gone, not a zombie): /proc/<pid>/stat's state. */
+static int is_live(pid_t pid)
+{
+	char path[40], stat[512], *p = path, *end;
+	ssize_t n;
+	int fd;
+
+	put(&p, path + sizeof path, "/proc/");
+	put_uint(&p, path + sizeof path, (unsigned long)pid);
+	put(&p, path + sizeof path, "/stat");
+	*p = '\0';
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	n = read(fd, stat, sizeof stat - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	stat[n] = '\0';
+	end = strrchr(stat, ')'); /* "pid (comm) S ...": comm may hold anything */
+	return end && end[1] == ' ' && end[2] && end[2] != 'Z' && end[2] != 'X';
+}
+
+/* A signal podinit must not obey: from inside the pod. As PID 1 that is ssi_pid != 0 (a
+ * sender in an ancestor namespace or the kernel shows as 0). With -r (ssi_pid is a host pid)
+ * it is a sender listed in the pod's cgroup, or one no longer alive when podinit looks: an
+ * exited process is listed nowhere, so it may have been the pod's (`kill $PPID; exit`). */
+static int from_inside(const struct signalfd_siginfo *si)
+{
+	pid_t sender = (pid_t)si->ssi_pid;
+
+	if (cgroup_fd < 0 || sender == 0)
+		return sender != 0;
+	return in_pod(sender) || !is_live(sender); /* in this order: see above */
 }
 
 /* Act on one signal read from the signalfd. */
@@ -409,12 +597,12 @@ static void on_signal(const struct signalfd_siginfo *si, enum stage *stage, long
 {
 	int sig = (int)si->ssi_signo;
 
-	if (sig == SIGCHLD || sig == SIGPIPE || si->ssi_pid != 0)
+	if (sig == SIGCHLD || sig == SIGPIPE || from_inside(si))
 		return; /* SIGCHLD: the loop reaps; from inside the pod: ignored */
 	if (sig == SIG_TERMINATE_APPS) {
 		terminate_apps();
 	} else if (sig == SIG_KILL_APPS) {
-		kill(-1, SIGKILL);
+		signal_pod(SIGKILL, 0);
 	} else if (sig != SIGTERM) {
 		each_registration(signal_app, sig);
 	} else if (*stage == RUNNING) {
@@ -446,12 +634,18 @@ static int serve(long grace_ms)
 			if (now >= deadline) {
 				if (stage == KILLING)
 					return 0; /* leftovers are zombies of parents outside */
-				kill(-1, SIGKILL);
+				signal_pod(SIGKILL, 0);
 				stage = KILLING;
 				deadline = now + KILL_WAIT_MS;
 				continue;
 			}
 			timeout = (int)(deadline - now);
+			if (cgroup_fd >= 0) {
+				if (stage == KILLING) /* a pid reused within a pass escaped it */
+					signal_pod(SIGKILL, 0);
+				if (timeout > REAPER_POLL_MS)
+					timeout = (int)REAPER_POLL_MS;
+			}
 		}
 		if (poll(polled, (nfds_t)nstreams + 1, timeout) < 0) {
 			if (errno != EINTR)
@@ -649,19 +843,20 @@ static void set_title(int argc, char **argv, const char *pod_dir)
 
 static void usage(void)
 {
-	die("usage: kurma-podinit [-g GRACE_SECONDS] [-f FD:NAME]... [-l MAXBYTES:KEEP] POD_DIR "
-	    "[-- CMD [ARG...]]", NULL, 0);
+	die("usage: kurma-podinit [-g GRACE_SECONDS] [-f FD:NAME]... [-l MAXBYTES:KEEP] "
+	    "[-r CGROUP_PROCS] POD_DIR [-- CMD [ARG...]]", NULL, 0);
 }
 
 struct options {
 	long grace_ms;       /* -g, else $KURMA_PODINIT_GRACE, else 10 s */
+	char *procs;         /* -r: reaper mode, the pod's cgroup.procs; NULL: PID 1 mode */
 	const char *pod_dir;
 	char **cmd;          /* after `--`: the initial app, or NULL */
 };
 
 static struct options parse_args(int argc, char **argv)
 {
-	struct options o = { DEFAULT_GRACE_MS, NULL, NULL };
+	struct options o = { DEFAULT_GRACE_MS, NULL, NULL, NULL };
 	const char *env = getenv(GRACE_ENV);
 	int i = 1;
 
@@ -674,6 +869,8 @@ static struct options parse_args(int argc, char **argv)
 			add_stream(argv[i + 1]);
 		else if (argv[i][1] == 'l')
 			parse_rotation(argv[i + 1]);
+		else if (argv[i][1] == 'r' && argv[i + 1][0])
+			o.procs = argv[i + 1];
 		else
 			usage();
 	}
@@ -705,6 +902,32 @@ static void open_pod_dir(const char *pod_dir)
 	close(pod_fd);
 }
 
+/* -r CGROUP_PROCS: open its directory (the walks start there) and keep its file name; podinit
+ * must be listed in it, which also keeps a wrong path (a parent's, the root's) from making
+ * the machine's processes "the pod". */
+static void open_cgroup(char *procs)
+{
+	char *slash = strrchr(procs, '/');
+	const char *name = slash ? slash + 1 : procs;
+	struct find f = { self, 0 };
+
+	if (!*name || strlen(name) >= sizeof procs_name)
+		die("-r: not a file:", procs, 0);
+	memcpy(procs_name, name, strlen(name) + 1);
+	if (slash) {
+		*slash = '\0';
+		cgroup_fd = open(slash == procs ? "/" : procs, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		*slash = '/';
+	} else {
+		cgroup_fd = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	}
+	if (cgroup_fd < 0 || faccessat(cgroup_fd, procs_name, R_OK, 0) < 0)
+		die("-r: cannot read", procs, errno);
+	each_listed(cgroup_fd, find_one, &f);
+	if (!f.found)
+		die("-r: podinit is not in the cgroup of", procs, 0);
+}
+
 int main(int argc, char **argv)
 {
 	sigset_t all;
@@ -715,13 +938,20 @@ int main(int argc, char **argv)
 	sigprocmask(SIG_BLOCK, &all, NULL); /* first: from here on no signal can kill us */
 	signal(SIGCHLD, SIG_DFL); /* an inherited SIG_IGN would reap children unrecorded */
 	o = parse_args(argc, argv);
-	/* kill(-1) outside a PID namespace would hit the whole machine. */
-	if (getpid() != 1)
+	self = getpid();
+	/* kill(-1) outside a PID namespace would hit the whole machine; -r signals a cgroup. */
+	if (!o.procs && self != 1)
 		die("must be PID 1 of a new PID namespace", NULL, 0);
 	close_other_fds();
 	setup_notify();
 	setup_streams();
 	open_pod_dir(o.pod_dir);
+	if (o.procs) {
+		open_cgroup(o.procs);
+		/* Orphans of the apps come to us, not to the host's init. */
+		if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
+			die("PR_SET_CHILD_SUBREAPER", NULL, errno);
+	}
 	if (chdir("/") < 0)
 		warn("chdir /", NULL, errno);
 	polled[nstreams].fd = signalfd(-1, &all, SFD_NONBLOCK | SFD_CLOEXEC);

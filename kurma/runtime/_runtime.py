@@ -351,7 +351,7 @@ class Runtime:
         request = PodStart(plan, cfg.leftover_grace, (cfg.log_max_bytes, cfg.log_keep), listen)
         started, fds = self.launcher.start_pod(request)
         pidfd, notify, *rest = fds
-        listener = rest.pop(0) if started.has_listener else None
+        listener, gate = (rest.pop(0), rest.pop(0)) if started.has_listener else (None, None)
         with self._lock:
             record.cgroup = started.cgroup
             record.podinit_pid = started.pid
@@ -363,15 +363,19 @@ class Runtime:
             live.pidfd, live.notify = pidfd, notify
             record.save(live.pod_dir)
             self._watch_pod(live)
-        if listener is not None and self.metadata is not None:
-            self.metadata.register_pod(
-                record.uuid,
-                record.manifest,
-                live.image_manifests,
-                f"/proc/{started.pid}/ns/net",
-                record.metadata_token,
-                listener_sock=socket.socket(fileno=listener),
-            )
+        if listener is not None and gate is not None:
+            try:
+                assert self.metadata is not None
+                self.metadata.register_pod(
+                    record.uuid,
+                    record.manifest,
+                    live.image_manifests,
+                    f"/proc/{started.pid}/ns/net",
+                    record.metadata_token,
+                    listener_sock=socket.socket(fileno=listener),
+                )
+            finally:
+                os.close(gate)  # the apps go on (served, or failing their requests)
         return rest
 
     # --- wait, stop, destroy ---------------------------------------------------------------

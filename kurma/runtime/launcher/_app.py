@@ -52,6 +52,7 @@ class AppFds:
     errpipe: int  # close-on-exec; the reason of a failed start is written here
     ready: int = -1  # pod start barrier: write one byte when set up (multi-app pods)
     go: int = -1  # ... then wait for EOF here before the exec
+    gate: int = -1  # wait for EOF here before any handler or exec (metadata is served)
 
 
 @functools.cache
@@ -75,14 +76,15 @@ def run_app(
         for procs in cgroup_procs:
             write_control_file(procs, "0")
         filt = prepare_process(plan, fds)
+        if fds.gate >= 0:
+            _wait_for_eof(fds.gate)
         env = dict(plan.env)
         if argv is None and plan.pre_start is not None:
             _run_handler(plan, "pre-start", plan.pre_start, env, filt)
         if fds.ready >= 0:
             os.write(fds.ready, b"r")
             os.close(fds.ready)
-            while os.read(fds.go, 64):
-                pass
+            _wait_for_eof(fds.go)
         _exec(argv or plan.argv, env, filt)
     except AppStartError as e:
         _fail(fds.errpipe, e.code, str(e))
@@ -182,6 +184,13 @@ def _exec(argv: tuple[str, ...], env: dict[str, str], filt: bytes | None) -> NoR
         raise AppStartError(EXIT_NOT_EXECUTABLE, f"{argv[0]!r}: not executable") from None
     except OSError as e:
         raise AppStartError(EXIT_NOT_EXECUTABLE, f"exec {argv[0]!r}: {e.strerror}") from None
+
+
+def _wait_for_eof(fd: int) -> None:
+    """Block until every writer of the pipe `fd` has closed it."""
+    while os.read(fd, 64):
+        pass
+    os.close(fd)
 
 
 def _reset_signals() -> None:

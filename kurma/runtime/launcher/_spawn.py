@@ -70,8 +70,13 @@ class PodStart:
 @dataclass(frozen=True)
 class PodStarted:
     """The launcher's answer; the descriptors travel beside it (SCM_RIGHTS), in this order:
-    pidfd of podinit, the notification pipe, the metadata listener (if any), one errpipe per
-    app in plan order."""
+    pidfd of podinit, the notification pipe, the metadata listener and the gate (if there is
+    a listener), one errpipe per app in plan order.
+
+    The gate is a pipe's write end: the apps wait (after building their roots, before any
+    handler or exec) until every copy is closed, so none can ask the metadata service
+    before the daemon serves the listener. The daemon closes it after registering the pod.
+    """
 
     pid: int
     has_listener: bool
@@ -122,6 +127,7 @@ def spawn_pod(
     notify_r, notify_w = os.pipe()
     errpipes = [os.pipe() for _ in plan.apps]
     listener = None
+    gate_r = gate_w = -1
     if flags:
         unshare(flags)
     if "uts" in own_ns:
@@ -130,19 +136,22 @@ def spawn_pod(
         ensure_loopback_up()
         if req.metadata_listen is not None:
             listener = bind_listener(*req.metadata_listen)
+            gate_r, gate_w = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(notify_r)
-        for r, _ in errpipes:
-            os.close(r)
-        _pod_init(req, app_cgroup_procs, notify_w, [w for _, w in errpipes], reaper)
+        for fd in (gate_w, *(r for r, _ in errpipes)):
+            if fd >= 0:
+                os.close(fd)
+        _pod_init(req, app_cgroup_procs, notify_w, [w for _, w in errpipes], reaper, gate_r)
     os.close(notify_w)
-    for _, w in errpipes:
-        os.close(w)
+    for fd in (gate_r, *(w for _, w in errpipes)):
+        if fd >= 0:
+            os.close(fd)
     pidfd = os.pidfd_open(pid)
     fds = [pidfd, notify_r]
     if listener is not None:
-        fds.append(listener.detach())
+        fds += [listener.detach(), gate_w]
     fds.extend(r for r, _ in errpipes)
     return PodStarted(pid, listener is not None), fds
 
@@ -153,6 +162,7 @@ def _pod_init(
     notify_w: int,
     errpipe_ws: list[int],
     reaper: str | None,
+    gate: int = -1,
 ) -> NoReturn:
     """P1: fork the apps, register them, then become kurma-podinit (`-r reaper` if given)."""
     try:
@@ -171,12 +181,15 @@ def _pod_init(
                     if fd >= 0:
                         os.close(fd)
                 cgroups = app_cgroup_procs.get(app.name, ())
-                run_app(app, AppFds(out_w, errpipe, ready_w, go_r), cgroup_procs=cgroups)
+                fds = AppFds(out_w, errpipe, ready_w, go_r, gate)
+                run_app(app, fds, cgroup_procs=cgroups)
             os.close(out_w)
             os.close(errpipe)
             register_app(Path(plan.pod_dir), pid, app.name)
             os.write(notify_w, f"app {app.name} {pid}\n".encode())
             streams.append((out_r, app.name))
+        if gate >= 0:
+            os.close(gate)
         if barrier:
             os.close(ready_w)
             os.close(go_r)

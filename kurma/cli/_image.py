@@ -1,7 +1,9 @@
-"""`kurmactl image ...`: build, validate, and the offline store commands (`--state-dir`).
+"""`kurmactl image ...`: build and validate (offline), and the store commands: through kurmad,
+or with `--state-dir` directly on a state directory without a daemon.
 
 The offline commands call the same store code the daemon uses, so the initrd's preloaded
-store is built exactly as a running system would import it.
+store is built exactly as a running system would import it. The daemon-backed ones
+(`_daemon_*`) print the same columns and documents.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
+from . import _connect
 from ._output import human_size, table
 
 
@@ -43,26 +47,44 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     validate.set_defaults(run=run_validate)
 
     for name, helptext, func, aliases in (
-        ("import", "import .aci files into a store", run_import, []),
-        ("ls", "list the images in a store", run_list, ["list"]),
+        ("import", "import .aci files (into kurmad's store, or --state-dir's)", run_import, []),
+        ("ls", "list the images", run_list, ["list"]),
         ("inspect", "show an image's record and manifest", run_inspect, []),
-        ("rm", "delete images from a store", run_remove, []),
+        ("rm", "delete images", run_remove, []),
     ):
         cmd = sub.add_parser(name, help=helptext, aliases=aliases)
         cmd.add_argument(
             "--state-dir",
             type=Path,
-            required=True,
             help="work on this state directory directly, without a daemon",
         )
         if name == "import":
             cmd.add_argument("files", nargs="+", metavar="ACI", help="an .aci file, or - for stdin")
+            cmd.add_argument(
+                "--progress",
+                choices=["auto", "bar", "plain", "none"],
+                default="auto",
+                help="progress on stderr: a bar on a terminal, plain lines otherwise (auto)",
+            )
         elif name in ("inspect", "rm"):
             cmd.add_argument("refs", nargs="+", metavar="IMAGE", help="image ID, short ID or name")
         else:
             cmd.add_argument("-q", "--quiet", action="store_true", help="print only image IDs")
             cmd.add_argument("-o", "--output", choices=["table", "json"], default="table")
+        _connect.add_flags(cmd)
         cmd.set_defaults(run=func)
+
+    export = sub.add_parser("export", help="write an image as an .aci (through kurmad)")
+    export.add_argument("ref", metavar="IMAGE", help="image ID, short ID or name")
+    export.add_argument("-o", "--output", metavar="FILE", help="where to write (default: stdout)")
+    _connect.add_flags(export)
+    export.set_defaults(run=run_export)
+
+    fetch = sub.add_parser("fetch", help="fetch an image by name (discovery, signatures)")
+    fetch.add_argument("name", metavar="NAME", help="image name[:version]")
+    fetch.add_argument("--insecure", action="store_true", help="skip signature checks")
+    _connect.add_flags(fetch)
+    fetch.set_defaults(run=run_fetch)
 
 
 def run_build(args: argparse.Namespace) -> int:
@@ -130,6 +152,8 @@ def _store(args: argparse.Namespace):
 
 
 def run_import(args: argparse.Namespace) -> int:
+    if args.state_dir is None:
+        return _daemon_import(args)
     store = _store(args)
     for path in args.files:
         result = store.import_image(sys.stdin.buffer if path == "-" else Path(path))
@@ -142,6 +166,8 @@ def run_import(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
+    if args.state_dir is None:
+        return _daemon_list(args)
     records = _store(args).list()
     if args.quiet:
         print("\n".join(r.image_id for r in records))
@@ -163,6 +189,8 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
+    if args.state_dir is None:
+        return _daemon_inspect(args)
     store = _store(args)
     docs = []
     for ref in args.refs:
@@ -175,8 +203,136 @@ def run_inspect(args: argparse.Namespace) -> int:
 
 
 def run_remove(args: argparse.Namespace) -> int:
+    if args.state_dir is None:
+        return _daemon_remove(args)
     store = _store(args)
     for ref in args.refs:
         rec = store.delete(ref)
         print(rec.image_id)
+    return 0
+
+
+# --- through kurmad ---------------------------------------------------------------------
+
+
+def image_doc(image: Any, with_manifest: bool = False) -> dict[str, Any]:
+    """An Image message as the offline commands print a record (same keys)."""
+    doc: dict[str, Any] = {
+        "id": image.id,
+        "name": image.name,
+        "labels": dict(image.labels),
+        "size": image.size,
+        "importedAt": image.imported_at.seconds + image.imported_at.nanos / 1e9,
+        "skipped": list(image.skipped),
+    }
+    if with_manifest:
+        doc["manifest"] = json.loads(image.manifest_json) if image.manifest_json else None
+    return doc
+
+
+def _daemon_import(args: argparse.Namespace) -> int:
+    from ._progress import Progress
+
+    with _connect.session(args) as s:
+        for path in args.files:
+            label = "stdin" if path == "-" else os.path.basename(path)
+            progress = _progress(args.progress, label)
+            source: Any = sys.stdin.buffer if path == "-" else path
+            try:
+                imported = s.client.import_image(source, progress=progress)
+            except FileNotFoundError as e:
+                raise _connect.CommandError(f"{path}: {e.strerror}") from None
+            finally:
+                if isinstance(progress, Progress):
+                    progress.finish()
+            note = "" if imported.created else " (already present)"
+            print(f"{imported.image.id}  {imported.image.name}{note}")
+            for skipped in imported.image.skipped:
+                print(f"  skipped: {skipped}", file=sys.stderr)
+    return 0
+
+
+def _progress(mode: str, label: str) -> Any:
+    from ._progress import Progress
+
+    if mode == "none":
+        return None
+    return Progress(label, tty={"bar": True, "plain": False}.get(mode))
+
+
+def _daemon_list(args: argparse.Namespace) -> int:
+    with _connect.session(args) as s:
+        images = s.client.list_images()
+    if args.quiet:
+        if images:
+            print("\n".join(i.id for i in images))
+    elif args.output == "json":
+        print(json.dumps([image_doc(i) for i in images], indent=2))
+    else:
+        rows = [
+            (
+                i.id[:39],
+                i.name,
+                i.labels.get("version", "") or "-",
+                human_size(i.size),
+                time.strftime("%Y-%m-%d %H:%M", time.localtime(i.imported_at.seconds)),
+            )
+            for i in images
+        ]
+        print(table(("ID", "NAME", "VERSION", "SIZE", "IMPORTED"), rows))
+    return 0
+
+
+def _daemon_inspect(args: argparse.Namespace) -> int:
+    with _connect.session(args) as s:
+        docs = [image_doc(s.client.inspect_image(ref), with_manifest=True) for ref in args.refs]
+    print(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2))
+    return 0
+
+
+def _daemon_remove(args: argparse.Namespace) -> int:
+    with _connect.session(args) as s:
+        for ref in args.refs:
+            print(s.client.delete_image(ref).id)
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from kurma.api.v1 import images_pb2_grpc
+    from kurma.client import images_pb2
+
+    with _connect.session(args) as s:
+        stub = images_pb2_grpc.ImagesStub(s.channel)
+        chunks = s.stream(stub.Export(images_pb2.ImageRef(ref=args.ref)))
+        first = next(chunks, None)  # the daemon's refusal comes before any file is made
+        out = open(args.output, "wb") if args.output else sys.stdout.buffer  # noqa: SIM115
+        try:
+            if first is not None:
+                out.write(first.data)
+            for chunk in chunks:
+                out.write(chunk.data)
+        finally:
+            if args.output:
+                out.close()
+    return 0
+
+
+def run_fetch(args: argparse.Namespace) -> int:
+    from kurma.api.v1 import images_pb2_grpc
+    from kurma.client import images_pb2
+
+    progress = _progress("auto", args.name)
+    with _connect.session(args) as s:
+        stub = images_pb2_grpc.ImagesStub(s.channel)
+        request = images_pb2.FetchRequest(name=args.name, insecure=args.insecure)
+        last = None
+        try:
+            for last in s.stream(stub.Fetch(request)):
+                progress(last.bytes_done, last.bytes_total)
+        finally:
+            progress.finish()
+    if last is None or not last.HasField("image"):
+        raise _connect.CommandError("the fetch ended without an image")
+    note = "" if last.created else " (already present)"
+    print(f"{last.image.id}  {last.image.name}{note}")
     return 0

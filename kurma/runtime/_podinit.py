@@ -13,7 +13,7 @@ import contextlib
 import enum
 import os
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,28 +111,49 @@ def log_path(pod_dir: Path, app_name: str) -> Path:
     return pod_dir / LOGS_DIR / f"{app_name}.log"
 
 
-def register_app(pod_dir: Path, pid: int, name: str) -> None:
+def register_app(pod_dir: Path | int, pid: int, name: str) -> None:
     """Register `pid` (as seen inside the pod; a host pid in reaper mode) as app `name`.
 
     Must run before the process can be re-parented to podinit, i.e. in its in-pod parent
     before that parent exits. The name is for people; podinit only checks the file exists.
+    `pod_dir` may be a directory descriptor of it (for callers in another mount namespace).
     """
-    tmp = pod_dir / "pids" / f".{pid}.tmp"
-    tmp.write_text(name + "\n")
-    tmp.rename(pod_dir / "pids" / str(pid))
+    _write_atomic(pod_dir, "pids", pid, name)
 
 
-def record_exit(pod_dir: Path, pid: int, code: int) -> None:
+def record_exit(pod_dir: Path | int, pid: int, code: int) -> None:
     """Write `exits/<pid>` = `<code>` the way podinit does (temp name + rename), then remove
     the registration `pids/<pid>`."""
-    tmp = pod_dir / "exits" / f".{pid}.tmp"
-    tmp.write_text(f"{code}\n")
-    tmp.rename(pod_dir / "exits" / str(pid))
-    with contextlib.suppress(FileNotFoundError):
-        (pod_dir / "pids" / str(pid)).unlink()
+    _write_atomic(pod_dir, "exits", pid, str(code))
+    with _dir_fd(pod_dir) as fd, contextlib.suppress(FileNotFoundError):
+        os.unlink(f"pids/{pid}", dir_fd=fd)
 
 
-def wait_and_record(pod_dir: Path, pid: int) -> int:
+def _write_atomic(pod_dir: Path | int, sub: str, pid: int, text: str) -> None:
+    with _dir_fd(pod_dir) as fd:
+        tmp = f"{sub}/.{pid}.tmp"
+        out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644, dir_fd=fd)
+        try:
+            os.write(out, f"{text}\n".encode())
+        finally:
+            os.close(out)
+        os.rename(tmp, f"{sub}/{pid}", src_dir_fd=fd, dst_dir_fd=fd)
+
+
+@contextlib.contextmanager
+def _dir_fd(pod_dir: Path | int) -> Iterator[int]:
+    """A descriptor of the pod directory: the one given, or one opened for the call."""
+    if isinstance(pod_dir, int):
+        yield pod_dir
+        return
+    fd = os.open(pod_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def wait_and_record(pod_dir: Path | int, pid: int) -> int:
     """Wait for our child `pid` (registered as `pids/<pid>`) to end, record it, reap it.
 
     For what podinit cannot reap because it is not the process's ancestor (a post-stop

@@ -21,7 +21,7 @@ import socket
 import threading
 import time
 import uuid as uuidlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -39,7 +39,7 @@ from ._podinit import (
 )
 from ._podrecord import AppRecord, AppState, PodRecord, PodState, process_start_time
 from .cgroups import Cgroup, CgroupStats, CgroupSystem
-from .launcher import HandlerStart, Launcher, PodStart
+from .launcher import ExecStart, HandlerStart, Launcher, PodStart
 from .launcher._app import parse_start_error
 from .metadata import MetadataConfig, MetadataService
 from .metadata._hmac import PodSigner, load_or_create_key
@@ -85,6 +85,17 @@ class PodEvent:
     time: float = field(default_factory=time.time)
 
 
+@dataclass
+class ExecProcess:
+    """A command run in a running app (`exec_in_pod`); `exit_code` is set when it ends."""
+
+    pod: str
+    app: str
+    pid: int  # as registered with podinit
+    exit_code: int | None = None
+    error: str | None = None  # why it did not start (exit codes 125-127)
+
+
 class _Live:
     """The in-memory side of a pod: its record plus descriptors and the plan."""
 
@@ -97,6 +108,7 @@ class _Live:
         self.notify: int | None = None
         self.pending: bytes = b""
         self.finishing = False
+        self.execs: dict[int, ExecProcess] = {}
 
     @property
     def cgroup_path(self) -> str | None:
@@ -397,6 +409,66 @@ class Runtime:
                 raise TimeoutError(f"app {app} of pod {live.record.name} is still running")
             return _copy_record(record)
 
+    def exec_in_pod(
+        self,
+        ref: str,
+        app: str | None,
+        argv: Sequence[str],
+        *,
+        stdio: tuple[int, int, int],
+        env: Sequence[tuple[str, str]] = (),
+        tty: bool = False,
+        timeout: float = 30.0,
+    ) -> ExecProcess:
+        """Run `argv` inside a running app (its root, identity and limits) with `stdio`
+        (stdin, stdout, stderr; a terminal's slave three times for `tty`; the caller keeps
+        its descriptors). Returns once the command has exec'd or failed to; `wait_exec`."""
+        if not argv:
+            raise ValidationError("argv", "exec needs a command")
+        with self._lock:
+            live = self._find(ref)
+            record = live.record
+            if record.state is not PodState.RUNNING or record.podinit_pid is None:
+                raise PodStateError(f"pod {record.name} is {record.state}, not running")
+            name = app or record.apps[0].name
+            if name not in {a.name for a in record.apps}:
+                raise PodNotFound(f"pod {record.name} has no app named {name!r}")
+            target = record.app(name)
+            if target.state is not AppState.RUNNING or target.pid is None:
+                raise PodStateError(f"app {name} of pod {record.name} is not running")
+            plan = live.plan or self._replan(live)
+            request = ExecStart(
+                podinit_pid=record.podinit_pid,
+                pod_dir=str(live.pod_dir),
+                plan=next(p for p in plan.apps if p.name == name),
+                app_pid=target.pid,
+                argv=tuple(argv),
+                env=tuple(env),
+                tty=tty,
+                label=f"{name} exec",
+                host_namespaces=plan.host_namespaces,
+                cgroup_procs=_procs_files(self.cgroups.open(record.cgroup or "")),
+            )
+        pid, errpipe = self.launcher.start_exec(request, list(stdio))
+        proc = ExecProcess(record.uuid, name, pid)
+        with self._lock:
+            live.execs[pid] = proc
+            self._scan(live)  # it may have ended already
+        failure = _read_errpipes([errpipe], timeout)[0]
+        if failure is not None:
+            proc.error = failure[1]
+        return proc
+
+    def wait_exec(self, proc: ExecProcess, timeout: float | None = None) -> ExecProcess:
+        """Block until the command has ended; TimeoutError if not within `timeout`."""
+        with self._lock:
+            if not self._changed.wait_for(lambda: proc.exit_code is not None, timeout):
+                raise TimeoutError(f"exec {proc.pid} in pod {proc.pod} is still running")
+            live = self._pods.get(proc.pod)
+            if live is not None:
+                live.execs.pop(proc.pid, None)
+            return proc
+
     def run(
         self, manifest: PodManifest, *, name: str | None = None, timeout: float | None = None
     ) -> PodRecord:
@@ -532,6 +604,8 @@ class Runtime:
                 self._emit("app.exited", live, app.name)
             elif pid in handlers and handlers[pid].post_stop_code is None:
                 handlers[pid].post_stop_code = code
+            elif pid in live.execs and live.execs[pid].exit_code is None:
+                live.execs[pid].exit_code = code
             else:
                 continue  # not ours yet (an app line still in the pipe)
             with contextlib.suppress(FileNotFoundError):
@@ -585,6 +659,9 @@ class Runtime:
                 os.close(fd)
         live.pidfd = live.notify = None
         now = time.time()
+        for proc in live.execs.values():
+            if proc.exit_code is None:
+                proc.exit_code = 128 + signal.SIGKILL  # ended with the pod, unrecorded
         for app in record.apps:
             if app.state is not AppState.EXITED:
                 app.state, app.finished_at = AppState.EXITED, now

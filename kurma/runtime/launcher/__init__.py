@@ -3,6 +3,7 @@
 from ._app import AppStartError as AppStartError
 from ._client import Launcher as Launcher
 from ._client import LauncherError as LauncherError
+from ._exec import ExecStart as ExecStart
 from ._spawn import HandlerStart as HandlerStart
 from ._spawn import PodStart as PodStart
 from ._spawn import PodStarted as PodStarted

@@ -12,15 +12,17 @@ says the same. The errpipe is close-on-exec, so EOF without data means the exec 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import os
 import signal
+import termios
 from dataclasses import dataclass
 from typing import NoReturn
 
 from .._identity import Identity
 from .._plan import AppPlan, SeccompPlan
-from .._rootfs import prepare_app_rootfs
+from .._rootfs import change_directory, prepare_app_rootfs
 from ..linux import (
     CLONE_NEWNS,
     SeccompFilter,
@@ -53,6 +55,9 @@ class AppFds:
     ready: int = -1  # pod start barrier: write one byte when set up (multi-app pods)
     go: int = -1  # ... then wait for EOF here before the exec
     gate: int = -1  # wait for EOF here before any handler or exec (metadata is served)
+    stdin: int = -1  # -1: /dev/null
+    errors: int = -1  # stderr; -1: same as output
+    tty: bool = False  # stdin is a terminal to make the controlling one (exec -t)
 
 
 @functools.cache
@@ -69,16 +74,23 @@ def run_app(
     fds: AppFds,
     argv: tuple[str, ...] | None = None,
     cgroup_procs: tuple[str, ...] = (),
+    *,
+    in_app_root: bool = False,
+    extra_env: tuple[tuple[str, str], ...] = (),
 ) -> NoReturn:
-    """Become the app (or one of its handlers when `argv` is given); never returns."""
+    """Become the app (or one of its handlers when `argv` is given); never returns.
+
+    `in_app_root`: the caller already joined the running app's mount namespace (exec), so
+    no root is built; only the working directory is entered.
+    """
     try:
         _reset_signals()
         for procs in cgroup_procs:
             write_control_file(procs, "0")
-        filt = prepare_process(plan, fds)
+        filt = prepare_process(plan, fds, in_app_root=in_app_root)
         if fds.gate >= 0:
             _wait_for_eof(fds.gate)
-        env = dict(plan.env)
+        env = dict(plan.env) | dict(extra_env)
         if argv is None and plan.pre_start is not None:
             _run_handler(plan, "pre-start", plan.pre_start, env, filt)
         if fds.ready >= 0:
@@ -92,7 +104,7 @@ def run_app(
         _fail(fds.errpipe, EXIT_SETUP_FAILED, f"app {plan.name!r}: {_describe(e)}")
 
 
-def prepare_process(plan: AppPlan, fds: AppFds) -> bytes | None:
+def prepare_process(plan: AppPlan, fds: AppFds, *, in_app_root: bool = False) -> bytes | None:
     """Everything up to the handlers and the exec; returns the seccomp filter still to load.
 
     The filter goes on as late as possible, just before the exec, so it needs to allow no
@@ -103,17 +115,23 @@ def prepare_process(plan: AppPlan, fds: AppFds) -> bytes | None:
     filt = seccomp_filter(plan.seccomp) if plan.seccomp is not None else None
     if plan.oom_score_adj is not None:
         write_control_file("/proc/self/oom_score_adj", str(plan.oom_score_adj))
-    for key, value in plan.sysctls:
-        write_control_file("/proc/sys/" + key.replace(".", "/"), value)
-    null = os.open("/dev/null", os.O_RDONLY)
-    unshare(CLONE_NEWNS)
-    prepare_app_rootfs(plan.rootfs)
+    null = os.open("/dev/null", os.O_RDONLY) if fds.stdin < 0 else fds.stdin
+    if in_app_root:
+        change_directory(plan.name, plan.rootfs.working_directory)
+    else:
+        for key, value in plan.sysctls:  # once per app is enough: the namespaces are shared
+            write_control_file("/proc/sys/" + key.replace(".", "/"), value)
+        unshare(CLONE_NEWNS)
+        prepare_app_rootfs(plan.rootfs)
+    errors = fds.output if fds.errors < 0 else fds.errors
     os.dup2(null, 0)
     os.dup2(fds.output, 1)
-    os.dup2(fds.output, 2)
-    for fd in {null, fds.output} - {0, 1, 2}:
+    os.dup2(errors, 2)
+    for fd in {null, fds.output, errors} - {0, 1, 2}:
         os.close(fd)
     os.setsid()
+    if fds.tty:
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
     if filt is not None and not plan.no_new_privileges:
         load_bpf(filt)
         filt = None

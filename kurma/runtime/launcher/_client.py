@@ -10,6 +10,7 @@ import threading
 from types import TracebackType
 
 from ..cgroups import CgroupSystem
+from ._exec import ExecStart
 from ._server import launcher_main
 from ._spawn import HandlerStart, PodStart, PodStarted
 from ._wire import receive, send
@@ -51,14 +52,20 @@ class Launcher:
         pid, fds = self._call(request)
         return int(pid), fds[0]
 
+    def start_exec(self, request: ExecStart, stdio: list[int]) -> tuple[int, int]:
+        """Run a command in a running app with `stdio` (stdin, stdout, stderr; the caller
+        keeps and closes its descriptors): (its pid as registered, its errpipe)."""
+        pid, fds = self._call(request, stdio)
+        return int(pid), fds[0]
+
     def ping(self) -> bool:
         return self._call("ping")[0] == "pong"
 
-    def _call(self, request: object) -> tuple[object, list[int]]:
+    def _call(self, request: object, fds: list[int] | None = None) -> tuple[object, list[int]]:
         with self._lock:
             if self._sock.fileno() < 0:
                 raise LauncherError(errno.EPIPE, "the launcher is closed")
-            send(self._sock, request)
+            send(self._sock, request, fds)
             got = receive(self._sock)
         if got is None:
             raise LauncherError(errno.EPIPE, f"the launcher (pid {self.pid}) has exited")

@@ -25,6 +25,7 @@ from .._plan import PodPlan, default_seccomp
 from ..cgroups import CgroupSystem
 from ..linux import last_cap, set_child_subreaper
 from ._app import seccomp_filter
+from ._exec import ExecStart, spawn_exec
 from ._spawn import HandlerStart, PodStart, PodStarted, spawn_handler
 from ._wire import error_of, receive, send
 from ._zygote import ZygotePool, procs_files
@@ -41,7 +42,10 @@ class _Server:
         self.sock = sock
         self.pool = pool
 
-    def handle(self, request: object) -> tuple[object, list[int]]:
+    def handle(self, request: object, fds: list[int]) -> tuple[object, list[int]]:
+        if isinstance(request, ExecStart):
+            pid, errpipe = spawn_exec(request, fds)
+            return pid, [errpipe]
         if isinstance(request, PodStart):
             return self.start_pod(request)
         if isinstance(request, HandlerStart):
@@ -109,17 +113,18 @@ class _Server:
         if got is None:
             return False
         request, fds = got
-        for fd in fds:
-            os.close(fd)
         out_fds: list[int] = []
         try:
-            answer, out_fds = self.handle(request)
+            answer, out_fds = self.handle(request, fds)
             reply: tuple[str, object] = ("ok", answer)
         except LauncherFailure as e:
             reply = ("error", e.args)
         except Exception as e:
             log.debug("launcher request failed", exc_info=True)
             reply = ("error", error_of(e))
+        finally:
+            for fd in fds:  # the children that needed them have their own copies
+                os.close(fd)
         try:
             send(self.sock, reply, out_fds)
         finally:

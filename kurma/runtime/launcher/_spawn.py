@@ -301,7 +301,7 @@ def _beside_pod(req: HandlerStart, err_w: int, res_w: int) -> NoReturn:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         # C lives as long as H: it must not hold the launcher's sockets (a zygote waits for
         # EOF on its own, the daemon for the launcher's) or anything else of the launcher's.
-        _close_fds_except(err_w, res_w)
+        close_fds_except(err_w, res_w)
         _join_namespaces(req)
         out = _open_log(req)
         h = os.fork()
@@ -329,7 +329,7 @@ def _beside_pod(req: HandlerStart, err_w: int, res_w: int) -> NoReturn:
     os._exit(0)
 
 
-def _close_fds_except(*keep: int) -> None:
+def close_fds_except(*keep: int) -> None:
     """Close every descriptor above 2 but `keep`."""
     low = 3
     for fd in sorted(keep):

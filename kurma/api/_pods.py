@@ -21,9 +21,10 @@ from ..runtime._runtime import PodEvent, PodNotFound, Runtime
 from ..runtime.cgroups import Version, parse_limit
 from ._caller import CallerView, caller_of
 from ._convert import manifest_from_spec, pod_facts, pod_states, pod_to_proto
+from ._exec import serve_exec
 from ._logfmt import fields
 from ._logs import stream_logs
-from ._status import ApiError, Code, rpc, status_of, unimplemented
+from ._status import ApiError, Code, rpc, status_of
 from .v1 import pods_pb2, pods_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -234,10 +235,11 @@ class PodsServicer(pods_pb2_grpc.PodsServicer):
 
     @rpc
     def Exec(self, request_iterator, context: grpc.ServicerContext):
-        raise unimplemented(
-            "exec is not available yet: it comes with the launcher's exec support "
-            "(running a process inside a running pod's namespaces and rootfs)"
-        )
+        first = next(request_iterator, None)
+        if first is None or first.WhichOneof("request") != "start":
+            raise ApiError(Code.INVALID_ARGUMENT, "exec: the first request must carry `start`")
+        record = self._visible(caller_of(context), first.start.pod)
+        yield from serve_exec(self.runtime, record.uuid, first.start, request_iterator, context)
 
     @rpc
     def Wait(self, request: pods_pb2.WaitPodRequest, context: grpc.ServicerContext):

@@ -13,6 +13,7 @@ from ..api.v1 import host_pb2 as host_pb2
 from ..api.v1 import images_pb2 as images_pb2
 from ..api.v1 import pods_pb2 as pods_pb2
 from ._client import Client as Client
+from ._client import ExecSession as ExecSession
 from ._client import Imported as Imported
 from ._client import Stream as Stream
 from ._client import app_spec as app_spec

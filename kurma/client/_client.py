@@ -7,6 +7,7 @@ Every failure is a `ClientError` subclass carrying the daemon's message.
 from __future__ import annotations
 
 import os
+import queue
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, Generic, TypeVar
@@ -130,6 +131,46 @@ def volume(
     return pods_pb2.VolumeSpec(name=name, kind=kind, source=source, read_only=read_only, path=path)
 
 
+class ExecSession:
+    """One exec: `send`, `resize` and `close_stdin` from any thread; iterate `output()` for
+    (stream, bytes) pairs, stream "stdout" or "stderr"; `exit_code` is set at the end."""
+
+    _END = object()
+
+    def __init__(self, method: Any, start: pods_pb2.ExecStart) -> None:
+        self._queue: queue.Queue[object] = queue.Queue()
+        self._queue.put(pods_pb2.ExecRequest(start=start))
+        self._call = method(iter(self._queue.get, self._END))
+        self.exit_code: int | None = None
+
+    def send(self, data: bytes) -> None:
+        self._queue.put(pods_pb2.ExecRequest(stdin=data))
+
+    def resize(self, rows: int, cols: int) -> None:
+        self._queue.put(pods_pb2.ExecRequest(resize=pods_pb2.WindowSize(rows=rows, cols=cols)))
+
+    def close_stdin(self) -> None:
+        self._queue.put(pods_pb2.ExecRequest(close_stdin=True))
+        self._queue.put(self._END)
+
+    def output(self) -> Iterator[tuple[str, bytes]]:
+        try:
+            for response in self._call:
+                kind = response.WhichOneof("response")
+                if kind == "exit_code":
+                    self.exit_code = response.exit_code
+                elif kind is not None:
+                    yield kind, getattr(response, kind)
+        except grpc.RpcError as e:
+            raise from_rpc_error(e) from None
+        finally:
+            self._queue.put(self._END)
+
+    def cancel(self) -> None:
+        self._call.cancel()
+        self._queue.put(self._END)
+
+
 class Client:
     """A connection to kurmad. Use `Client.connect(...)`; close it (or use `with`)."""
 
@@ -231,6 +272,28 @@ class Client:
 
     def stats(self, pod: str) -> pods_pb2.PodStats:
         return _call(self._pods.Stats, pods_pb2.PodRef(pod=pod))
+
+    def exec(
+        self,
+        pod: str,
+        argv: Sequence[str],
+        *,
+        app: str = "",
+        env: Mapping[str, str] | None = None,
+        tty: bool = False,
+        size: tuple[int, int] = (0, 0),
+    ) -> ExecSession:
+        """Run `argv` in a running app; talk to it through the returned session."""
+        start = pods_pb2.ExecStart(
+            pod=pod,
+            app=app,
+            argv=list(argv),
+            environment=[pods_pb2.KeyValue(key=k, value=v) for k, v in (env or {}).items()],
+            tty=tty,
+            rows=size[0],
+            cols=size[1],
+        )
+        return ExecSession(self._pods.Exec, start)
 
     # --- images -------------------------------------------------------------------------
 

@@ -515,13 +515,54 @@ def test_unimplemented_methods_say_what_is_missing(shared: tuple[Daemon, str]) -
             host.Services(host_pb2.ServicesRequest())
         assert e.value.code() is grpc.StatusCode.UNIMPLEMENTED
         assert "PID 1 issue" in e.value.details()
-        from kurma.api.v1 import pods_pb2_grpc
 
-        exec_call = pods_pb2_grpc.PodsStub(channel).Exec(iter([pods_pb2.ExecRequest()]))
-        with pytest.raises(grpc.RpcError) as e:
-            list(exec_call)
-        assert e.value.code() is grpc.StatusCode.UNIMPLEMENTED
-        assert "launcher's exec support" in e.value.details()
+
+def _running(kurma: Client, script: str = "exec sleep 1000") -> pods_pb2.Pod:
+    pod = kurma.create_pod(spec=sh(script), start=True)
+    until(lambda: kurma.get(pod.uuid).apps[0].pid, what="the app's pid")
+    return pod
+
+
+def test_exec_with_pipes_returns_output_and_exit_code(kurma: Client) -> None:
+    pod = _running(kurma)
+    session = kurma.exec(pod.uuid, ["/bin/sh", "-c", "read x; echo out:$x; echo err >&2; exit 4"])
+    session.send(b"hello\n")
+    session.close_stdin()
+    got: dict[str, bytes] = {"stdout": b"", "stderr": b""}
+    for stream, data in session.output():
+        got[stream] += data
+    assert got == {"stdout": b"out:hello\n", "stderr": b"err\n"}
+    assert session.exit_code == 4
+
+
+def test_exec_with_a_terminal_and_resize(kurma: Client) -> None:
+    pod = _running(kurma)
+    session = kurma.exec(
+        pod.uuid, ["/bin/sh", "-c", "stty size; read x; stty size"], tty=True, size=(30, 100)
+    )
+    output = b""
+    for _, data in session.output():
+        output += data
+        if output.count(b"\n") == 1:  # the first size is out: now resize and go on
+            session.resize(40, 120)
+            session.send(b"go\r")
+    assert session.exit_code == 0
+    lines = [line.strip() for line in output.decode().splitlines()]
+    assert [line for line in lines if line in ("30 100", "40 120")] == ["30 100", "40 120"]
+
+
+def test_exec_errors(kurma: Client) -> None:
+    pod = _running(kurma)
+    session = kurma.exec(pod.uuid, ["/no/such/program"])
+    session.close_stdin()
+    err = b"".join(data for stream, data in session.output() if stream == "stderr")
+    assert session.exit_code == 127 and b"/no/such/program" in err
+    done = kurma.create_pod(spec=sh("true"), start=True)
+    kurma.wait(done.uuid, timeout=30)
+    with pytest.raises(FailedPrecondition, match="not running"):
+        list(kurma.exec(done.uuid, ["true"]).output())
+    with pytest.raises(NotFound):
+        list(kurma.exec("no-such-pod", ["true"]).output())
 
 
 def test_app_that_cannot_start_reports_why(kurma: Client) -> None:

@@ -35,5 +35,13 @@ HOST = CallerView()
 
 
 def caller_of(context: Any) -> CallerView:
-    """The view of the caller of `context`: the host for every call on the system socket."""
-    return HOST
+    """The view of the caller of `context`: the host for every call on the system socket;
+    the certificate's name and role for a call over mutual TLS (the role was checked for
+    the method already; a reader sees every pod, read-only)."""
+    auth = context.auth_context()
+    if auth.get("transport_security_type") != [b"ssl"]:
+        return HOST
+    from ._authz import name_from_auth_context, role_from_auth_context
+
+    role = role_from_auth_context(auth)
+    return CallerView(name=name_from_auth_context(auth) or "?", role=str(role or "reader"))

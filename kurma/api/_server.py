@@ -1,4 +1,5 @@
-"""The gRPC server: every service on one grpc.server, on the unix socket (mode 0600).
+"""The gRPC server: every service on one grpc.server, on the unix socket (mode 0600) and,
+when configured, a TCP port with mutual TLS whose calls are checked per method by role.
 
 Imported only after the Runtime has forked its launcher (grpc starts threads). The socket is
 bound inside a fresh 0700 directory next to its final path, made 0600, then renamed into
@@ -24,7 +25,7 @@ from ._host import HostServicer
 from ._images import ImagesServicer, TrustServicer
 from ._logfmt import fields
 from ._pods import PodsServicer
-from ._tcp import tcp_server_credentials
+from ._tcp import interceptors, tcp_server_credentials
 from .v1 import host_pb2, host_pb2_grpc, images_pb2, images_pb2_grpc, pods_pb2, pods_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,9 @@ class ApiServer:
         self.executor = ThreadPoolExecutor(config.workers, thread_name_prefix="kurmad-rpc")
         # A stream (logs -f, events) holds a worker for its whole life: past `workers`
         # concurrent calls a new one fails fast with RESOURCE_EXHAUSTED instead of queueing.
-        self.server = grpc.server(self.executor, maximum_concurrent_rpcs=config.workers)
+        self.server = grpc.server(
+            self.executor, maximum_concurrent_rpcs=config.workers, interceptors=interceptors(config)
+        )
         self.events = EventHub(runtime)
         pods_pb2_grpc.add_PodsServicer_to_server(PodsServicer(runtime), self.server)
         images_pb2_grpc.add_ImagesServicer_to_server(

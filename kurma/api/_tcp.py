@@ -1,54 +1,42 @@
-"""The optional TCP listener: mutual TLS with per-method roles, from kurma.api._authz.
+"""The optional TCP listener: mutual TLS only, with per-method roles (kurma.api._authz).
 
-Until `_authz` (certificates carrying a role, enforced per method) is wired in, kurmad
-refuses a `listen` setting instead of serving the API on TCP without roles.
+Client certificates carry their role (`kurmactl pki issue client --role ...`); the
+RoleInterceptor checks it for every call that came over TLS, and calls on the unix socket
+pass untouched (root on this host, or a pod's own socket, which `_caller` scopes).
 """
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Any
 
 from ._config import DaemonConfig
 
-AUTHZ_MODULE = "kurma.api._authz"
-TCP_WIRED = False  # TODO(issue 4, mTLS): True once tcp_server_credentials below is written
-
-
-class TcpUnavailable(NotImplementedError):
-    """The TCP listener was asked for but this build cannot serve it safely."""
-
 
 def check_tcp_support(config: DaemonConfig) -> None:
-    """Before anything starts: TcpUnavailable when `listen` is set and cannot be served.
+    """Before anything starts: fail early (naming the file) when the TLS files are unusable.
 
-    Looks for the module without importing it (it may import gRPC, and kurmad must fork
-    its launcher before gRPC is loaded).
+    Reads the files without importing gRPC: kurmad forks its launcher before loading it.
     """
     if config.listen is None:
         return
-    if importlib.util.find_spec(AUTHZ_MODULE) is None:
-        raise TcpUnavailable(
-            f"listen: the TCP listener serves mutual TLS with roles from {AUTHZ_MODULE}, "
-            f"which is not part of this build yet; remove listen/tls_* and use the unix "
-            f"socket ({config.socket})"
-        )
-    if not TCP_WIRED:
-        raise TcpUnavailable(
-            f"listen: {AUTHZ_MODULE} exists but kurmad does not use it yet (TODO in "
-            f"kurma/api/_tcp.py: tcp_server_credentials); use the unix socket ({config.socket})"
-        )
+    for name in ("tls_cert", "tls_key", "tls_ca"):
+        path = getattr(config, name)
+        with open(path, "rb") as f:
+            if b"-----BEGIN" not in f.read():
+                raise ValueError(f"{name}: {path} is not a PEM file")
 
 
 def tcp_server_credentials(config: DaemonConfig) -> Any:
-    """grpc.ServerCredentials for the TCP listener (client certificates required).
+    """grpc.ServerCredentials for the TCP listener: client certificates required."""
+    from ._authz import server_credentials
 
-    TODO(issue 4, mTLS): return `_authz.server_credentials(config.tls_cert, config.tls_key,
-    config.tls_ca)` and serve TCP on a second grpc.server built with
-    `interceptors=[_authz.RoleInterceptor()]` that shares the servicer objects (or give the
-    one server `RoleInterceptor(allow_unix=True)`), with `caller_of` reading the role via
-    `_authz.role_from_context`. Until then this refuses, so no TCP port ever serves the API
-    without role checks.
-    """
-    check_tcp_support(config)
-    raise TcpUnavailable("listen: the TCP listener is not wired yet")
+    return server_credentials(config.tls_cert, config.tls_key, config.tls_ca)
+
+
+def interceptors(config: DaemonConfig) -> list[Any]:
+    """The role check, first of all interceptors, when a TCP listener is configured."""
+    if config.listen is None:
+        return []
+    from ._authz import RoleInterceptor
+
+    return [RoleInterceptor(allow_unix=True)]

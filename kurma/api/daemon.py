@@ -17,11 +17,12 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from ..errors import KurmaError
 from ._claims import ClaimError, StateLock, claim_socket_path
 from ._config import ConfigError, DaemonConfig, load_config
 from ._logfmt import fields, setup_logging
 from ._reaper import reap_orphans
-from ._tcp import TcpUnavailable, check_tcp_support
+from ._tcp import check_tcp_support
 
 log = logging.getLogger("kurma.api.daemon")
 
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(argv)
         check_tcp_support(config)
-    except (ConfigError, TcpUnavailable) as e:
+    except (ConfigError, OSError, ValueError) as e:
         print(f"kurmad: {e}", file=sys.stderr)
         return EXIT_USAGE
     setup_logging(config.log_level_number)
@@ -93,10 +94,11 @@ def serve(config: DaemonConfig) -> int:
         server = ApiServer(runtime, config)
         server.start()
     except Exception as e:
-        log.error("cannot serve: %s", e, exc_info=not isinstance(e, OSError | TcpUnavailable))
+        usage = isinstance(e, KurmaError)  # e.g. the TLS key does not match its certificate
+        log.error("cannot serve: %s", e, exc_info=not isinstance(e, OSError | KurmaError))
         _shutdown(server, runtime, config, grace=0.0)
         lock.release()
-        return EXIT_USAGE if isinstance(e, TcpUnavailable) else EXIT_FAILED
+        return EXIT_USAGE if usage else EXIT_FAILED
     log.info(
         "kurmad ready",
         extra=fields(

@@ -14,6 +14,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -38,6 +39,7 @@ from kurma.client import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
     app_spec,
     run_spec,
 )
@@ -575,6 +577,43 @@ def test_app_that_cannot_start_reports_why(kurma: Client) -> None:
     (app,) = done.apps
     assert "/no/such/program" in app.error
     assert app.exit_code == 127
+
+
+# --- the TCP listener: mutual TLS with roles ---------------------------------------------------
+
+
+def test_tcp_listener_serves_mutual_tls_with_roles(own: Daemon, tmp_path: Path) -> None:
+    """Over TCP only a certificate of the daemon's CA gets in, and its role decides."""
+    from kurma.api._pki import init_ca, issue_client, issue_server
+
+    init_ca(tmp_path / "ca")
+    server = issue_server(tmp_path / "ca", tmp_path / "server", ["localhost"], ["127.0.0.1"])
+    reader = issue_client(tmp_path / "ca", tmp_path / "clients", "ann", "reader")
+    admin = issue_client(tmp_path / "ca", tmp_path / "clients", "bob", "admin")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    own.start(
+        "--listen", f"127.0.0.1:{port}", "--tls-cert", str(server.cert),
+        "--tls-key", str(server.key), "--tls-ca", str(server.ca),
+    ).close()  # fmt: skip
+    target = f"tcp://127.0.0.1:{port}"
+    with Client.connect(target, cert=str(reader.cert), key=str(reader.key), ca=str(reader.ca)) as c:
+        assert c.info().role == "reader" and c.info().caller == "ann"
+        c.list_pods()
+        with pytest.raises(PermissionDenied, match="needs role operator"):
+            c.create_pod(spec=sh("true"))
+    admin_client = Client.connect(
+        target, cert=str(admin.cert), key=str(admin.key), ca=str(admin.ca)
+    )
+    with admin_client as c, pytest.raises(NotFound):  # allowed; the daemon has no image
+        c.create_pod(spec=sh("true"))
+    # No client certificate: the handshake fails, nothing is served.
+    creds = grpc.ssl_channel_credentials(root_certificates=admin.ca.read_bytes())
+    with grpc.secure_channel(f"127.0.0.1:{port}", creds) as channel:
+        with pytest.raises(grpc.RpcError) as e:
+            host_pb2_grpc.HostStub(channel).Info(host_pb2.InfoRequest(), timeout=5)
+        assert e.value.code() is grpc.StatusCode.UNAVAILABLE
 
 
 # --- restarts and shutdown ----------------------------------------------------------------------

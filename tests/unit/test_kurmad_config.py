@@ -147,19 +147,17 @@ def test_tls_files_without_listen_are_an_error() -> None:
         check(config)
 
 
-def test_tcp_listener_is_refused_until_wired(tmp_path: Path) -> None:
-    """A configured listener is refused plainly: TLS with roles comes with _authz."""
-    config = DaemonConfig(listen="127.0.0.1:7443")
-    with pytest.raises(_tcp.TcpUnavailable, match=r"kurma\.api\._authz"):
+def test_tls_files_must_be_pem(tmp_path: Path) -> None:
+    """A TLS file that is not PEM is named before anything starts."""
+    files = {}
+    for name in ("tls_cert", "tls_key", "tls_ca"):
+        (tmp_path / name).write_text("-----BEGIN X-----\n")
+        files[name] = str(tmp_path / name)
+    (tmp_path / "tls_key").write_text("not pem")
+    config = DaemonConfig(listen="127.0.0.1:7443", **files)
+    with pytest.raises(ValueError, match=r"tls_key: .* is not a PEM file"):
         _tcp.check_tcp_support(config)
-    _tcp.check_tcp_support(DaemonConfig())  # no listener: nothing to refuse
-
-
-def test_tcp_refusal_names_the_missing_module(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without the _authz module the message says that module is what is missing."""
-    monkeypatch.setattr(_tcp.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(_tcp.TcpUnavailable, match="which is not part of this build yet"):
-        _tcp.check_tcp_support(DaemonConfig(listen="127.0.0.1:7443"))
+    _tcp.check_tcp_support(DaemonConfig())  # no listener: nothing to check
 
 
 def test_main_exits_2_on_a_bad_config(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

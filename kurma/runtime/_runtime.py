@@ -407,7 +407,7 @@ class Runtime:
             record = live.record.app(app)
             if not self._changed.wait_for(lambda: record.state is AppState.EXITED, timeout):
                 raise TimeoutError(f"app {app} of pod {live.record.name} is still running")
-            return _copy_record(record)
+            return replace(record)
 
     def exec_in_pod(
         self,

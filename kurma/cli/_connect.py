@@ -72,6 +72,25 @@ def socket_path(target: str) -> str | None:
     return None
 
 
+# The top-level options that take a value (ours), to find the subcommand in argv.
+VALUED_TOP_OPTIONS = ("-H", "--host", "--cert", "--key", "--ca")
+
+
+def subcommand_index(argv: list[str]) -> int | None:
+    """Where the subcommand is in argv (the first word that is not a top-level option or
+    an option's value), None when there is none."""
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in VALUED_TOP_OPTIONS:
+            i += 2
+        elif arg.startswith("-"):
+            i += 1
+        else:
+            return i
+    return None
+
+
 def add_flags(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
     """--host and the TLS files. On subcommands the defaults are suppressed so that a value
     given before the subcommand (`kurmactl --host X ps`) is not reset by the subparser."""

@@ -4,17 +4,15 @@ The Exec call is one bidirectional stream: the first request starts the command,
 come stdin data, window sizes (on SIGWINCH) and the end of stdin; the answers are stdout,
 stderr and, last, the exit code, which becomes kurmactl's. With -t and a terminal on stdin,
 the terminal is in raw mode for the command's lifetime, so keys reach it unchanged.
+
+Registering the command imports nothing: `kurmactl ps` builds this parser too.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import queue
-import shutil
-import signal
 import sys
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -56,7 +54,8 @@ def run_exec(args: argparse.Namespace) -> int:
 def require_exec(s: _connect.Session, tty: bool) -> None:
     """`run -it` needs the daemon's Exec; ask it (with a start for no pod) and pass on its
     answer when it has none. A daemon that does have Exec answers about the missing pod."""
-    from kurma.client import ClientError, pods_pb2, pods_pb2_grpc
+    from kurma.api.v1 import pods_pb2_grpc
+    from kurma.client import ClientError, pods_pb2
 
     stub = pods_pb2_grpc.PodsStub(s.channel)
     probe = pods_pb2.ExecRequest(start=pods_pb2.ExecStart(tty=tty))
@@ -90,10 +89,15 @@ class Exec:
         self.pod, self.app, self.argv, self.env = pod, app, argv, env
         self.interactive = interactive
         self.tty = tty
+        import queue
+
         self.requests: queue.Queue[Any] = queue.Queue()
 
     def run(self) -> int:
-        from kurma.client import pods_pb2_grpc
+        import signal
+        import threading
+
+        from kurma.api.v1 import pods_pb2_grpc
 
         stub = pods_pb2_grpc.PodsStub(self.s.channel)
         raw = _RawTerminal() if self.tty and self.interactive and sys.stdin.isatty() else None
@@ -172,6 +176,8 @@ class Exec:
 
 
 def _window_size() -> tuple[int, int]:
+    import shutil
+
     size = shutil.get_terminal_size((80, 24))
     return size.lines, size.columns
 

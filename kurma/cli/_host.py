@@ -162,7 +162,8 @@ def run_version(args: argparse.Namespace) -> int:
 
 
 def _host_stub(s: _connect.Session) -> Any:
-    from kurma.client import host_pb2, host_pb2_grpc
+    from kurma.api.v1 import host_pb2_grpc
+    from kurma.client import host_pb2
 
     return host_pb2_grpc.HostStub(s.channel), host_pb2
 

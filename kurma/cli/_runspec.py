@@ -25,19 +25,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._connect import UsageError
+from ._connect import UsageError, subcommand_index
 
 PLACEHOLDER = "\0command:"
 POD_COMMANDS = ("run", "create")
-# Top-level options that take a value, to find the subcommand's position in argv.
-_VALUED_TOP_OPTIONS = ("-H", "--host", "--cert", "--key", "--ca")
 
 
 def extract_commands(argv: Sequence[str]) -> tuple[list[str], list[list[str]]]:
     """(argv with each `-- CMD... [---]` group replaced by a placeholder, the groups).
     Only the argv of `run` and `create` is touched."""
     argv = list(argv)
-    start = _subcommand_index(argv)
+    start = subcommand_index(argv)
     if start is None or argv[start] not in POD_COMMANDS:
         return argv, []
     out, commands = argv[: start + 1], []
@@ -52,19 +50,6 @@ def extract_commands(argv: Sequence[str]) -> tuple[list[str], list[list[str]]]:
         out.append(f"{PLACEHOLDER}{len(commands) - 1}")
         i = end + 1
     return out, commands
-
-
-def _subcommand_index(argv: Sequence[str]) -> int | None:
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg in _VALUED_TOP_OPTIONS:
-            i += 2
-        elif arg.startswith("-"):
-            i += 1
-        else:
-            return i
-    return None
 
 
 def pair_commands(

@@ -1,8 +1,9 @@
 """Benchmark: starting a pod running /bin/true, Kurma vs crun, runc and the unshare floor.
 
 Kurma is measured through the runtime's Python interface from a warm runtime (launcher
-running, image rendered): from the request (`create_pod`) until the app's exit status is
-known (`wait_app`). The pod is destroyed outside the timed region, as `crun run` and `runc
+running with a warm zygote, image rendered, pods kept on a tmpfs under /run as kurmad
+does): from the request (`create_pod`) until the app's exit status is known
+(`wait_app`). The pod is destroyed outside the timed region, though `crun run` and `runc
 run` must delete their container before they return (see peers.py: their figure includes
 that). Runs are interleaved kurma, crun, runc, floor, with the same static busybox tree and
 the same seccomp deny-list on every side. Targets: kurma's p50 at or below crun's, its p99
@@ -65,10 +66,9 @@ def pod_manifest(image_id: str, argv: list[str]) -> object:
 class KurmaSide:
     """A warm runtime on a scratch state dir with the peers' busybox tree as its image."""
 
-    def __init__(self, state_dir: Path, rootfs: Path) -> None:
-        self.runtime = Runtime(
-            state_dir, config=RuntimeConfig(cgroup_parent="kurma-bench", stop_grace=1.0)
-        )
+    def __init__(self, state_dir: Path, rootfs: Path, pods_dir: Path) -> None:
+        config = RuntimeConfig(cgroup_parent="kurma-bench", stop_grace=1.0, pods_dir=str(pods_dir))
+        self.runtime = Runtime(state_dir, config=config)
         aci = state_dir.parent / "bench-busybox.aci"
         build_aci(rootfs, json.dumps(IMAGE).encode(), aci, mtime=0, owner=(0, 0))
         self.image_id = self.runtime.store.import_image(aci).record.image_id
@@ -154,7 +154,9 @@ def main() -> int:
     rootfs = peers.ensure_rootfs()
     work = Path(tempfile.mkdtemp(prefix="kurma-bench-", dir=args.state_dir))
     scratch = Path(tempfile.mkdtemp(prefix="bundles-"))
-    kurma = KurmaSide(work / "state", rootfs)
+    # kurmad keeps pods in /run/kurma/pods (a tmpfs); crun and runc keep their state in /run.
+    pods = Path(tempfile.mkdtemp(prefix="kurma-bench-pods-", dir="/run"))
+    kurma = KurmaSide(work / "state", rootfs, pods)
     local = peers.LocalRunner()
     try:
         true_bundle = peers.write_bundle(scratch / "true", rootfs, ["/bin/true"], seccomp=True)
@@ -205,6 +207,7 @@ def main() -> int:
         local.close()
         kurma.close()
         shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(pods, ignore_errors=True)
         shutil.rmtree(scratch, ignore_errors=True)
     return 0
 

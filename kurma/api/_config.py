@@ -36,14 +36,15 @@ class DaemonConfig:
 
     socket: str = "/run/kurma/kurmad.sock"
     state_dir: str = "/var/lib/kurma"
+    pods_dir: str = "/run/kurma/pods"
     stop_pods_on_exit: bool = False
     log_level: str = "info"
     stop_grace: float = 10.0
     shutdown_grace: float = 5.0
     cgroup_parent: str = "kurma"
     workers: int = 64
-    log_max_bytes: int = 10 << 20
-    log_keep: int = 3
+    log_max_bytes: int = 2 << 20  # in RAM with pods_dir on a tmpfs: 2 MiB x (1 + keep)
+    log_keep: int = 2
     warm_pods: int = 1
     listen: str | None = None
     tls_cert: str | None = None
@@ -166,7 +167,8 @@ class Key:
 
 KEYS: tuple[Key, ...] = (
     Key("socket", _absolute_path, "the API's unix socket (mode 0600)"),
-    Key("state_dir", _absolute_path, "images, pods and locks live here"),
+    Key("state_dir", _absolute_path, "images, trees, refs and locks live here"),
+    Key("pods_dir", _absolute_path, "running pods' state, logs and writable layers (a tmpfs)"),
     Key("stop_pods_on_exit", _boolean, "stop every pod when kurmad exits (default: keep them)"),
     Key("log_level", _log_level, "debug, info, warning or error"),
     Key("stop_grace", _seconds, "seconds from SIGTERM to SIGKILL when stopping a pod"),

@@ -126,6 +126,7 @@ def _start_runtime(config: DaemonConfig):  # -> Runtime (imported lazily, like e
             log_max_bytes=config.log_max_bytes,
             log_keep=config.log_keep,
             warm_pods=config.warm_pods,
+            pods_dir=config.pods_dir,
         ),
     )
     swept = runtime.store.sweep_temporaries()  # crashed imports and uploads; none run yet

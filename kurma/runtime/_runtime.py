@@ -41,6 +41,7 @@ from ._podrecord import AppRecord, AppState, PodRecord, PodState, process_start_
 from .cgroups import Cgroup, CgroupStats, CgroupSystem
 from .launcher import ExecStart, HandlerStart, Launcher, PodStart
 from .launcher._app import parse_start_error
+from .linux import MNT_DETACH, MS_NODEV, MS_NOSUID, mount, umount2
 from .metadata import MetadataConfig, MetadataService
 from .metadata._hmac import PodSigner, load_or_create_key
 from .metadata._registry import new_token
@@ -65,10 +66,14 @@ class RuntimeConfig:
     stop_grace: float = 10.0  # SIGTERM to SIGKILL when stopping a pod
     leftover_grace: float = 2.0  # for processes left when every app has ended
     handler_timeout: float = 30.0  # a post-stop handler's budget while stopping
-    log_max_bytes: int = 10 << 20
-    log_keep: int = 3
+    log_max_bytes: int = 2 << 20  # in RAM with pods_dir on a tmpfs: 2 MiB x (1 + keep)
+    log_keep: int = 2
     nameservers: tuple[str, ...] | None = None  # None: the host's resolv.conf
     pids_max: int | None = None  # a pids limit for every pod
+    # Pods' state, logs and writable layers: best on a tmpfs (kurmad: /run/kurma/pods). A
+    # pod never outlives a boot, and metadata operations there cost microseconds, not the
+    # milliseconds of a journalled disk. None: `<state_dir>/pods`.
+    pods_dir: str | None = None
     warm_pods: int = 1  # zygotes kept ready in their cgroups (see launcher/_zygote.py)
     metadata: bool = True
     metadata_config: MetadataConfig = field(default_factory=MetadataConfig)
@@ -128,7 +133,9 @@ class Runtime:
     ) -> None:
         self.config = config or RuntimeConfig()
         self.state_dir = Path(state_dir)
-        self.pods_dir = self.state_dir / "pods"
+        self.pods_dir = (
+            Path(self.config.pods_dir) if self.config.pods_dir else self.state_dir / "pods"
+        )
         self.pods_dir.mkdir(parents=True, exist_ok=True)
         # kurmad on a pure cgroup2 host first moves itself into a leaf and passes the result.
         self.cgroups = cgroups or CgroupSystem.detect()
@@ -239,7 +246,7 @@ class Runtime:
             live = self._prepare(pod_uuid, pod_name, manifest, pod_dir)
         except BaseException:
             self.store.release(pod_uuid)
-            shutil.rmtree(pod_dir, ignore_errors=True)
+            remove_pod_dir(pod_dir)
             raise
         with self._lock:
             self._pods[pod_uuid] = live
@@ -249,8 +256,9 @@ class Runtime:
     def _prepare(self, pod_uuid: str, pod_name: str, manifest: PodManifest, pod_dir: Path) -> _Live:
         inputs, manifests = self._acquire(pod_uuid, manifest)
         # P1 registers apps in pids/ before podinit runs; podinit makes exits/ and logs/,
-        # apps/ and volumes/ appear with the first app's root and empty volume.
+        # volumes/ appears with the first empty volume.
         (pod_dir / "pids").mkdir()
+        mount_apps_tmpfs(pod_dir)
         nameservers = self.config.nameservers
         etc = write_pod_etc(str(pod_dir), pod_name, list(nameservers) if nameservers else None)
         apps = [AppRecord(item.app.name, _image_id(item)) for item in inputs]
@@ -514,7 +522,7 @@ class Runtime:
             self._emit("pod.destroyed", live)
         self._remove_cgroup(live)
         self.store.release(record.uuid)
-        shutil.rmtree(live.pod_dir, ignore_errors=True)
+        remove_pod_dir(live.pod_dir)
 
     def _signal(self, live: _Live, sig: int) -> None:
         if live.pidfd is None:
@@ -787,6 +795,30 @@ def _check_pod_name(name: str) -> None:
         raise ValidationError(
             "name", f"{name!r} is not a valid pod name (a hostname: up to 63 of a-z, 0-9 and '-')"
         )
+
+
+APPS_TMPFS_OPTIONS = "mode=0711"
+
+
+def mount_apps_tmpfs(pod_dir: Path) -> None:
+    """A tmpfs on `pod_dir/apps` for the apps' overlay upper and work dirs.
+
+    Overlayfs tests its upper filesystem at every mount (xattrs, whiteouts, O_TMPFILE):
+    5-6 ms on ext4, 0.2 ms on tmpfs. An app's writes to its root land in RAM there,
+    charged to the pod's memory cgroup like any tmpfs page it writes; data that must
+    outlive the pod belongs in a volume. Mounted in the daemon's (the launcher's) mount
+    namespace, which every app's namespace copies; `remove_pod_dir` unmounts it.
+    """
+    apps = pod_dir / "apps"
+    apps.mkdir(mode=0o711)
+    mount("tmpfs", str(apps), "tmpfs", MS_NOSUID | MS_NODEV, APPS_TMPFS_OPTIONS)
+
+
+def remove_pod_dir(pod_dir: Path) -> None:
+    """Unmount the apps' tmpfs (if mounted) and remove the pod's directory."""
+    with contextlib.suppress(OSError):  # EINVAL: not mounted (a pod that never got one)
+        umount2(str(pod_dir / "apps"), MNT_DETACH)
+    shutil.rmtree(pod_dir, ignore_errors=True)
 
 
 def _copy_record(record: PodRecord) -> PodRecord:

@@ -7,9 +7,9 @@ with optional labels: `example.com/app:1.0` (the version label) or
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 
 from kurma.aci import ImageManifest, is_ac_identifier, parse_image_id_ref, parse_image_manifest
@@ -52,6 +52,11 @@ def parse_image_ref(text: str) -> ImageRef:
     return ImageRef(name=name, labels=labels)
 
 
+@functools.lru_cache(maxsize=512)
+def _parsed_manifest(image_id: str, path: Path) -> ImageManifest:
+    return parse_image_manifest((path / "manifest").read_bytes())
+
+
 @dataclass(frozen=True)
 class ImageRecord:
     """One stored image: its ID, where it lives, and the facts recorded at import."""
@@ -72,9 +77,11 @@ class ImageRecord:
     def version(self) -> str | None:
         return self.labels.get("version")
 
-    @cached_property
+    @property
     def manifest(self) -> ImageManifest:
-        return parse_image_manifest((self.path / "manifest").read_bytes())
+        """The parsed manifest; parsed once per image ID and process (an ID names its
+        content, so the parse never goes stale; every pod start asks for it)."""
+        return _parsed_manifest(self.image_id, self.path)
 
     def info_json(self) -> bytes:
         """The record as written to `info.json` beside the image."""

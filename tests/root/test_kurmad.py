@@ -82,6 +82,7 @@ class Daemon:
             "--config", "/dev/null",  # never the host's /etc/kurma/kurmad.yml
             "--socket", str(self.socket),
             "--state-dir", str(self.state),
+            "--pods-dir", str(self.work / "pods"),
             "--cgroup-parent", self.cgroup_parent,
             "--stop-grace", "2",
             "--shutdown-grace", "1",

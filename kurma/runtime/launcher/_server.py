@@ -17,6 +17,7 @@ import os
 import selectors
 import signal
 import socket
+import time
 import traceback
 from dataclasses import replace
 from typing import NoReturn
@@ -31,6 +32,8 @@ from ._wire import error_of, receive, send
 from ._zygote import ZygotePool, procs_files
 
 log = logging.getLogger(__name__)
+
+REPLENISH_AFTER_IDLE = 0.05  # seconds without a request before warm zygotes are made
 
 
 class LauncherFailure(Exception):
@@ -93,15 +96,24 @@ class _Server:
         signal.set_wakeup_fd(wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         self.pool.replenish()
+        idle_at: float | None = None  # when to replenish the pool, once requests pause
         with selectors.DefaultSelector() as sel:
             sel.register(self.sock, selectors.EVENT_READ)
             sel.register(wake_r, selectors.EVENT_READ)
             while True:
-                for key, _ in sel.select():
+                timeout = None if idle_at is None else max(0.0, idle_at - time.monotonic())
+                events = sel.select(timeout)
+                if not events and idle_at is not None:
+                    # A zygote moving into its cgroup holds the kernel's cgroup threadgroup
+                    # lock for an RCU grace period, stalling every fork on the machine:
+                    # never while a pod is starting.
+                    self.pool.replenish()
+                    idle_at = None
+                for key, _ in events:
                     if key.fileobj is self.sock:
                         if not self._one_request():
                             return
-                        self.pool.replenish()  # after the answer: off the start path
+                        idle_at = time.monotonic() + REPLENISH_AFTER_IDLE
                     else:
                         with contextlib.suppress(BlockingIOError):
                             while os.read(wake_r, 512):

@@ -132,7 +132,11 @@ class MetadataService:
             if listener_sock is not None:
                 listener_sock.close()
         if created:
-            self._call_in_loop(lambda: self._selector.register(listener.sock, _READ, listener))
+            # Not waited for: the socket listens already, so a client that comes before the
+            # loop polls it waits in the backlog; the pod start does not wait for our thread.
+            self._call_in_loop(
+                lambda: self._selector.register(listener.sock, _READ, listener), wait=False
+            )
         log.info("metadata: pod %s registered on %s", record.uuid, listener.describe())
         return f"{listener.url_base}/{record.token}"
 
@@ -256,8 +260,9 @@ class MetadataService:
 
     # --- loop internals -----------------------------------------------------------------
 
-    def _call_in_loop(self, command: Callable[[], None]) -> None:
-        """Run a selector change in the loop thread (now, if nothing serves); wait for it."""
+    def _call_in_loop(self, command: Callable[[], None], wait: bool = True) -> None:
+        """Run a selector change in the loop thread (now, if nothing serves); wait for it
+        unless told not to (the commands still run in the order they were queued)."""
         done = threading.Event()
 
         def run() -> None:
@@ -273,7 +278,8 @@ class MetadataService:
                 return
             self._pending.append(run)
         self._wake()
-        done.wait()
+        if wait:
+            done.wait()
 
     def _wake(self) -> None:
         with contextlib.suppress(BlockingIOError, OSError):

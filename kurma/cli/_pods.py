@@ -233,10 +233,14 @@ def run_stop(args: argparse.Namespace) -> int:
 
 
 def run_rm(args: argparse.Namespace) -> int:
+    from kurma.client import pods_pb2
+
+    running = (pods_pb2.POD_STATE_RUNNING, pods_pb2.POD_STATE_STOPPING)
+
     def remove(s: _connect.Session, ref: str) -> None:
         if not args.force:
             pod = s.client.get(ref)
-            if pod.state in (2, 3):  # running, stopping
+            if pod.state in running:
                 raise CommandError(
                     f"pod {pod.name} ({pod.uuid[:8]}) is running: stop it first, or rm -f"
                 )

@@ -8,6 +8,7 @@ app costs no writes.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 from collections.abc import Iterable, Sequence
@@ -77,6 +78,16 @@ def parse_resolv_conf(text: str) -> tuple[list[str], list[str], list[str]]:
 
 
 def host_resolv_conf(path: str = "/etc/resolv.conf") -> str:
+    """See `_host_resolv_conf`; re-read only when the file changes (every pod asks)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return ""
+    return _host_resolv_conf(path, st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+@functools.lru_cache(maxsize=4)
+def _host_resolv_conf(path: str, _mtime: int, _size: int, _ino: int) -> str:
     """The host's resolv.conf, with loopback nameservers dropped (they are the pod's own lo).
 
     A host running a local resolver (127.0.0.53) leaves a pod with its own network namespace

@@ -18,6 +18,7 @@ import selectors
 import shutil
 import signal
 import socket
+import sys
 import threading
 import time
 import uuid as uuidlib
@@ -49,6 +50,7 @@ from .metadata._registry import new_token
 log = logging.getLogger(__name__)
 
 METADATA_KEY_FILE = "metadata.key"
+SWITCH_INTERVAL = 0.0005  # seconds; see Runtime.__init__
 _SCAN_INTERVAL = 1.0  # seconds between scans of pods that have no notification pipe
 
 
@@ -132,15 +134,21 @@ class Runtime:
         cgroups: CgroupSystem | None = None,
     ) -> None:
         self.config = config or RuntimeConfig()
+        # The watcher thread and the callers hand events to each other; with CPython's
+        # default 5 ms switch interval a waiter can sit that long behind a thread holding
+        # the GIL. kurmad's threads mostly wait on I/O, so a short interval costs nothing.
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
         self.state_dir = Path(state_dir)
         self.pods_dir = (
             Path(self.config.pods_dir) if self.config.pods_dir else self.state_dir / "pods"
         )
         self.pods_dir.mkdir(parents=True, exist_ok=True)
+        self._pods_on_tmpfs = filesystem_type(self.pods_dir) == "tmpfs"
         # kurmad on a pure cgroup2 host first moves itself into a leaf and passes the result.
         self.cgroups = cgroups or CgroupSystem.detect()
         cfg = self.config
-        self.launcher = Launcher(self.cgroups, cfg.cgroup_parent, cfg.warm_pods)  # no threads yet
+        listen = self._metadata_listen()
+        self.launcher = Launcher(self.cgroups, cfg.cgroup_parent, cfg.warm_pods, listen)
         self.store = store or ImageStore(self.state_dir)
         podinit_path()  # fail now, not at the first pod, if it is not built
         self.metadata: MetadataService | None = None
@@ -258,7 +266,8 @@ class Runtime:
         # P1 registers apps in pids/ before podinit runs; podinit makes exits/ and logs/,
         # volumes/ appears with the first empty volume.
         (pod_dir / "pids").mkdir()
-        mount_apps_tmpfs(pod_dir)
+        if not self._pods_on_tmpfs:
+            mount_apps_tmpfs(pod_dir)
         nameservers = self.config.nameservers
         etc = write_pod_etc(str(pod_dir), pod_name, list(nameservers) if nameservers else None)
         apps = [AppRecord(item.app.name, _image_id(item)) for item in inputs]
@@ -316,6 +325,13 @@ class Runtime:
         live.plan = self._plan(live, manifest, inputs, EtcFiles(hosts, resolv))
         return live.plan
 
+    def _metadata_listen(self) -> tuple[str, int] | None:
+        """Where the metadata service listens inside each pod's own netns (None: no service)."""
+        if not self.config.metadata:
+            return None
+        cfg = self.config.metadata_config
+        return cfg.pod_address, cfg.pod_port
+
     def _metadata_url(self, live: _Live, *, host_net: bool) -> str | None:
         """The pod's AC_METADATA_URL, known before it starts (the token is chosen here)."""
         if self.metadata is None:
@@ -363,10 +379,7 @@ class Runtime:
     def _launch(self, live: _Live) -> list[int]:
         record = live.record
         plan = live.plan or self._replan(live)
-        listen = None
-        if self.metadata is not None and "net" not in plan.host_namespaces:
-            cfg = self.config.metadata_config
-            listen = (cfg.pod_address, cfg.pod_port)
+        listen = None if "net" in plan.host_namespaces else self._metadata_listen()
         cfg = self.config
         request = PodStart(plan, cfg.leftover_grace, (cfg.log_max_bytes, cfg.log_keep), listen)
         started, fds = self.launcher.start_pod(request)
@@ -678,6 +691,7 @@ class Runtime:
         if self.metadata is not None:
             self.metadata.unregister_pod(record.uuid)
         self._remove_cgroup(live)
+        unmount_apps_tmpfs(live.pod_dir)  # the writable layers are done with: free the RAM
         record.state = PodState.EXITED
         record.finished_at = now
         record.save(live.pod_dir)
@@ -814,10 +828,30 @@ def mount_apps_tmpfs(pod_dir: Path) -> None:
     mount("tmpfs", str(apps), "tmpfs", MS_NOSUID | MS_NODEV, APPS_TMPFS_OPTIONS)
 
 
+def filesystem_type(path: Path) -> str | None:
+    """The type of the filesystem `path` is on, from the mount table (the longest mount
+    point that contains it)."""
+    real = os.path.realpath(path)
+    best, fstype = "", None
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            point = fields[4]
+            inside = real == point or real.startswith(point.rstrip("/") + "/")
+            if inside and len(point) >= len(best):
+                best, fstype = point, fields[fields.index("-") + 1]
+    return fstype
+
+
+def unmount_apps_tmpfs(pod_dir: Path) -> None:
+    """Unmount the apps' tmpfs, if it is mounted (a pod on a tmpfs pods dir has none)."""
+    with contextlib.suppress(OSError):  # EINVAL: not a mount point
+        umount2(str(pod_dir / "apps"), MNT_DETACH)
+
+
 def remove_pod_dir(pod_dir: Path) -> None:
     """Unmount the apps' tmpfs (if mounted) and remove the pod's directory."""
-    with contextlib.suppress(OSError):  # EINVAL: not mounted (a pod that never got one)
-        umount2(str(pod_dir / "apps"), MNT_DETACH)
+    unmount_apps_tmpfs(pod_dir)
     shutil.rmtree(pod_dir, ignore_errors=True)
 
 

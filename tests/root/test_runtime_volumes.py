@@ -29,13 +29,15 @@ def sh(name: str, script: str, **fields: Any) -> dict[str, Any]:
 
 
 def host_mounts_touching(*paths: Path) -> list[str]:
-    """Lines of the host's mount table whose mount point lies under one of `paths`."""
+    """Lines of the host's mount table whose mount point lies under one of `paths`, but for
+    each pod's `apps` tmpfs (its apps' writable layers; the runtime's own, while it runs)."""
     prefixes = tuple(str(p).rstrip("/") for p in paths)
     with open("/proc/self/mountinfo") as f:
         return [
             line
             for line in f
             if any(line.split()[4] == p or line.split()[4].startswith(p + "/") for p in prefixes)
+            and not (line.split()[4].endswith("/apps") and " - tmpfs " in line)
         ]
 
 

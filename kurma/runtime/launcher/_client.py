@@ -27,7 +27,13 @@ class Launcher:
     cgroups are made below `cgroup_parent`; `warm` zygotes wait there (see _zygote).
     """
 
-    def __init__(self, cgroups: CgroupSystem, cgroup_parent: str, warm: int = 1) -> None:
+    def __init__(
+        self,
+        cgroups: CgroupSystem,
+        cgroup_parent: str,
+        warm: int = 1,
+        metadata_listen: tuple[str, int] | None = None,
+    ) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         # Imported here so the forked child has everything it needs already loaded.
         from .. import _rootfs  # noqa: F401  (probes /proc once, before forking)
@@ -35,7 +41,7 @@ class Launcher:
         pid = os.fork()
         if pid == 0:
             ours.close()
-            launcher_main(theirs, cgroups, cgroup_parent, warm)
+            launcher_main(theirs, cgroups, cgroup_parent, warm, metadata_listen)
         theirs.close()
         self.pid = pid
         self._sock = ours

@@ -59,17 +59,20 @@ class _Server:
         raise ValueError(f"unknown launcher request {type(request).__name__}")
 
     def start_pod(self, request: PodStart) -> tuple[PodStarted, list[int]]:
-        zygote = self.pool.take()
+        plan = request.plan
+        zygote = self.pool.take(plan.host_namespaces, request.metadata_listen)
         try:
-            app_procs = self._limit(zygote.cgroup.relpath, request.plan)
+            app_procs = self._limit(zygote.cgroup.relpath, plan)
             send(zygote.sock, (request, app_procs))
             got = receive(zygote.sock)
             if got is None:
-                raise OSError(f"the pod's zygote (pid {zygote.pid}) died")
+                raise OSError(f"the pod's shell (pid {zygote.pid}) died")
             (status, payload), fds = got
             if status != "ok":
                 raise LauncherFailure(*payload)
-            return replace(payload, cgroup=zygote.cgroup.relpath), fds
+            pidfd = os.pidfd_open(zygote.pid)  # our child: it cannot have been reaped yet
+            started = replace(payload, pid=zygote.pid, cgroup=zygote.cgroup.relpath)
+            return started, [pidfd, *fds]
         except BaseException:
             with contextlib.suppress(OSError):
                 zygote.cgroup.kill_all()
@@ -161,10 +164,16 @@ def _reap() -> None:
             return
 
 
-def launcher_main(sock: socket.socket, cgroups: CgroupSystem, parent: str, warm: int) -> NoReturn:
+def launcher_main(
+    sock: socket.socket,
+    cgroups: CgroupSystem,
+    parent: str,
+    warm: int,
+    metadata_listen: tuple[str, int] | None = None,
+) -> NoReturn:
     """Body of the forked launcher process."""
     code = 0
-    pool = ZygotePool(cgroups, parent, warm)
+    pool = ZygotePool(cgroups, parent, warm, metadata_listen)
     try:
         os.setsid()
         set_child_subreaper(True)  # pods' PID 1s outlive their zygotes: we reap them

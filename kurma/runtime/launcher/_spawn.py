@@ -28,10 +28,11 @@ C itself stays outside the pod's cgroup, so stopping the pod cannot kill it befo
 
 from __future__ import annotations
 
-import errno
+import contextlib
 import fcntl
 import os
 import signal
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,7 @@ from ..linux import (
 from ..metadata._netns import bind_listener, ensure_loopback_up
 from ._app import AppFds, run_app, seccomp_filter
 from ._app import write_control_file as _write
+from ._wire import error_of, receive, send
 
 NAMESPACE_FLAGS = {"ipc": CLONE_NEWIPC, "uts": CLONE_NEWUTS, "net": CLONE_NEWNET}
 _HIGH_FD = 100  # where P1 parks descriptors while it lays out fds 3, 4, ... for podinit
@@ -97,63 +99,87 @@ class HandlerStart:
     log_path: str
 
 
-def spawn_pod(
-    req: PodStart,
-    app_cgroup_procs: Mapping[str, tuple[str, ...]],
-    reaper_procs: str | None = None,
-) -> tuple[PodStarted, list[int]]:
-    """Start the pod from here, a zygote already in the pod's cgroup (see _zygote).
-
-    Unshares this process's namespaces, which is why it runs in a disposable zygote and
-    never in the launcher. `reaper_procs` is the pod cgroup's cgroup.procs (one hierarchy),
-    podinit's `-r` when the pod shares the host's PID namespace. Returns the answer and the
-    descriptors to send.
-    """
-    plan = req.plan
-    own_ns = [ns for ns in ("ipc", "uts", "net") if ns not in plan.host_namespaces]
-    reaper = None
-    flags = CLONE_NEWPID
-    if "pid" in plan.host_namespaces:
-        if not reaper_procs:
-            raise OSError(
-                errno.ENODEV, "a pod in the host's PID namespace needs a cgroup: none is available"
-            )
-        reaper, flags = reaper_procs, 0
-    for ns in own_ns:
-        flags |= NAMESPACE_FLAGS[ns]
-    for app in plan.apps:  # built before the forks: nothing may be imported after a pivot
-        if app.seccomp is not None:
-            seccomp_filter(app.seccomp)
-    notify_r, notify_w = os.pipe()
-    errpipes = [os.pipe() for _ in plan.apps]
-    listener = None
-    gate_r = gate_w = -1
+def make_namespaces(
+    host_namespaces: frozenset[str], metadata_listen: tuple[str, int] | None
+) -> socket.socket | None:
+    """Unshare the namespaces a pod owns (the pid namespace is for the next child), bring
+    `lo` up and bind the metadata listener in a new netns; returns the listener."""
+    flags = 0 if "pid" in host_namespaces else CLONE_NEWPID
+    for ns in ("ipc", "uts", "net"):
+        if ns not in host_namespaces:
+            flags |= NAMESPACE_FLAGS[ns]
     if flags:
         unshare(flags)
-    if "uts" in own_ns:
-        sethostname(plan.name)
-    if "net" in own_ns:
-        ensure_loopback_up()
-        if req.metadata_listen is not None:
-            listener = bind_listener(*req.metadata_listen)
-            gate_r, gate_w = os.pipe()
+    if "net" in host_namespaces:
+        return None
+    ensure_loopback_up()
+    return bind_listener(*metadata_listen) if metadata_listen is not None else None
+
+
+def serve_pod_start(
+    sock: socket.socket, listener: socket.socket | None, reaper: str | None
+) -> NoReturn:
+    """P1 of a pod shell: wait for one PodStart, answer with the pod's descriptors, then
+    start the apps and become podinit (`_pod_init`). EOF on `sock`: never used, exit.
+
+    The first app's process is forked now, while the shell is idle (a fork of a Python
+    process costs 1-2 ms): it waits for its plan (`_waiting_app`)."""
+    first = _fork_waiting_app(sock, listener)
+    try:
+        got = receive(sock)
+        if got is None:
+            os._exit(0)
+        (req, app_cgroup_procs), _ = got
+        plan = req.plan
+        if "uts" not in plan.host_namespaces:
+            sethostname(plan.name)
+        for app in plan.apps:  # built before the forks: nothing may be imported after a pivot
+            if app.seccomp is not None:
+                seccomp_filter(app.seccomp)
+        notify_r, notify_w = os.pipe()
+        errpipes = [os.pipe() for _ in plan.apps]
+        gate_r, gate_w = os.pipe() if listener is not None else (-1, -1)
+        fds = [notify_r]
+        if listener is not None:
+            fds += [listener.detach(), gate_w]
+        fds.extend(r for r, _ in errpipes)
+        send(sock, ("ok", PodStarted(os.getpid(), listener is not None)), fds)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            send(sock, ("error", error_of(e)))
+        os._exit(1)
+    sock.close()
+    for fd in fds:
+        os.close(fd)
+    _pod_init(req, app_cgroup_procs, notify_w, [w for _, w in errpipes], reaper, gate_r, first)
+
+
+def _fork_waiting_app(*inherited: socket.socket | None) -> tuple[int, socket.socket]:
+    """Fork a process that will become the pod's first app; returns (pid, its socket)."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     pid = os.fork()
     if pid == 0:
-        os.close(notify_r)
-        for fd in (gate_w, *(r for r, _ in errpipes)):
-            if fd >= 0:
-                os.close(fd)
-        _pod_init(req, app_cgroup_procs, notify_w, [w for _, w in errpipes], reaper, gate_r)
-    os.close(notify_w)
-    for fd in (gate_r, *(w for _, w in errpipes)):
-        if fd >= 0:
-            os.close(fd)
-    pidfd = os.pidfd_open(pid)
-    fds = [pidfd, notify_r]
-    if listener is not None:
-        fds += [listener.detach(), gate_w]
-    fds.extend(r for r, _ in errpipes)
-    return PodStarted(pid, listener is not None), fds
+        for other in (ours, *inherited):
+            if other is not None:
+                other.close()
+        _waiting_app(theirs)
+    theirs.close()
+    return pid, ours
+
+
+def _waiting_app(sock: socket.socket) -> NoReturn:
+    """Wait for (plan, cgroups, which optional fds) and the fds; then become the app."""
+    try:
+        got = receive(sock)
+    except BaseException:
+        os._exit(1)
+    if got is None:
+        os._exit(0)  # the shell was never used
+    (plan, cgroups, optional), fds = got
+    sock.close()
+    out, errpipe, *rest = fds
+    extra = dict(zip(optional, rest, strict=True))
+    run_app(plan, AppFds(out, errpipe, **extra), cgroup_procs=cgroups)
 
 
 def _pod_init(
@@ -163,9 +189,13 @@ def _pod_init(
     errpipe_ws: list[int],
     reaper: str | None,
     gate: int = -1,
+    first: tuple[int, socket.socket] | None = None,
 ) -> NoReturn:
-    """P1: fork the apps, register them, then become kurma-podinit (`-r reaper` if given)."""
+    """P1: start the apps (the first in `first`, a process waiting for its plan, if given;
+    the others forked now), register them, then become kurma-podinit (`-r` if given)."""
     try:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         plan = req.plan
         if reaper is not None:  # podinit sets it too; from here, orphans of apps are ours
             set_child_subreaper(True)
@@ -175,14 +205,22 @@ def _pod_init(
         streams: list[tuple[int, str]] = []
         for app, errpipe in zip(plan.apps, errpipe_ws, strict=True):
             out_r, out_w = os.pipe()
-            pid = os.fork()
-            if pid == 0:
-                for fd in (out_r, notify_w, ready_r, go_w, *(r for r, _ in streams)):
-                    if fd >= 0:
-                        os.close(fd)
-                cgroups = app_cgroup_procs.get(app.name, ())
-                fds = AppFds(out_w, errpipe, ready_w, go_r, gate)
-                run_app(app, fds, cgroup_procs=cgroups)
+            cgroups = app_cgroup_procs.get(app.name, ())
+            if first is not None:
+                pid, app_sock = first
+                first = None
+                optional = {"ready": ready_w, "go": go_r, "gate": gate}
+                given = {k: fd for k, fd in optional.items() if fd >= 0}
+                send(app_sock, (app, cgroups, tuple(given)), [out_w, errpipe, *given.values()])
+                app_sock.close()
+            else:
+                pid = os.fork()
+                if pid == 0:
+                    for fd in (out_r, notify_w, ready_r, go_w, *(r for r, _ in streams)):
+                        if fd >= 0:
+                            os.close(fd)
+                    fds = AppFds(out_w, errpipe, ready_w, go_r, gate)
+                    run_app(app, fds, cgroup_procs=cgroups)
             os.close(out_w)
             os.close(errpipe)
             register_app(Path(plan.pod_dir), pid, app.name)
@@ -196,6 +234,8 @@ def _pod_init(
             while os.read(ready_r, 64):
                 pass  # EOF: every app has run its pre-start handler, or failed
             os.close(go_w)
+        if first is not None:  # a pod without apps: the waiting process is not needed
+            first[1].close()
         _exec_podinit(req, notify_w, streams, reaper)
     except BaseException as e:
         os.write(2, f"kurma: pod {req.plan.name!r}: cannot start: {e}\n".encode())

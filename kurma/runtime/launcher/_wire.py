@@ -27,6 +27,8 @@ def send(sock: socket.socket, message: object, fds: list[int] | None = None) -> 
 def receive(sock: socket.socket) -> tuple[Any, list[int]] | None:
     """The next message and its descriptors; None when the other end has gone."""
     data, fds, _flags, _addr = socket.recv_fds(sock, MAX_MESSAGE, MAX_FDS)
+    for fd in fds:  # recvmsg without MSG_CMSG_CLOEXEC: a received fd would survive an exec
+        os.set_inheritable(fd, False)
     if not data:
         for fd in fds:
             os.close(fd)

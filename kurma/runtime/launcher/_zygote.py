@@ -1,16 +1,19 @@
-"""Warm zygotes: children of the launcher already sitting in a fresh cgroup of their own.
+"""Warm pod shells: a pod's cgroup, namespaces and PID 1, made before the pod is asked for.
 
 Moving a process into a cgroup (a write to cgroup.procs) waits for an RCU grace period in
 the kernel (cgroup_threadgroup_rwsem): 1-20 ms on these machines, more than all the rest of
-a pod start. A process forked inside a cgroup pays nothing. So the launcher keeps `warm`
-zygotes ready: each has its cgroup (`<parent>/pod-<hex>`; cgroup2 cannot rename, so the
-name stays), has moved in, and waits for one PodStart. It then unshares, forks the pod's
-PID 1 (`_spawn.spawn_pod`) and exits; the pod inherits the cgroup, and the launcher, a child
-subreaper, becomes podinit's parent. A start with no warm zygote makes one on the spot.
+a pod start; making the namespaces and forking the pod's PID 1 costs a few ms more. So the
+launcher keeps `warm` shells ready. To make one, a zygote Z (a child of the launcher) moves
+into a fresh cgroup `<parent>/pod-<hex>` (cgroup2 cannot rename, so the name stays),
+unshares the namespaces a pod owns (pid, ipc, uts, net), brings `lo` up, binds the metadata
+listener in the new netns, forks P1 (PID 1 of the new pid namespace), reports P1's pid and
+exits; the launcher, a child subreaper, becomes P1's parent. P1 waits on its socket for one
+PodStart (`_spawn.serve_pod_start`). A pod that shares host namespaces, or a start when no
+shell is warm, gets a shell made on the spot.
 
 A pod sharing the host's PID namespace is its cgroup: podinit runs in reaper mode and
-signals what the cgroup holds, so the zygote hands `spawn_pod` the cgroup.procs file for
-podinit's `-r` (`reaper_procs`).
+signals what the cgroup holds, so the shell gets the cgroup.procs file for podinit's `-r`
+(`reaper_procs`).
 """
 
 from __future__ import annotations
@@ -25,15 +28,19 @@ from typing import NoReturn
 
 from ..cgroups import Cgroup, CgroupSystem
 from ._app import write_control_file
-from ._spawn import spawn_pod
+from ._spawn import make_namespaces, serve_pod_start
 from ._wire import error_of, receive, send
 
 
 @dataclass
 class Zygote:
+    """A warm pod shell: P1's pid (the launcher's child), its socket, its cgroup, and the
+    namespaces it shares with the host (empty: it owns them all)."""
+
     pid: int
     sock: socket.socket
     cgroup: Cgroup
+    shape: tuple[frozenset[str], tuple[str, int] | None]
 
 
 def procs_files(cgroup: Cgroup) -> tuple[str, ...]:
@@ -52,37 +59,59 @@ def reaper_procs(cgroup: Cgroup) -> str | None:
 
 
 class ZygotePool:
-    """Up to `warm` ready zygotes; `take` one per pod start, `replenish` when idle."""
+    """Up to `warm` ready shells owning every namespace; `take` one per pod start."""
 
-    def __init__(self, cgroups: CgroupSystem, parent: str, warm: int) -> None:
+    def __init__(
+        self,
+        cgroups: CgroupSystem,
+        parent: str,
+        warm: int,
+        metadata_listen: tuple[str, int] | None = None,
+    ) -> None:
         self.cgroups = cgroups
         self.parent = parent
         self.warm = warm
+        self.metadata_listen = metadata_listen
         self._ready: list[Zygote] = []
 
-    def take(self) -> Zygote:
-        return self._ready.pop(0) if self._ready else self._make()
+    def take(
+        self, host_namespaces: frozenset[str], metadata_listen: tuple[str, int] | None
+    ) -> Zygote:
+        shape = (host_namespaces, metadata_listen)
+        if self._ready and self._ready[0].shape == shape:
+            return self._ready.pop(0)
+        return self._make(shape)
 
     def replenish(self) -> None:
         while len(self._ready) < self.warm:
-            self._ready.append(self._make())
+            self._ready.append(self._make((frozenset(), self.metadata_listen)))
 
-    def _make(self) -> Zygote:
+    def _make(self, shape: tuple[frozenset[str], tuple[str, int] | None]) -> Zygote:
         cgroup = self.cgroups.create(f"{self.parent}/pod-{secrets.token_hex(6)}")
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             pid = os.fork()
+            if pid == 0:
+                ours.close()
+                _zygote_main(theirs, procs_files(cgroup), reaper_procs(cgroup), *shape)
+            theirs.close()
+            os.waitpid(pid, 0)  # Z exits right after reporting
+            got = receive(ours)
+            if got is None:
+                raise OSError("a pod shell's zygote died before reporting")
+            (status, payload), _ = got
+            if status != "ok":
+                raise OSError(f"cannot make a pod shell: {payload[2]}")
         except BaseException:
-            cgroup.remove()
-            raise
-        if pid == 0:
             ours.close()
-            _zygote_main(theirs, procs_files(cgroup), reaper_procs(cgroup))
-        theirs.close()
-        return Zygote(pid, ours, cgroup)
+            with contextlib.suppress(OSError):
+                cgroup.kill_all()
+                cgroup.remove()
+            raise
+        return Zygote(payload, ours, cgroup, shape)
 
     def close(self) -> None:
-        """End the idle zygotes (EOF on their sockets) and remove their cgroups."""
+        """End the idle shells (EOF on their sockets) and remove their cgroups."""
         for zygote in self._ready:
             zygote.sock.close()
             with contextlib.suppress(ChildProcessError):
@@ -92,20 +121,25 @@ class ZygotePool:
         self._ready.clear()
 
 
-def _zygote_main(sock: socket.socket, procs: tuple[str, ...], reaper: str | None) -> NoReturn:
-    """Move into the cgroup, wait for one PodStart, start the pod, exit."""
+def _zygote_main(
+    sock: socket.socket,
+    procs: tuple[str, ...],
+    reaper: str | None,
+    host_namespaces: frozenset[str],
+    metadata_listen: tuple[str, int] | None,
+) -> NoReturn:
+    """Z: move into the cgroup, make the namespaces, fork P1, report its pid, exit."""
     code = 0
     try:
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         for path in procs:
             write_control_file(path, "0")
-        got = receive(sock)
-        if got is None:
-            os._exit(0)
-        (request, app_procs), _ = got
-        started, fds = spawn_pod(request, app_procs, reaper)
-        send(sock, ("ok", started), fds)
+        listener = make_namespaces(host_namespaces, metadata_listen)
+        pid = os.fork()
+        if pid == 0:
+            serve_pod_start(sock, listener, reaper if "pid" in host_namespaces else None)
+        send(sock, ("ok", pid))
     except BaseException as e:
         code = 1
         with contextlib.suppress(OSError):

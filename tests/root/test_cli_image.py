@@ -128,5 +128,7 @@ def test_unknown_image_and_bad_flags(tmp_path: Path) -> None:
     res = kurmactl("image", "inspect", "--state-dir", tmp_path / "s", "example.com/none")
     assert res.returncode == 1
     assert "no image example.com/none" in res.stderr
-    assert kurmactl("image", "import", tmp_path / "x.aci").returncode == 2  # --state-dir missing
+    # Without --state-dir the command talks to kurmad: none answers on this socket.
+    res = kurmactl("image", "import", "-H", f"unix://{tmp_path}/none.sock", tmp_path / "x.aci")
+    assert res.returncode == 1 and "cannot reach kurmad" in res.stderr
     assert kurmactl("image", "frobnicate").returncode == 2

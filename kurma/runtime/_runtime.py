@@ -337,7 +337,11 @@ class Runtime:
         if self.metadata is None:
             return None
         record = live.record
-        if host_net:  # served by the daemon's own listener, which exists already
+        if not host_net:  # responses computed now; the start only opens the listener
+            self.metadata.prepare_pod(
+                record.uuid, record.manifest, live.image_manifests, record.metadata_token or ""
+            )
+        else:  # served by the daemon's own listener, which exists already
             return self.metadata.register_pod(
                 record.uuid, record.manifest, live.image_manifests, None, record.metadata_token
             )
@@ -384,7 +388,7 @@ class Runtime:
         request = PodStart(plan, cfg.leftover_grace, (cfg.log_max_bytes, cfg.log_keep), listen)
         started, fds = self.launcher.start_pod(request)
         pidfd, notify, *rest = fds
-        listener, gate = (rest.pop(0), rest.pop(0)) if started.has_listener else (None, None)
+        listener = rest.pop(0) if started.has_listener else None
         with self._lock:
             record.cgroup = started.cgroup
             record.podinit_pid = started.pid
@@ -396,19 +400,16 @@ class Runtime:
             live.pidfd, live.notify = pidfd, notify
             record.save(live.pod_dir)
             self._watch_pod(live)
-        if listener is not None and gate is not None:
-            try:
-                assert self.metadata is not None
-                self.metadata.register_pod(
-                    record.uuid,
-                    record.manifest,
-                    live.image_manifests,
-                    f"/proc/{started.pid}/ns/net",
-                    record.metadata_token,
-                    listener_sock=socket.socket(fileno=listener),
-                )
-            finally:
-                os.close(gate)  # the apps go on (served, or failing their requests)
+        if listener is not None:
+            assert self.metadata is not None
+            self.metadata.register_pod(
+                record.uuid,
+                record.manifest,
+                live.image_manifests,
+                f"/proc/{started.pid}/ns/net",
+                record.metadata_token,
+                listener_sock=socket.socket(fileno=listener),
+            )
         return rest
 
     # --- wait, stop, destroy ---------------------------------------------------------------
@@ -533,6 +534,8 @@ class Runtime:
         with self._lock:
             live = self._pods.pop(record.uuid)
             self._emit("pod.destroyed", live)
+        if self.metadata is not None:
+            self.metadata.forget_prepared(record.uuid)  # a pod destroyed before its start
         self._remove_cgroup(live)
         self.store.release(record.uuid)
         remove_pod_dir(live.pod_dir)

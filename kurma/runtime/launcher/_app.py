@@ -54,7 +54,6 @@ class AppFds:
     errpipe: int  # close-on-exec; the reason of a failed start is written here
     ready: int = -1  # pod start barrier: write one byte when set up (multi-app pods)
     go: int = -1  # ... then wait for EOF here before the exec
-    gate: int = -1  # wait for EOF here before any handler or exec (metadata is served)
     stdin: int = -1  # -1: /dev/null
     errors: int = -1  # stderr; -1: same as output
     tty: bool = False  # stdin is a terminal to make the controlling one (exec -t)
@@ -88,8 +87,6 @@ def run_app(
         for procs in cgroup_procs:
             write_control_file(procs, "0")
         filt = prepare_process(plan, fds, in_app_root=in_app_root)
-        if fds.gate >= 0:
-            _wait_for_eof(fds.gate)
         env = dict(plan.env) | dict(extra_env)
         if argv is None and plan.pre_start is not None:
             _run_handler(plan, "pre-start", plan.pre_start, env, filt)

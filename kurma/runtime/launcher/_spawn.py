@@ -72,12 +72,10 @@ class PodStart:
 @dataclass(frozen=True)
 class PodStarted:
     """The launcher's answer; the descriptors travel beside it (SCM_RIGHTS), in this order:
-    pidfd of podinit, the notification pipe, the metadata listener and the gate (if there is
-    a listener), one errpipe per app in plan order.
-
-    The gate is a pipe's write end: the apps wait (after building their roots, before any
-    handler or exec) until every copy is closed, so none can ask the metadata service
-    before the daemon serves the listener. The daemon closes it after registering the pod.
+    pidfd of podinit, the notification pipe, the metadata listener (if any), one errpipe per
+    app in plan order. (The daemon has the pod's metadata ready before the start and only
+    adds the listener to its loop, so an app's first request waits in the listener's
+    backlog for a moment at most.)
     """
 
     pid: int
@@ -138,10 +136,9 @@ def serve_pod_start(
                 seccomp_filter(app.seccomp)
         notify_r, notify_w = os.pipe()
         errpipes = [os.pipe() for _ in plan.apps]
-        gate_r, gate_w = os.pipe() if listener is not None else (-1, -1)
         fds = [notify_r]
         if listener is not None:
-            fds += [listener.detach(), gate_w]
+            fds.append(listener.detach())
         fds.extend(r for r, _ in errpipes)
         send(sock, ("ok", PodStarted(os.getpid(), listener is not None)), fds)
     except BaseException as e:
@@ -151,7 +148,7 @@ def serve_pod_start(
     sock.close()
     for fd in fds:
         os.close(fd)
-    _pod_init(req, app_cgroup_procs, notify_w, [w for _, w in errpipes], reaper, gate_r, first)
+    _pod_init(req, app_cgroup_procs, notify_w, [w for _, w in errpipes], reaper, first)
 
 
 def _fork_waiting_app(*inherited: socket.socket | None) -> tuple[int, socket.socket]:
@@ -188,7 +185,6 @@ def _pod_init(
     notify_w: int,
     errpipe_ws: list[int],
     reaper: str | None,
-    gate: int = -1,
     first: tuple[int, socket.socket] | None = None,
 ) -> NoReturn:
     """P1: start the apps (the first in `first`, a process waiting for its plan, if given;
@@ -209,7 +205,7 @@ def _pod_init(
             if first is not None:
                 pid, app_sock = first
                 first = None
-                optional = {"ready": ready_w, "go": go_r, "gate": gate}
+                optional = {"ready": ready_w, "go": go_r}
                 given = {k: fd for k, fd in optional.items() if fd >= 0}
                 send(app_sock, (app, cgroups, tuple(given)), [out_w, errpipe, *given.values()])
                 app_sock.close()
@@ -219,15 +215,13 @@ def _pod_init(
                     for fd in (out_r, notify_w, ready_r, go_w, *(r for r, _ in streams)):
                         if fd >= 0:
                             os.close(fd)
-                    fds = AppFds(out_w, errpipe, ready_w, go_r, gate)
+                    fds = AppFds(out_w, errpipe, ready_w, go_r)
                     run_app(app, fds, cgroup_procs=cgroups)
             os.close(out_w)
             os.close(errpipe)
             register_app(Path(plan.pod_dir), pid, app.name)
             os.write(notify_w, f"app {app.name} {pid}\n".encode())
             streams.append((out_r, app.name))
-        if gate >= 0:
-            os.close(gate)
         if barrier:
             os.close(ready_w)
             os.close(go_r)

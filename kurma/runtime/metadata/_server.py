@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 
 from ...aci import PodManifest
 from ._handlers import MetadataHandlers
-from ._hmac import PodSigner
+from ._hmac import PodSigner, canonical_uuid
 from ._http import CONTINUE, HttpError, Limits, Request, RequestParser, Response
 from ._listeners import Connection, Listener
 from ._netns import NetnsId, bind_listener, listen_in_netns, netns_id
-from ._registry import ImageManifestInput, Registry, build_pod_record
+from ._registry import ImageManifestInput, PodRecord, Registry, build_pod_record
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,24 @@ class MetadataService:
         self._stopped = threading.Event()
         self._closed = False
         self._next_sweep = 0.0
+        self._prepared: dict[str, PodRecord] = {}  # by canonical UUID, see prepare_pod
+
+    def prepare_pod(
+        self,
+        pod_uuid: str,
+        pod_manifest: bytes | str | PodManifest,
+        image_manifests: Mapping[str, ImageManifestInput],
+        token: str,
+    ) -> None:
+        """Check and precompute a pod's responses ahead of `register_pod` (which then only
+        opens the listener): the pod start does the slow part before its apps run."""
+        record = build_pod_record(pod_uuid, pod_manifest, image_manifests, token)
+        with self._lock:
+            self._prepared[record.uuid] = record
+
+    def forget_prepared(self, pod_uuid: str) -> None:
+        with self._lock:
+            self._prepared.pop(canonical_uuid(pod_uuid), None)
 
     def register_pod(
         self,
@@ -104,7 +122,10 @@ class MetadataService:
         the namespace, so apps never race the registration); it is adopted, or closed if the
         namespace has a listener. Raises ValueError, OSError.
         """
-        record = build_pod_record(pod_uuid, pod_manifest, image_manifests, token)
+        with self._lock:
+            record = self._prepared.pop(canonical_uuid(pod_uuid), None)
+        if record is None or (token is not None and record.token != token):
+            record = build_pod_record(pod_uuid, pod_manifest, image_manifests, token)
         nsid = netns_id(netns_path)
         self.registry.add(record)
         try:

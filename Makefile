@@ -31,6 +31,7 @@ proto: $(VENV)/.installed
 bench: deps
 	$(PY) bench/import.py
 	$(PY) bench/pod_start.py
+	$(PY) bench/api.py
 
 boot:
 	@echo "make boot: the bootable image (kernel + initrd under qemu) is not built yet;" >&2

@@ -16,7 +16,7 @@ def test_public_names() -> None:
         "MS_REMOUNT", "MS_SHARED", "MS_SLAVE", "MS_STRICTATIME", "MS_UNBINDABLE", "MountFlags",
         "Namespace", "SeccompFilter", "UMOUNT_NOFOLLOW", "ambient_clear_all", "ambient_is_set",
         "ambient_raise", "capbset_drop", "capbset_read", "capget", "caps_from_mask",
-        "caps_to_mask", "capset", "docker_default_blocked", "drop_capabilities",
+        "caps_to_mask", "capset", "docker_default_blocked", "drop_capabilities", "load_bpf",
         "get_no_new_privs", "is_child_subreaper", "last_cap", "make_rprivate", "mount",
         "ns_path", "pivot_root", "prctl", "read_status_capabilities", "resolve_syscall",
         "set_child_subreaper", "set_keepcaps", "set_no_new_privs", "set_pdeathsig",

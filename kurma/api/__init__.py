@@ -1,4 +1,5 @@
-"""The gRPC API: generated code, the server (`kurmad`) and its authorisation.
+"""The gRPC API: generated code (`v1`), the daemon `kurmad` (`daemon.main`), its services,
+errors-to-status mapping, mutual TLS with roles (`_pki`, `_authz`) and callers' views.
 
-Built by the kurmad/kurmactl issue; until then only the `kurmad` entry point exists.
+Clients use `kurma.client`, which imports only grpc and the generated modules.
 """

@@ -32,6 +32,7 @@ import peers  # noqa: E402
 
 from kurma.aci import build_aci  # noqa: E402
 from kurma.client import Client, app_spec, run_spec  # noqa: E402
+from kurma.runtime.cgroups import CgroupSystem  # noqa: E402
 
 IMAGE = {
     "acKind": "ImageManifest",
@@ -74,6 +75,7 @@ class Kurmad:
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(30)
         self.log.close()
+        CgroupSystem.detect().open("kurma-bench-api").remove()
         shutil.rmtree(self.work, ignore_errors=True)
         shutil.rmtree(self.pods, ignore_errors=True)
 

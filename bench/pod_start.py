@@ -16,7 +16,8 @@ container process alone (they leave no shim).
 
     python3 bench/pod_start.py [--runs 50] [--pods 200] [--state-dir DIR]
 
-Over the API's unix socket from a connected client: comes with kurmad (issue 4).
+Also over kurmad's unix socket from a connected client (kurma-api: Create with start, then
+Wait), in the same interleaved run.
 """
 
 from __future__ import annotations
@@ -35,8 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import peers
+from api import Kurmad
 
 from kurma.aci import build_aci, parse_pod_manifest
+from kurma.client import app_spec, run_spec
 from kurma.runtime._runtime import Runtime, RuntimeConfig
 
 IMAGE = {
@@ -95,6 +98,27 @@ class KurmaSide:
         self.runtime.close()
         parent = self.runtime.cgroups.open("kurma-bench")
         parent.remove()
+
+
+class ApiSide:
+    """The same pod through kurmad's API: a connected client, Create(start) then Wait."""
+
+    def __init__(self, daemon: Kurmad, rootfs: Path) -> None:
+        aci = daemon.work / "bench-busybox.aci"
+        build_aci(rootfs, json.dumps(IMAGE).encode(), aci, mtime=0, owner=(0, 0))
+        self.client = daemon.client()
+        self.client.import_image(aci)
+        self.spec = run_spec(app_spec(IMAGE["name"], exec=["/bin/true"]))
+
+    def run_true(self) -> float:
+        start = time.perf_counter()
+        pod = self.client.create_pod(spec=self.spec, start=True)
+        done = self.client.wait(pod.uuid, timeout=peers.DEADLINE)
+        elapsed = time.perf_counter() - start
+        if done.apps[0].exit_code != 0:
+            raise RuntimeError(f"kurma-api pod exited {done.apps[0].exit_code}")
+        self.client.destroy(pod.uuid)
+        return elapsed
 
 
 def pss_kib(pid: int) -> int:
@@ -157,8 +181,10 @@ def main() -> int:
     # kurmad keeps pods in /run/kurma/pods (a tmpfs); crun and runc keep their state in /run.
     pods = Path(tempfile.mkdtemp(prefix="kurma-bench-pods-", dir="/run"))
     kurma = KurmaSide(work / "state", rootfs, pods)
+    daemon = Kurmad()
     local = peers.LocalRunner()
     try:
+        api = ApiSide(daemon, rootfs)
         true_bundle = peers.write_bundle(scratch / "true", rootfs, ["/bin/true"], seccomp=True)
         sleep_bundle = peers.write_bundle(
             scratch / "sleep", rootfs, ["/bin/sleep", "3600"], seccomp=True
@@ -172,6 +198,7 @@ def main() -> int:
 
             sides: dict[str, Callable[[], float]] = {
                 "kurma": kurma.run_true,
+                "kurma-api": api.run_true,
                 "crun": lambda: check(crun.run(true_bundle)),
                 "runc": lambda: check(runc.run(true_bundle)),
                 "floor": lambda: check(local.run(peers.floor_command())),
@@ -179,8 +206,17 @@ def main() -> int:
             interleave(3, sides)  # warm: page cache, rendered tree, zygote
             times = interleave(args.runs, sides)
             print(f"pod start, /bin/true, {args.runs} interleaved runs (seccomp on every side)")
-            for name in ("kurma", "crun", "runc", "floor"):
-                print(" ", peers.summary(name, times[name], baseline=times["crun"]))
+            c50 = peers.percentile(times["crun"], 50)
+            for name in ("kurma", "kurma-api", "crun", "runc", "floor"):
+                p50, p99 = (peers.percentile(times[name], p) * 1000 for p in (50, 99))
+                print(
+                    f"  {name:10s} p50 {p50:7.2f} ms  p99 {p99:7.2f} ms  "
+                    f"p50 {p50 / 1000 / c50:.2f}x crun"
+                )
+            print(
+                "  (kurma: the runtime's Python interface; kurma-api: Create(start) + Wait "
+                "over kurmad's unix socket from a connected client)"
+            )
             k50, c50 = (peers.percentile(times[n], 50) for n in ("kurma", "crun"))
             k99, c99 = (peers.percentile(times[n], 99) for n in ("kurma", "crun"))
             print(
@@ -205,6 +241,7 @@ def main() -> int:
         )
     finally:
         local.close()
+        daemon.close()
         kurma.close()
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(pods, ignore_errors=True)

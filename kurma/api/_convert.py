@@ -115,6 +115,7 @@ def pod_to_proto(record: PodRecord, facts: PodFacts) -> pods_pb2.Pod:
         started_at=timestamp(record.started_at),
         finished_at=timestamp(record.finished_at),
         api_access=facts.api_access,
+        parents=list(record.ancestors),
         isolators=[
             pods_pb2.IsolatorOutcome(
                 scope=str(o.get("scope", "")),

@@ -10,7 +10,7 @@ import grpc
 from .. import __version__
 from ..runtime._runtime import Runtime
 from ..runtime.cgroups import CONTROLLERS
-from ._caller import caller_of
+from ._caller import BindsCaller
 from ._events import EventHub
 from ._status import rpc, unimplemented
 from .v1 import host_pb2, host_pb2_grpc
@@ -34,14 +34,14 @@ def memory_bytes() -> tuple[int, int]:
     return values.get("MemTotal", 0), values.get("MemAvailable", 0)
 
 
-class HostServicer(host_pb2_grpc.HostServicer):
+class HostServicer(BindsCaller, host_pb2_grpc.HostServicer):
     def __init__(self, runtime: Runtime, events: EventHub) -> None:
         self.runtime = runtime
         self.events = events
 
     @rpc
     def Info(self, request: host_pb2.InfoRequest, context: grpc.ServicerContext):
-        view = caller_of(context)
+        view = self._caller(context)
         total, available = memory_bytes()
         cgroups = self.runtime.cgroups
         return host_pb2.HostInfo(
@@ -64,7 +64,7 @@ class HostServicer(host_pb2_grpc.HostServicer):
 
     @rpc
     def Events(self, request: host_pb2.EventsRequest, context: grpc.ServicerContext):
-        subscription = self.events.subscribe(caller_of(context))
+        subscription = self.events.subscribe(self._caller(context))
         context.add_callback(subscription.close)  # the call ended: cancelled or done
         # Headers now, before any event: a client that waits for them knows that every
         # later event reaches it (kurma.client's events() does).

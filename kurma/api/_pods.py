@@ -1,7 +1,9 @@
 """The Pods service: create, start, stop, destroy, list, get, logs, wait, stats.
 
-Each method resolves the caller's view first (`caller_of`), so a pod's own socket will see
-only its subtree once recursion lands; errors become statuses in `_status.rpc`.
+Each method resolves the caller's view first (`_caller`): on a `subtree` pod's own socket
+only the pod's descendants exist (NOT_FOUND for every other pod, whatever the call), and the
+pods it creates become its children, held to what it holds (the runtime's `_confine`).
+Errors become statuses in `_status.rpc`.
 """
 
 from __future__ import annotations
@@ -14,12 +16,12 @@ from collections.abc import Callable
 
 import grpc
 
-from ..aci import PodManifest, parse_pod_manifest
+from ..aci import ApiAccessIsolator, ApiScope, PodManifest, parse_pod_manifest
 from ..errors import ValidationError
 from ..runtime._podrecord import AppState, PodRecord, PodState
 from ..runtime._runtime import PodEvent, PodNotFound, Runtime
 from ..runtime.cgroups import Version, parse_limit
-from ._caller import CallerView, caller_of
+from ._caller import BindsCaller, CallerView
 from ._convert import manifest_from_spec, pod_facts, pod_states, pod_to_proto
 from ._exec import serve_exec
 from ._logfmt import fields
@@ -106,20 +108,23 @@ def _fingerprint(r: PodRecord) -> tuple[object, ...]:
     return (r.state, r.started_at, r.finished_at, r.cgroup, len(r.isolators), apps)
 
 
-class PodsServicer(pods_pb2_grpc.PodsServicer):
-    def __init__(self, runtime: Runtime) -> None:
+class PodsServicer(BindsCaller, pods_pb2_grpc.PodsServicer):
+    def __init__(
+        self, runtime: Runtime, on_created: Callable[[PodRecord], None] | None = None
+    ) -> None:
         self.runtime = runtime
+        self.on_created = on_created  # kurmad opens an api-access pod's socket here
         self._image_names: dict[str, str] = {}
         self._index = _PodIndex(runtime, self._image_name)
 
     # --- helpers ------------------------------------------------------------------------
 
     def _visible(self, view: CallerView, ref: str) -> PodRecord:
-        """The pod `ref` names, if the caller may see it (else NOT_FOUND, as if absent)."""
-        record = self.runtime.get(ref)
-        if not view.sees(record):
-            raise PodNotFound(f"no pod has the UUID or name {ref!r}")
-        return record
+        """The pod `ref` names, if the caller may see it (else NOT_FOUND, as if absent).
+        A scoped caller's UUID prefixes and names are resolved among what it sees only."""
+        if view.subtree_of is None:
+            return self.runtime.get(ref)
+        return _resolve([r for r in self.runtime.list_pods() if view.sees(r)], ref)
 
     def _proto(self, record: PodRecord) -> pods_pb2.Pod:
         return self._index.message(record)
@@ -148,14 +153,28 @@ class PodsServicer(pods_pb2_grpc.PodsServicer):
 
     @rpc
     def Create(self, request: pods_pb2.CreatePodRequest, context: grpc.ServicerContext):
-        caller_of(context)  # TODO(recursion): create as a child of view.parent
+        view = self._caller(context)
         manifest = self._manifest(request)
+        api = next((i for i in manifest.isolators if isinstance(i, ApiAccessIsolator)), None)
+        if api is not None and api.scope is not ApiScope.SUBTREE and not view.host_admin:
+            raise ApiError(
+                Code.PERMISSION_DENIED,
+                f"host/api-access scope {api.scope.value}: only a host-level admin (the "
+                f"system socket or an admin certificate) grants it",
+            )
         name = self._index.reserve(request.name, manifest)
         try:
-            record = self.runtime.create_pod(manifest, name=name)
+            record = self.runtime.create_pod(
+                manifest, name=name, parent=view.parent, confine_to=view.pod
+            )
         finally:
             self._index.release(name)
-        log.info("pod created", extra=fields(pod=record.name, uuid=record.uuid))
+        log.info(
+            "pod created",
+            extra=fields(pod=record.name, uuid=record.uuid, parent=record.parent or "host"),
+        )
+        if self.on_created is not None:
+            self.on_created(record)
         if request.start:
             try:
                 record = self.runtime.start_pod(record.uuid)
@@ -171,14 +190,14 @@ class PodsServicer(pods_pb2_grpc.PodsServicer):
 
     @rpc
     def Start(self, request: pods_pb2.PodRef, context: grpc.ServicerContext):
-        record = self._visible(caller_of(context), request.pod)
+        record = self._visible(self._caller(context), request.pod)
         record = self.runtime.start_pod(record.uuid)
         log.info("pod started", extra=fields(pod=record.name, uuid=record.uuid))
         return self._proto(record)
 
     @rpc
     def Stop(self, request: pods_pb2.StopPodRequest, context: grpc.ServicerContext):
-        record = self._visible(caller_of(context), request.pod)
+        record = self._visible(self._caller(context), request.pod)
         grace = _grace(request.grace_seconds, "grace_seconds")
         record = self.runtime.stop_pod(record.uuid, grace)
         log.info("pod stopped", extra=fields(pod=record.name, uuid=record.uuid))
@@ -186,15 +205,17 @@ class PodsServicer(pods_pb2_grpc.PodsServicer):
 
     @rpc
     def Destroy(self, request: pods_pb2.DestroyPodRequest, context: grpc.ServicerContext):
-        record = self._visible(caller_of(context), request.pod)
+        record = self._visible(self._caller(context), request.pod)
         grace = _grace(request.grace_seconds, "grace_seconds")
-        self.runtime.destroy_pod(record.uuid, grace)
-        log.info("pod destroyed", extra=fields(pod=record.name, uuid=record.uuid))
-        return pods_pb2.DestroyPodResponse(destroyed=[record.uuid])
+        destroyed = self.runtime.destroy_pod(record.uuid, grace)
+        log.info(
+            "pod destroyed", extra=fields(pod=record.name, uuid=record.uuid, pods=len(destroyed))
+        )
+        return pods_pb2.DestroyPodResponse(destroyed=destroyed)
 
     @rpc
     def List(self, request: pods_pb2.ListPodsRequest, context: grpc.ServicerContext):
-        view = caller_of(context)
+        view = self._caller(context)
         states = pod_states(request.states)
         pods = [
             self._proto(r)
@@ -207,11 +228,11 @@ class PodsServicer(pods_pb2_grpc.PodsServicer):
 
     @rpc
     def Get(self, request: pods_pb2.PodRef, context: grpc.ServicerContext):
-        return self._proto(self._visible(caller_of(context), request.pod))
+        return self._proto(self._visible(self._caller(context), request.pod))
 
     @rpc
     def Logs(self, request: pods_pb2.LogsRequest, context: grpc.ServicerContext):
-        record = self._visible(caller_of(context), request.pod)
+        record = self._visible(self._caller(context), request.pod)
         names = [a.name for a in record.apps]
         if request.app and request.app not in names:
             raise ApiError(
@@ -238,12 +259,12 @@ class PodsServicer(pods_pb2_grpc.PodsServicer):
         first = next(request_iterator, None)
         if first is None or first.WhichOneof("request") != "start":
             raise ApiError(Code.INVALID_ARGUMENT, "exec: the first request must carry `start`")
-        record = self._visible(caller_of(context), first.start.pod)
+        record = self._visible(self._caller(context), first.start.pod)
         yield from serve_exec(self.runtime, record.uuid, first.start, request_iterator, context)
 
     @rpc
     def Wait(self, request: pods_pb2.WaitPodRequest, context: grpc.ServicerContext):
-        record = self._visible(caller_of(context), request.pod)
+        record = self._visible(self._caller(context), request.pod)
         timeout = _grace(request.timeout_seconds, "timeout_seconds")
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -265,7 +286,7 @@ class PodsServicer(pods_pb2_grpc.PodsServicer):
 
     @rpc
     def Stats(self, request: pods_pb2.PodRef, context: grpc.ServicerContext):
-        record = self._visible(caller_of(context), request.pod)
+        record = self._visible(self._caller(context), request.pod)
         usage, oom_kills = self.runtime.stats(record.uuid)
         return pods_pb2.PodStats(
             uuid=record.uuid,
@@ -290,6 +311,21 @@ class PodsServicer(pods_pb2_grpc.PodsServicer):
                 return parse_limit(f.read())
         except (FileNotFoundError, ValueError):
             return None
+
+
+def _resolve(records: list[PodRecord], ref: str) -> PodRecord:
+    """`ref` among `records` as the runtime resolves it: UUID, unique prefix, or name."""
+    for record in records:
+        if record.uuid == ref:
+            return record
+    matches = [r for r in records if r.uuid.startswith(ref)] if len(ref) >= 4 else []
+    if not matches:
+        matches = [r for r in records if r.name == ref]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise PodNotFound(f"no pod has the UUID or name {ref!r}")
+    raise PodNotFound(f"{ref!r} names {len(matches)} pods; give more of the UUID")
 
 
 def _grace(seconds: float, field: str) -> float | None:

@@ -1,5 +1,7 @@
 """The gRPC server: every service on one grpc.server, on the unix socket (mode 0600) and,
-when configured, a TCP port with mutual TLS whose calls are checked per method by role.
+when configured, a TCP port with mutual TLS whose calls are checked per method by role;
+plus one small server per pod with `host/api-access` on that pod's own socket, serving the
+same servicers bound to the pod's view (`_podsockets`), on the same thread pool.
 
 Imported only after the Runtime has forked its launcher (grpc starts threads). The socket is
 bound inside a fresh 0700 directory next to its final path, made 0600, then renamed into
@@ -19,12 +21,14 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from ..runtime._runtime import Runtime
+from ._caller import CallerView
 from ._config import DaemonConfig
 from ._events import EventHub
 from ._host import HostServicer
 from ._images import ImagesServicer, TrustServicer
 from ._logfmt import fields
 from ._pods import PodsServicer
+from ._podsockets import PodSockets
 from ._tcp import interceptors, tcp_server_credentials
 from .v1 import host_pb2, host_pb2_grpc, images_pb2, images_pb2_grpc, pods_pb2, pods_pb2_grpc
 
@@ -52,17 +56,31 @@ class ApiServer:
             self.executor, maximum_concurrent_rpcs=config.workers, interceptors=interceptors(config)
         )
         self.events = EventHub(runtime)
-        pods_pb2_grpc.add_PodsServicer_to_server(PodsServicer(runtime), self.server)
-        images_pb2_grpc.add_ImagesServicer_to_server(
-            ImagesServicer(runtime.store, self.events), self.server
+        # A pod's server may hold a quarter of the workers at most (streams hold one each).
+        self.pod_sockets = PodSockets(
+            runtime, self.executor, self._add_pod_servicers, max(2, config.workers // 4)
         )
-        images_pb2_grpc.add_TrustServicer_to_server(TrustServicer(), self.server)
-        host_pb2_grpc.add_HostServicer_to_server(HostServicer(runtime, self.events), self.server)
+        self.pods = PodsServicer(runtime, on_created=self.pod_sockets.open)
+        self.images = ImagesServicer(runtime.store, self.events)
+        self.trust = TrustServicer()
+        self.host = HostServicer(runtime, self.events)
+        pods_pb2_grpc.add_PodsServicer_to_server(self.pods, self.server)
+        images_pb2_grpc.add_ImagesServicer_to_server(self.images, self.server)
+        images_pb2_grpc.add_TrustServicer_to_server(self.trust, self.server)
+        host_pb2_grpc.add_HostServicer_to_server(self.host, self.server)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
         )
+
+    def _add_pod_servicers(self, server: grpc.Server, view: CallerView) -> None:
+        """A pod's server: the same servicers, bound to the pod's view (no health or
+        reflection there: nothing on a pod's socket is meant for generic tools)."""
+        pods_pb2_grpc.add_PodsServicer_to_server(self.pods.bound(view), server)
+        images_pb2_grpc.add_ImagesServicer_to_server(self.images, server)
+        images_pb2_grpc.add_TrustServicer_to_server(self.trust, server)
+        host_pb2_grpc.add_HostServicer_to_server(self.host.bound(view), server)
 
     def start(self) -> None:
         """Bind the unix socket (and TCP, when configured), start serving, mark SERVING."""
@@ -70,6 +88,7 @@ class ApiServer:
             credentials = tcp_server_credentials(self.config)
             self.server.add_secure_port(self.config.listen, credentials)
         self._bind_unix(self.socket_path)
+        self.pod_sockets.open_existing()
         for name in ("", *SERVICES):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("serving", extra=fields(socket=self.socket_path, listen=self.config.listen))
@@ -93,6 +112,7 @@ class ApiServer:
         """Stop accepting calls, give in-flight ones `grace` seconds, end every stream."""
         self.health.enter_graceful_shutdown()
         self.events.close()  # event streams end now rather than at the deadline
+        self.pod_sockets.close_all(grace)
         self.server.stop(grace).wait(grace + 5.0)
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.remove_socket()

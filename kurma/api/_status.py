@@ -28,6 +28,7 @@ from ..errors import (
     StoreError,
     ValidationError,
 )
+from ..runtime._confine import NotPermitted
 from ..runtime._runtime import PodNotFound, PodStateError
 from ..runtime.launcher import LauncherError
 from ._logfmt import fields
@@ -54,6 +55,7 @@ def unimplemented(what_is_missing: str) -> ApiError:
 _RULES: tuple[tuple[type[BaseException], grpc.StatusCode, str], ...] = (
     (PodNotFound, Code.NOT_FOUND, "list pods with `kurmactl ps -a`"),
     (PodStateError, Code.FAILED_PRECONDITION, ""),
+    (NotPermitted, Code.PERMISSION_DENIED, ""),
     (ValidationError, Code.INVALID_ARGUMENT, ""),
     (ArchiveError, Code.INVALID_ARGUMENT, "not a usable image archive"),
     (ImageNotFound, Code.NOT_FOUND, "import it first (`kurmactl image import`)"),

@@ -127,6 +127,7 @@ def _start_runtime(config: DaemonConfig):  # -> Runtime (imported lazily, like e
             log_keep=config.log_keep,
             warm_pods=config.warm_pods,
             pods_dir=config.pods_dir,
+            api_sockets=True,
         ),
     )
     swept = runtime.store.sweep_temporaries()  # crashed imports and uploads; none run yet

@@ -35,13 +35,18 @@ from ..aci import (
     SeccompRemoveSet,
     SeccompRetainSet,
     SysctlIsolator,
+    VolumeKind,
 )
 from ..errors import ValidationError
 from ._etc import EtcFiles
 from ._identity import Identity, resolve_identity
 from ._rootfs import RootfsSpec, rootfs_spec
+from ._volumes import VolumeBind
 from .linux import Capability
 
+API_MOUNT = "/run/kurma"  # where a pod with host/api-access finds its API directory
+API_SOCKET_NAME = "api.sock"
+API_VOLUME = "@kurma-api"  # the bind's label (not an AC name, so never a pod volume's)
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SHAREABLE_NAMESPACES = ("net", "ipc", "uts", "pid")
 
@@ -156,16 +161,33 @@ def plan_pod(
     etc: EtcFiles | None,
     metadata_url: str | None,
     pids_max: int | None = None,
+    api_dir: str | None = None,
 ) -> PodPlan:
-    """Judge every isolator and resolve every app; raises ValidationError naming the culprit."""
+    """Judge every isolator and resolve every app; raises ValidationError naming the culprit.
+
+    `api_dir`: the pod's API directory (kurmad serves `api.sock` in it). A pod with
+    host/api-access gets it bound read-only at /run/kurma in every app, and KURMA_HOST set;
+    without `api_dir` (a runtime without kurmad) the isolator is reported as ignored.
+    """
     report: list[IsolatorOutcome] = []
     host_ns = _host_namespaces(pod, apps, report)
     pod_caps = _pod_grants(pod.isolators, "pod", report)
     pod_limits = _limits(pod.isolators, "pod", report, pids_max)
     api = next((i for i in pod.isolators if isinstance(i, ApiAccessIsolator)), None)
+    if api is None:
+        api_dir = None
     planned = tuple(
-        _plan_app(pod, item, pod_dir, etc, metadata_url, host_ns, pod_caps, report) for item in apps
+        _plan_app(pod, item, pod_dir, etc, metadata_url, host_ns, pod_caps, report, api_dir)
+        for item in apps
     )
+    if api is not None and api_dir is not None:
+        note = f"scope {api.scope.value}: socket at {API_MOUNT}/{API_SOCKET_NAME}, KURMA_HOST set"
+        report = [
+            IsolatorOutcome("pod", o.name, True, note)
+            if (o.scope, o.name) == ("pod", api.name)
+            else o
+            for o in report
+        ]
     return PodPlan(uuid, name, pod_dir, host_ns, pod_limits, planned, tuple(report), api)
 
 
@@ -188,6 +210,7 @@ def _plan_app(
     host_ns: frozenset[str],
     pod_grants: _Grants,
     report: list[IsolatorOutcome],
+    api_dir: str | None = None,
 ) -> AppPlan:
     name = item.app.name
     app = _effective_app(item)
@@ -219,10 +242,16 @@ def _plan_app(
     # The namespaces are the pod's: one app's {"net": "host"} puts every app there, so each
     # gets the host's /sys (rootfs_spec sees only the pod's and this app's isolators).
     spec = replace(spec, own_netns="net" not in host_ns)
+    env = app_environment(name, app.environment, metadata_url)
+    if api_dir is not None:
+        bind = VolumeBind(API_VOLUME, VolumeKind.HOST, api_dir, API_MOUNT, True, False)
+        spec = replace(spec, volumes=(*spec.volumes, bind))
+        host = f"unix://{API_MOUNT}/{API_SOCKET_NAME}"
+        env = (*((k, v) for k, v in env if k != "KURMA_HOST"), ("KURMA_HOST", host))
     return AppPlan(
         name=name,
         argv=tuple(app.exec),
-        env=app_environment(name, app.environment, metadata_url),
+        env=env,
         identity=identity,
         capabilities=caps,
         ambient=retain_given or privileged,

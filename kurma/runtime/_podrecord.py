@@ -59,6 +59,12 @@ class PodRecord:
     metadata_token: str | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    # Recursion (DESIGN.md): the pod that created this one through its API socket (None: the
+    # host), the whole chain of parents nearest first, and the scope of the pod's own API
+    # socket ("subtree", "host-read", "host"; None: no socket). Fixed at create.
+    parent: str | None = None
+    ancestors: tuple[str, ...] = ()
+    api_access: str | None = None
 
     def app(self, name: str) -> AppRecord:
         for app in self.apps:
@@ -72,7 +78,8 @@ class PodRecord:
     @classmethod
     def from_json(cls, doc: dict) -> PodRecord:  # type: ignore[type-arg]
         apps = [AppRecord(**{**a, "state": AppState(a["state"])}) for a in doc.pop("apps")]
-        return cls(**{**doc, "state": PodState(doc["state"]), "apps": apps})
+        ancestors = tuple(doc.pop("ancestors", ()))
+        return cls(**{**doc, "state": PodState(doc["state"]), "apps": apps, "ancestors": ancestors})
 
     def save(self, pod_dir: Path) -> None:
         """Write pod.json atomically (temporary name, then rename)."""

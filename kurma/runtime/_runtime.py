@@ -29,6 +29,7 @@ from pathlib import Path
 from ..aci import PodManifest, parse_pod_manifest
 from ..errors import KurmaError, ValidationError
 from ..store import ImageStore
+from ._confine import check_within, translate_volumes
 from ._etc import HOSTS_NAME, RESOLV_CONF_NAME, EtcFiles, write_pod_etc
 from ._plan import AppInput, PodPlan, plan_pod
 from ._podinit import (
@@ -62,6 +63,9 @@ class PodStateError(KurmaError):
     """The pod is not in a state that allows the operation."""
 
 
+API_DIR = "api"  # <pod_dir>/api: the pod's API socket lives here, bound at /run/kurma
+
+
 @dataclass(frozen=True)
 class RuntimeConfig:
     cgroup_parent: str = "kurma"  # below the runtime's own cgroup
@@ -77,6 +81,10 @@ class RuntimeConfig:
     # milliseconds of a journalled disk. None: `<state_dir>/pods`.
     pods_dir: str | None = None
     warm_pods: int = 1  # zygotes kept ready in their cgroups (see launcher/_zygote.py)
+    max_depth: int = 8  # pods that pods create: levels below the host, the top one included
+    # kurmad serves an API socket in `<pod_dir>/api/` of each pod with host/api-access;
+    # without it (a bare Runtime) that isolator is reported as ignored.
+    api_sockets: bool = False
     metadata: bool = True
     metadata_config: MetadataConfig = field(default_factory=MetadataConfig)
 
@@ -241,17 +249,49 @@ class Runtime:
 
     # --- create ----------------------------------------------------------------------------
 
-    def create_pod(self, manifest: PodManifest, *, name: str | None = None) -> PodRecord:
-        """Prepare a pod: hold its images, check every app and isolator, write its record."""
+    def create_pod(
+        self,
+        manifest: PodManifest,
+        *,
+        name: str | None = None,
+        parent: str | None = None,
+        confine_to: str | None = None,
+    ) -> PodRecord:
+        """Prepare a pod: hold its images, check every app and isolator, write its record.
+
+        `parent` (a pod's UUID): the new pod is that pod's child: its cgroup nests under the
+        parent's, destroying the parent destroys it, and it may hold no more than the parent
+        (`_confine`: its host volumes are paths in the parent's view). `confine_to` applies
+        those limits for another pod (default: the parent). NotPermitted when it asks for
+        more; PodStateError past `max_depth` or when the parent has exited.
+        """
         if not manifest.apps:
             raise ValidationError("apps", "a pod needs at least one app")
         pod_uuid = str(uuidlib.uuid4())
         pod_name = name or manifest.apps[0].name
         _check_pod_name(pod_name)
+        ancestors: tuple[str, ...] = ()
+        if parent is not None:
+            with self._lock:
+                above = self._find(parent).record
+                if above.state is PodState.EXITED:
+                    raise PodStateError(f"pod {above.name} has exited: it cannot have children")
+                ancestors = (above.uuid, *above.ancestors)
+            if len(ancestors) + 1 > self.config.max_depth:
+                raise PodStateError(
+                    f"pod {above.name} is {len(ancestors)} levels deep: the depth limit is "
+                    f"{self.config.max_depth} levels of pods"
+                )
+        confiner = self._confiner(confine_to or parent)
+        if confiner is not None:
+            manifest = translate_volumes(manifest, confiner)
         pod_dir = self.pods_dir / pod_uuid
         pod_dir.mkdir(mode=0o711)
         try:
-            live = self._prepare(pod_uuid, pod_name, manifest, pod_dir)
+            live = self._prepare(pod_uuid, pod_name, manifest, pod_dir, ancestors)
+            if confiner is not None:
+                assert live.plan is not None
+                check_within(live.plan, confiner)
         except BaseException:
             self.store.release(pod_uuid)
             remove_pod_dir(pod_dir)
@@ -261,7 +301,28 @@ class Runtime:
             self._emit("pod.created", live)
             return _copy_record(live.record)
 
-    def _prepare(self, pod_uuid: str, pod_name: str, manifest: PodManifest, pod_dir: Path) -> _Live:
+    def _confiner(self, ref: str | None) -> PodPlan | None:
+        """The plan of the pod whose privileges bound a new pod's (None: the host's)."""
+        if ref is None:
+            return None
+        with self._lock:
+            live = self._find(ref)
+            return live.plan or self._replan(live)
+
+    def children(self, ref: str) -> list[str]:
+        """The UUIDs of a pod's children (its direct descendants)."""
+        with self._lock:
+            uuid = self._find(ref).record.uuid
+            return [u for u, p in self._pods.items() if p.record.parent == uuid]
+
+    def _prepare(
+        self,
+        pod_uuid: str,
+        pod_name: str,
+        manifest: PodManifest,
+        pod_dir: Path,
+        ancestors: tuple[str, ...] = (),
+    ) -> _Live:
         inputs, manifests = self._acquire(pod_uuid, manifest)
         # P1 registers apps in pids/ before podinit runs; podinit makes exits/ and logs/,
         # volumes/ appears with the first empty volume.
@@ -278,11 +339,17 @@ class Runtime:
             time.time(),
             apps=apps,
             metadata_token=new_token(),
+            parent=ancestors[0] if ancestors else None,
+            ancestors=ancestors,
         )
         live = _Live(record, pod_dir)
         live.image_manifests = manifests
         live.plan = self._plan(live, manifest, inputs, etc)
         record.isolators = [o.to_json() for o in live.plan.report]
+        if live.plan.api_access is not None:
+            record.api_access = live.plan.api_access.scope.value
+            if self.config.api_sockets:
+                (pod_dir / API_DIR).mkdir(mode=0o700)
         record.save(pod_dir)
         return live
 
@@ -315,6 +382,7 @@ class Runtime:
             etc=etc,
             metadata_url=url,
             pids_max=self.config.pids_max,
+            api_dir=str(live.pod_dir / API_DIR) if self.config.api_sockets else None,
         )
 
     def _replan(self, live: _Live) -> PodPlan:
@@ -372,7 +440,6 @@ class Runtime:
             if any(failures):  # else the record saved at the launch is still right
                 live.record.save(live.pod_dir)
             self._changed.notify_all()
-            self._emit("pod.started", live)
             result = _copy_record(live.record)
         if any(failures):
             log.warning(
@@ -385,7 +452,16 @@ class Runtime:
         plan = live.plan or self._replan(live)
         listen = None if "net" in plan.host_namespaces else self._metadata_listen()
         cfg = self.config
-        request = PodStart(plan, cfg.leftover_grace, (cfg.log_max_bytes, cfg.log_keep), listen)
+        cgroup_parent = None
+        if record.parent is not None:  # a child's cgroup nests under its parent's
+            with self._lock:
+                above = self._pods.get(record.parent)
+                if above is None or above.record.state is not PodState.RUNNING:
+                    raise PodStateError(f"pod {record.name}: its parent pod is not running")
+                cgroup_parent = above.record.cgroup
+        request = PodStart(
+            plan, cfg.leftover_grace, (cfg.log_max_bytes, cfg.log_keep), listen, cgroup_parent
+        )
         started, fds = self.launcher.start_pod(request)
         pidfd, notify, *rest = fds
         listener = rest.pop(0) if started.has_listener else None
@@ -399,6 +475,8 @@ class Runtime:
                 app.started_at = record.started_at
             live.pidfd, live.notify = pidfd, notify
             record.save(live.pod_dir)
+            # Told now, before the watcher (which needs the lock) can report an app's end.
+            self._emit("pod.started", live)
             self._watch_pod(live)
         if listener is not None:
             assert self.metadata is not None
@@ -502,6 +580,9 @@ class Runtime:
     def stop_pod(self, ref: str, grace: float | None = None) -> PodRecord:
         """SIGTERM to the apps, `grace` seconds, SIGKILL, then post-stop; waits for the end."""
         grace = self.config.stop_grace if grace is None else grace
+        for child in self.children(ref):  # its subtree first, while its cgroup still holds it
+            with contextlib.suppress(PodNotFound):
+                self.stop_pod(child, grace)
         with self._lock:
             live = self._find(ref)
             if live.record.state is PodState.EXITED:
@@ -528,17 +609,29 @@ class Runtime:
                 self._changed.wait_for(ended, 10.0)
             return _copy_record(live.record)
 
-    def destroy_pod(self, ref: str, grace: float | None = None) -> None:
-        """Stop the pod if needed, then remove its state and release its images."""
+    def destroy_pod(self, ref: str, grace: float | None = None) -> list[str]:
+        """Destroy the pod's subtree (children first), then stop the pod if needed, remove
+        its state and release its images. Returns the UUIDs destroyed, the pod's last."""
+        destroyed: list[str] = []
+        for child in self.children(ref):
+            with contextlib.suppress(PodNotFound):
+                destroyed += self.destroy_pod(child, grace)
         record = self.stop_pod(ref, grace)
+        for child in self.children(record.uuid):  # created while it was stopping
+            with contextlib.suppress(PodNotFound):
+                destroyed += self.destroy_pod(child, grace)
         with self._lock:
-            live = self._pods.pop(record.uuid)
+            live = self._pods.pop(record.uuid, None)
+            if live is None:
+                raise PodNotFound(f"pod {record.name} was destroyed meanwhile")
             self._emit("pod.destroyed", live)
         if self.metadata is not None:
             self.metadata.forget_prepared(record.uuid)  # a pod destroyed before its start
         self._remove_cgroup(live)
         self.store.release(record.uuid)
         remove_pod_dir(live.pod_dir)
+        destroyed.append(record.uuid)
+        return destroyed
 
     def _signal(self, live: _Live, sig: int) -> None:
         if live.pidfd is None:
@@ -863,7 +956,7 @@ def _copy_record(record: PodRecord) -> PodRecord:
     times cheaper than deepcopy, which List at hundreds of pods notices.)"""
     return replace(
         record,
-        apps=[replace(a) for a in record.apps],
+        apps=[replace(a) for a in record.apps],  # ancestors: a tuple, immutable
         isolators=[dict(i) for i in record.isolators],
     )
 

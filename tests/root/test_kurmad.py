@@ -9,6 +9,7 @@ kills and removes the cgroup parent, unmounts and deletes the temporary director
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -166,7 +167,9 @@ def _teardown(daemon: Daemon) -> None:
             try:
                 with daemon.client() as client:
                     for pod in client.list_pods():
-                        client.destroy(pod.uuid, grace=1)
+                        # NotFound: a child pod, destroyed with its parent already
+                        with contextlib.suppress(NotFound):
+                            client.destroy(pod.uuid, grace=1)
             except Exception as e:
                 problems.append(f"destroying the pods left: {e}")
             daemon.stop()

@@ -60,7 +60,9 @@ class _Server:
 
     def start_pod(self, request: PodStart) -> tuple[PodStarted, list[int]]:
         plan = request.plan
-        zygote = self.pool.take(plan.host_namespaces, request.metadata_listen)
+        zygote = self.pool.take(
+            plan.host_namespaces, request.metadata_listen, request.cgroup_parent
+        )
         try:
             app_procs = self._limit(zygote.cgroup.relpath, plan)
             send(zygote.sock, (request, app_procs))

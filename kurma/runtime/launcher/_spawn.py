@@ -67,6 +67,7 @@ class PodStart:
     grace: float  # podinit's -g: for processes left when every app has ended
     log_rotate: tuple[int, int]  # podinit's -l: max bytes per log file, rotated files kept
     metadata_listen: tuple[str, int] | None = None  # address, port inside the pod's netns
+    cgroup_parent: str | None = None  # a child pod's: its parent pod's cgroup (else the runtime's)
 
 
 @dataclass(frozen=True)

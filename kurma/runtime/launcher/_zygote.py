@@ -75,9 +75,16 @@ class ZygotePool:
         self._ready: list[Zygote] = []
 
     def take(
-        self, host_namespaces: frozenset[str], metadata_listen: tuple[str, int] | None
+        self,
+        host_namespaces: frozenset[str],
+        metadata_listen: tuple[str, int] | None,
+        cgroup_parent: str | None = None,
     ) -> Zygote:
+        """A shell for a pod; `cgroup_parent` (a child pod's: its parent pod's cgroup) gets
+        one made on the spot below it, since warm shells wait below the runtime's cgroup."""
         shape = (host_namespaces, metadata_listen)
+        if cgroup_parent is not None and cgroup_parent != self.parent:
+            return self._make(shape, cgroup_parent)
         if self._ready and self._ready[0].shape == shape:
             return self._ready.pop(0)
         return self._make(shape)
@@ -86,8 +93,10 @@ class ZygotePool:
         while len(self._ready) < self.warm:
             self._ready.append(self._make((frozenset(), self.metadata_listen)))
 
-    def _make(self, shape: tuple[frozenset[str], tuple[str, int] | None]) -> Zygote:
-        cgroup = self.cgroups.create(f"{self.parent}/pod-{secrets.token_hex(6)}")
+    def _make(
+        self, shape: tuple[frozenset[str], tuple[str, int] | None], parent: str | None = None
+    ) -> Zygote:
+        cgroup = self.cgroups.create(f"{parent or self.parent}/pod-{secrets.token_hex(6)}")
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             pid = os.fork()

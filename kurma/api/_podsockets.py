@@ -1,0 +1,198 @@
+"""Pods' own API sockets: one grpc.server per pod with `host/api-access`, on
+`<pod_dir>/api/api.sock` (bound into the pod at /run/kurma, see the runtime's plan).
+
+Each server serves the same servicer objects as the system socket, bound to the pod's view
+(`_caller.pod_view`: a `subtree` pod acts as itself and sees its descendants; `host-read`
+sees everything read-only; `host` has the whole API but grants nothing a host admin alone
+grants), behind `ScopeInterceptor`, which refuses per method what the scope never allows
+(PERMISSION_DENIED). All servers share the daemon's thread pool; each may hold at most
+`max_rpcs` calls at once, so one pod cannot take every worker.
+
+A socket is opened when an api-access pod is created (before it starts, so its apps never
+find it missing), again for every such pod when kurmad starts (re-adoption), and closed
+when the pod exits or is destroyed. The runtime tells of those through its listener, which
+runs with the runtime's lock held: the closing is handed to a thread of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import queue
+import stat
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+
+from ..runtime._plan import API_SOCKET_NAME
+from ..runtime._podrecord import PodRecord, PodState
+from ..runtime._runtime import API_DIR, PodEvent, PodNotFound, Runtime
+from ._authz import METHOD_ROLES, Role, _guarded
+from ._caller import HOST_READ, SUBTREE, CallerView, pod_view
+from ._logfmt import fields
+
+log = logging.getLogger(__name__)
+
+# What a `subtree` pod may never call: the host's trust, images others may use, the machine.
+SUBTREE_DENIED = frozenset(
+    {
+        "/kurma.v1.Images/Delete",
+        "/kurma.v1.Trust/Add",
+        "/kurma.v1.Trust/Remove",
+        "/kurma.v1.Host/RestartService",
+        "/kurma.v1.Host/Reboot",
+        "/kurma.v1.Host/Poweroff",
+    }
+)
+
+
+def allowed(scope: str, method: str) -> bool:
+    """Whether a pod with api-access `scope` may call `method` at all (fail closed)."""
+    needed = METHOD_ROLES.get(method)
+    if needed is None:
+        return False
+    if scope == HOST_READ:
+        return needed is Role.READER
+    if scope == SUBTREE:
+        return method not in SUBTREE_DENIED
+    return True
+
+
+class ScopeInterceptor(grpc.ServerInterceptor):
+    """PERMISSION_DENIED for the methods a pod's scope never allows."""
+
+    def __init__(self, scope: str, pod: str) -> None:
+        self.scope = scope
+        self.pod = pod
+
+    def check(self, method: str, context: grpc.ServicerContext) -> None:
+        if not allowed(self.scope, method):
+            log.info("refused %s on the socket of pod %s (scope %s)", method, self.pod, self.scope)
+            context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"method {method} is not open to a pod with host/api-access scope {self.scope}",
+            )
+
+    def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        return _guarded(handler, functools.partial(self.check, handler_call_details.method))
+
+
+def socket_path(runtime: Runtime, record: PodRecord) -> Path:
+    return runtime.pod_dir(record.uuid) / API_DIR / API_SOCKET_NAME
+
+
+class PodSockets:
+    """The pods' servers; `add_servicers(server, view)` puts the bound servicers on one."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        executor: ThreadPoolExecutor,
+        add_servicers: Callable[[grpc.Server, CallerView], None],
+        max_rpcs: int,
+    ) -> None:
+        self.runtime = runtime
+        self.executor = executor
+        self.add_servicers = add_servicers
+        self.max_rpcs = max_rpcs
+        self._lock = threading.Lock()
+        self._servers: dict[str, tuple[grpc.Server, Path]] = {}
+        self._closing: queue.Queue[str | None] = queue.Queue()
+        self._closed = False
+        self._thread = threading.Thread(target=self._closer, name="kurmad-pod-sockets", daemon=True)
+        self._thread.start()
+        runtime.add_listener(self._on_event)
+
+    def open_existing(self) -> None:
+        """A socket for every api-access pod not yet ended (after a restart: re-adoption)."""
+        for record in self.runtime.list_pods():
+            if record.state is not PodState.EXITED:
+                self.open(record)
+
+    def open(self, record: PodRecord) -> None:
+        """Serve the pod's socket, if it has api-access and none is served yet."""
+        if record.api_access is None:
+            return
+        with self._lock:
+            if self._closed or record.uuid in self._servers:
+                return
+            try:
+                path = socket_path(self.runtime, record)
+            except PodNotFound:
+                return  # destroyed meanwhile
+            server = grpc.server(
+                self.executor,
+                interceptors=[ScopeInterceptor(record.api_access, record.uuid)],
+                maximum_concurrent_rpcs=self.max_rpcs,
+            )
+            self.add_servicers(server, pod_view(record.uuid, record.api_access))
+            _unlink_socket(path)
+            if server.add_insecure_port(f"unix:{path}") == 0:
+                log.warning("cannot bind the API socket of pod %s at %s", record.name, path)
+                return
+            server.start()
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(path, 0o600)
+            self._servers[record.uuid] = (server, path)
+        log.info(
+            "pod socket serving",
+            extra=fields(pod=record.name, uuid=record.uuid, scope=record.api_access),
+        )
+
+    def _on_event(self, event: PodEvent) -> None:
+        """(runtime lock held) A pod ended or went: close its server, in the closer thread."""
+        if event.kind in ("pod.exited", "pod.destroyed") and event.record.api_access:
+            self._closing.put(event.record.uuid)
+
+    def _closer(self) -> None:
+        while True:
+            uuid = self._closing.get()
+            if uuid is None:
+                return
+            self.close(uuid, grace=0.5)
+
+    def close(self, uuid: str, grace: float = 0.0) -> None:
+        with self._lock:
+            entry = self._servers.pop(uuid, None)
+        if entry is None:
+            return
+        server, path = entry
+        server.stop(grace).wait(grace + 5.0)
+        _unlink_socket(path)
+        log.info("pod socket closed", extra=fields(uuid=uuid))
+
+    def close_all(self, grace: float) -> None:
+        """Stop every pod server (kurmad is shutting down); pods keep their directories."""
+        self.runtime.remove_listener(self._on_event)
+        with self._lock:
+            self._closed = True
+            uuids = list(self._servers)
+        events = []
+        for uuid in uuids:
+            with self._lock:
+                entry = self._servers.pop(uuid, None)
+            if entry is not None:
+                events.append((entry[0].stop(grace), entry[1]))
+        for done, path in events:
+            done.wait(grace + 5.0)
+            _unlink_socket(path)
+        self._closing.put(None)
+
+    def serving(self) -> list[str]:
+        with self._lock:
+            return list(self._servers)
+
+
+def _unlink_socket(path: Path) -> None:
+    """Remove a socket file left there (never anything else)."""
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)

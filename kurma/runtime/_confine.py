@@ -1,0 +1,152 @@
+"""Least privilege for pods that pods create (DESIGN.md, the recursion model).
+
+A pod calling the API on its own socket never gives a pod it creates more than it holds
+itself. Both pods are compared as plans (every isolator already judged), so "holds" means
+what the launcher would really do:
+
+- privileged only if the creator is privileged;
+- host namespaces only those the creator shares with the host;
+- host devices only those the creator has (a privileged creator has them all);
+- `host/api-access` at most `subtree` (host-read and host come only from a host admin);
+- capabilities only within the union of the creator's apps' sets;
+- no-new-privileges stays on when every app of the creator has it;
+- seccomp: every app of the new pod must be at least as filtered as some app of the
+  creator: no filter only under an unfiltered creator; under a remove-set (blocked list) it
+  must block all of those too (a remove-set that is a superset, or a retain-set allowing
+  none of them); under a retain-set (allow list) only a retain-set within it. The errno or
+  kill action of a filter is not compared.
+
+Host volumes are paths in the creator's view (`translate_volumes`): the source must lie in
+one of the creator's own volumes (host or empty) and becomes the real host path below that
+volume's source. A volume the creator has read-only must be asked for read-only; a
+non-recursive one stays non-recursive. Symlinks are resolved at create and the result must
+stay inside the creator's volume (what is mounted is the resolved path; a creator that
+swaps a directory of its volume for a symlink between create and start is a known race,
+refused again at the start only for the last component, see `_volumes.open_source`).
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from collections.abc import Iterable
+from dataclasses import replace
+
+from ..aci import ApiScope, PodManifest, Volume, VolumeKind
+from ..errors import KurmaError
+from ._plan import API_VOLUME, PodPlan, SeccompPlan
+from ._volumes import VolumeBind
+from .linux import Capability
+
+
+class NotPermitted(KurmaError):
+    """A pod asked for more than the pod creating it holds (PERMISSION_DENIED)."""
+
+
+def creator_binds(parent: PodPlan) -> list[VolumeBind]:
+    """Every volume bind of the creator's apps (the API directory excluded), deepest first."""
+    binds = {
+        (b.target, b.source): b
+        for app in parent.apps
+        for b in app.rootfs.volumes
+        if b.volume != API_VOLUME
+    }
+    return sorted(binds.values(), key=lambda b: len(b.target), reverse=True)
+
+
+def translate_volumes(manifest: PodManifest, parent: PodPlan) -> PodManifest:
+    """The manifest with each host volume's source made a real host path (see the module)."""
+    if not any(v.kind is VolumeKind.HOST for v in manifest.volumes):
+        return manifest
+    binds = creator_binds(parent)
+    volumes = tuple(
+        _translate(v, binds, parent.name) if v.kind is VolumeKind.HOST else v
+        for v in manifest.volumes
+    )
+    return replace(manifest, volumes=volumes)
+
+
+def _translate(volume: Volume, binds: list[VolumeBind], creator: str) -> Volume:
+    assert volume.source is not None
+    source = posixpath.normpath(volume.source)
+    what = f"volume {volume.name!r}: host source {volume.source}"
+    for bind in binds:
+        target = bind.target.rstrip("/") or "/"
+        if source != target and not source.startswith(target.rstrip("/") + "/"):
+            continue
+        real = bind.source + source[len(target.rstrip("/")) :]
+        base = os.path.realpath(bind.source)
+        resolved = os.path.realpath(real)
+        if resolved != base and not resolved.startswith(base.rstrip("/") + "/"):
+            raise NotPermitted(f"{what} leads outside pod {creator}'s volume {bind.volume!r}")
+        if bind.read_only and volume.read_only is not True:
+            raise NotPermitted(
+                f"{what} is in pod {creator}'s read-only volume {bind.volume!r}: "
+                f"the volume must be readOnly"
+            )
+        recursive = volume.recursive if bind.recursive else False
+        return replace(volume, source=resolved, recursive=recursive)
+    raise NotPermitted(
+        f"{what} is not inside one of pod {creator}'s volumes "
+        f"(a pod's host volumes are paths inside its creator's own volumes)"
+    )
+
+
+def check_within(child: PodPlan, parent: PodPlan) -> None:
+    """NotPermitted naming the first thing `child` asks for that `parent` does not hold."""
+    who = f"pod {parent.name}"
+    parent_privileged = any(a.rootfs.privileged for a in parent.apps)
+    if any(a.rootfs.privileged for a in child.apps) and not parent_privileged:
+        raise NotPermitted(f"os/linux/privileged: {who}, which creates it, is not privileged")
+    extra_ns = child.host_namespaces - parent.host_namespaces
+    if extra_ns:
+        raise NotPermitted(
+            f"os/linux/namespaces: {who} does not share the host's "
+            f"{', '.join(sorted(extra_ns))} namespace"
+        )
+    if not parent_privileged:
+        held = {d for a in parent.apps for d in a.rootfs.devices}
+        extra_dev = {d for a in child.apps for d in a.rootfs.devices} - held
+        if extra_dev:
+            raise NotPermitted(f"os/linux/devices: {who} has no {', '.join(sorted(extra_dev))}")
+    if child.api_access is not None and child.api_access.scope is not ApiScope.SUBTREE:
+        raise NotPermitted(
+            f"host/api-access scope {child.api_access.scope.value}: only a host-level admin "
+            f"grants it; a pod may give the pods it creates `subtree` at most"
+        )
+    caps = frozenset().union(*(a.capabilities for a in parent.apps))
+    nnp = all(a.no_new_privileges for a in parent.apps)
+    for app in child.apps:
+        extra_caps = app.capabilities - caps
+        if extra_caps:
+            raise NotPermitted(
+                f"app {app.name!r}: capabilities {_cap_names(extra_caps)} are beyond {who}'s"
+            )
+        if nnp and not app.no_new_privileges:
+            raise NotPermitted(
+                f"app {app.name!r}: os/linux/no-new-privileges must stay on ({who} has it on)"
+            )
+        if not any(_within(app.seccomp, p.seccomp) for p in parent.apps):
+            raise NotPermitted(
+                f"app {app.name!r}: its seccomp filter is looser than any of {who}'s apps' "
+                f"(give it {who}'s filter or a stricter one)"
+            )
+
+
+def _within(child: SeccompPlan | None, parent: SeccompPlan | None) -> bool:
+    if parent is None:
+        return True
+    if child is None:
+        return False
+    if parent.mode == "remove":
+        blocked = set(parent.syscalls)
+        if child.mode == "remove":
+            return blocked <= set(child.syscalls)
+        return not blocked & set(child.syscalls)
+    if child.mode == "retain":
+        return set(child.syscalls) <= set(parent.syscalls) | {"execve"}
+    return False
+
+
+def _cap_names(caps: Iterable[int]) -> str:
+    return ", ".join(sorted(Capability(c).name for c in caps))

@@ -1,8 +1,9 @@
 """Pods.Exec: a command in a running app, its stdio carried over one bidirectional stream.
 
-The first request carries `start`. With `tty` the daemon opens a pseudo-terminal, gives the
-command its slave as stdin/stdout/stderr and controlling terminal, sizes it from the
-request and on every `resize`; without, three pipes. A thread feeds the client's stdin
+The first request carries `start`. With `tty` the runtime opens a pseudo-terminal inside
+the pod (from its own devpts, so the command sees /dev/pts/N), gives the command its slave as
+stdin/stdout/stderr and controlling terminal; the daemon sizes it from the request and on
+every `resize`. Without, three pipes. A thread feeds the client's stdin
 (and resizes) to the command; the call's own thread sends what the command writes, then
 its exit code as the last message. A client that goes away closes the terminal or the
 pipes, which ends an interactive command (SIGHUP, or EOF and EPIPE).
@@ -44,25 +45,29 @@ def serve_exec(
     if not start.argv:
         raise ApiError(Code.INVALID_ARGUMENT, "exec: start.argv is empty: name a command")
     env = [(kv.key, kv.value) for kv in start.environment]
-    if start.tty:
-        master, slave = os.openpty()
-        set_window_size(master, start.rows, start.cols)
-        ours, theirs = {"stdin": master, "out": master}, (slave, slave, slave)
+    if start.tty:  # the terminal is opened inside the pod, from its own devpts
+        proc = runtime.exec_in_pod(
+            pod, start.app or None, list(start.argv), stdio=None, env=env, tty=True
+        )
+        assert proc.terminal is not None
+        set_window_size(proc.terminal, start.rows, start.cols)
+        ours = {"stdin": proc.terminal, "out": proc.terminal}
     else:
         in_r, in_w = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
-        ours, theirs = {"stdin": in_w, "out": out_r, "err": err_r}, (in_r, out_w, err_w)
-    try:
-        proc = runtime.exec_in_pod(
-            pod, start.app or None, list(start.argv), stdio=theirs, env=env, tty=start.tty
-        )
-    except BaseException:
-        for fd in {*ours.values(), *theirs}:
+        ours = {"stdin": in_w, "out": out_r, "err": err_r}
+        theirs = (in_r, out_w, err_w)
+        try:
+            proc = runtime.exec_in_pod(
+                pod, start.app or None, list(start.argv), stdio=theirs, env=env
+            )
+        except BaseException:
+            for fd in (*ours.values(), *theirs):
+                os.close(fd)
+            raise
+        for fd in theirs:
             os.close(fd)
-        raise
-    for fd in set(theirs):
-        os.close(fd)
     feeder = threading.Thread(
         target=_feed, args=(requests, ours["stdin"], start.tty), daemon=True, name="exec-stdin"
     )

@@ -109,6 +109,7 @@ class ExecProcess:
     pid: int  # as registered with podinit
     exit_code: int | None = None
     error: str | None = None  # why it did not start (exit codes 125-127)
+    terminal: int | None = None  # the master of a terminal opened in the pod (caller owns it)
 
 
 class _Live:
@@ -515,14 +516,15 @@ class Runtime:
         app: str | None,
         argv: Sequence[str],
         *,
-        stdio: tuple[int, int, int],
+        stdio: tuple[int, int, int] | None,
         env: Sequence[tuple[str, str]] = (),
         tty: bool = False,
         timeout: float = 30.0,
     ) -> ExecProcess:
         """Run `argv` inside a running app (its root, identity and limits) with `stdio`
-        (stdin, stdout, stderr; a terminal's slave three times for `tty`; the caller keeps
-        its descriptors). Returns once the command has exec'd or failed to; `wait_exec`."""
+        (stdin, stdout, stderr; the caller keeps its descriptors), or, with `tty` and no
+        stdio, a terminal opened inside the pod: `ExecProcess.terminal` is its master.
+        Returns once the command has exec'd or failed to; then `wait_exec`."""
         if not argv:
             raise ValidationError("argv", "exec needs a command")
         with self._lock:
@@ -549,8 +551,10 @@ class Runtime:
                 host_namespaces=plan.host_namespaces,
                 cgroup_procs=_procs_files(self.cgroups.open(record.cgroup or "")),
             )
-        pid, errpipe = self.launcher.start_exec(request, list(stdio))
-        proc = ExecProcess(record.uuid, name, pid)
+        if stdio is None and not tty:
+            raise ValidationError("stdio", "exec without a terminal needs stdin/stdout/stderr")
+        pid, errpipe, terminal = self.launcher.start_exec(request, list(stdio or ()))
+        proc = ExecProcess(record.uuid, name, pid, terminal=terminal)
         with self._lock:
             live.execs[pid] = proc
             self._scan(live)  # it may have ended already

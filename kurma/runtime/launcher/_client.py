@@ -58,11 +58,12 @@ class Launcher:
         pid, fds = self._call(request)
         return int(pid), fds[0]
 
-    def start_exec(self, request: ExecStart, stdio: list[int]) -> tuple[int, int]:
+    def start_exec(self, request: ExecStart, stdio: list[int]) -> tuple[int, int, int | None]:
         """Run a command in a running app with `stdio` (stdin, stdout, stderr; the caller
-        keeps and closes its descriptors): (its pid as registered, its errpipe)."""
+        keeps and closes its descriptors), or with no stdio and `tty`: a terminal opened in
+        the pod. Returns (its pid as registered, its errpipe, the terminal's master)."""
         pid, fds = self._call(request, stdio)
-        return int(pid), fds[0]
+        return int(pid), fds[0], (fds[1] if len(fds) > 1 else None)
 
     def ping(self) -> bool:
         return self._call("ping")[0] == "pong"

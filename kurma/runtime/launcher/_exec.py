@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -24,6 +25,7 @@ from .._podinit import register_app, wait_and_record
 from ..linux import CLONE_NEWNS, CLONE_NEWPID, setns
 from ._app import AppFds, run_app, write_control_file
 from ._spawn import NAMESPACE_FLAGS, close_fds_except
+from ._wire import receive, send
 
 
 @dataclass(frozen=True)
@@ -58,38 +60,43 @@ def app_host_pid(podinit_pid: int, app_pid: int, host_pid_ns: bool) -> int:
     raise ProcessLookupError(f"the app (pid {app_pid} in the pod) is not running")
 
 
-def spawn_exec(req: ExecStart, stdio: list[int]) -> tuple[int, int]:
-    """Start the command; returns (its pid as registered, its errpipe)."""
-    if len(stdio) != 3:
+def spawn_exec(req: ExecStart, stdio: list[int]) -> tuple[int, int, int | None]:
+    """Start the command; returns (its pid as registered, its errpipe, the terminal's master
+    when `req.tty` came without stdio: the terminal is then opened inside the app's root,
+    from the pod's own devpts, so the command sees its name as /dev/pts/N)."""
+    if len(stdio) != 3 and not (req.tty and not stdio):
         raise ValueError(f"exec needs stdin, stdout and stderr, got {len(stdio)} descriptors")
     host_pid = "pid" in req.host_namespaces
     app = app_host_pid(req.podinit_pid, req.app_pid, host_pid)
     err_r, err_w = os.pipe()
-    res_r, res_w = os.pipe()
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     child = os.fork()
     if child == 0:
         os.close(err_r)
-        os.close(res_r)
-        _enter_app(req, app, stdio, err_w, res_w, host_pid)
+        ours.close()
+        _enter_app(req, app, stdio, err_w, theirs, host_pid)
     os.close(err_w)
-    os.close(res_w)
+    theirs.close()
     if not host_pid:
         os.waitpid(child, 0)
     try:
-        text = os.read(res_r, 64)
+        got = receive(ours)
     finally:
-        os.close(res_r)
-    if not text:
+        ours.close()
+    if got is None:
         message = os.read(err_r, 4096).decode(errors="replace").strip()
         os.close(err_r)
         raise OSError(f"cannot exec in app {req.plan.name!r}: {message}")
-    return int(text), err_r
+    pid, fds = got
+    return int(pid), err_r, (fds[0] if fds else None)
 
 
 def _enter_app(
-    req: ExecStart, app: int, stdio: list[int], err_w: int, res_w: int, host_pid: bool
+    req: ExecStart, app: int, stdio: list[int], err_w: int, res: socket.socket, host_pid: bool
 ) -> NoReturn:
     h = 0
+    res_w = res.fileno()
+    master: int | None = None
     try:
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -114,10 +121,15 @@ def _enter_app(
             os.close(fd)
         if not host_pid and os.fork() != 0:
             os._exit(0)  # C: P carries on inside the pod; the launcher's waitpid collects C
+        if not stdio:  # a terminal from the app's own /dev/ptmx (the pod's devpts)
+            master, slave = os.openpty()
+            stdio = [slave, slave, slave]
         fds = AppFds(stdio[1], err_w, stdin=stdio[0], errors=stdio[2], tty=req.tty)
         h = os.fork()
         if h == 0:
-            os.close(res_w)
+            res.close()
+            if master is not None:
+                os.close(master)
             run_app(
                 req.plan,
                 fds,
@@ -126,10 +138,12 @@ def _enter_app(
                 extra_env=req.env,
                 cgroup_procs=req.cgroup_procs if host_pid else (),
             )
-        for fd in stdio:
+        for fd in set(stdio):
             os.close(fd)
         register_app(pod_dir, h, req.label)
-        os.write(res_w, str(h).encode())
+        send(res, h, [] if master is None else [master])
+        if master is not None:
+            os.close(master)
     except BaseException as e:
         os.write(err_w, f"{e}\n".encode())
         if h > 0:
@@ -137,7 +151,7 @@ def _enter_app(
         os._exit(1)
     if not host_pid:
         os._exit(0)  # P: H is re-parented to podinit, which records its exit
-    os.close(res_w)
+    res.close()
     os.close(err_w)
     try:
         wait_and_record(pod_dir, h)

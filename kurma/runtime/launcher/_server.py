@@ -47,8 +47,8 @@ class _Server:
 
     def handle(self, request: object, fds: list[int]) -> tuple[object, list[int]]:
         if isinstance(request, ExecStart):
-            pid, errpipe = spawn_exec(request, fds)
-            return pid, [errpipe]
+            pid, errpipe, terminal = spawn_exec(request, fds)
+            return pid, [errpipe] if terminal is None else [errpipe, terminal]
         if isinstance(request, PodStart):
             return self.start_pod(request)
         if isinstance(request, HandlerStart):

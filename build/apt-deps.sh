@@ -13,6 +13,8 @@ packages=(
     util-linux libseccomp2   # unshare/nsenter in the tests; libseccomp behind pyseccomp
     busybox-static   # the tiny rootfs of the runtime's tests (static: no libraries to copy)
     crun runc        # bench/peers.py: the OCI runtimes Kurma's pod start is compared with
+    qemu-system-x86  # the VM tests and make boot: Debian's kernel under qemu (TCG)
+    kmod             # depmod: modules.dep for the unpacked VM kernel (build/kernel.py)
 )
 
 missing=()

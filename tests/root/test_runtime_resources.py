@@ -80,8 +80,10 @@ def _read(cgroup: Cgroup, controller: str, v1: str, v2: str) -> str:
 
 
 MEMORY_32M = [{"name": "resource/memory", "value": {"limit": "32Mi"}}]
-# `tail` keeps the last ten lines; /dev/zero has no newline, so it keeps everything.
-HOG = "head -c 200m /dev/zero | tail"
+# `tail` keeps the last ten lines; /dev/zero has no newline, so it keeps everything. The hog
+# marks itself the OOM killer's first choice (raising one's own score needs no privilege), so
+# the shell around it survives to report, however the kernel weighs the other processes.
+HOG = "sh -c 'echo 1000 > /proc/self/oom_score_adj; head -c 200m /dev/zero | tail'"
 
 
 # --- memory -------------------------------------------------------------------------------

@@ -1,11 +1,150 @@
-"""Entry point of `kurma-init`, PID 1 of the initrd."""
+"""Entry point of `kurma-init`, PID 1 of the initrd.
+
+main() reads as a checklist: console logging, the boot steps (kurma/init/_steps.py), the
+main loop (signals -> reaper, supervisor, shutdown), the shutdown path. PID 1 never lets an
+exception escape: anything that does falls into the emergency shell.
+
+`--test-mode` runs the same code on a host (in a PID namespace of its own, as the tests do):
+nothing reboots the machine, the shutdown prints the action chosen and returns, and the
+emergency shell returns instead of running.
+"""
 
 from __future__ import annotations
 
+import argparse
+import logging
+import os
+import shlex
 import sys
+import time
+from typing import TextIO
+
+from ._log import setup_console_logging
+from ._reaper import Reaper
+from ._signals import SHUTDOWN_SIGNALS, Action, kernel_reboot
+from ._steps import BootContext, StepRunner, boot_plan
+from ._supervisor import Backoff, Supervisor
+from .config import INITRD_FILE
+
+log = logging.getLogger("kurma.init")
+
+EMERGENCY_SHELL = "/bin/sh"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="kurma-init", description="PID 1 of a kurma machine")
+    p.add_argument("--test-mode", action="store_true", help="never reboot; return on shutdown")
+    p.add_argument("--config", default=INITRD_FILE, help="the initrd's boot config file")
+    p.add_argument("--cmdline", default=None, help="kernel command line (default /proc/cmdline)")
+    p.add_argument(
+        "--kurmad-command",
+        default=shlex.join([sys.executable, "-m", "kurma.api.daemon"]),
+        help="how to start kurmad (a shell-quoted command line, not run by a shell)",
+    )
+    p.add_argument("--restart-initial", type=float, default=1.0, help="first restart delay (s)")
+    p.add_argument("--restart-max", type=float, default=30.0, help="largest restart delay (s)")
+    p.add_argument("--restart-reset", type=float, default=60.0, help="uptime that resets it (s)")
+    p.add_argument("--stop-grace", type=float, default=None, help="default: shutdown_budget")
+    p.add_argument("--emergency-shell", default=EMERGENCY_SHELL)
+    return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Say plainly that PID 1 is not part of this build yet."""
-    print("kurma-init: PID 1 is not built yet (it arrives with the PID 1 issue)", file=sys.stderr)
+    """Boot, supervise, shut down; returns only in test mode (or when not PID 1)."""
+    args = parse_args(argv)
+    console = sys.stderr  # the kernel gives PID 1 /dev/console on fds 0-2
+    setup_console_logging(console)
+    reaper = Reaper()
+    try:
+        return run(args, console, reaper)
+    except BaseException as e:  # PID 1 never exits on an exception
+        log.critical("PID 1 failed: %s: %s", type(e).__name__, e, exc_info=True)
+        return emergency_shell(args, reaper)
+
+
+def run(args: argparse.Namespace, console: TextIO, reaper: Reaper) -> int:
+    ctx = BootContext(
+        reaper=reaper, test_mode=args.test_mode, config_file=args.config, cmdline=args.cmdline
+    )
+    backoff = Backoff(args.restart_initial, args.restart_max, args.restart_reset)
+    ctx.kurmad = Supervisor("kurmad", shlex.split(args.kurmad_command), reaper, backoff)
+    boot_log = StepRunner(console).run(boot_plan(), ctx)
+    if boot_log.stopped is not None:
+        log.critical("boot stopped: step %s failed", boot_log.stopped)
+        return emergency_shell(args, reaper)
+    log.info("boot done: %d steps", len(boot_log.records))
+    action = serve(ctx)
+    return shut_down(ctx, action, args.stop_grace)
+
+
+def serve(ctx: BootContext) -> Action:
+    """The main loop: reap, restart kurmad when due, until a shutdown signal arrives."""
+    assert ctx.signals is not None and ctx.kurmad is not None
+    while True:
+        ctx.reaper.reap()
+        ctx.kurmad.tick()
+        deadline = ctx.kurmad.next_deadline()
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        for sig in sorted(ctx.signals.wait(timeout)):
+            if sig in SHUTDOWN_SIGNALS:
+                action = SHUTDOWN_SIGNALS[sig]
+                log.info("signal %d: %s", sig, action.value)
+                return action
+
+
+def shut_down(ctx: BootContext, action: Action, grace: float | None) -> int:
+    """Stop kurmad, then sync and reboot(2) when PID 1 of the machine; else report and return."""
+    assert ctx.signals is not None and ctx.kurmad is not None
+    signals = ctx.signals
+    budget = ctx.config.shutdown_budget if grace is None else grace
+    log.info("shutdown (%s): stopping services within %gs", action.value, budget)
+
+    def pump(seconds: float) -> None:
+        signals.wait(min(seconds, 0.5))  # further shutdown signals change nothing
+        ctx.reaper.reap()
+
+    ctx.kurmad.stop(pump, grace=budget)
+    log.info("system services: not built yet (stopped by dependency level, in reverse)")
+    ctx.reaper.reap()
+    if ctx.test_mode:
+        print(f"kurma-init: shutdown: {action.value}", flush=True)
+        return 0
+    if not ctx.machine_init:
+        log.info("not PID 1 of the machine: no reboot(2)")
+        return 0
+    os.sync()
+    log.info("unmounting: not built yet; %s", action.value)
+    kernel_reboot(action)  # returns only by raising: main() falls into the emergency shell
     return 1
+
+
+def emergency_shell(args: argparse.Namespace, reaper: Reaper) -> int:
+    """A shell on the console, again and again; or sleep forever. Test mode returns 1."""
+    if args.test_mode:
+        print("kurma-init: emergency shell (test mode: returning)", flush=True)
+        return 1
+    while True:  # PID 1 never exits
+        try:
+            _run_shell_once(args.emergency_shell, reaper)
+        except BaseException as e:  # nothing ends PID 1
+            log.critical("emergency shell: %s: %s", type(e).__name__, e)
+            time.sleep(1.0)
+
+
+def _run_shell_once(shell: str, reaper: Reaper) -> None:
+    if not os.access(shell, os.X_OK):
+        log.critical("no emergency shell at %s: sleeping", shell)
+        while True:
+            time.sleep(1.0)
+            reaper.reap()
+    ended: list[int] = []
+    log.critical("starting an emergency shell on the console: %s", shell)
+    reaper.spawn([shell], lambda pid, status: ended.append(status), setsid=False)
+    while not ended:
+        time.sleep(0.2)  # polling: nothing else here can be relied on any more
+        reaper.reap()
+    time.sleep(1.0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,291 @@
+"""The boot as data: an ordered list of named steps, and the runner that logs and records them.
+
+A step is an object (name, function, failure policy, the steps it needs), so a test can assert
+`[s.name for s in boot_plan()]`. The runner writes one console line when a step starts and one
+when it ends (with its duration), and keeps a `BootLog` the API can serve later.
+
+Error policy, decided here once: an exception in a step is recorded with its message and the
+boot goes on (`OnFailure.CONTINUE`); only a step whose failure leaves PID 1 unable to run
+anything safely stops the boot (`OnFailure.STOP_BOOT`), and then the caller drops to the
+emergency shell. A step that needs an earlier one is skipped, with the reason, unless that
+one succeeded. Steps not built yet say so (`not built yet: ...`) and are recorded as skipped,
+never as done.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from ._log import since_start
+from ._reaper import Reaper
+from ._signals import SignalPipe, disable_ctrl_alt_del
+from ._supervisor import Supervisor
+from .config import INITRD_FILE, BootConfig, ConfigProblem, load_boot_config
+
+log = logging.getLogger(__name__)
+
+
+class Outcome(enum.Enum):
+    """How a step ended."""
+
+    OK = "ok"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class OnFailure(enum.Enum):
+    """What a failure of this step means for the rest of the boot."""
+
+    CONTINUE = "continue"  # logged; the next steps run (those that need this one are skipped)
+    STOP_BOOT = "stop_boot"  # logged; the remaining steps are skipped; emergency shell
+
+
+class StepSkipped(Exception):  # a signal to the runner, not an error
+    """Raised by a step that has nothing to do here; its message is the reason."""
+
+
+def not_built(what: str) -> StepSkipped:
+    """The honest answer of a step that is not implemented yet."""
+    return StepSkipped(f"not built yet: {what}")
+
+
+@dataclass
+class BootContext:
+    """What the steps share: inputs from the command line, and what earlier steps made."""
+
+    reaper: Reaper
+    kurmad: Supervisor | None = None
+    test_mode: bool = False
+    config_file: str | None = INITRD_FILE
+    cmdline: str | None = None  # None: read /proc/cmdline
+    signals: SignalPipe | None = None
+    config: BootConfig = field(default_factory=BootConfig)
+    problems: list[ConfigProblem] = field(default_factory=list)
+
+    @property
+    def machine_init(self) -> bool:
+        """PID 1 of the machine, allowed to reboot it: never in test mode."""
+        return os.getpid() == 1 and not self.test_mode
+
+
+StepFunction = Callable[[BootContext], "str | None"]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One named boot step; `run` returns a short message for the log, or None."""
+
+    name: str
+    run: StepFunction
+    on_failure: OnFailure = OnFailure.CONTINUE
+    needs: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One line of the boot log: seconds since PID 1 started, duration in seconds."""
+
+    name: str
+    outcome: Outcome
+    started: float
+    duration: float
+    message: str = ""
+
+    def to_plain(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "outcome": self.outcome.value}
+
+
+@dataclass
+class BootLog:
+    """The records of one boot, in order; `stopped` names a STOP_BOOT step that failed."""
+
+    records: list[StepRecord] = field(default_factory=list)
+    stopped: str | None = None
+
+    def outcome(self, name: str) -> Outcome | None:
+        return next((r.outcome for r in self.records if r.name == name), None)
+
+    def to_plain(self) -> list[dict[str, Any]]:
+        return [r.to_plain() for r in self.records]
+
+
+class StepRunner:
+    """Runs steps in order; every start and end goes to `console`, every end into `boot_log`."""
+
+    def __init__(
+        self,
+        console: TextIO,
+        clock: Callable[[], float] = time.monotonic,
+        since: Callable[[], float] = since_start,
+    ) -> None:
+        self.console = console
+        self.clock = clock
+        self.since = since
+        self.boot_log = BootLog()
+
+    def run(self, steps: Sequence[Step], ctx: BootContext) -> BootLog:
+        """Run every step (or skip it, with the reason); never raises for a step's error."""
+        for step in steps:
+            reason = self._skip_reason(step)
+            if reason is not None:
+                self._record(step.name, Outcome.SKIPPED, self.since(), 0.0, reason)
+                continue
+            self._run_one(step, ctx)
+        return self.boot_log
+
+    def _skip_reason(self, step: Step) -> str | None:
+        if self.boot_log.stopped is not None:
+            return f"boot stopped after {self.boot_log.stopped} failed"
+        for need in step.needs:
+            got = self.boot_log.outcome(need)
+            if got is not Outcome.OK:
+                return f"needs {need} ({got.value if got else 'not run'})"
+        return None
+
+    def _run_one(self, step: Step, ctx: BootContext) -> None:
+        started = self.since()
+        self._line(f"step {step.name}: start")
+        t0 = self.clock()
+        try:
+            message = step.run(ctx) or ""
+            outcome = Outcome.OK
+        except StepSkipped as e:
+            message, outcome = str(e), Outcome.SKIPPED
+        except Exception as e:  # (a step's error never ends PID 1)
+            message, outcome = f"{type(e).__name__}: {e}", Outcome.FAILED
+            log.debug("step %s failed", step.name, exc_info=True)
+        duration = self.clock() - t0
+        self._record(step.name, outcome, started, duration, message)
+        if outcome is Outcome.FAILED and step.on_failure is OnFailure.STOP_BOOT:
+            self.boot_log.stopped = step.name
+
+    def _record(
+        self, name: str, outcome: Outcome, started: float, duration: float, message: str
+    ) -> None:
+        self.boot_log.records.append(StepRecord(name, outcome, started, duration, message))
+        tail = f": {message}" if message else ""
+        self._line(f"step {name}: {outcome.value} ({duration * 1000:.1f} ms){tail}")
+
+    def _line(self, text: str) -> None:
+        self.console.write(f"[{self.since():8.3f}] kurma-init: {text}\n")
+        self.console.flush()
+
+
+# --- the steps of the real boot, in DESIGN.md's order ------------------------------------------
+
+# The kernel's fixed inode numbers of the initial namespaces (include/linux/proc_ns.h).
+_INIT_UTS_INO = 0xEFFFFFFE
+_INIT_PID_INO = 0xEFFFFFFC
+
+
+def install_signals(ctx: BootContext) -> str:
+    """Signals arrive through a wakeup pipe; ctrl-alt-del becomes SIGINT on the machine."""
+    ctx.signals = SignalPipe.install()
+    if ctx.machine_init:
+        disable_ctrl_alt_del()
+        return "signals on a wakeup pipe; ctrl-alt-del sends SIGINT"
+    return "signals on a wakeup pipe"
+
+
+def leave_initramfs(ctx: BootContext) -> str:
+    raise not_built("rbind / elsewhere, move it onto /, chroot (needs the VM)")
+
+
+def mount_system(ctx: BootContext) -> str:
+    raise not_built("/dev, /proc, /sys, /run, /tmp, cgroup2 (needs the VM)")
+
+
+def load_config(ctx: BootContext) -> str:
+    """Defaults <- the initrd's file <- kernel command line (the OEM disk is not looked for yet)."""
+    cmdline = ctx.cmdline
+    if cmdline is None:
+        with open("/proc/cmdline", encoding="utf-8", errors="replace") as f:
+            cmdline = f.read()
+    ctx.config, ctx.problems = load_boot_config(ctx.config_file, None, cmdline)
+    for problem in ctx.problems:
+        log.warning("boot config: %s", problem)
+    return f"{len(ctx.problems)} problem(s); OEM disk not looked for yet"
+
+
+def setup_logging(ctx: BootContext) -> str:
+    raise not_built("kernel log and log levels from the boot config")
+
+
+def load_modules(ctx: BootContext) -> str:
+    raise not_built(f"kernel modules ({len(ctx.config.modules)} configured)")
+
+
+def owns_uts_namespace() -> bool:
+    """PID 1 of the machine, or PID 1 of a namespace with a UTS namespace of its own."""
+    if os.getpid() != 1:
+        return False
+    if os.stat("/proc/self/ns/pid").st_ino == _INIT_PID_INO:
+        return True
+    return os.stat("/proc/self/ns/uts").st_ino != _INIT_UTS_INO
+
+
+def set_hostname(ctx: BootContext) -> str:
+    """The configured host name, only where it changes no one else's (never the host's)."""
+    if not owns_uts_namespace():
+        raise StepSkipped("not PID 1 of a UTS namespace of its own")
+    from ..runtime.linux import sethostname
+
+    sethostname(ctx.config.hostname)
+    return ctx.config.hostname
+
+
+def mount_disks(ctx: BootContext) -> str:
+    raise not_built(f"disks ({len(ctx.config.disks)} configured)")
+
+
+def open_image_store(ctx: BootContext) -> str:
+    raise not_built("image store and preloaded images")
+
+
+def setup_host_network(ctx: BootContext) -> str:
+    raise not_built("loopback, static addresses, DHCP")
+
+
+def start_kurmad(ctx: BootContext) -> str:
+    """kurmad as a supervised child: restarted with backoff when it dies."""
+    if ctx.kurmad is None:
+        raise RuntimeError("no kurmad command")
+    pid = ctx.kurmad.start()
+    return f"{ctx.kurmad} pid {pid}" if pid else f"{ctx.kurmad}: did not start, will retry"
+
+
+def start_services(ctx: BootContext) -> str:
+    raise not_built(f"system services as pods ({len(ctx.config.services)} extra configured)")
+
+
+def start_console(ctx: BootContext) -> str:
+    raise not_built("console service")
+
+
+def boot_plan() -> list[Step]:
+    """The real boot, in order. Names are stable: logs and the API show them."""
+    return [
+        Step("signals_and_reaping", install_signals, OnFailure.STOP_BOOT),
+        Step("leave_initramfs", leave_initramfs),
+        Step("system_mounts", mount_system),
+        Step("boot_config", load_config),
+        Step("logging", setup_logging),
+        Step("kernel_modules", load_modules),
+        Step("hostname", set_hostname, needs=("boot_config",)),
+        Step("disks", mount_disks),
+        Step("image_store", open_image_store),
+        Step("host_network", setup_host_network),
+        Step("kurmad", start_kurmad, needs=("signals_and_reaping",)),
+        Step("services", start_services, needs=("kurmad",)),
+        Step("console", start_console, needs=("kurmad",)),
+    ]

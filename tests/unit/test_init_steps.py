@@ -1,0 +1,185 @@
+"""The boot step runner and the boot plan: order, durations, failures, skips (no real time)."""
+
+from __future__ import annotations
+
+import io
+import os
+
+import pytest
+
+from kurma.init._reaper import Reaper
+from kurma.init._steps import (
+    BootContext,
+    OnFailure,
+    Outcome,
+    Step,
+    StepRunner,
+    StepSkipped,
+    boot_plan,
+    load_config,
+    set_hostname,
+)
+
+
+class FakeClock:
+    """Each reading advances by `step` seconds."""
+
+    def __init__(self, step: float = 0.5) -> None:
+        self.now, self.step = 100.0, step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+def ctx() -> BootContext:
+    return BootContext(reaper=Reaper(), test_mode=True, config_file=None, cmdline="")
+
+
+def run(steps: list[Step]) -> tuple[list[tuple[str, Outcome, str]], str, StepRunner]:
+    console = io.StringIO()
+    runner = StepRunner(console, clock=FakeClock(), since=lambda: 1.0)
+    boot_log = runner.run(steps, ctx())
+    return [(r.name, r.outcome, r.message) for r in boot_log.records], console.getvalue(), runner
+
+
+def ok(message: str = "") -> Step:
+    return Step(f"ok_{message or 'step'}", lambda c: message or None)
+
+
+def boom(c: BootContext) -> None:
+    raise ValueError("disk on fire")
+
+
+def test_steps_run_in_order_and_record_their_duration() -> None:
+    """Every step runs once, in order; the duration comes from the clock around the call."""
+    calls: list[str] = []
+    steps = [Step(n, lambda c, n=n: calls.append(n)) for n in ("a", "b", "c")]
+    records, console, runner = run(steps)
+    assert calls == ["a", "b", "c"]
+    assert [r[:2] for r in records] == [(n, Outcome.OK) for n in "abc"]
+    assert [r.duration for r in runner.boot_log.records] == [0.5, 0.5, 0.5]
+    assert console.splitlines()[:2] == [
+        "[   1.000] kurma-init: step a: start",
+        "[   1.000] kurma-init: step a: ok (500.0 ms)",
+    ]
+
+
+def test_a_failing_step_is_logged_and_the_boot_goes_on() -> None:
+    """The error's type and message are recorded and shown; the next step still runs."""
+    records, console, _ = run([Step("mounts", boom), ok("after")])
+    assert records == [
+        ("mounts", Outcome.FAILED, "ValueError: disk on fire"),
+        ("ok_after", Outcome.OK, "after"),
+    ]
+    assert "step mounts: failed (500.0 ms): ValueError: disk on fire" in console
+
+
+def test_a_step_that_needs_a_failed_one_is_skipped_with_the_reason() -> None:
+    """`needs` names earlier steps; unless they succeeded, the step does not run."""
+    ran: list[str] = []
+    steps = [
+        Step("net", boom),
+        Step("dhcp", lambda c: ran.append("dhcp"), needs=("net",)),
+        Step("ntp", lambda c: ran.append("ntp"), needs=("nowhere",)),
+        Step("after", lambda c: ran.append("after")),
+    ]
+    records, _, _ = run(steps)
+    assert ran == ["after"]
+    assert records[1] == ("dhcp", Outcome.SKIPPED, "needs net (failed)")
+    assert records[2] == ("ntp", Outcome.SKIPPED, "needs nowhere (not run)")
+
+
+def test_a_skipped_step_does_not_satisfy_needs() -> None:
+    """A step that raised StepSkipped did nothing, so what needs it is skipped too."""
+
+    def skip(c: BootContext) -> None:
+        raise StepSkipped("nothing here")
+
+    records, _, _ = run([Step("a", skip), Step("b", lambda c: None, needs=("a",))])
+    assert records == [
+        ("a", Outcome.SKIPPED, "nothing here"),
+        ("b", Outcome.SKIPPED, "needs a (skipped)"),
+    ]
+
+
+def test_a_stop_boot_failure_skips_the_rest() -> None:
+    """Only a STOP_BOOT step's failure stops the boot; the log says which one."""
+    records, _, runner = run([Step("signals", boom, OnFailure.STOP_BOOT), ok("x")])
+    assert records[1] == ("ok_x", Outcome.SKIPPED, "boot stopped after signals failed")
+    assert runner.boot_log.stopped == "signals"
+
+
+def test_boot_log_is_plain_data_for_the_api() -> None:
+    """Records turn into plain dicts (the outcome as its string)."""
+    _, _, runner = run([Step("a", boom)])
+    assert runner.boot_log.to_plain() == [
+        {
+            "name": "a",
+            "outcome": "failed",
+            "started": 1.0,
+            "duration": 0.5,
+            "message": "ValueError: disk on fire",
+        }
+    ]
+
+
+def test_the_boot_plan_follows_the_design_order() -> None:
+    """DESIGN.md's boot sequence, step names stable."""
+    assert [s.name for s in boot_plan()] == [
+        "signals_and_reaping",
+        "leave_initramfs",
+        "system_mounts",
+        "boot_config",
+        "logging",
+        "kernel_modules",
+        "hostname",
+        "disks",
+        "image_store",
+        "host_network",
+        "kurmad",
+        "services",
+        "console",
+    ]
+
+
+STUBS = [
+    "leave_initramfs",
+    "system_mounts",
+    "logging",
+    "kernel_modules",
+    "disks",
+    "image_store",
+    "host_network",
+    "services",
+    "console",
+]
+
+
+@pytest.mark.parametrize("name", STUBS)
+def test_steps_not_built_say_so(name: str) -> None:
+    """A stub is recorded as skipped, `not built yet: ...`, never as done."""
+    step = next(s for s in boot_plan() if s.name == name)
+    with pytest.raises(StepSkipped, match=r"^not built yet: "):
+        step.run(ctx())
+
+
+def test_boot_config_step_loads_the_layers_and_keeps_problems(tmp_path: os.PathLike) -> None:
+    """The initrd file and the command line are merged; faults are kept for the API."""
+    cfg = os.path.join(tmp_path, "kurma.yml")
+    with open(cfg, "w") as f:
+        f.write("hostname: from-file\nshutdown_budget: 7\n")
+    c = BootContext(reaper=Reaper(), config_file=cfg, cmdline="quiet kurma.hostname=cmd kurma.x=1")
+    message = load_config(c)
+    assert (c.config.hostname, c.config.shutdown_budget) == ("cmd", 7.0)
+    assert [p.path for p in c.problems] == ["x"]
+    assert message.startswith("1 problem(s)")
+
+
+@pytest.mark.skipif(os.getpid() == 1, reason="the test runner is PID 1")
+def test_hostname_is_left_alone_unless_pid_1() -> None:
+    """Not PID 1 of a UTS namespace of its own: skipped, the host's name unchanged."""
+    before = os.uname().nodename
+    with pytest.raises(StepSkipped, match="not PID 1"):
+        set_hostname(ctx())
+    assert os.uname().nodename == before

@@ -908,7 +908,10 @@ def test_merge_is_idempotent_and_empty_is_neutral(lower: Any, upper: Any) -> Non
 
 
 segments = st.from_regex(r"[a-z][a-z0-9_]{0,5}", fullmatch=True)
-words = st.from_regex(r"[a-z0-9][a-z0-9 ./-]{0,8}[a-z]", fullmatch=True)
+# Words YAML reads back as themselves: not `no`, `on`, `y`, `null` or `0x1f` (YAML 1.1).
+words = st.from_regex(r"[a-z0-9][a-z0-9 ./-]{0,8}[a-z]", fullmatch=True).filter(
+    lambda w: isinstance(yaml.safe_load(w), str)
+)
 values = st.one_of(st.integers(-1000, 1000), st.booleans(), words)
 
 

@@ -18,10 +18,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ..errors import KurmaError
+from ..reaper import Reaper, describe_status
 from ._claims import ClaimError, StateLock, claim_socket_path
 from ._config import ConfigError, DaemonConfig, load_config
 from ._logfmt import fields, setup_logging
-from ._reaper import reap_orphans
 from ._tcp import check_tcp_support
 
 log = logging.getLogger("kurma.api.daemon")
@@ -138,6 +138,9 @@ def _start_runtime(config: DaemonConfig):  # -> Runtime (imported lazily, like e
 
 def _serve_until_signalled(signals: _Signals, launcher_pid: int) -> int:
     """Wait for SIGTERM/SIGINT (exit 0), or for the launcher to die (exit 1)."""
+    launcher_ended: list[int] = []
+    reaper = Reaper()  # orphans re-parented to us (e.g. pods' PID 1s if the launcher died)
+    reaper.register(launcher_pid, lambda _pid, status: launcher_ended.append(status))
     while True:
         for sig in signals.wait():
             if sig in (signal.SIGTERM, signal.SIGINT):
@@ -146,19 +149,16 @@ def _serve_until_signalled(signals: _Signals, launcher_pid: int) -> int:
             if sig == signal.SIGHUP:
                 log.info("SIGHUP ignored: restart kurmad to apply a new configuration")
             if sig == signal.SIGCHLD:
-                for pid, status in reap_orphans(keep={launcher_pid}):
-                    log.info("reaped orphan", extra=fields(pid=pid, status=status))
-                if _has_exited(launcher_pid):
-                    log.error("the launcher died; exiting so that a supervisor restarts kurmad")
+                orphans = reaper.orphans_reaped
+                reaper.reap()
+                if reaper.orphans_reaped > orphans:
+                    log.info("reaped orphans", extra=fields(count=reaper.orphans_reaped - orphans))
+                if launcher_ended:
+                    log.error(
+                        "the launcher died (%s); exiting so that a supervisor restarts kurmad",
+                        describe_status(launcher_ended[0]),
+                    )
                     return EXIT_FAILED
-
-
-def _has_exited(pid: int) -> bool:
-    try:
-        got, _ = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        return True
-    return got == pid
 
 
 def _shutdown(server, runtime, config: DaemonConfig, grace: float) -> None:

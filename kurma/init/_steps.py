@@ -23,8 +23,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from ..reaper import Reaper
 from ._log import since_start
-from ._reaper import Reaper
 from ._signals import SignalPipe, disable_ctrl_alt_del
 from ._supervisor import Supervisor
 from .config import INITRD_FILE, BootConfig, ConfigProblem, load_boot_config

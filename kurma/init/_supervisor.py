@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from ._reaper import Reaper, describe_status
+from ..reaper import Reaper, describe_status
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ import sys
 import time
 from typing import TextIO
 
+from ..reaper import Reaper
 from ._log import setup_console_logging
-from ._reaper import Reaper
 from ._signals import SHUTDOWN_SIGNALS, Action, kernel_reboot
 from ._steps import BootContext, StepRunner, boot_plan
 from ._supervisor import Backoff, Supervisor

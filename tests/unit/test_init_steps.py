@@ -7,7 +7,6 @@ import os
 
 import pytest
 
-from kurma.init._reaper import Reaper
 from kurma.init._steps import (
     BootContext,
     OnFailure,
@@ -19,6 +18,7 @@ from kurma.init._steps import (
     load_config,
     set_hostname,
 )
+from kurma.reaper import Reaper
 
 
 class FakeClock:

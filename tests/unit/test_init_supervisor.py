@@ -6,10 +6,10 @@ import itertools
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from kurma.init._reaper import ExitCallback, Reaper
 from kurma.init._supervisor import Backoff, State, Supervisor
+from kurma.reaper import ExitCallback, Reaper
 
-from .test_init_reaper import in_subreaper, reap_until
+from .test_reaper import in_subreaper, reap_until
 
 
 class FakeClock:
@@ -93,7 +93,7 @@ def test_a_command_that_cannot_start_is_retried() -> None:
     assert sup.state is State.WAITING and sup.next_deadline() == 1.0
 
 
-# --- real commands, in a forked subreaper (see test_init_reaper) -------------------------------
+# --- real commands, in a forked subreaper (see test_reaper) -------------------------------
 
 
 def pump_for(reaper: Reaper) -> Callable[[float], None]:

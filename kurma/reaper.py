@@ -1,8 +1,9 @@
-"""PID 1's reaper: collects orphans without stealing the exit status of a known child.
+"""One reaper for PID 1 and kurmad: collects orphans without stealing a known child's status.
 
 Whoever starts a child registers its pid here (`spawn` does both at once) before the next
-`reap()`. Both happen in PID 1's single main thread, so a child that ends at once is still
-known when its SIGCHLD is handled.
+`reap()`. Both happen in the owner's main thread (PID 1's, or kurmad's, a child subreaper
+whose only child of its own is the launcher), so a child that ends at once is still known
+when its SIGCHLD is handled.
 
 Why not `waitpid(-1)`: it collects whichever child ended first, including a supervised one,
 whose status would then be lost to its owner (and `subprocess` would find ECHILD). So `reap()`
@@ -12,8 +13,8 @@ by pid only if it is not registered. A known child that ends between the two pas
 the peek and handed to its owner like the others. No status is dropped: known children's go to
 their callback, orphans' are counted and the last few kept.
 
-Threads in PID 1 must not start children behind the reaper's back (their statuses would be
-reaped as orphans); they register them like everyone else.
+Threads must not start children behind the reaper's back (their statuses would be reaped as
+orphans); they register them like everyone else.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from kurma.init._reaper import Reaper, describe_status
+from kurma.reaper import Reaper, describe_status
 from kurma.runtime.linux import set_child_subreaper
 
 

@@ -13,7 +13,8 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -119,6 +120,30 @@ class PodEnv:
         build_aci(rootfs, manifest, aci, mtime=0, owner=(0, 0))
         result = self.runtime.store.import_image(aci)
         return result.record.image_id
+
+
+def sh_app(name: str, script: str, **app: Any) -> dict[str, Any]:
+    """An app spec for `PodEnv.manifest` running `sh -c script`."""
+    return {"name": name, "exec": ["/bin/sh", "-c", script], **app}
+
+
+def wait_for(what: str, check: Callable[[], object], timeout: float = 10.0) -> None:
+    """Poll `check` until it is true; AssertionError naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def start(pods: PodEnv, *apps: dict[str, Any], ready: str | None = None, **extra: Any) -> str:
+    """Create and start a pod; with `ready`, wait until the first app's log holds that line."""
+    record = pods.runtime.create_pod(pods.manifest(*apps, **extra))
+    pods.runtime.start_pod(record.uuid)
+    if ready is not None:
+        app = apps[0]["name"]
+        wait_for(f"{ready!r} in the log", lambda: ready in pods.log(record, app).splitlines())
+    return record.uuid
 
 
 def mounts_under(path: Path) -> list[str]:

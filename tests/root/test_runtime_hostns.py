@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,9 @@ from kurma.runtime._runtime import RuntimeConfig
 from kurma.runtime.metadata import MetadataConfig
 
 from .runtime_support import PodEnv, make_env
+from .runtime_support import sh_app as _sh
+from .runtime_support import start as _start
+from .runtime_support import wait_for as _wait_for
 
 pytestmark = pytest.mark.root
 
@@ -31,27 +34,6 @@ GET = "wget -q -O - --header 'Metadata-Flavor: AppContainer'"
 def _host(*namespaces: str) -> list[dict[str, Any]]:
     """The pod-level isolator sharing `namespaces` with the host."""
     return [{"name": "os/linux/namespaces", "value": {ns: "host" for ns in namespaces}}]
-
-
-def _sh(name: str, script: str, **app: Any) -> dict[str, Any]:
-    return {"name": name, "exec": ["/bin/sh", "-c", script], **app}
-
-
-def _wait_for(what: str, check: Callable[[], object], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
-def _start(pods: PodEnv, *apps: dict[str, Any], ready: str, **extra: Any) -> str:
-    """Create and start a pod; wait until the first app's log has a line `ready`."""
-    record = pods.runtime.create_pod(pods.manifest(*apps, **extra))
-    pods.runtime.start_pod(record.uuid)
-    name = apps[0]["name"]
-    _wait_for(f"{ready!r} in the log", lambda: ready in pods.log(record, name).splitlines())
-    return record.uuid
 
 
 def _values(log: str, key: str) -> list[str]:

@@ -21,30 +21,11 @@ from kurma.runtime._podrecord import AppState, PodState, process_start_time
 from kurma.runtime._runtime import PodNotFound, PodStateError, Runtime, RuntimeConfig
 
 from .runtime_support import PodEnv, _teardown, make_env, mounts_under
+from .runtime_support import sh_app as _sh
+from .runtime_support import start as _start
+from .runtime_support import wait_for as _wait_for
 
 pytestmark = pytest.mark.root
-
-
-def _sh(name: str, script: str, **app: Any) -> dict[str, Any]:
-    return {"name": name, "exec": ["/bin/sh", "-c", script], **app}
-
-
-def _wait_for(what: str, check: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
-def _start(pods: PodEnv, *apps: dict[str, Any], ready: str | None = None, **extra: Any) -> str:
-    """Create and start a pod; with `ready`, wait until the first app's log holds that line."""
-    record = pods.runtime.create_pod(pods.manifest(*apps, **extra))
-    pods.runtime.start_pod(record.uuid)
-    if ready is not None:
-        app = apps[0]["name"]
-        _wait_for(f"{ready!r} in the log", lambda: ready in pods.log(record, app).splitlines())
-    return record.uuid
 
 
 def _host_volume(pods: PodEnv) -> tuple[Path, dict[str, Any]]:

@@ -344,6 +344,12 @@ def _is_judged_elsewhere(iso: Isolator) -> bool:
     return isinstance(iso, _JUDGED_ELSEWHERE)
 
 
+def host_namespaces(pod: PodManifest, apps: Sequence[AppInput]) -> frozenset[str]:
+    """The namespaces the pod shares with the host (known before planning: the metadata
+    URL depends on whether it has a network of its own)."""
+    return _host_namespaces(pod, apps, [])
+
+
 def _host_namespaces(
     pod: PodManifest, apps: Sequence[AppInput], report: list[IsolatorOutcome]
 ) -> frozenset[str]:

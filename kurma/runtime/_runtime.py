@@ -31,7 +31,7 @@ from ..errors import KurmaError, ValidationError
 from ..store import ImageStore
 from ._confine import check_within, translate_volumes
 from ._etc import HOSTS_NAME, RESOLV_CONF_NAME, EtcFiles, write_pod_etc
-from ._plan import AppInput, PodPlan, plan_pod
+from ._plan import AppInput, PodPlan, host_namespaces, plan_pod
 from ._podinit import (
     SIGNAL_KILL_APPS,
     SIGNAL_TERMINATE_APPS,
@@ -40,9 +40,10 @@ from ._podinit import (
     read_exit_records,
 )
 from ._podrecord import AppRecord, AppState, PodRecord, PodState, process_start_time
-from .cgroups import Cgroup, CgroupStats, CgroupSystem
+from .cgroups import CgroupStats, CgroupSystem
 from .launcher import ExecStart, HandlerStart, Launcher, PodStart
 from .launcher._app import parse_start_error
+from .launcher._zygote import procs_files
 from .linux import MNT_DETACH, MS_NODEV, MS_NOSUID, mount, umount2
 from .metadata import MetadataConfig, MetadataService
 from .metadata._hmac import PodSigner, load_or_create_key
@@ -332,7 +333,7 @@ class Runtime:
             mount_apps_tmpfs(pod_dir)
         nameservers = self.config.nameservers
         etc = write_pod_etc(str(pod_dir), pod_name, list(nameservers) if nameservers else None)
-        apps = [AppRecord(item.app.name, _image_id(item)) for item in inputs]
+        apps = [AppRecord(item.app.name, item.image_id) for item in inputs]
         record = PodRecord(
             pod_uuid,
             pod_name,
@@ -373,7 +374,7 @@ class Runtime:
         record = live.record
         url = self.metadata.url_of(record.uuid) if self.metadata is not None else None
         if url is None:
-            url = self._metadata_url(live, host_net=_shares_host_net(manifest, inputs))
+            url = self._metadata_url(live, host_net="net" in host_namespaces(manifest, inputs))
         return plan_pod(
             record.uuid,
             record.name,
@@ -549,7 +550,7 @@ class Runtime:
                 tty=tty,
                 label=f"{name} exec",
                 host_namespaces=plan.host_namespaces,
-                cgroup_procs=_procs_files(self.cgroups.open(record.cgroup or "")),
+                cgroup_procs=procs_files(self.cgroups.open(record.cgroup or "")),
             )
         if stdio is None and not tty:
             raise ValidationError("stdio", "exec without a terminal needs stdin/stdout/stderr")
@@ -750,7 +751,7 @@ class Runtime:
             app_plan.post_stop,
             f"{app.name} post-stop",
             plan.host_namespaces,
-            _procs_files(self.cgroups.open(live.record.cgroup or "")),
+            procs_files(self.cgroups.open(live.record.cgroup or "")),
             str(log_path(live.pod_dir, app.name)),
         )
         try:
@@ -982,23 +983,6 @@ def _pids_from_registrations(live: _Live) -> None:
                 if name in missing:
                     missing[name].pid = int(entry.name)
 
-
-def _image_id(item: AppInput) -> str:
-    return item.image_id
-
-
-def _shares_host_net(manifest: PodManifest, inputs: list[AppInput]) -> bool:
-    from ..aci import NamespacesIsolator
-
-    isolators = [*manifest.isolators]
-    for item in inputs:
-        app = item.app.app or item.image.app
-        isolators.extend(app.isolators if app else ())
-    return any(isinstance(i, NamespacesIsolator) and "net" in i.host for i in isolators)
-
-
-def _procs_files(cgroup: Cgroup) -> tuple[str, ...]:
-    return tuple(os.path.join(d, "cgroup.procs") for _, d in cgroup.directories())
 
 
 def _drain(fd: int) -> None:

@@ -47,10 +47,15 @@ def serve_exec(
     env = [(kv.key, kv.value) for kv in start.environment]
     if start.tty:  # the terminal is opened inside the pod, from its own devpts
         proc = runtime.exec_in_pod(
-            pod, start.app or None, list(start.argv), stdio=None, env=env, tty=True
+            pod,
+            start.app or None,
+            list(start.argv),
+            stdio=None,
+            env=env,
+            tty=True,
+            size=(start.rows, start.cols),
         )
         assert proc.terminal is not None
-        set_window_size(proc.terminal, start.rows, start.cols)
         ours = {"stdin": proc.terminal, "out": proc.terminal}
     else:
         in_r, in_w = os.pipe()

@@ -520,6 +520,7 @@ class Runtime:
         stdio: tuple[int, int, int] | None,
         env: Sequence[tuple[str, str]] = (),
         tty: bool = False,
+        size: tuple[int, int] = (0, 0),
         timeout: float = 30.0,
     ) -> ExecProcess:
         """Run `argv` inside a running app (its root, identity and limits) with `stdio`
@@ -551,6 +552,7 @@ class Runtime:
                 label=f"{name} exec",
                 host_namespaces=plan.host_namespaces,
                 cgroup_procs=procs_files(self.cgroups.open(record.cgroup or "")),
+                size=size,
             )
         if stdio is None and not tty:
             raise ValidationError("stdio", "exec without a terminal needs stdin/stdout/stderr")
@@ -982,7 +984,6 @@ def _pids_from_registrations(live: _Live) -> None:
                 name = Path(entry.path).read_text().strip()
                 if name in missing:
                     missing[name].pid = int(entry.name)
-
 
 
 def _drain(fd: int) -> None:

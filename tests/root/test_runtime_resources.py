@@ -35,10 +35,22 @@ def _pgrep(marker: str) -> list[int]:
 
 
 def _alive(processes: dict[int, int | None]) -> list[int]:
-    """The pids (with their start times) that still name the same process."""
+    """The pids (with their start times) that still name the same, running process. A zombie
+    has ended: podinit's may wait a moment for the launcher, its parent, to reap it."""
     return [
-        p for p, start in processes.items() if start is not None and process_start_time(p) == start
+        p
+        for p, start in processes.items()
+        if start is not None and process_start_time(p) == start and not _zombie(p)
     ]
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return True
+    return data[data.rindex(b")") + 2 : data.rindex(b")") + 3] == b"Z"
 
 
 def _snapshot(pids: set[int] | list[int]) -> dict[int, int | None]:

@@ -13,9 +13,12 @@ handlers (see _spawn._beside_pod).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import socket
+import struct
+import termios
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -42,6 +45,7 @@ class ExecStart:
     label: str
     host_namespaces: frozenset[str]
     cgroup_procs: tuple[str, ...]
+    size: tuple[int, int] = (0, 0)  # rows, cols of a terminal opened in the pod
 
 
 def app_host_pid(podinit_pid: int, app_pid: int, host_pid_ns: bool) -> int:
@@ -123,6 +127,9 @@ def _enter_app(
             os._exit(0)  # C: P carries on inside the pod; the launcher's waitpid collects C
         if not stdio:  # a terminal from the app's own /dev/ptmx (the pod's devpts)
             master, slave = os.openpty()
+            rows, cols = req.size
+            if rows and cols:  # before the command runs: its first look sees the size
+                fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
             stdio = [slave, slave, slave]
         fds = AppFds(stdio[1], err_w, stdin=stdio[0], errors=stdio[2], tty=req.tty)
         h = os.fork()

@@ -93,6 +93,7 @@ METHOD_ROLES: dict[str, Role] = {
             "ServiceLogs": _R,
             "Reboot": _A,
             "Poweroff": _A,
+            "BootLog": _R,
         },
     ),
     # Generic tools and probes.

@@ -50,10 +50,21 @@ class DaemonConfig:
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_ca: str | None = None
+    services_file: str | None = None
+    stop_services_on_exit: bool | None = None  # None: yes when there is a services_file
+    boot_log_file: str | None = None
+    init_pid: int = 1
 
     @property
     def log_level_number(self) -> int:
         return int(getattr(logging, self.log_level.upper()))
+
+    @property
+    def stops_services(self) -> bool:
+        """Whether shutting down stops the system services (kurmad under kurma-init)."""
+        if self.stop_services_on_exit is None:
+            return self.services_file is not None
+        return self.stop_services_on_exit
 
 
 # --- value parsers: raw value (YAML scalar or flag text) -> value, or ValueError ------------
@@ -182,6 +193,14 @@ KEYS: tuple[Key, ...] = (
     Key("tls_cert", _optional_path, "the TCP listener's server certificate (PEM)"),
     Key("tls_key", _optional_path, "the server certificate's private key (PEM)"),
     Key("tls_ca", _optional_path, "the CA that client certificates must chain to (PEM)"),
+    Key("services_file", _optional_path, "system services to run (YAML written by kurma-init)"),
+    Key(
+        "stop_services_on_exit",
+        _boolean,
+        "stop the system services when kurmad exits (default: yes with a services file)",
+    ),
+    Key("boot_log_file", _optional_path, "kurma-init's boot log (JSON), served by Host.BootLog"),
+    Key("init_pid", _int_range(1, 1 << 22), "the pid of kurma-init, told to reboot/power off"),
 )
 _BY_NAME = {k.name: k for k in KEYS}
 assert set(_BY_NAME) == {f.name for f in fields(DaemonConfig)}

@@ -1,21 +1,36 @@
-"""The Host service: facts about the machine, the event stream; services and power later."""
+"""The Host service: facts about the machine, the event stream, the system services
+(kurma.services' supervisor), power (signals to kurma-init) and kurma-init's boot log."""
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import signal
 import socket
+from collections.abc import Callable
+from typing import Any
 
 import grpc
 
 from .. import __version__
-from ..runtime._runtime import Runtime
+from ..aci import PodManifest
+from ..errors import ValidationError
+from ..runtime._podrecord import AppState, PodState
+from ..runtime._runtime import PodNotFound, Runtime
 from ..runtime.cgroups import CONTROLLERS
+from ..services import ServiceNotFound, ServiceSpec, ServiceStatus
+from ..services._supervisor import Supervisor
 from ._caller import BindsCaller
+from ._config import DaemonConfig
+from ._convert import manifest_from_spec, timestamp
 from ._events import EventHub
-from ._status import rpc, unimplemented
-from .v1 import host_pb2, host_pb2_grpc
+from ._logfmt import fields
+from ._logs import stream_logs
+from ._status import ApiError, Code, rpc
+from .v1 import host_pb2, host_pb2_grpc, pods_pb2
 
-_PID1_LATER = "system services and power come with the PID 1 issue (kurma-init)"
+log = logging.getLogger(__name__)
 
 
 def uptime_seconds() -> float:
@@ -35,9 +50,17 @@ def memory_bytes() -> tuple[int, int]:
 
 
 class HostServicer(BindsCaller, host_pb2_grpc.HostServicer):
-    def __init__(self, runtime: Runtime, events: EventHub) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        events: EventHub,
+        config: DaemonConfig | None = None,
+        supervisor: Supervisor | None = None,
+    ) -> None:
         self.runtime = runtime
         self.events = events
+        self.config = config or DaemonConfig()
+        self.supervisor = supervisor
 
     @rpc
     def Info(self, request: host_pb2.InfoRequest, context: grpc.ServicerContext):
@@ -76,21 +99,192 @@ class HostServicer(BindsCaller, host_pb2_grpc.HostServicer):
 
     @rpc
     def Services(self, request: host_pb2.ServicesRequest, context: grpc.ServicerContext):
-        raise unimplemented(_PID1_LATER)
+        view = self._caller(context)
+        if self.supervisor is None or view.subtree_of is not None:
+            return host_pb2.ServicesResponse()  # none, or none a subtree pod may see
+        return host_pb2.ServicesResponse(
+            services=[service_to_proto(s) for s in self.supervisor.services()]
+        )
 
     @rpc
     def RestartService(self, request: host_pb2.ServiceRef, context: grpc.ServicerContext):
-        raise unimplemented(_PID1_LATER)
+        self._caller(context)  # the method guard decided who may; resolve for the log
+        supervisor = self._services(request.name)
+        return service_to_proto(supervisor.restart(request.name))
 
     @rpc
     def ServiceLogs(self, request: host_pb2.ServiceLogsRequest, context: grpc.ServicerContext):
-        raise unimplemented(_PID1_LATER)
-        yield  # a server-streaming method  # pragma: no cover
+        if self._caller(context).subtree_of is not None:
+            raise ApiError(Code.NOT_FOUND, f"no service named {request.name!r}")
+        status = self._services(request.name).status(request.name)
+        if status.pod is None:
+            raise ApiError(
+                Code.FAILED_PRECONDITION,
+                f"service {status.name} has no pod ({status.state}"
+                f"{': ' + status.message if status.message else ''})",
+            )
+        uuid = status.pod
+        try:
+            record = self.runtime.get(uuid)
+        except PodNotFound:
+            raise ApiError(
+                Code.FAILED_PRECONDITION, f"service {status.name}'s pod is gone; try again"
+            ) from None
+        files = {a.name: self.runtime.log_file(uuid, a.name) for a in record.apps}
+
+        def state() -> tuple[bool, set[str]]:
+            try:
+                now = self.runtime.get(uuid)
+            except PodNotFound:
+                return True, set(files)
+            exited = {a.name for a in now.apps if a.state is AppState.EXITED}
+            return now.state is PodState.EXITED, exited
+
+        chunks = stream_logs(files, request.tail, request.follow, state, context.is_active)
+        for _app, data in chunks:
+            yield host_pb2.ServiceLogChunk(data=data)
+
+    def _services(self, name: str) -> Supervisor:
+        """The supervisor, when the service exists (NOT_FOUND naming the known ones)."""
+        if self.supervisor is None:
+            raise ApiError(
+                Code.NOT_FOUND,
+                f"no service named {name!r}: kurmad runs no system services "
+                f"(it was started without services_file)",
+            )
+        try:
+            self.supervisor.status(name)
+        except ServiceNotFound as e:
+            raise ApiError(Code.NOT_FOUND, str(e)) from None
+        return self.supervisor
 
     @rpc
     def Reboot(self, request: host_pb2.PowerRequest, context: grpc.ServicerContext):
-        raise unimplemented(_PID1_LATER)
+        return self._power(signal.SIGINT, "reboot")
 
     @rpc
     def Poweroff(self, request: host_pb2.PowerRequest, context: grpc.ServicerContext):
-        raise unimplemented(_PID1_LATER)
+        return self._power(signal.SIGTERM, "poweroff")
+
+    def _power(self, sig: int, what: str) -> host_pb2.PowerResponse:
+        """Ask kurma-init to go down: SIGINT reboots, SIGTERM powers off (its
+        SHUTDOWN_SIGNALS); only when it is our parent, never a systemd or a shell."""
+        target = self.config.init_pid
+        parent = os.getppid()
+        if parent != target or not is_kurma_init(target):
+            raise ApiError(
+                Code.FAILED_PRECONDITION,
+                f"kurmad is not running under kurma-init (parent pid {parent}): {what} "
+                f"the host with its own init system",
+            )
+        log.warning("%s requested: signalling kurma-init", what, extra=fields(pid=target))
+        os.kill(target, sig)
+        return host_pb2.PowerResponse()
+
+    @rpc
+    def BootLog(self, request: host_pb2.BootLogRequest, context: grpc.ServicerContext):
+        path = self.config.boot_log_file
+        if path is None:
+            raise ApiError(
+                Code.FAILED_PRECONDITION,
+                "no boot log: kurmad was not started by kurma-init (boot_log_file is not set)",
+            )
+        return read_boot_log(path)
+
+
+def is_kurma_init(pid: int) -> bool:
+    """Whether process `pid` runs kurma-init (its command line names it)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            words = f.read().split(b"\0")
+    except OSError:
+        return False
+    return any(os.path.basename(w) == b"kurma-init" or w.startswith(b"kurma.init") for w in words)
+
+
+def read_boot_log(path: str) -> host_pb2.BootLogResponse:
+    """kurma-init's JSON boot log as the API's message; FAILED_PRECONDITION when it is
+    missing or malformed, naming what is wrong."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except FileNotFoundError:
+        raise ApiError(
+            Code.FAILED_PRECONDITION, f"no boot log at {path} (kurma-init has not written it)"
+        ) from None
+    except (OSError, ValueError) as e:
+        raise ApiError(Code.FAILED_PRECONDITION, f"boot log {path} unreadable: {e}") from None
+    if not isinstance(doc, dict):
+        raise ApiError(Code.FAILED_PRECONDITION, f"boot log {path}: not a JSON object")
+    steps = []
+    for i, step in enumerate(doc.get("steps") or ()):
+        try:
+            steps.append(
+                host_pb2.BootStep(
+                    name=str(step["name"]),
+                    outcome=str(step.get("outcome", "")),
+                    started=float(step.get("started") or 0.0),
+                    duration=float(step.get("duration") or 0.0),
+                    message=str(step.get("message") or ""),
+                )
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ApiError(
+                Code.FAILED_PRECONDITION, f"boot log {path}: steps[{i}]: malformed ({e!r})"
+            ) from None
+    problems = [str(p) for p in doc.get("problems") or ()]
+    return host_pb2.BootLogResponse(steps=steps, problems=problems)
+
+
+def service_to_proto(status: ServiceStatus) -> host_pb2.Service:
+    return host_pb2.Service(
+        name=status.name,
+        pod=status.pod or "",
+        state=status.state.value,
+        restarts=status.restarts,
+        message=status.message,
+        image=status.image,
+        last_exit_code=status.last_exit_code,
+        depends_on=list(status.depends_on),
+        provides=list(status.provides),
+        restart=status.restart,
+        started_at=timestamp(status.started_at),
+    )
+
+
+def service_manifest_builder(store: Any) -> Callable[[ServiceSpec], PodManifest]:
+    """How a service becomes a pod: the same RunSpec path as Pods.Create from images, so a
+    service's image, overrides and isolators are checked exactly like a user's pod."""
+
+    def build(spec: ServiceSpec) -> PodManifest:
+        run = pods_pb2.RunSpec(
+            apps=[
+                pods_pb2.AppSpec(
+                    image=spec.image,
+                    exec=list(spec.exec or ()),
+                    environment=[
+                        pods_pb2.KeyValue(key=k, value=v) for k, v in spec.environment.items()
+                    ],
+                )
+            ],
+            volumes=[
+                pods_pb2.VolumeSpec(
+                    name=name,
+                    kind="host",
+                    source=v.source,
+                    read_only=v.read_only,
+                    path=v.path or "",
+                )
+                for name, v in spec.volumes.items()
+            ],
+            isolators=[
+                pods_pb2.Isolator(name=name, value_json=json.dumps(value))
+                for name, value in spec.isolators.items()
+            ],
+        )
+        try:
+            return manifest_from_spec(run, store.get)
+        except ValidationError as e:
+            raise ValidationError(f"services.{spec.name}", str(e)) from e
+
+    return build

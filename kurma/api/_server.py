@@ -24,7 +24,7 @@ from ..runtime._runtime import Runtime
 from ._caller import CallerView
 from ._config import DaemonConfig
 from ._events import EventHub
-from ._host import HostServicer
+from ._host import HostServicer, service_manifest_builder
 from ._images import ImagesServicer, TrustServicer
 from ._logfmt import fields
 from ._pods import PodsServicer
@@ -63,7 +63,17 @@ class ApiServer:
         self.pods = PodsServicer(runtime, on_created=self.pod_sockets.open)
         self.images = ImagesServicer(runtime.store, self.events)
         self.trust = TrustServicer()
-        self.host = HostServicer(runtime, self.events)
+        self.supervisor = None
+        if config.services_file is not None:
+            from ..services._supervisor import Supervisor
+
+            self.supervisor = Supervisor(
+                runtime,
+                config.services_file,
+                service_manifest_builder(runtime.store),
+                on_created=self.pod_sockets.open,  # a service with api-access gets its socket
+            )
+        self.host = HostServicer(runtime, self.events, config, self.supervisor)
         pods_pb2_grpc.add_PodsServicer_to_server(self.pods, self.server)
         images_pb2_grpc.add_ImagesServicer_to_server(self.images, self.server)
         images_pb2_grpc.add_TrustServicer_to_server(self.trust, self.server)
@@ -91,6 +101,8 @@ class ApiServer:
         self.pod_sockets.open_existing()
         for name in ("", *SERVICES):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if self.supervisor is not None:
+            self.supervisor.start()
         log.info("serving", extra=fields(socket=self.socket_path, listen=self.config.listen))
 
     def _bind_unix(self, path: str) -> None:
@@ -107,6 +119,11 @@ class ApiServer:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(staged)
             os.rmdir(private)
+
+    def stop_services(self, *, stop: bool, budget: float) -> None:
+        """End the service supervisor; with `stop`, stop the services within `budget` s."""
+        if self.supervisor is not None:
+            self.supervisor.close(stop_services=stop, budget=budget)
 
     def stop(self, grace: float) -> None:
         """Stop accepting calls, give in-flight ones `grace` seconds, end every stream."""

@@ -162,8 +162,10 @@ def _serve_until_signalled(signals: _Signals, launcher_pid: int) -> int:
 
 
 def _shutdown(server, runtime, config: DaemonConfig, grace: float) -> None:
-    """Stop serving, then stop the pods if told to, then close the runtime."""
+    """Stop the system services (under kurma-init: dependents first, within the shutdown
+    grace), stop serving, then stop the pods if told to, then close the runtime."""
     if server is not None:
+        server.stop_services(stop=config.stops_services, budget=config.shutdown_grace)
         server.stop(grace)
     if config.stop_pods_on_exit:
         _stop_all_pods(runtime)

@@ -357,6 +357,33 @@ class Client:
             raise from_rpc_error(e) from None
         return Stream(call)
 
+    # --- system services and power ------------------------------------------------------
+
+    def services(self) -> list[host_pb2.Service]:
+        """The system services kurmad supervises (none when it runs without kurma-init)."""
+        return list(_call(self._host.Services, host_pb2.ServicesRequest()).services)
+
+    def restart_service(self, name: str) -> host_pb2.Service:
+        """Restart a service now (backoff reset); NotFound for an unknown name."""
+        return _call(self._host.RestartService, host_pb2.ServiceRef(name=name))
+
+    def service_logs(
+        self, name: str, *, follow: bool = False, tail: int = 0
+    ) -> Stream[host_pb2.ServiceLogChunk]:
+        """The output of a service's current pod, as `logs` gives a pod's."""
+        request = host_pb2.ServiceLogsRequest(name=name, follow=follow, tail=tail)
+        return Stream(self._host.ServiceLogs(request))
+
+    def boot_log(self) -> host_pb2.BootLogResponse:
+        """kurma-init's boot steps and the boot config's problems."""
+        return _call(self._host.BootLog, host_pb2.BootLogRequest())
+
+    def reboot(self) -> None:
+        _call(self._host.Reboot, host_pb2.PowerRequest())
+
+    def poweroff(self) -> None:
+        _call(self._host.Poweroff, host_pb2.PowerRequest())
+
 
 def _call(method: Any, request: Any, timeout: float | None = None) -> Any:
     try:

@@ -72,16 +72,30 @@ class ServicesRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Service(_message.Message):
-    __slots__ = ("name", "pod", "state", "restarts")
+    __slots__ = ("name", "pod", "state", "restarts", "message", "image", "last_exit_code", "depends_on", "provides", "restart", "started_at")
     NAME_FIELD_NUMBER: _ClassVar[int]
     POD_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    LAST_EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    DEPENDS_ON_FIELD_NUMBER: _ClassVar[int]
+    PROVIDES_FIELD_NUMBER: _ClassVar[int]
+    RESTART_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     name: str
     pod: str
     state: str
     restarts: int
-    def __init__(self, name: _Optional[str] = ..., pod: _Optional[str] = ..., state: _Optional[str] = ..., restarts: _Optional[int] = ...) -> None: ...
+    message: str
+    image: str
+    last_exit_code: int
+    depends_on: _containers.RepeatedScalarFieldContainer[str]
+    provides: _containers.RepeatedScalarFieldContainer[str]
+    restart: str
+    started_at: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., pod: _Optional[str] = ..., state: _Optional[str] = ..., restarts: _Optional[int] = ..., message: _Optional[str] = ..., image: _Optional[str] = ..., last_exit_code: _Optional[int] = ..., depends_on: _Optional[_Iterable[str]] = ..., provides: _Optional[_Iterable[str]] = ..., restart: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ServicesResponse(_message.Message):
     __slots__ = ("services",)
@@ -110,6 +124,32 @@ class ServiceLogChunk(_message.Message):
     DATA_FIELD_NUMBER: _ClassVar[int]
     data: bytes
     def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+
+class BootLogRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class BootStep(_message.Message):
+    __slots__ = ("name", "outcome", "started", "duration", "message")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    DURATION_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    outcome: str
+    started: float
+    duration: float
+    message: str
+    def __init__(self, name: _Optional[str] = ..., outcome: _Optional[str] = ..., started: _Optional[float] = ..., duration: _Optional[float] = ..., message: _Optional[str] = ...) -> None: ...
+
+class BootLogResponse(_message.Message):
+    __slots__ = ("steps", "problems")
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    steps: _containers.RepeatedCompositeFieldContainer[BootStep]
+    problems: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, steps: _Optional[_Iterable[_Union[BootStep, _Mapping]]] = ..., problems: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PowerRequest(_message.Message):
     __slots__ = ()

@@ -69,6 +69,11 @@ class HostStub:
                 request_serializer=kurma_dot_api_dot_v1_dot_host__pb2.PowerRequest.SerializeToString,
                 response_deserializer=kurma_dot_api_dot_v1_dot_host__pb2.PowerResponse.FromString,
                 _registered_method=True)
+        self.BootLog = channel.unary_unary(
+                '/kurma.v1.Host/BootLog',
+                request_serializer=kurma_dot_api_dot_v1_dot_host__pb2.BootLogRequest.SerializeToString,
+                response_deserializer=kurma_dot_api_dot_v1_dot_host__pb2.BootLogResponse.FromString,
+                _registered_method=True)
 
 
 class HostServicer:
@@ -118,6 +123,13 @@ class HostServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BootLog(self, request, context):
+        """The boot steps kurma-init ran, and the boot config's problems.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HostServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -155,6 +167,11 @@ def add_HostServicer_to_server(servicer, server):
                     servicer.Poweroff,
                     request_deserializer=kurma_dot_api_dot_v1_dot_host__pb2.PowerRequest.FromString,
                     response_serializer=kurma_dot_api_dot_v1_dot_host__pb2.PowerResponse.SerializeToString,
+            ),
+            'BootLog': grpc.unary_unary_rpc_method_handler(
+                    servicer.BootLog,
+                    request_deserializer=kurma_dot_api_dot_v1_dot_host__pb2.BootLogRequest.FromString,
+                    response_serializer=kurma_dot_api_dot_v1_dot_host__pb2.BootLogResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -346,6 +363,33 @@ class Host:
             '/kurma.v1.Host/Poweroff',
             kurma_dot_api_dot_v1_dot_host__pb2.PowerRequest.SerializeToString,
             kurma_dot_api_dot_v1_dot_host__pb2.PowerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BootLog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kurma.v1.Host/BootLog',
+            kurma_dot_api_dot_v1_dot_host__pb2.BootLogRequest.SerializeToString,
+            kurma_dot_api_dot_v1_dot_host__pb2.BootLogResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -40,3 +40,7 @@ boot:
 
 clean:
 	rm -rf $(VENV) out
+
+.PHONY: images
+images: deps  ## the service images (images/*) as ACIs in out/images
+	$(PY) build/images.py --out out/images

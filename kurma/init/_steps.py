@@ -14,6 +14,7 @@ never as done.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import logging
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from ..reaper import Reaper
+from . import _disks, _kmsg, _modules, _mounts, _network
 from ._log import since_start
 from ._signals import SignalPipe, disable_ctrl_alt_del
 from ._supervisor import Supervisor
@@ -66,8 +68,14 @@ class BootContext:
     config_file: str | None = INITRD_FILE
     cmdline: str | None = None  # None: read /proc/cmdline
     signals: SignalPipe | None = None
+    oem_file: str | None = None  # None: the OEM disk's file, when the machine has one
     config: BootConfig = field(default_factory=BootConfig)
     problems: list[ConfigProblem] = field(default_factory=list)
+    oem_dir: str | None = None  # where the OEM disk is mounted (files the config names)
+    modules: list[_modules.ModuleReport] = field(default_factory=list)
+    kmsg: logging.Handler | None = None
+    disks: _disks.DiskReport = field(default_factory=_disks.DiskReport)  # roles -> mounts
+    dhcp_interfaces: list[str] = field(default_factory=list)  # for the dhcp service
 
     @property
     def machine_init(self) -> bool:
@@ -186,6 +194,7 @@ class StepRunner:
 # The kernel's fixed inode numbers of the initial namespaces (include/linux/proc_ns.h).
 _INIT_UTS_INO = 0xEFFFFFFE
 _INIT_PID_INO = 0xEFFFFFFC
+CONSOLE_LOGLEVEL = 4  # KERN_WARNING: the kernel's warnings and worse reach the console
 
 
 def install_signals(ctx: BootContext) -> str:
@@ -197,32 +206,99 @@ def install_signals(ctx: BootContext) -> str:
     return "signals on a wakeup pipe"
 
 
+def _machine_only(ctx: BootContext, what: str) -> None:
+    if not ctx.machine_init:
+        raise StepSkipped(f"not PID 1 of the machine: {what} left alone")
+
+
 def leave_initramfs(ctx: BootContext) -> str:
-    raise not_built("rbind / elsewhere, move it onto /, chroot (needs the VM)")
+    """rbind / onto /newroot, move it onto /, chroot: containers can pivot_root afterwards."""
+    _machine_only(ctx, "the root")
+    _mounts.mount_system(mounts=[_mounts.PROC])  # mountinfo tells what / is; moves along
+    root_type = _mounts.mounted_type("/")
+    if root_type not in _mounts.INITRAMFS_TYPES:
+        raise StepSkipped(f"/ is {root_type}, not an initramfs")
+    _mounts.leave_initramfs()
+    return f"/ ({root_type}) is now a bind mount of itself, private"
 
 
 def mount_system(ctx: BootContext) -> str:
-    raise not_built("/dev, /proc, /sys, /run, /tmp, cgroup2 (needs the VM)")
+    """/proc, /sys, /dev (+pts, shm, mqueue), /run, /tmp, cgroup2 with every controller."""
+    _machine_only(ctx, "the mounts")
+    done = _mounts.mount_system()
+    controllers = _mounts.enable_controllers()
+    return (
+        f"mounted {', '.join(done) or 'nothing new'}; cgroup2 controllers {' '.join(controllers)}"
+    )
 
 
 def load_config(ctx: BootContext) -> str:
-    """Defaults <- the initrd's file <- kernel command line (the OEM disk is not looked for yet)."""
+    """Defaults <- the initrd's file <- the OEM disk's file <- kernel command line.
+
+    Finding the OEM disk needs its drivers, so the machine loads the initrd's always-needed
+    modules (/etc/kurma/modules) here, before the config's own in `kernel_modules`.
+    """
     cmdline = ctx.cmdline
     if cmdline is None:
         with open("/proc/cmdline", encoding="utf-8", errors="replace") as f:
             cmdline = f.read()
-    ctx.config, ctx.problems = load_boot_config(ctx.config_file, None, cmdline)
+    label, cmdline = _disks.oem_label(cmdline)
+    oem_file, oem_note = ctx.oem_file, "OEM file given"
+    if oem_file is None:
+        oem_file, oem_note = _find_oem(ctx, label)
+    ctx.config, ctx.problems = load_boot_config(ctx.config_file, oem_file, cmdline)
     for problem in ctx.problems:
         log.warning("boot config: %s", problem)
-    return f"{len(ctx.problems)} problem(s); OEM disk not looked for yet"
+    return f"{len(ctx.problems)} problem(s); {oem_note}"
+
+
+def _find_oem(ctx: BootContext, label: str) -> tuple[str | None, str]:
+    """The OEM layer's file, after the base modules; never raises (the config must load)."""
+    if not ctx.machine_init:
+        return None, "OEM disk not looked for (not PID 1 of the machine)"
+    try:
+        with open(_modules.BASE_LIST, encoding="utf-8") as f:
+            base = _modules.parse_name_list(f.read())
+        report = _modules.load_modules(base)
+        ctx.modules.append(report)
+        log.info("base modules: %s", report.summary())
+    except FileNotFoundError:
+        pass
+    except Exception as e:
+        log.error("base modules: %s", e)
+    try:
+        device = _disks.mount_oem(label)
+    except Exception as e:
+        log.error("OEM disk %s: %s", label, e)
+        return None, f"OEM disk {label}: {e}"
+    if device is None:
+        return None, f"no OEM disk labelled {label}"
+    ctx.oem_dir = _disks.OEM_DIR
+    return os.path.join(_disks.OEM_DIR, _disks.OEM_FILE), f"OEM disk {label} ({device})"
 
 
 def setup_logging(ctx: BootContext) -> str:
-    raise not_built("kernel log and log levels from the boot config")
+    """PID 1's lines into the kernel log too; the console shows only the kernel's warnings."""
+    _machine_only(ctx, "the kernel log")
+    with contextlib.suppress(OSError):
+        _kmsg.allow_kmsg_writes()
+    with contextlib.suppress(OSError):  # our own info lines would otherwise show twice
+        _kmsg.set_console_loglevel(CONSOLE_LOGLEVEL)
+    ctx.kmsg = _kmsg.log_to_kmsg()
+    return f"also to {_kmsg.KMSG}; console log level {CONSOLE_LOGLEVEL}"
 
 
 def load_modules(ctx: BootContext) -> str:
-    raise not_built(f"kernel modules ({len(ctx.config.modules)} configured)")
+    """The config's modules with their dependencies (modules.dep order), by finit_module."""
+    names = ctx.config.modules
+    if not names:
+        return "no modules configured"
+    _machine_only(ctx, "the kernel's modules")
+    report = _modules.load_modules(names)
+    ctx.modules.append(report)
+    if report.failed:
+        raise RuntimeError(report.summary())
+    return report.summary()
 
 
 def owns_uts_namespace() -> bool:
@@ -245,7 +321,14 @@ def set_hostname(ctx: BootContext) -> str:
 
 
 def mount_disks(ctx: BootContext) -> str:
-    raise not_built(f"disks ({len(ctx.config.disks)} configured)")
+    """Each configured disk found, formatted if asked and blank, mounted; roles recorded."""
+    if not ctx.config.disks:
+        return "no disks configured"
+    _machine_only(ctx, "the disks")
+    ctx.disks = _disks.prepare_disks(ctx.config)
+    if ctx.disks.errors:
+        raise _disks.DiskError(ctx.disks.summary())
+    return ctx.disks.summary()
 
 
 def open_image_store(ctx: BootContext) -> str:
@@ -253,7 +336,13 @@ def open_image_store(ctx: BootContext) -> str:
 
 
 def setup_host_network(ctx: BootContext) -> str:
-    raise not_built("loopback, static addresses, DHCP")
+    """Loopback, static interfaces and routes, DHCP interfaces up, resolv.conf."""
+    _machine_only(ctx, "the host's network")
+    report = _network.setup_network(ctx.config.network)
+    ctx.dhcp_interfaces = list(report.dhcp)
+    if report.errors:
+        raise RuntimeError(report.summary())
+    return report.summary()
 
 
 def start_kurmad(ctx: BootContext) -> str:

@@ -292,8 +292,9 @@ class UdpSender(Sender):
         return _open(self.host, self.port, socket.SOCK_DGRAM, timeout)
 
     def _write(self, messages: list[bytes]) -> None:
-        # A refusal (ICMP port unreachable) surfaces on the send after the lost datagram;
-        # the batch then stays queued and goes again once the target answers.
+        # A refusal (ICMP port unreachable) surfaces on the send after the datagram that
+        # met it: that one is lost (UDP has no receipts), the refused one was not sent and
+        # stays queued with the rest of the batch until the target answers.
         assert self._sock is not None
         for i, message in enumerate(messages):
             try:

@@ -69,5 +69,5 @@ def test_kernel_message() -> None:
     data = format_message(m)
     assert data == (
         b"<3>1 2001-09-09T01:46:41.500000Z node1 kernel - - "
-        b'[' + SD_ID.encode() + b' kseq="1045" subsystem="block"] disk error'
+        b"[" + SD_ID.encode() + b' kseq="1045" subsystem="block"] disk error'
     )

@@ -15,6 +15,7 @@ packages=(
     crun runc        # bench/peers.py: the OCI runtimes Kurma's pod start is compared with
     qemu-system-x86  # the VM tests and make boot: Debian's kernel under qemu (TCG)
     kmod             # depmod: modules.dep for the unpacked VM kernel (build/kernel.py)
+    e2fsprogs dosfstools   # ext4/vfat images: the init's disk label tests, the OEM disk
 )
 
 missing=()

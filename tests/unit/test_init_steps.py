@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 
@@ -16,6 +17,8 @@ from kurma.init._steps import (
     StepSkipped,
     boot_plan,
     load_config,
+    load_modules,
+    mount_disks,
     set_hostname,
 )
 from kurma.reaper import Reaper
@@ -143,17 +146,8 @@ def test_the_boot_plan_follows_the_design_order() -> None:
     ]
 
 
-STUBS = [
-    "leave_initramfs",
-    "system_mounts",
-    "logging",
-    "kernel_modules",
-    "disks",
-    "image_store",
-    "host_network",
-    "services",
-    "console",
-]
+STUBS = ["image_store", "services", "console"]
+MACHINE_ONLY = ["leave_initramfs", "system_mounts", "logging", "host_network"]
 
 
 @pytest.mark.parametrize("name", STUBS)
@@ -162,6 +156,28 @@ def test_steps_not_built_say_so(name: str) -> None:
     step = next(s for s in boot_plan() if s.name == name)
     with pytest.raises(StepSkipped, match=r"^not built yet: "):
         step.run(ctx())
+
+
+@pytest.mark.parametrize("name", MACHINE_ONLY)
+def test_machine_steps_leave_a_test_run_alone(name: str) -> None:
+    """In test mode (and anywhere but the machine's PID 1) the host is never touched."""
+    step = next(s for s in boot_plan() if s.name == name)
+    with pytest.raises(StepSkipped, match=r"^not PID 1 of the machine: .* left alone$"):
+        step.run(ctx())
+
+
+def test_modules_and_disks_have_nothing_to_do_without_config() -> None:
+    """No modules or disks configured: done, and saying so (even in test mode)."""
+    c = ctx()
+    assert load_modules(c) == "no modules configured"
+    assert mount_disks(c) == "no disks configured"
+
+
+def test_configured_modules_are_not_loaded_in_test_mode() -> None:
+    c = ctx()
+    c.config = dataclasses.replace(c.config, modules=("ext4",))
+    with pytest.raises(StepSkipped, match="kernel's modules left alone"):
+        load_modules(c)
 
 
 def test_boot_config_step_loads_the_layers_and_keeps_problems(tmp_path: os.PathLike) -> None:
@@ -174,6 +190,22 @@ def test_boot_config_step_loads_the_layers_and_keeps_problems(tmp_path: os.PathL
     assert (c.config.hostname, c.config.shutdown_budget) == ("cmd", 7.0)
     assert [p.path for p in c.problems] == ["x"]
     assert message.startswith("1 problem(s)")
+    assert "OEM disk not looked for" in message
+
+
+def test_the_oem_layer_sits_between_the_initrd_and_the_command_line(tmp_path: os.PathLike) -> None:
+    """An OEM file overrides the initrd's and may hold secrets; `kurma.oem=` is no config key."""
+    initrd, oem = os.path.join(tmp_path, "initrd.yml"), os.path.join(tmp_path, "oem.yml")
+    with open(initrd, "w") as f:
+        f.write("hostname: initrd\nshutdown_budget: 7\n")
+    with open(oem, "w") as f:
+        f.write("hostname: oem\nconsole: {password_hash: '$6$salt$hash'}\n")
+    c = BootContext(reaper=Reaper(), config_file=initrd, cmdline="kurma.oem=MY-OEM quiet")
+    c.oem_file = oem
+    message = load_config(c)
+    assert (c.config.hostname, c.config.shutdown_budget) == ("oem", 7.0)
+    assert c.config.console.password_hash == "$6$salt$hash"
+    assert c.problems == [] and message.startswith("0 problem(s)")
 
 
 @pytest.mark.skipif(os.getpid() == 1, reason="the test runner is PID 1")

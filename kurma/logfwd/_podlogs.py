@@ -6,8 +6,8 @@ own; a pod.created or pod.started event starts a follower for a pod not followed
 pod.destroyed stops one. A Logs stream ends by itself once the pod's apps have exited.
 
 Every stream starts at the beginning of the kept log, so per pod and app we count the bytes
-already forwarded and skip that many when a pod is followed again (it was restarted, or
-kurmad came back after a restart and every stream was re-opened). Rotation that deletes the
+already forwarded and skip that many when a pod is followed again (kurmad came back after
+a restart, and every stream was re-opened). Rotation that deletes the
 oldest kept file makes that count too large, and some lines of such a pod would be skipped.
 
 The forwarder's own pod is never followed: forwarding its own output would loop.
@@ -61,7 +61,6 @@ class PodLogSource:
         self._client: Client | None = None
         self._events: Stream | None = None
         self._streams: dict[str, Stream] = {}  # followed pod UUID -> its Logs stream
-        self._again: set[str] = set()  # started again while still followed
         self._seen: dict[tuple[str, str], int] = {}  # (pod, app) -> bytes forwarded
         self._partial: dict[tuple[str, str], bytes] = {}  # (pod, app) -> unterminated line
 
@@ -120,12 +119,13 @@ class PodLogSource:
                     continue  # gone again already
             elif event.kind == "pod.destroyed":
                 self._forget(event.pod)
+        if not self.stop.is_set():
+            log.warning("pod logs: kurmad ended the event stream (restarting?); reconnecting")
 
     def _disconnect(self, client: Client) -> None:
         with self._lock:
             streams = list(self._streams.values())
             self._streams.clear()
-            self._again.clear()
             self._client = self._events = None
         for stream in streams:
             stream.cancel()
@@ -141,8 +141,7 @@ class PodLogSource:
             if self._client is None or self.stop.is_set():
                 return
             if pod.uuid in self._streams:
-                self._again.add(pod.uuid)
-                return
+                return  # pod.started after pod.created: followed since its creation
             stream = self._client.logs(pod.uuid, follow=True, tail=0)
             self._streams[pod.uuid] = stream
         log.info("pod logs: following %s (%s)", pod.name, pod.uuid)
@@ -154,7 +153,6 @@ class PodLogSource:
     def _forget(self, uuid: str) -> None:
         with self._lock:
             stream = self._streams.pop(uuid, None)
-            self._again.discard(uuid)
             for key in [k for k in self._seen if k[0] == uuid]:
                 del self._seen[key]
                 self._partial.pop(key, None)
@@ -162,7 +160,7 @@ class PodLogSource:
             stream.cancel()
 
     def _read(self, pod: pods_pb2.Pod, stream: Stream) -> None:
-        """One pod's Logs stream to its end; a restart seen meanwhile follows it again."""
+        """One pod's Logs stream to its end (its apps exited, or we cancelled it)."""
         position: dict[str, int] = {}
         failed = False
         try:
@@ -180,19 +178,9 @@ class PodLogSource:
             if registered:
                 del self._streams[pod.uuid]
             ended = registered and not failed
-            again = ended and pod.uuid in self._again
-            self._again.discard(pod.uuid)
         if ended:
             for app in position:
                 self._flush(pod, app)
-        if again:
-            try:
-                with self._lock:
-                    client = self._client
-                if client is not None:
-                    self._follow(client.get(pod.uuid))
-            except ClientError:
-                pass
 
     def _take(self, pod: pods_pb2.Pod, app: str, offset: int, data: bytes) -> None:
         """Forward what of `data` (at `offset` in the app's stream) is new, line by line."""

@@ -1,0 +1,186 @@
+"""The log forwarder against a real kurmad: pods' lines reach a syslog receiver as RFC 5424.
+
+One kurmad (a subprocess with its own state dir, socket and cgroup parent, see
+test_kurmad.py) runs busybox pods; `python -m kurma.logfwd --no-kernel` runs as a process on
+the daemon's system socket (a host-level caller, which sees every pod) and sends over TCP to
+a receiver thread on 127.0.0.1. The host's /dev/kmsg is never read. Teardown kills the
+forwarder, destroys the pods and removes the daemon's state and cgroups.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kurma.client import Client, app_spec, run_spec
+from kurma.logfwd import SD_ID
+from tests.test_logfwd_sender import Receiver
+
+from .runtime_support import IMAGE_NAME
+from .test_kurmad import REPO, Daemon, make_daemon, until
+
+pytestmark = [pytest.mark.root, pytest.mark.timeout(180)]
+
+SYSLOG = re.compile(
+    r"<(?P<pri>\d+)>1 (?P<ts>\S+) (?P<host>\S+) (?P<app>\S+) - - "
+    r"\[" + re.escape(SD_ID) + r' pod="(?P<pod>[^"]+)" app="(?P<papp>[^"]+)"\] (?P<msg>.*)$',
+    re.S,
+)
+
+
+@pytest.fixture(scope="module")
+def daemon(busybox_aci: Path) -> Iterator[Daemon]:
+    for d in make_daemon():
+        with d.start() as client:
+            client.import_image(busybox_aci)
+        yield d
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver("tcp")
+    try:
+        yield r
+    finally:
+        r.close()
+
+
+class Forwarder:
+    """`python -m kurma.logfwd` as a process; its stderr kept in a file for failures."""
+
+    def __init__(self, daemon: Daemon, port: int, *flags: str) -> None:
+        self.log_path = daemon.work / "logfwd.log"
+        argv = [
+            sys.executable, "-m", "kurma.logfwd",
+            "--target", f"127.0.0.1:{port}",
+            "--kurma-host", f"unix://{daemon.socket}",
+            "--hostname", "testhost",
+            "--no-kernel",
+            "--log-level", "debug",
+            *flags,
+        ]  # fmt: skip
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(argv, stderr=log, stdout=log, cwd=REPO)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def stop(self) -> int:
+        """SIGTERM; the exit status (a forwarder that hangs is killed and fails the test)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                pytest.fail(f"the forwarder ignored SIGTERM:\n{self.log()}")
+        return self.proc.returncode
+
+
+@pytest.fixture
+def forwarders(daemon: Daemon) -> Iterator[list[Forwarder]]:
+    made: list[Forwarder] = []
+    yield made
+    for f in made:
+        if f.proc.poll() is None:
+            f.proc.kill()
+            f.proc.wait()
+
+
+@pytest.fixture
+def kurma(daemon: Daemon) -> Iterator[Client]:
+    """A client; the pods a test made are destroyed after it."""
+    with daemon.client() as client:
+        before = {p.uuid for p in client.list_pods()}
+        yield client
+        for pod in client.list_pods():
+            if pod.uuid not in before:
+                client.destroy(pod.uuid, grace=1)
+
+
+def start_pod(kurma: Client, name: str, script: str) -> str:
+    spec = run_spec(app_spec(IMAGE_NAME, name="main", exec=["/bin/sh", "-c", script]))
+    return kurma.create_pod(spec=spec, name=name, start=True).uuid
+
+
+def lines_of(receiver: Receiver, pod_name: str) -> list[re.Match[str]]:
+    """The receiver's messages from `pod_name`, parsed (all must parse as pod lines)."""
+    found = []
+    for data in list(receiver.messages):
+        match = SYSLOG.match(data.decode())
+        assert match, f"not an RFC 5424 pod line: {data!r}"
+        if match["app"] == pod_name:
+            found.append(match)
+    return found
+
+
+def test_pod_lines_arrive_as_rfc5424(
+    kurma: Client, receiver: Receiver, forwarders: list[Forwarder], daemon: Daemon
+) -> None:
+    """A running pod's lines, and those of a pod started after the forwarder, arrive in
+    order with the pod's name as APP-NAME, its UUID and app in structured data; a
+    pod excluded by flag is not forwarded; SIGTERM ends the forwarder with status 0."""
+    talker = start_pod(kurma, "talker", "echo alpha-1; echo 'alpha \"2\" ✓'; exec sleep 600")
+    until(lambda: b"alpha-1" in b"".join(c.data for c in kurma.logs(talker)), what="output")
+    forwarder = Forwarder(daemon, receiver.port, "--exclude-pod", "quiet")
+    forwarders.append(forwarder)
+
+    def talker_lines() -> list[str]:
+        assert forwarder.proc.poll() is None, forwarder.log()
+        return [m["msg"] for m in lines_of(receiver, "talker")]
+
+    until(lambda: len(talker_lines()) >= 2, what=f"talker's lines; forwarder:\n{forwarder.log()}")
+    assert talker_lines() == ["alpha-1", 'alpha "2" ✓']
+    first = lines_of(receiver, "talker")[0]
+    assert (first["pri"], first["host"], first["pod"], first["papp"]) == (
+        "14", "testhost", talker, "main",
+    )  # fmt: skip
+
+    quiet = start_pod(kurma, "quiet", "echo gamma; exec sleep 600")
+    later = start_pod(kurma, "later", "echo beta-1; echo beta-2")
+    until(lambda: len(lines_of(receiver, "later")) >= 2, what=f"later's lines:\n{forwarder.log()}")
+    assert [m["msg"] for m in lines_of(receiver, "later")] == ["beta-1", "beta-2"]
+    assert lines_of(receiver, "later")[0]["pod"] == later
+    until(lambda: b"gamma" in b"".join(c.data for c in kurma.logs(quiet)), what="quiet output")
+    assert lines_of(receiver, "quiet") == []
+    assert talker_lines() == ["alpha-1", 'alpha "2" ✓']  # nothing twice
+
+    assert forwarder.stop() == 0, forwarder.log()
+
+
+@pytest.fixture
+def own() -> Iterator[Daemon]:
+    """A daemon of the test's own, for restarting."""
+    yield from make_daemon()
+
+
+def test_kurmad_restart_neither_loses_nor_repeats_lines(
+    busybox_aci: Path, own: Daemon, receiver: Receiver, forwarders: list[Forwarder]
+) -> None:
+    """kurmad restarts under a running pod: the forwarder reconnects, and the pod's numbered
+    lines arrive each exactly once, those written while kurmad was away included."""
+    with own.start() as kurma:
+        kurma.import_image(busybox_aci)
+        start_pod(kurma, "ticker", "i=0; while true; do echo tick-$i; i=$((i+1)); sleep 0.2; done")
+    forwarder = Forwarder(own, receiver.port)
+    forwarders.append(forwarder)
+
+    def ticks() -> list[int]:
+        return [int(m["msg"].removeprefix("tick-")) for m in lines_of(receiver, "ticker")]
+
+    until(lambda: len(ticks()) >= 3, what=f"the first ticks:\n{forwarder.log()}")
+    own.stop()
+    assert forwarder.proc.poll() is None, forwarder.log()
+    wanted = len(ticks()) + 15
+    own.start().close()
+    until(lambda: len(ticks()) >= wanted, 30, f"ticks after the restart:\n{forwarder.log()}")
+    got = ticks()
+    assert got == list(range(len(got)))
+    assert forwarder.stop() == 0

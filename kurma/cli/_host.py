@@ -1,7 +1,8 @@
-"""`kurmactl host info|events|version|trust|service|reboot|poweroff`: the host through kurmad.
+"""`kurmactl host info|boot-log`, `events`, `version`, `trust`, `service ls|restart|logs`,
+`reboot`, `poweroff`: the host through kurmad.
 
-Services, power and trust have their substance in later issues; kurmad answers them
-UNIMPLEMENTED with a message naming what is missing, and these commands print it (exit 1).
+The system services and power are kurma-init's (kurmad supervises the services and signals
+PID 1); on a host without it kurmad says so and these commands print its message (exit 1).
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     info.add_argument("-o", "--output", choices=["text", "json"], default="text")
     _connect.add_flags(info)
     info.set_defaults(run=run_info)
+    boot_log = host_sub.add_parser("boot-log", help="kurma-init's boot steps and config problems")
+    boot_log.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    _connect.add_flags(boot_log)
+    boot_log.set_defaults(run=run_boot_log)
 
     events = commands.add_parser("events", help="print pod and image events as they happen")
     events.add_argument("-o", "--output", choices=["text", "json"], default="text")
@@ -49,6 +54,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     service_sub = service.add_subparsers(dest="service_command", metavar="SUBCOMMAND")
     service_sub.required = True
     sls = service_sub.add_parser("ls", aliases=["list"], help="list services")
+    sls.add_argument("-o", "--output", choices=["text", "json"], default="text")
     sls.set_defaults(run=run_service_ls)
     restart = service_sub.add_parser("restart", help="restart a service")
     restart.add_argument("name", metavar="SERVICE")
@@ -209,22 +215,80 @@ def run_trust_rm(args: argparse.Namespace) -> int:
 
 
 def run_service_ls(args: argparse.Namespace) -> int:
-    from ._output import table
-
     with session(args) as s:
         stub, pb = _host_stub(s)
         services = s.unary(stub.Services, pb.ServicesRequest()).services
-    rows = [(v.name, v.state, str(v.restarts), v.pod[:8] or "-") for v in services]
-    print(table(("NAME", "STATE", "RESTARTS", "POD"), rows))
+    if args.output == "json":
+        from ._format import dumps, message_dict
+
+        print(dumps([message_dict(v) for v in services]))
+        return 0
+    print(services_table(services))
     return 0
+
+
+def services_table(services: Any) -> str:
+    """NAME STATE POD RESTARTS MESSAGE, one row a service."""
+    from ._output import table
+
+    rows = [
+        (v.name, v.state, v.pod[:8] or "-", str(v.restarts), _service_message(v)) for v in services
+    ]
+    return table(("NAME", "STATE", "POD", "RESTARTS", "MESSAGE"), rows)
+
+
+def _service_message(service: Any) -> str:
+    text = service.message
+    if service.HasField("last_exit_code") and "exit" not in text:
+        text = f"last exit {service.last_exit_code}" + (f"; {text}" if text else "")
+    return text or "-"
 
 
 def run_service_restart(args: argparse.Namespace) -> int:
     with session(args) as s:
         stub, pb = _host_stub(s)
         service = s.unary(stub.RestartService, pb.ServiceRef(name=args.name))
-    print(f"{service.name}  {service.state}")
+    pod = f"  pod {service.pod[:8]}" if service.pod else ""
+    message = f"  {service.message}" if service.message else ""
+    print(f"{service.name}  {service.state}{pod}{message}")
     return 0
+
+
+def run_boot_log(args: argparse.Namespace) -> int:
+    with session(args) as s:
+        stub, pb = _host_stub(s)
+        boot = s.unary(stub.BootLog, pb.BootLogRequest())
+    if args.output == "json":
+        from ._format import dumps, message_dict
+
+        print(dumps(message_dict(boot)))
+        return 0
+    print(boot_log_text(boot))
+    return 0
+
+
+def boot_log_text(boot: Any) -> str:
+    """The step table (STEP OUTCOME STARTED DURATION MESSAGE), then the config problems."""
+    from ._output import table
+
+    rows = [
+        (
+            step.name,
+            step.outcome,
+            f"{step.started:.3f}s",
+            f"{step.duration * 1000:.1f}ms",
+            step.message or "-",
+        )
+        for step in boot.steps
+    ]
+    lines = [table(("STEP", "OUTCOME", "STARTED", "DURATION", "MESSAGE"), rows)]
+    if boot.problems:
+        lines.append("")
+        lines.append(f"boot config problems ({len(boot.problems)}):")
+        lines += [f"  {p}" for p in boot.problems]
+    else:
+        lines.append("boot config problems: none")
+    return "\n".join(lines)
 
 
 def run_service_logs(args: argparse.Namespace) -> int:

@@ -4,8 +4,8 @@ One thread reconciles: it polls the services file's stat (every `poll` s; PID 1 
 file by rename, so a new inode or mtime means a new version), starts what waits once its
 dependencies hold, notices pods that ended (a runtime listener wakes it) and restarts them by
 policy with backoff, and runs health checks (in a small pool, so a slow check holds no one
-up). Every pod it makes carries the annotations `kurma.io/service` (the service's name) and
-`kurma.io/service-spec` (the spec's fingerprint): a restarted kurmad finds its running
+up). Every pod it makes carries the annotations `kurma-service` (the service's name) and
+`kurma-service-spec` (the spec's fingerprint): a restarted kurmad finds its running
 services by them and adopts them instead of starting them twice; pods without them are
 never touched.
 
@@ -37,8 +37,8 @@ from ._state import ServiceNotFound, ServiceState, ServiceStatus
 
 log = logging.getLogger(__name__)
 
-SERVICE_ANNOTATION = "kurma.io/service"
-SPEC_ANNOTATION = "kurma.io/service-spec"
+SERVICE_ANNOTATION = "kurma-service"  # pod annotation names are AC Names
+SPEC_ANNOTATION = "kurma-service-spec"
 
 S = ServiceState
 ManifestBuilder = Callable[[ServiceSpec], PodManifest]
@@ -231,9 +231,13 @@ class Supervisor:
             entry = self._entries.get(name)
             if entry is None:
                 entry = self._entries[name] = _Entry(spec)
+                if spec.depends_on:
+                    entry.message = f"waiting for {', '.join(spec.depends_on)}"
                 self._adopt(entry)
             elif entry.spec != spec:
                 log.info("service changed", extra=_kv(service=name))
+                if entry.pod is not None:
+                    self._set(entry, S.STARTING, "spec changed: replacing its pod")
                 self._end_pod(entry, destroy=True)
                 entry.spec, entry.failures = spec, 0
                 if entry.state not in (S.STOPPED, S.FAILED, S.WAITING):
@@ -414,6 +418,11 @@ class Supervisor:
                 if not entry.healthy or entry.state is not S.RUNNING:
                     entry.healthy = True
                     self._set(entry, S.RUNNING, "health ok")
+                continue
+            if not entry.healthy:
+                # Still starting up: a check that fails before the first success only says
+                # "not ready yet" (a start period); the service waits, its dependents too.
+                self._set(entry, S.STARTING, f"waiting for the first health check ({why})")
                 continue
             entry.health_failures += 1
             log.info("health check failed", extra=_kv(service=name, why=why,

@@ -513,14 +513,17 @@ def test_clean_errors(kurma: Client, shared: tuple[Daemon, str]) -> None:
     assert kurma.get(pod.uuid).state == RUNNING  # the daemon is still fine
 
 
-def test_unimplemented_methods_say_what_is_missing(shared: tuple[Daemon, str]) -> None:
+def test_without_kurma_init_services_are_none_and_the_boot_log_says_why(
+    shared: tuple[Daemon, str],
+) -> None:
     daemon, _ = shared
     with grpc.insecure_channel(f"unix:{daemon.socket}") as channel:
         host = host_pb2_grpc.HostStub(channel)
+        assert list(host.Services(host_pb2.ServicesRequest()).services) == []
         with pytest.raises(grpc.RpcError) as e:
-            host.Services(host_pb2.ServicesRequest())
-        assert e.value.code() is grpc.StatusCode.UNIMPLEMENTED
-        assert "PID 1 issue" in e.value.details()
+            host.BootLog(host_pb2.BootLogRequest())
+        assert e.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+        assert "boot_log_file is not set" in e.value.details()
 
 
 def _running(kurma: Client, script: str = "exec sleep 1000") -> pods_pb2.Pod:

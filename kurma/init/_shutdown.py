@@ -26,22 +26,23 @@ log = logging.getLogger(__name__)
 _PF_KTHREAD = 0x00200000
 
 
-def _is_kernel_thread(pid: int) -> bool:
+def _needs_no_signal(pid: int) -> bool:
+    """Kernel threads ignore signals; zombies are dead already (the reaper collects them)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
     except OSError:
         return True  # gone already
-    fields = stat[stat.rfind(b")") + 2 :].split()
-    return bool(int(fields[6]) & _PF_KTHREAD)  # field 9 of stat: flags
+    fields = stat[stat.rfind(b")") + 2 :].split()  # fields from 3 (state) on
+    return fields[0] in (b"Z", b"X") or bool(int(fields[6]) & _PF_KTHREAD)  # 9: flags
 
 
 def other_processes() -> list[int]:
-    """Every user-space process of this PID namespace except PID 1 and the caller."""
+    """Every live user-space process of this PID namespace except PID 1 and the caller."""
     me = os.getpid()
     pids = []
     for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) not in (1, me) and not _is_kernel_thread(int(entry)):
+        if entry.isdigit() and int(entry) not in (1, me) and not _needs_no_signal(int(entry)):
             pids.append(int(entry))
     return sorted(pids)
 

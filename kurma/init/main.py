@@ -21,6 +21,7 @@ from typing import TextIO
 
 from ..reaper import Reaper
 from ._log import setup_console_logging
+from ._shutdown import kill_all, unmount_all
 from ._signals import SHUTDOWN_SIGNALS, Action, kernel_reboot
 from ._steps import BootContext, StepRunner, boot_plan
 from ._supervisor import Backoff, Supervisor
@@ -29,6 +30,7 @@ from .config import INITRD_FILE
 log = logging.getLogger("kurma.init")
 
 EMERGENCY_SHELL = "/bin/sh"
+KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL for what kurmad left behind
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -93,7 +95,8 @@ def serve(ctx: BootContext) -> Action:
 
 
 def shut_down(ctx: BootContext, action: Action, grace: float | None) -> int:
-    """Stop kurmad, then sync and reboot(2) when PID 1 of the machine; else report and return."""
+    """Stop kurmad (it stops the services), then as the machine's PID 1: kill what is left,
+    sync, unmount, reboot(2). Elsewhere report the action and return."""
     assert ctx.signals is not None and ctx.kurmad is not None
     signals = ctx.signals
     budget = ctx.config.shutdown_budget if grace is None else grace
@@ -104,7 +107,6 @@ def shut_down(ctx: BootContext, action: Action, grace: float | None) -> int:
         ctx.reaper.reap()
 
     ctx.kurmad.stop(pump, grace=budget)
-    log.info("system services: not built yet (stopped by dependency level, in reverse)")
     ctx.reaper.reap()
     if ctx.test_mode:
         print(f"kurma-init: shutdown: {action.value}", flush=True)
@@ -112,10 +114,22 @@ def shut_down(ctx: BootContext, action: Action, grace: float | None) -> int:
     if not ctx.machine_init:
         log.info("not PID 1 of the machine: no reboot(2)")
         return 0
-    os.sync()
-    log.info("unmounting: not built yet; %s", action.value)
-    kernel_reboot(action)  # returns only by raising: main() falls into the emergency shell
+    finish_machine(ctx, action)
     return 1
+
+
+def finish_machine(ctx: BootContext, action: Action) -> None:
+    """The last moments of the machine; returns only if reboot(2) failed (by raising)."""
+    termed, killed = kill_all(KILL_GRACE, ctx.reaper.reap)
+    log.info("remaining processes: %d sent SIGTERM, %d needed SIGKILL", termed, killed)
+    if ctx.kmsg is not None:  # /dev is about to go; the console stays
+        logging.getLogger("kurma").removeHandler(ctx.kmsg)
+        ctx.kmsg.close()
+    os.sync()
+    report = unmount_all("/")
+    log.info("unmount: %s; %s", report.summary(), action.value)
+    os.sync()
+    kernel_reboot(action)  # returns only by raising: main() falls into the emergency shell
 
 
 def emergency_shell(args: argparse.Namespace, reaper: Reaper) -> int:

@@ -9,7 +9,10 @@ forwarder, destroys the pods and removes the daemon's state and cgroups.
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -18,14 +21,17 @@ from pathlib import Path
 
 import pytest
 
-from kurma.client import Client, app_spec, run_spec
+from kurma.aci import build_aci
+from kurma.client import Client, app_spec, pods_pb2, run_spec
 from kurma.logfwd import SD_ID
 from tests.test_logfwd_sender import Receiver
 
-from .runtime_support import IMAGE_NAME
+from .runtime_support import IMAGE_NAME, busybox_rootfs, image_manifest
 from .test_kurmad import REPO, Daemon, make_daemon, until
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(180)]
+
+PYTHON_IMAGE = "example.com/kurma-python"
 
 SYSLOG = re.compile(
     r"<(?P<pri>\d+)>1 (?P<ts>\S+) (?P<host>\S+) (?P<app>\S+) - - "
@@ -35,10 +41,23 @@ SYSLOG = re.compile(
 
 
 @pytest.fixture(scope="module")
-def daemon(busybox_aci: Path) -> Iterator[Daemon]:
+def python_aci(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """busybox with /lib and /lib64 pointing into /usr: the host's Python runs in it once
+    /usr and the interpreter's prefix are bound in."""
+    root = busybox_rootfs(tmp_path_factory.mktemp("python") / "rootfs")
+    for link in ("lib", "lib64"):
+        os.symlink(f"usr/{link}", root / link)
+    aci = root.parent / "python.aci"
+    build_aci(root, image_manifest(PYTHON_IMAGE), aci, mtime=0, owner=(0, 0))
+    return aci
+
+
+@pytest.fixture(scope="module")
+def daemon(busybox_aci: Path, python_aci: Path) -> Iterator[Daemon]:
     for d in make_daemon():
         with d.start() as client:
             client.import_image(busybox_aci)
+            client.import_image(python_aci)
         yield d
 
 
@@ -184,3 +203,59 @@ def test_kurmad_restart_neither_loses_nor_repeats_lines(
     got = ticks()
     assert got == list(range(len(got)))
     assert forwarder.stop() == 0
+
+
+def forwarder_pod_manifest(image_id: str, port: int) -> bytes:
+    """The syslog service's shape: host-read API access, the host's network (to reach the
+    receiver on 127.0.0.1), and this machine's Python bound read-only at the same paths."""
+    paths = sorted({"/usr", os.path.realpath(sys.base_prefix), str(REPO)})
+    volumes = [(f"py{i}", p) for i, p in enumerate(paths)]
+    command = [sys.executable, "-m", "kurma.logfwd", "--target", f"127.0.0.1:{port}",
+               "--hostname", "testhost", "--no-kernel", "--log-level", "debug"]  # fmt: skip
+    # through the image's shell: the runtime looks an app's exec up before volumes are bound
+    argv = ["/bin/sh", "-c", "exec " + shlex.join(command)]
+    doc = {
+        "acKind": "PodManifest",
+        "acVersion": "0.8.11",
+        "apps": [
+            {
+                "name": "logfwd",
+                "image": {"id": image_id},
+                "app": {"exec": argv, "user": "0", "group": "0"},
+                "mounts": [{"volume": name, "path": path} for name, path in volumes],
+            }
+        ],
+        "volumes": [
+            {"name": name, "kind": "host", "source": path, "readOnly": True}
+            for name, path in volumes
+        ],
+        "isolators": [
+            {"name": "host/api-access", "value": {"scope": "host-read"}},
+            {"name": "os/linux/namespaces", "value": {"net": "host"}},
+        ],
+    }
+    return json.dumps(doc).encode()
+
+
+def test_forwarder_as_a_host_read_pod_skips_its_own_logs(kurma: Client, receiver: Receiver) -> None:
+    """Run as the syslog service runs (a pod with host-read access, KURMA_HOST from the
+    runtime): other pods' lines arrive; its own output, which it also sees, never does."""
+    image_id = kurma.inspect_image(PYTHON_IMAGE).id
+    manifest = forwarder_pod_manifest(image_id, receiver.port)
+    syslog = kurma.create_pod(manifest_json=manifest, name="syslog", start=True).uuid
+
+    def pod_output(uuid: str) -> str:
+        return b"".join(c.data for c in kurma.logs(uuid)).decode(errors="replace")
+
+    def forwarder_log() -> str:
+        pod = kurma.get(syslog)
+        assert pod.state == pods_pb2.POD_STATE_RUNNING, pod_output(syslog)
+        return pod_output(syslog)
+
+    until(lambda: "pod logs: connected" in forwarder_log(), 60, "the forwarder pod to connect")
+    assert f"as {syslog}" in forwarder_log()  # the API knows it as its own pod
+    start_pod(kurma, "neighbour", "echo hello-from-neighbour; exec sleep 600")
+    until(lambda: lines_of(receiver, "neighbour"), 30, f"the line:\n{forwarder_log()}")
+    assert [m["msg"] for m in lines_of(receiver, "neighbour")] == ["hello-from-neighbour"]
+    assert "forwarding to" in forwarder_log()  # it did write output of its own ...
+    assert lines_of(receiver, "syslog") == []  # ... which it did not forward

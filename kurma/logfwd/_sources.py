@@ -49,11 +49,12 @@ class KmsgSource:
             return
         log.info("kernel log: forwarding %s", self.path)
         try:
-            self._read_loop(fd)
+            self.follow(fd)
         finally:
             os.close(fd)
 
-    def _read_loop(self, fd: int) -> None:
+    def follow(self, fd: int) -> None:
+        """Read records from the non-blocking `fd` (one per read) until `stop` is set."""
         poller = select.poll()
         poller.register(fd, select.POLLIN)
         while not self.stop.is_set():

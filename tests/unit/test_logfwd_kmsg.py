@@ -6,10 +6,15 @@ never read here.
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
+
 import pytest
 
-from kurma.logfwd._kmsg import kernel_message, parse_record, unescape
+from kurma.logfwd._kmsg import KmsgRecord, kernel_message, parse_record, unescape
 from kurma.logfwd._rfc5424 import SD_ID, format_message
+from kurma.logfwd._sources import KmsgSource
 
 
 def test_plain_record() -> None:
@@ -71,3 +76,39 @@ def test_kernel_message() -> None:
         b"<3>1 2001-09-09T01:46:41.500000Z node1 kernel - - "
         b"[" + SD_ID.encode() + b' kseq="1045" subsystem="block"] disk error'
     )
+
+
+def test_reader_takes_one_record_per_read_and_skips_bad_ones() -> None:
+    """The reader on a record-preserving descriptor (a SEQPACKET pair stands in for the
+    device): each record parsed once, a malformed one skipped, `stop` ends it."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    got: list[KmsgRecord] = []
+    stop = threading.Event()
+    source = KmsgSource(got.append, stop, path="/nonexistent")
+    ours.setblocking(False)
+    reader = threading.Thread(target=source.follow, args=(ours.fileno(),))
+    try:
+        reader.start()
+        theirs.send(b"6,1,10,-;first\n")
+        theirs.send(b"garbage without prefix\n")
+        theirs.send(b"3,2,20,-;second\\x0athird\n SUBSYSTEM=net\n")
+        deadline = time.monotonic() + 10
+        while len(got) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        stop.set()
+        reader.join(5)
+        ours.close()
+        theirs.close()
+    assert not reader.is_alive()
+    assert [(r.seq, r.message, r.fields) for r in got] == [
+        (1, "first", {}),
+        (2, "second\nthird", {"SUBSYSTEM": "net"}),
+    ]
+
+
+def test_reader_reports_a_missing_device() -> None:
+    """No /dev/kmsg (a path that does not exist): the source logs and ends, nothing else."""
+    source = KmsgSource(lambda r: None, threading.Event(), path="/nonexistent/kmsg").start()
+    source.thread.join(5)
+    assert not source.thread.is_alive()

@@ -158,7 +158,8 @@ def prepare_disk(
         return None
     if mounted_type(disk.mount) is None:
         os.makedirs(disk.mount, mode=0o755, exist_ok=True)
-        mount(device, disk.mount, fs.fstype, MS_NOSUID | MS_NODEV)
+        # no nosuid/nodev: pods' trees live here, and the console's login is setuid
+        mount(device, disk.mount, fs.fstype)
     return disk.mount
 
 

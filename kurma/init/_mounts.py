@@ -162,7 +162,6 @@ SYSTEM_MOUNTS: tuple[SystemMount, ...] = (
     SystemMount("/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777", 0o1777),
     SystemMount("/sys/fs/cgroup", "cgroup2", _SAFE | MS_RELATIME, "nsdelegate"),
     SystemMount("/sys/kernel/security", "securityfs", _SAFE, optional=True),
-    SystemMount("/sys/kernel/debug", "debugfs", _SAFE, optional=True),
     SystemMount("/sys/fs/bpf", "bpf", _SAFE, "mode=0700", 0o700, optional=True),
 )
 

@@ -257,3 +257,46 @@ def test_unmount_all_goes_deepest_first_and_detaches_busy_mounts(tmp_path: Path)
     assert seen["unmounted"] + seen["detached"]
     assert set(seen["unmounted"] + seen["detached"]) == {x, x + "/a", x + "/a/b"}
     assert f"{x}/a/b" in seen["detached"]
+
+
+@pytest.mark.skipif(shutil.which("losetup") is None, reason="no losetup")
+def test_a_blank_disk_is_formatted_mounted_and_its_roles_recorded(tmp_path: Path) -> None:
+    """A blank loop device named in the config: ext4 made, labelled, mounted, role recorded."""
+    image = tmp_path / "blank.img"
+    with open(image, "wb") as f:
+        f.truncate(16 << 20)
+    loop = subprocess.run(
+        ["losetup", "--find", "--show", str(image)], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    name = os.path.basename(loop)
+    try:
+        seen = run_in(
+            PRIVATE_MOUNTS,
+            """
+            import json, sys
+            from kurma.init._disks import prepare_disks
+            from kurma.init._mounts import mounted_type
+            from kurma.init.config import BootConfig, Disk, DiskRole
+            name, mnt = sys.argv[1:]
+            disk = Disk(format=True, mount=mnt, holds=(DiskRole.IMAGES, DiskRole.PODS))
+            report = prepare_disks(BootConfig(disks={f"LABEL={name}": disk}), 1)
+            again = prepare_disks(BootConfig(disks={f"LABEL={name}": disk}), 1)
+            open(mnt + "/written", "w").write("kept")
+            print(json.dumps({"mounted": report.mounted, "errors": report.errors,
+                              "roles": {r.value: p for r, p in report.roles.items()},
+                              "again": again.errors, "type": mounted_type(mnt)}))
+            """,
+            name,
+            str(tmp_path / "mnt"),
+        )
+        label = subprocess.run(
+            ["blkid", "-o", "value", "-s", "LABEL", loop], capture_output=True, text=True
+        ).stdout.strip()
+    finally:
+        subprocess.run(["losetup", "-d", loop], check=False)
+    mnt = str(tmp_path / "mnt")
+    assert seen["errors"] == {} and seen["again"] == {}
+    assert seen["mounted"] == {f"LABEL={name}": mnt} and seen["type"] == "ext4"
+    assert seen["roles"] == {"images": mnt, "pods": mnt}
+    assert label == name, "labelled, so the next boot finds it by its label"
+    assert not os.path.ismount(mnt)

@@ -81,7 +81,9 @@ class Supervisor:
         *,
         on_created: Callable[[PodRecord], None] | None = None,
         poll: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,  # tests drive backoff with a fake
     ) -> None:
+        self._clock = clock
         self.runtime = runtime
         self.path = path
         self.manifest_for = manifest_for
@@ -103,13 +105,21 @@ class Supervisor:
 
     # --- life ----------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Find the pods of a previous kurmad, load the file, and start the loop."""
+    def start(self, *, thread: bool = True) -> None:
+        """Find the pods of a previous kurmad and start the loop (its first step loads the
+        file). Without `thread`, the caller drives `step()` (tests, with a fake clock)."""
         self.runtime.add_listener(self._on_event)
         self._adoptable = self._service_pods()
+        if not thread:
+            return
         self._wake.set()  # the first step right away, in the loop's thread
         self._thread = threading.Thread(target=self._run, name="kurma-services", daemon=True)
         self._thread.start()
+
+    def step(self) -> None:
+        """One round of the loop: reload, notice ended pods, start what may start."""
+        with self._ops:
+            self._step()
 
     def close(self, *, stop_services: bool, budget: float) -> None:
         """End the loop; with `stop_services`, stop the pods dependents first, level by
@@ -143,7 +153,7 @@ class Supervisor:
 
     def _sleep(self) -> float:
         """Until the next poll, backoff end or health check, whichever is first."""
-        now = time.monotonic()
+        now = self._clock()
         due = [now + self.poll]
         for e in list(self._entries.values()):
             if e.state is S.BACKOFF:
@@ -174,7 +184,7 @@ class Supervisor:
     def _step(self) -> None:
         self._maybe_reload()
         self._take_results()
-        now = time.monotonic()
+        now = self._clock()
         for entry in list(self._entries.values()):
             if entry.pod and entry.state in (S.RUNNING, S.STARTING):
                 self._check_pod(entry)
@@ -298,7 +308,7 @@ class Supervisor:
             self._ended(entry, None, f"cannot start: {e}")
             return
         errors = [f"{a.name}: {a.error}" for a in record.apps if a.error]
-        entry.started, entry.started_wall = time.monotonic(), record.started_at
+        entry.started, entry.started_wall = self._clock(), record.started_at
         if errors:
             self._ended(entry, None, f"cannot start: {'; '.join(errors)}")
             return
@@ -308,7 +318,7 @@ class Supervisor:
         entry.health_failures = 0
         entry.healthy = entry.spec.health is None
         if entry.spec.health is not None:
-            entry.next_health = time.monotonic()  # the first check right away
+            entry.next_health = self._clock()  # the first check right away
             self._set(entry, S.STARTING, "waiting for the first health check")
         else:
             self._set(entry, S.RUNNING, "")
@@ -332,7 +342,7 @@ class Supervisor:
     def _ended(self, entry: _Entry, code: int | None, why: str) -> None:
         """The pod ended (or never started): restart by policy, after the backoff."""
         spec = entry.spec
-        now = time.monotonic()
+        now = self._clock()
         if entry.started is not None and now - entry.started >= spec.backoff.reset_after:
             entry.failures = 0
         entry.started = None
@@ -368,7 +378,7 @@ class Supervisor:
     # --- health --------------------------------------------------------------------------
 
     def _probe_due(self) -> None:
-        now = time.monotonic()
+        now = self._clock()
         for entry in self._entries.values():
             health = entry.spec.health
             if (
@@ -412,7 +422,7 @@ class Supervisor:
                 continue
             health = entry.spec.health
             entry.probing = False
-            entry.next_health = time.monotonic() + health.interval
+            entry.next_health = self._clock() + health.interval
             if ok:
                 entry.health_failures = 0
                 if not entry.healthy or entry.state is not S.RUNNING:
@@ -490,7 +500,7 @@ class Supervisor:
             return
         entry.pod = keep.uuid
         ran = time.time() - (keep.started_at or time.time())
-        entry.started, entry.started_wall = time.monotonic() - ran, keep.started_at
+        entry.started, entry.started_wall = self._clock() - ran, keep.started_at
         log.info("service adopted", extra=_kv(service=entry.spec.name, pod=keep.uuid))
         self._running(entry)
 
@@ -506,13 +516,13 @@ class Supervisor:
         self._adoptable = None
 
     def _stop_all(self, budget: float) -> None:
-        deadline = time.monotonic() + budget
+        deadline = self._clock() + budget
         groups = stop_order({n: e.spec for n, e in self._entries.items()})
         for group in groups:
             entries = [self._entries[n] for n in group if self._entries[n].pod]
             if not entries:
                 continue
-            grace = max(0.0, deadline - time.monotonic())
+            grace = max(0.0, deadline - self._clock())
             names = ",".join(group)
             log.info("stopping services", extra=_kv(services=names, grace=round(grace, 2)))
 

@@ -1,0 +1,306 @@
+"""The supervisor's logic with a fake runtime and a fake clock: start order, restart
+policies and backoff as whole state sequences, start failures, RestartService, the file
+rewritten, adoption, and stopping dependents first. No real time passes."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from kurma.aci import PodManifest
+from kurma.errors import ImageNotFound, ValidationError
+from kurma.runtime._podrecord import PodState
+from kurma.runtime._runtime import PodNotFound
+from kurma.services import ServiceNotFound, parse_services, write_services_file
+from kurma.services._supervisor import Supervisor
+
+
+class FakeRuntime:
+    """The runtime calls the supervisor makes, on records in a dict; `log` is what it did."""
+
+    def __init__(self) -> None:
+        self.pods: dict[str, SimpleNamespace] = {}
+        self.log: list[tuple[str, str]] = []
+        self.grace: dict[str, float | None] = {}
+        self.fail: dict[str, Exception] = {}  # service name -> what create_pod raises
+        self._ids = itertools.count(1)
+
+    def add_listener(self, callback: Any) -> None:
+        pass
+
+    def remove_listener(self, callback: Any) -> None:
+        pass
+
+    def list_pods(self) -> list[SimpleNamespace]:
+        return list(self.pods.values())
+
+    def get(self, uuid: str) -> SimpleNamespace:
+        if uuid not in self.pods:
+            raise PodNotFound(uuid)
+        return self.pods[uuid]
+
+    def create_pod(self, manifest: PodManifest, *, name: str) -> SimpleNamespace:
+        if name in self.fail:
+            raise self.fail[name]
+        n = next(self._ids)
+        annotations = [{"name": k, "value": v} for k, v in manifest.annotations.items()]
+        record = SimpleNamespace(
+            uuid=f"pod-{n}", name=name, state=PodState.CREATED, parent=None, created_at=n,
+            started_at=None, manifest=json.dumps({"annotations": annotations}),
+            apps=[SimpleNamespace(name="app", exit_code=None, error=None)],
+        )  # fmt: skip
+        self.pods[record.uuid] = record
+        self.log.append(("create", name))
+        return record
+
+    def start_pod(self, uuid: str) -> SimpleNamespace:
+        record = self.pods[uuid]
+        record.state, record.started_at = PodState.RUNNING, time.time()
+        return record
+
+    def exit(self, name: str, code: int) -> None:
+        (record,) = [
+            p for p in self.pods.values() if p.name == name and p.state is PodState.RUNNING
+        ]
+        record.state, record.apps[0].exit_code = PodState.EXITED, code
+
+    def stop_pod(self, uuid: str, grace: float | None = None) -> SimpleNamespace:
+        record = self.pods[uuid]
+        record.state = PodState.EXITED
+        self.log.append(("stop", record.name))
+        self.grace[record.name] = grace
+        return record
+
+    def destroy_pod(self, uuid: str, grace: float | None = None) -> list[str]:
+        record = self.pods.pop(uuid)
+        self.log.append(("destroy", record.name))
+        return [uuid]
+
+    def running(self) -> set[str]:
+        return {p.name for p in self.pods.values() if p.state is PodState.RUNNING}
+
+
+@dataclass
+class Clock:
+    now: float = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Env:
+    runtime: FakeRuntime
+    clock: Clock
+    sup: Supervisor
+    path: Path
+
+    def write(self, ready: tuple[str, ...] = (), **services: dict[str, Any]) -> None:
+        doc = {
+            "ready": list(ready),
+            "services": {k: {"image": "x", **v} for k, v in services.items()},
+        }
+        loaded = parse_services(doc)
+        assert not loaded.problems
+        write_services_file(self.path, loaded)
+
+    def state(self, name: str) -> str:
+        return self.sup.status(name).state.value
+
+    def step(self, advance: float = 0.0) -> None:
+        self.clock.now += advance
+        self.sup.step()
+
+
+def _manifest(spec: Any) -> PodManifest:
+    if spec.image == "invalid":
+        raise ValidationError("spec.isolators[0]", "unknown isolator")
+    return PodManifest()
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    runtime, clock = FakeRuntime(), Clock()
+    sup = Supervisor(runtime, str(tmp_path / "services.yml"), _manifest, clock=clock)  # type: ignore[arg-type]
+    yield Env(runtime, clock, sup, tmp_path / "services.yml")
+    sup.close(stop_services=False, budget=0)
+
+
+QUICK = {"backoff": {"initial": 1, "maximum": 8, "factor": 2}}
+
+
+def test_start_order_follows_dependencies_and_conditions(env: Env) -> None:
+    env.write(
+        ("network",),
+        app={"depends_on": ["db", "clock", "network"]},
+        db={},
+        ntp={"provides": ["clock"]},
+        late={"depends_on": ["app"]},
+    )
+    env.sup.start(thread=False)
+    env.step()
+    assert [n for what, n in env.runtime.log if what == "create"] == ["db", "ntp", "app", "late"]
+    assert {s.name: s.state.value for s in env.sup.services()} == dict.fromkeys(
+        ["app", "db", "late", "ntp"], "RUNNING"
+    )
+
+
+def test_waiting_says_what_it_still_waits_for(env: Env) -> None:
+    env.write(
+        app={"depends_on": ["db", "clock"]}, db={"image": "missing"}, ntp={"provides": ["clock"]}
+    )
+    env.runtime.fail["db"] = ImageNotFound("no image missing")
+    env.sup.start(thread=False)
+    env.step()
+    assert env.state("app") == "WAITING"
+    assert env.sup.status("app").message == "waiting for db"  # clock holds already
+    assert (
+        env.state("db") == "BACKOFF"
+        and "cannot start: no image missing" in env.sup.status("db").message
+    )
+
+
+def test_always_restarts_with_growing_backoff_then_resets(env: Env) -> None:
+    env.write(web={"restart": "always", **QUICK})
+    env.sup.start(thread=False)
+    env.step()
+    delays = []
+    for _ in range(5):
+        env.runtime.exit("web", 1)
+        env.step()
+        assert env.state("web") == "BACKOFF"
+        start = env.clock.now
+        while env.state("web") == "BACKOFF":
+            env.step(0.25)
+        delays.append(env.clock.now - start)
+    assert delays == [1.0, 2.0, 4.0, 8.0, 8.0]
+    status = env.sup.status("web")
+    assert status.restarts == 5 and status.last_exit_code == 1 and status.state.value == "RUNNING"
+    env.step(16.0)  # ran longer than reset_after (2 x maximum): not a quick failure
+    env.runtime.exit("web", 0)
+    env.step()
+    assert env.sup.status("web").message == "exited with code 0; restarting in 1 s"
+
+
+@pytest.mark.parametrize(
+    ("policy", "code", "state"),
+    [("on-failure", 0, "EXITED"), ("on-failure", 3, "BACKOFF"), ("never", 3, "EXITED")],
+)
+def test_restart_policies(env: Env, policy: str, code: int, state: str) -> None:
+    env.write(job={"restart": policy, **QUICK})
+    env.sup.start(thread=False)
+    env.step()
+    env.runtime.exit("job", code)
+    env.step()
+    assert env.state("job") == state
+    assert env.sup.status("job").last_exit_code == code
+    env.step(10)
+    assert (env.runtime.running() == {"job"}) is (state == "BACKOFF")
+
+
+def test_a_spec_the_runtime_refuses_fails_without_restarts(env: Env) -> None:
+    env.write(bad={"image": "invalid"})
+    env.sup.start(thread=False)
+    env.step()
+    env.step(100)
+    status = env.sup.status("bad")
+    assert status.state.value == "FAILED" and "unknown isolator" in status.message
+    assert status.restarts == 0
+
+
+def test_restart_service_replaces_the_pod_and_resets_backoff(env: Env) -> None:
+    env.write(web=QUICK)
+    env.sup.start(thread=False)
+    env.step()
+    first = env.sup.status("web").pod
+    for _ in range(3):  # three quick failures: the next delay would be 8 s
+        env.runtime.exit("web", 1)
+        env.step()
+        while env.state("web") == "BACKOFF":
+            env.step(0.5)
+    restarted = env.sup.restart("web")
+    assert restarted.state.value == "RUNNING" and restarted.pod != first
+    assert restarted.restarts == 4
+    env.runtime.exit("web", 1)
+    env.step()
+    assert env.sup.status("web").message.endswith("restarting in 1 s")
+    with pytest.raises(ServiceNotFound, match=r"no service named 'nope' \(services: web\)"):
+        env.sup.restart("nope")
+
+
+def test_rewritten_file_adds_removes_and_replaces(env: Env) -> None:
+    env.write(a={}, b={})
+    env.sup.start(thread=False)
+    env.step()
+    a_pod = env.sup.status("a").pod
+    env.write(a={}, c={}, b={"environment": {"X": "1"}})
+    env.clock.now += 1  # a new mtime is not needed: the rename gives a new inode
+    env.step()
+    assert env.sup.status("a").pod == a_pod
+    assert env.runtime.running() == {"a", "b", "c"}
+    assert env.runtime.log[-3:] == [("destroy", "b"), ("create", "b"), ("create", "c")]
+    env.write(c={})
+    env.step()
+    assert [s.name for s in env.sup.services()] == ["c"]
+    assert env.runtime.running() == {"c"}
+
+
+def test_adopts_a_running_pod_of_the_same_spec(env: Env, tmp_path: Path) -> None:
+    env.write(web={}, old={})
+    env.sup.start(thread=False)
+    env.step()
+    web_pod = env.sup.status("web").pod
+    # a new kurmad: the same runtime (pods survive), a new supervisor; `old` was removed
+    env.write(web={})
+    again = Supervisor(env.runtime, str(env.path), _manifest, clock=env.clock)  # type: ignore[arg-type]
+    again.start(thread=False)
+    again.step()
+    assert again.status("web").pod == web_pod and again.status("web").state.value == "RUNNING"
+    assert [n for what, n in env.runtime.log if what == "create"] == ["old", "web"]
+    assert env.runtime.running() == {"web"}  # the removed service's pod was destroyed
+
+
+def test_changed_spec_is_not_adopted(env: Env) -> None:
+    env.write(web={})
+    env.sup.start(thread=False)
+    env.step()
+    env.write(web={"exec": ["/bin/other"]})
+    again = Supervisor(env.runtime, str(env.path), _manifest, clock=env.clock)  # type: ignore[arg-type]
+    again.start(thread=False)
+    again.step()
+    assert [n for what, n in env.runtime.log if what in ("create", "destroy")] == [
+        "web",
+        "web",
+        "web",
+    ]
+    assert again.status("web").restarts == 0 and len(env.runtime.running()) == 1
+
+
+def test_unknown_dependencies_and_cycles_fail(env: Env) -> None:
+    env.write(a={"depends_on": ["b"]}, b={"depends_on": ["a"]}, c={"depends_on": ["x"]}, d={})
+    env.sup.start(thread=False)
+    env.step()
+    assert {s.name: s.state.value for s in env.sup.services()} == {
+        "a": "FAILED", "b": "FAILED", "c": "FAILED", "d": "RUNNING",
+    }  # fmt: skip
+    assert env.runtime.running() == {"d"}
+
+
+def test_close_stops_dependents_first_in_the_budget(env: Env) -> None:
+    env.write(base={}, mid={"depends_on": ["base"]}, top={"depends_on": ["mid"]}, side={})
+    env.sup.start(thread=False)
+    env.step()
+    env.runtime.log.clear()
+    env.sup.close(stop_services=True, budget=5.0)
+    stops = [n for what, n in env.runtime.log if what == "stop"]
+    assert stops[0] == "top" and stops[1] == "mid" and set(stops[2:]) == {"base", "side"}
+    assert all(0 < g <= 5.0 for g in env.runtime.grace.values())  # type: ignore[operator]
+    assert {s.state.value for s in env.sup.services()} == {"STOPPED"}

@@ -154,6 +154,28 @@ def test_failing_service_restarts_with_growing_delays(shared: tuple[Daemon, Clie
     until(lambda: b"boom" in output(client, "crash"), 5, "the crashing service's output")
 
 
+def test_failing_health_check_restarts_the_service(shared: tuple[Daemon, Client]) -> None:
+    """Healthy first, then `retries` failed checks in a row: the pod is replaced."""
+    daemon, client = shared
+    health = {"command": ["test", "-e", "/tmp/ok"], "interval": 0.2, "timeout": 2, "retries": 2}
+    script = "touch /tmp/ok; sleep 1; rm /tmp/ok; exec sleep 1000"
+    write(daemon, flaky=sh(script, health=health, backoff={"initial": 1.0}))
+    first = wait_state(client, "flaky", "RUNNING")
+    failed = wait_state(client, "flaky", "BACKOFF")
+    assert "health check failed 2 times" in failed.message
+    again = wait_state(client, "flaky", "RUNNING")
+    assert again.pod != first.pod and again.restarts == 1
+
+
+def test_a_service_with_api_access_gets_its_socket(shared: tuple[Daemon, Client]) -> None:
+    daemon, client = shared
+    access = {"host/api-access": {"scope": "host-read"}}
+    write(daemon, reader=sh("ls /run/kurma; exec sleep 1000", isolators=access))
+    reader = wait_state(client, "reader", "RUNNING")
+    until(lambda: b"api.sock" in output(client, "reader"), 10, "the pod's API socket")
+    assert client.get(reader.pod).api_access == "host-read"
+
+
 def test_restart_service_and_unknown_names(shared: tuple[Daemon, Client]) -> None:
     """RestartService: a new pod now (the old one destroyed), restarts + 1; NOT_FOUND names
     the known services."""

@@ -341,3 +341,39 @@ def test_ntp_run_script_starts_chronyd_as_its_user_without_clock_control(
     ps = subprocess.run(["ps", "-o", "uid=,args=", "-C", "chronyd"], capture_output=True,
                         text=True).stdout  # fmt: skip
     assert re.search(r"^\s*100\s+/usr/sbin/chronyd -d -u _chrony", ps, re.M), ps  # _chrony
+
+
+# --- console with the python layer -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def full_console(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The real console image and its layers (busybox, python); skipped, with the reason,
+    while build/pyruntime.py cannot build the python layer."""
+    out = tmp_path_factory.mktemp("console")
+    result = images.build_all(out, ["console"])
+    if "console" not in result.built:
+        pytest.skip(f"console image not built: {result.skipped.get('console')}")
+    return result.built
+
+
+def test_console_image_has_kurmactl_and_python_over_busybox(
+    pods: PodEnv, full_console: dict[str, Path]
+) -> None:
+    """Rendered from busybox + python + console: busybox's shell, the python runtime with
+    kurma, kurmactl on PATH, poweroff going to kurmactl in login shells."""
+    for key in ("busybox", "python"):  # layers
+        pods.runtime.store.import_image(full_console[key])
+    image_id, _ = _import(pods, full_console["console"])
+    script = (
+        "kurmactl --help >/dev/null && echo kurmactl-ok; "
+        "python3 -c 'import kurma; print(\"kurma\", kurma.__version__)'; "
+        ". /etc/profile; type poweroff | head -n1; readlink /bin/sh"
+    )
+    record = pods.run({"name": "c", "image": image_id, "exec": ["/bin/sh", "-c", script]})
+    log = pods.log(record, "c")
+    assert record.apps[0].exit_code == 0, log
+    from kurma import __version__
+
+    assert log.splitlines() == ["kurmactl-ok", f"kurma {__version__}",
+                                "poweroff is a function", "/bin/busybox"]  # fmt: skip

@@ -239,3 +239,57 @@ def test_the_cli_names_an_unknown_image(tmp_path: Path) -> None:
     )  # fmt: skip
     assert r.returncode == 1
     assert "no image folder 'nosuch'" in r.stderr
+
+
+# --- manifests of the images that need the python layer (no build) ----------------------------
+
+
+def _spec_manifest(key: str) -> ImageManifest:
+    spec = images.load_specs()[key]
+    return ImageManifest.from_json(images.manifest_json(spec, {}))
+
+
+def test_console_manifest_grants_host_api_ttys_and_login_capabilities() -> None:
+    """The console: `host` API scope, ttyS0, no no_new_privs (login), login's capabilities,
+    the `auth` mount point, CONSOLE_TTYS; built on busybox and python."""
+    manifest = _spec_manifest("console")
+    isolators = _isolators(manifest)
+    assert isolators["host/api-access"] == {"scope": "host"}
+    assert isolators["os/linux/devices"] == ["/dev/ttyS0"]
+    assert isolators["os/linux/no-new-privileges"] is False
+    caps = set(isolators["os/linux/capabilities-retain-set"]["set"])  # type: ignore[index]
+    assert {"CAP_SETUID", "CAP_SETGID", "CAP_CHOWN", "CAP_SYS_TTY_CONFIG"} <= caps
+    assert "CAP_SYS_ADMIN" not in caps
+    assert manifest.app is not None
+    assert [(m.name, m.path) for m in manifest.app.mount_points] == [
+        ("auth", "/run/console-auth")
+    ]
+    assert _env(manifest)["CONSOLE_TTYS"] == "ttyS0"
+    assert [d.image_name for d in manifest.dependencies] == ["kurma.io/busybox", "kurma.io/python"]
+
+
+def test_syslog_manifest_reads_the_host_and_the_kernel_log() -> None:
+    manifest = _spec_manifest("syslog")
+    isolators = _isolators(manifest)
+    assert isolators["host/api-access"] == {"scope": "host-read"}
+    assert isolators["os/linux/devices"] == ["/dev/kmsg"]
+    assert isolators["os/linux/namespaces"] == {"net": "host"}
+    assert isolators["os/linux/capabilities-retain-set"] == {"set": ["CAP_SYSLOG"]}
+    assert manifest.app is not None
+    assert list(manifest.app.exec) == ["/usr/bin/python3", "-m", "kurma.logfwd"]
+    assert set(_env(manifest)) == {"SYSLOG_TARGET", "SYSLOG_PROTOCOL"}
+
+
+def test_debian_dependency_graph_follows_only_library_packages() -> None:
+    """apt-cache's recursive output: edges of each package; alternatives listed, virtual
+    names and providers dropped."""
+    debs = sys.modules["debs"]
+    text = (
+        "chrony\n  PreDepends: init-system-helpers\n  Depends: adduser\n"
+        "  Depends: libc6\n |Depends: libfoo1\n  Depends: <debconf-2.0>\n    cdebconf\n"
+        "<debconf-2.0>\nlibc6\n  Depends: libgcc-s1\n"
+    )
+    assert debs.parse_depends_graph(text) == {
+        "chrony": ["init-system-helpers", "adduser", "libc6", "libfoo1"],
+        "libc6": ["libgcc-s1"],
+    }

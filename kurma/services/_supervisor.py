@@ -30,7 +30,7 @@ from typing import Any
 from ..aci import FrozenMap, PodManifest
 from ..errors import ValidationError
 from ..runtime._podrecord import PodRecord, PodState
-from ..runtime._runtime import PodEvent, PodNotFound, Runtime
+from ..runtime._runtime import PodEvent, PodNotFound, PodStateError, Runtime
 from ._graph import check_graph, levels, stop_order
 from ._spec import RestartPolicy, ServicesFile, ServiceSpec, ServiceSpecError, load_services_file
 from ._state import ServiceNotFound, ServiceState, ServiceStatus
@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 SERVICE_ANNOTATION = "kurma-service"  # pod annotation names are AC Names
 SPEC_ANNOTATION = "kurma-service-spec"
+RESTARTS_ANNOTATION = "kurma-service-restarts"  # the count survives a kurmad restart
 
 S = ServiceState
 ManifestBuilder = Callable[[ServiceSpec], PodManifest]
@@ -288,11 +289,13 @@ class Supervisor:
         self._end_pod(entry, destroy=True)
         self._set(entry, S.STARTING, "starting")
         try:
+            self._check_name_free(spec.name)
             manifest = self.manifest_for(spec)
             annotations = {
                 **dict(manifest.annotations),
                 SERVICE_ANNOTATION: spec.name,
                 SPEC_ANNOTATION: spec.fingerprint(),
+                RESTARTS_ANNOTATION: str(entry.restarts),
             }
             manifest = replace(manifest, annotations=FrozenMap(annotations))
             record = self.runtime.create_pod(manifest, name=spec.name)
@@ -313,6 +316,16 @@ class Supervisor:
             self._ended(entry, None, f"cannot start: {'; '.join(errors)}")
             return
         self._running(entry)
+
+    def _check_name_free(self, name: str) -> None:
+        """A pod's name is its identity for people (and its hostname): a pod someone else
+        made under the service's name blocks the service until it is gone."""
+        for record in self.runtime.list_pods():
+            if record.name == name:
+                raise PodStateError(
+                    f"a pod named {name!r} exists already ({record.uuid}) and is not this "
+                    f"service's; destroy it or rename the service"
+                )
 
     def _running(self, entry: _Entry) -> None:
         entry.health_failures = 0
@@ -499,6 +512,8 @@ class Supervisor:
         if keep is None:
             return
         entry.pod = keep.uuid
+        with contextlib.suppress(TypeError, ValueError):
+            entry.restarts = int(_annotation(keep, RESTARTS_ANNOTATION) or 0)
         ran = time.time() - (keep.started_at or time.time())
         entry.started, entry.started_wall = self._clock() - ran, keep.started_at
         log.info("service adopted", extra=_kv(service=entry.spec.name, pod=keep.uuid))

@@ -304,3 +304,25 @@ def test_close_stops_dependents_first_in_the_budget(env: Env) -> None:
     assert stops[0] == "top" and stops[1] == "mid" and set(stops[2:]) == {"base", "side"}
     assert all(0 < g <= 5.0 for g in env.runtime.grace.values())  # type: ignore[operator]
     assert {s.state.value for s in env.sup.services()} == {"STOPPED"}
+
+
+def test_restart_count_survives_adoption(env: Env) -> None:
+    env.write(web={})
+    env.sup.start(thread=False)
+    env.step()
+    env.sup.restart("web")
+    env.sup.restart("web")
+    again = Supervisor(env.runtime, str(env.path), _manifest, clock=env.clock)  # type: ignore[arg-type]
+    again.start(thread=False)
+    again.step()
+    assert again.status("web").restarts == 2
+
+
+def test_a_foreign_pod_with_the_name_blocks_the_service(env: Env) -> None:
+    env.runtime.create_pod(PodManifest(), name="web")  # someone's own pod, no annotations
+    env.write(web=QUICK)
+    env.sup.start(thread=False)
+    env.step()
+    status = env.sup.status("web")
+    assert status.state.value == "BACKOFF" and "a pod named 'web' exists already" in status.message
+    assert len(env.runtime.pods) == 1  # the other pod is untouched

@@ -1,7 +1,10 @@
 """A deterministic cpio "newc" writer for initramfs images, in Python (no cpio(1), no mknod).
 
 Entries carry fixed inode numbers, mtime 0 and the modes given, so the same entries give the
-same bytes. Device nodes are plain header entries: nothing is created on the host.
+same bytes. Device nodes are plain header entries: nothing is created on the host. Regular
+files with the same content, mode and owner become hard links of one inode whose data is
+stored once (the kernel's unpacker links them), so a tree that holds the same files twice
+(the initrd's Python and the `python` image layer in its store) costs them once.
 
     a = Archive()
     a.add_dir("dev")
@@ -14,6 +17,7 @@ same bytes. Device nodes are plain header entries: nothing is created on the hos
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import stat
 from dataclasses import dataclass
@@ -71,6 +75,30 @@ class Archive:
             name, Path(source).read_bytes(), stat.S_IMODE(st.st_mode) if mode is None else mode
         )
 
+    def add_tree(self, prefix: str, root: Path | str) -> int:
+        """Everything under `root` (sorted; modes, owners, symlinks kept) under `prefix`;
+        returns the number of entries. Only directories, regular files and symlinks."""
+        root = Path(root)
+        count = 0
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            here = Path(dirpath)
+            for name in sorted([*dirnames, *filenames]):
+                path = here / name
+                rel = f"{prefix}/{path.relative_to(root).as_posix()}"
+                st = os.lstat(path)
+                mode = stat.S_IMODE(st.st_mode)
+                if stat.S_ISLNK(st.st_mode):
+                    self.add_symlink(rel, os.readlink(path))
+                elif stat.S_ISDIR(st.st_mode):
+                    self.add_dir(rel, mode, st.st_uid, st.st_gid)
+                elif stat.S_ISREG(st.st_mode):
+                    self.add_file(rel, path.read_bytes(), mode, st.st_uid, st.st_gid)
+                else:
+                    raise ValueError(f"{path}: not a directory, file or symlink")
+                count += 1
+        return count
+
     def add_symlink(self, name: str, target: str) -> None:
         name = self._norm(name)
         self._add(Entry(name, stat.S_IFLNK | 0o777, target.encode()))
@@ -79,21 +107,44 @@ class Archive:
         name = self._norm(name)
         self._add(Entry(name, S_IFMT[kind] | mode, rdev=(major, minor)))
 
+    def _links(self) -> dict[str, tuple[int, int, bool]]:
+        """name -> (inode, link count, carries the data) for every entry."""
+        first: dict[tuple, str] = {}
+        groups: dict[str, list[str]] = {}
+        for e in self.entries.values():
+            if stat.S_ISREG(e.mode) and e.data:
+                key = (hashlib.sha256(e.data).digest(), len(e.data), e.mode, e.uid, e.gid)
+                owner = first.setdefault(key, e.name)
+                groups.setdefault(owner, []).append(e.name)
+        links: dict[str, tuple[int, int, bool]] = {}
+        for ino, name in enumerate(self.entries, start=1):
+            if name in links:
+                continue
+            members = groups.get(name, [name])
+            for i, member in enumerate(members):
+                links[member] = (ino, len(members), i == 0)
+        return links
+
     def to_bytes(self) -> bytes:
         out = bytearray()
-        for ino, e in enumerate([*self.entries.values(), None], start=1):
+        links = self._links()
+        for e in [*self.entries.values(), None]:
             if e is None:
-                e, ino = Entry("TRAILER!!!", 0), 0
+                e, ino, nlink, data = Entry("TRAILER!!!", 0), 0, 1, b""
+            else:
+                ino, nlink, carries = links[e.name]
+                data = e.data if carries else b""
+                if stat.S_ISDIR(e.mode):
+                    nlink = 2
             name = e.name.encode() + b"\0"
             fields = (
-                ino, e.mode, e.uid, e.gid,
-                2 if stat.S_ISDIR(e.mode) else 1,
+                ino, e.mode, e.uid, e.gid, nlink,
                 0,  # mtime
-                len(e.data), 0, 0, e.rdev[0], e.rdev[1], len(name), 0,
+                len(data), 0, 0, e.rdev[0], e.rdev[1], len(name), 0,
             )  # fmt: skip
             out += b"070701" + b"".join(b"%08X" % f for f in fields) + name
             out += b"\0" * (-len(out) % 4)
-            out += e.data
+            out += data
             out += b"\0" * (-len(out) % 4)
         out += b"\0" * (-len(out) % 512)
         return bytes(out)

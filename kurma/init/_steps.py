@@ -22,10 +22,11 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TextIO
 
 from ..reaper import Reaper
-from . import _disks, _kmsg, _modules, _mounts, _network
+from . import _disks, _kmsg, _modules, _mounts, _network, _services
 from ._log import since_start
 from ._signals import SignalPipe, disable_ctrl_alt_del
 from ._supervisor import Supervisor
@@ -76,6 +77,8 @@ class BootContext:
     kmsg: logging.Handler | None = None
     disks: _disks.DiskReport = field(default_factory=_disks.DiskReport)  # roles -> mounts
     dhcp_interfaces: list[str] = field(default_factory=list)  # for the dhcp service
+    run_dir: str | None = None  # where kurmad's files go (_services.py); None: not written
+    boot_log: BootLog | None = None  # the runner's, so steps can hand it on
 
     @property
     def machine_init(self) -> bool:
@@ -331,8 +334,20 @@ def mount_disks(ctx: BootContext) -> str:
     return ctx.disks.summary()
 
 
+def _state_dir(ctx: BootContext) -> str:
+    settings = _services.kurmad_settings(ctx.config, Path(ctx.run_dir or "/"), ctx.disks.roles)
+    return str(settings.get("state_dir", "/var/lib/kurma"))
+
+
 def open_image_store(ctx: BootContext) -> str:
-    raise not_built("image store and preloaded images")
+    """The store kurmad will use: the initrd's (images imported and rendered at build) or
+    an images disk's; lists what it holds."""
+    _machine_only(ctx, "the machine's image store")
+    from ..store import ImageStore
+
+    images = ImageStore(_state_dir(ctx)).list()
+    names = ", ".join(sorted({r.name.removeprefix(_services.IMAGE_PREFIX) for r in images}))
+    return f"{len(images)} images: {names or 'none'}"
 
 
 def setup_host_network(ctx: BootContext) -> str:
@@ -345,20 +360,59 @@ def setup_host_network(ctx: BootContext) -> str:
     return report.summary()
 
 
+def write_boot_log(ctx: BootContext) -> None:
+    """The boot log as far as it goes, where kurmad serves it (Host.BootLog)."""
+    if ctx.run_dir is None or ctx.boot_log is None:
+        return
+    document = _services.boot_log_document(ctx.boot_log.to_plain(), ctx.problems)
+    _services.write_atomic(Path(ctx.run_dir) / "boot-log.json", document)
+
+
+def _write_services(ctx: BootContext, console: bool) -> dict[str, Any]:
+    assert ctx.run_dir is not None
+    network_ok = ctx.boot_log is None or ctx.boot_log.outcome("host_network") is Outcome.OK
+    facts = _services.Facts(list(ctx.dhcp_interfaces), network_ok)
+    data = _services.system_services(ctx.config, facts, Path(ctx.run_dir), console=console)
+    _services.write_atomic(Path(ctx.run_dir) / "services.yml", _services.dump_yaml(data))
+    return data
+
+
 def start_kurmad(ctx: BootContext) -> str:
-    """kurmad as a supervised child: restarted with backoff when it dies."""
+    """kurmad as a supervised child (restarted with backoff when it dies), with its settings
+    and the (so far empty) services file written for it."""
     if ctx.kurmad is None:
         raise RuntimeError("no kurmad command")
+    if ctx.run_dir is not None:
+        run_dir = Path(ctx.run_dir)
+        settings = _services.kurmad_settings(ctx.config, run_dir, ctx.disks.roles)
+        _services.write_atomic(run_dir / "kurmad.yml", _services.dump_yaml(settings))
+        _services.write_atomic(
+            run_dir / "services.yml", _services.dump_yaml({"ready": [], "services": {}})
+        )
+        write_boot_log(ctx)
+        if "--config" not in ctx.kurmad.argv:
+            ctx.kurmad.argv += ["--config", str(run_dir / "kurmad.yml")]
     pid = ctx.kurmad.start()
     return f"{ctx.kurmad} pid {pid}" if pid else f"{ctx.kurmad}: did not start, will retry"
 
 
 def start_services(ctx: BootContext) -> str:
-    raise not_built(f"system services as pods ({len(ctx.config.services)} extra configured)")
+    """The system services, handed to kurmad's supervisor (it starts them in order)."""
+    if ctx.run_dir is None:
+        raise StepSkipped("no run directory (test mode): no services file")
+    data = _write_services(ctx, console=False)
+    return f"{len(data['services'])} handed to kurmad: {', '.join(data['services']) or '-'}"
 
 
 def start_console(ctx: BootContext) -> str:
-    raise not_built("console service")
+    """The console service, added last so the login prompt means the machine is up."""
+    if ctx.run_dir is None:
+        raise StepSkipped("no run directory (test mode): no services file")
+    if not ctx.config.console.enabled:
+        raise StepSkipped("console disabled in the boot config")
+    _write_services(ctx, console=True)
+    login = _services.console_auth(ctx.config, Path(ctx.run_dir) / "console-auth")
+    return f"on {', '.join(ctx.config.console.ttys)} ({login})"
 
 
 def boot_plan() -> list[Step]:

@@ -21,9 +21,10 @@ from typing import TextIO
 
 from ..reaper import Reaper
 from ._log import setup_console_logging
+from ._services import RUN_DIR
 from ._shutdown import kill_all, unmount_all
 from ._signals import SHUTDOWN_SIGNALS, Action, kernel_reboot
-from ._steps import BootContext, StepRunner, boot_plan
+from ._steps import BootContext, StepRunner, boot_plan, write_boot_log
 from ._supervisor import Backoff, Supervisor
 from .config import INITRD_FILE
 
@@ -48,6 +49,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--restart-reset", type=float, default=60.0, help="uptime that resets it (s)")
     p.add_argument("--stop-grace", type=float, default=None, help="default: shutdown_budget")
     p.add_argument("--emergency-shell", default=EMERGENCY_SHELL)
+    p.add_argument(
+        "--run-dir",
+        default=None,
+        help=f"where kurmad's settings, services and the boot log go (default {RUN_DIR}; "
+        "in test mode: none written)",
+    )
     return p.parse_args(argv)
 
 
@@ -65,12 +72,23 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace, console: TextIO, reaper: Reaper) -> int:
+    run_dir = args.run_dir or (None if args.test_mode else RUN_DIR)
     ctx = BootContext(
-        reaper=reaper, test_mode=args.test_mode, config_file=args.config, cmdline=args.cmdline
+        reaper=reaper,
+        test_mode=args.test_mode,
+        config_file=args.config,
+        cmdline=args.cmdline,
+        run_dir=run_dir,
     )
     backoff = Backoff(args.restart_initial, args.restart_max, args.restart_reset)
     ctx.kurmad = Supervisor("kurmad", shlex.split(args.kurmad_command), reaper, backoff)
-    boot_log = StepRunner(console).run(boot_plan(), ctx)
+    runner = StepRunner(console)
+    ctx.boot_log = runner.boot_log
+    boot_log = runner.run(boot_plan(), ctx)
+    try:
+        write_boot_log(ctx)
+    except OSError as e:
+        log.error("boot log not written: %s", e)
     if boot_log.stopped is not None:
         log.critical("boot stopped: step %s failed", boot_log.stopped)
         return emergency_shell(args, reaper)

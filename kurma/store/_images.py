@@ -12,7 +12,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +43,14 @@ class ImportResult:
 class ImageStore:
     """Images under one state directory. Safe to use from several processes at once."""
 
-    def __init__(self, state_dir: os.PathLike | str, limits: UnpackLimits | None = None) -> None:
+    def __init__(
+        self,
+        state_dir: os.PathLike | str,
+        limits: UnpackLimits | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """`clock` stamps imports; a build that must be reproducible passes a fixed one."""
+        self.clock = clock
         self.layout = StoreLayout(Path(state_dir))
         self.layout.create()
         self.limits = limits or UnpackLimits()
@@ -63,7 +70,7 @@ class ImageStore:
                 name=manifest.name,
                 labels=dict(manifest.labels),
                 size=unpacked.total_bytes,
-                imported_at=time.time(),
+                imported_at=self.clock(),
                 skipped=tuple(unpacked.skipped),
             )
             with self._image_lock(record.image_id):

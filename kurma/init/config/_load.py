@@ -139,6 +139,10 @@ def key_table() -> list[KeyDoc]:
 # --- rules between keys, after merging -------------------------------------------------------
 
 
+CONDITIONS = ("network", "clock")
+SYSTEM_SERVICES = ("console", "dhcp", "ntp", "syslog")  # from their own keys, not `services`
+
+
 def _check_relations(config: BootConfig, ctx: Context) -> BootConfig:
     return dataclasses.replace(
         config,
@@ -148,14 +152,18 @@ def _check_relations(config: BootConfig, ctx: Context) -> BootConfig:
 
 
 def _check_dependencies(config: BootConfig, ctx: Context) -> dict[str, Any]:
-    """Dependencies name `network`, `clock` or an enabled service, and form no cycle."""
+    """Dependencies name `network`, `clock`, a built-in system service or an enabled
+    service, and form no cycle."""
     services = dict(config.services)
     for name, service in services.items():
         kept = []
         for i, dep in enumerate(service.depends_on):
             path: Path = ("services", name, "depends_on", i)
             other = services.get(dep)
-            if dep in ("network", "clock") or (other is not None and dep != name and other.enabled):
+            if dep in CONDITIONS or (dep in SYSTEM_SERVICES and other is None):
+                kept.append(dep)
+                continue
+            if other is not None and dep != name and other.enabled:
                 kept.append(dep)
                 continue
             why = (
@@ -163,7 +171,7 @@ def _check_dependencies(config: BootConfig, ctx: Context) -> dict[str, Any]:
                 if dep == name
                 else "is a disabled service"
                 if other is not None
-                else "is neither network, clock nor a service"
+                else "is neither network, clock, a system service nor a configured service"
             )
             ctx.report(path, f"{dep!r} {why}; dependency ignored", ProblemKind.INCOMPLETE)
         services[name] = dataclasses.replace(service, depends_on=tuple(kept))

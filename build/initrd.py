@@ -1,0 +1,221 @@
+"""The Kurma initrd: PID 1, kurmad, the modules, the service images, the default config.
+
+    python3 build/initrd.py [--out out] [--compression xz|gzip|zstd] [--no-images]
+
+Writes OUT/initrd.img (compressed cpio newc) and OUT/vmlinux (the kernel it was built
+for), and OUT/initrd.json (what is in it: kernel, sizes, images, modules). The same inputs
+give the same bytes: entries sorted, mtimes 0, inode numbers by position, the store's import
+times fixed (SOURCE_DATE_EPOCH, default 0), compressors without timestamps.
+
+The root of the initrd:
+    /init                     PID 1 (kurma-init) through Debian's python3.11
+    /usr, /lib64, /sbin/ldconfig, /etc/ld.so.cache     the Python runtime (build/pyruntime.py)
+    /bin/busybox, /bin/sh     the emergency shell
+    /etc/kurma.yml            the default boot config (initrd/kurma.yml)
+    /etc/kurma/modules        the modules always loaded (initrd/modules)
+    /lib/modules/<release>/   those modules and their dependencies, with a modules.dep
+    /var/lib/kurma            kurmad's store, the service images imported and rendered
+    /dev/console, /dev/null, /dev/urandom
+The `python` image layer in the store holds the same files as /usr: the archive stores
+identical files once (build/vm/cpio.py), so it costs nothing twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import lzma
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `vm`, `kernel`, `pyruntime` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import kernel
+import pyruntime
+from vm import cpio
+
+REPO = Path(__file__).resolve().parents[1]
+INITRD_DIR = REPO / "initrd"
+BUSYBOX = Path("/bin/busybox")  # Debian's busybox-static
+STATE_DIR = "var/lib/kurma"
+
+INIT = b"""#!/usr/bin/python3.11 -I
+# PID 1 of a Kurma machine: kurma-init. The kernel gives it no PATH.
+import os, sys
+os.environ.setdefault("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+from kurma.init.main import main
+sys.exit(main())
+"""
+
+
+@dataclass
+class InitrdResult:
+    initrd: str
+    vmlinux: str
+    kernel: str
+    compression: str
+    compressed_bytes: int
+    uncompressed_bytes: int
+    entries: int
+    modules: list[str] = field(default_factory=list)
+    images: dict[str, str] = field(default_factory=dict)  # name -> image ID
+
+
+def read_list(path: Path) -> list[str]:
+    """One word per line; `#` comments and blank lines ignored."""
+    words = []
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            words.append(line)
+    return words
+
+
+def stage_modules(root: Path, build: kernel.KernelBuild, names: list[str]) -> list[str]:
+    """The modules and their dependencies with a modules.dep of just those; load order."""
+    target = root / "lib/modules" / build.version
+    order = []
+    included = set()
+    for ko in kernel.module_closure(build.modules_dir, names):
+        rel = ko.relative_to(build.modules_dir).as_posix()
+        dst = target / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ko, dst)
+        os.chmod(dst, 0o644)
+        order.append(rel)
+        included.add(rel)
+    deps = kernel.read_modules_dep(build.modules_dir)
+    lines = [
+        f"{path}: {' '.join(requires)}".rstrip() + "\n"
+        for path, requires in sorted(deps.values())
+        if path in included
+    ]
+    (target / "modules.dep").write_text("".join(lines))
+    for extra in ("modules.builtin", "modules.order"):
+        src = build.modules_dir / extra
+        if src.exists():
+            shutil.copyfile(src, target / extra)
+    return order
+
+
+def stage_store(root: Path, aci_files: dict[str, Path]) -> dict[str, str]:
+    """Imports the images into the initrd's store and renders each one's tree now, so that
+    the first pod of a service starts without copying anything at boot."""
+    sys.path.insert(0, str(REPO))
+    from kurma.store import ImageStore
+
+    epoch = float(os.environ.get("SOURCE_DATE_EPOCH", "0"))
+    store = ImageStore(root / STATE_DIR, clock=lambda: epoch)
+    ids = {}
+    for name, aci in aci_files.items():
+        ids[name] = store.import_image(aci).record.image_id
+    for image_id in ids.values():
+        store.render(image_id)
+    for leftover in (store.layout.tmp, store.layout.locks):
+        for p in sorted(leftover.iterdir()):
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    return ids
+
+
+def build_images(out: Path) -> dict[str, Path]:
+    """The service ACIs (build/images.py); none when that builder is not there."""
+    try:
+        import images
+    except ImportError as e:
+        print(f"initrd: no service images ({e})", file=sys.stderr)
+        return {}
+    return images.build_images(out)
+
+
+def compress(data: bytes, kind: str) -> bytes:
+    """The archive compressed as the kernel can unpack it (xz needs CRC32 checks)."""
+    if kind == "xz":
+        return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32, preset=6)
+    if kind == "gzip":
+        return gzip.compress(data, compresslevel=9, mtime=0)
+    if kind == "zstd":
+        import zstandard
+
+        return zstandard.ZstdCompressor(level=19, threads=0).compress(data)
+    raise ValueError(f"compression must be xz, gzip or zstd, not {kind!r}")
+
+
+def build_initrd(
+    out: Path, compression: str = "xz", with_images: bool = True
+) -> InitrdResult:
+    """Builds OUT/initrd.img and OUT/vmlinux; returns what went in."""
+    build = kernel.ensure_kernel()
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="kurma-initrd.", dir=out) as tmp:
+        root = Path(tmp) / "root"
+        pyruntime.stage(root)
+        (root / "bin").mkdir(exist_ok=True)
+        shutil.copyfile(BUSYBOX, root / "bin/busybox")
+        os.chmod(root / "bin/busybox", 0o755)
+        os.symlink("busybox", root / "bin/sh")
+        (root / "etc/kurma").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(INITRD_DIR / "kurma.yml", root / "etc/kurma.yml")
+        module_names = read_list(INITRD_DIR / "modules")
+        (root / "etc/kurma/modules").write_text("".join(f"{m}\n" for m in module_names))
+        order = stage_modules(root, build, module_names)
+        (root / "init").write_bytes(INIT)
+        os.chmod(root / "init", 0o755)
+        ids = {}
+        if with_images:
+            acis = build_images(out / "images")
+            ids = stage_store(root, acis)
+        archive = cpio.Archive()
+        for d in ("dev", "proc", "sys", "run", "tmp", "root", "mnt", "var"):
+            archive.add_dir(d, 0o1777 if d == "tmp" else (0o700 if d == "root" else 0o755))
+        archive.add_device("dev/console", "c", 5, 1, 0o600)
+        archive.add_device("dev/null", "c", 1, 3, 0o666)
+        archive.add_device("dev/urandom", "c", 1, 9, 0o666)
+        entries = archive.add_tree(".", root)
+        data = archive.to_bytes()
+        packed = compress(data, compression)
+        target = out / "initrd.img"
+        tmp_target = out / ".initrd.img.tmp"
+        tmp_target.write_bytes(packed)
+        tmp_target.replace(target)
+    vmlinux = kernel.publish(build, out)
+    result = InitrdResult(
+        initrd=str(target),
+        vmlinux=str(vmlinux),
+        kernel=build.version,
+        compression=compression,
+        compressed_bytes=len(packed),
+        uncompressed_bytes=len(data),
+        entries=entries,
+        modules=order,
+        images=ids,
+    )
+    info = out / ".initrd.json.tmp"
+    info.write_text(json.dumps(asdict(result), indent=1) + "\n")
+    info.replace(out / "initrd.json")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, default=REPO / "out")
+    ap.add_argument("--compression", default="xz", choices=("xz", "gzip", "zstd"))
+    ap.add_argument("--no-images", action="store_true", help="leave the service images out")
+    args = ap.parse_args(argv)
+    r = build_initrd(args.out, args.compression, not args.no_images)
+    print(
+        f"initrd: {r.initrd}: {r.compressed_bytes / 1e6:.1f} MB {r.compression} "
+        f"({r.uncompressed_bytes / 1e6:.1f} MB, {r.entries} entries), kernel {r.kernel}, "
+        f"{len(r.modules)} modules, images: {', '.join(r.images) or 'none'}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""What PID 1 hands kurmad: its settings, the system services, the boot log, as files.
+
+PID 1 has no gRPC (DESIGN.md): it writes these files under the run directory and kurmad
+reads them. kurmad re-reads the services file when it changes, so the boot adds the
+console in a later step by rewriting the file.
+
+- `kurmad.yml`: kurmad's settings from the boot config (state and pods dirs from the disks
+  step, the TCP listener, anything under the `kurmad` key), plus where the two files below are.
+- `services.yml`: the system services as data (format: kurma/services/README.md), built from
+  the boot config's own keys (`console`, `ntp`, `log_forwarding`, DHCP interfaces from
+  `network`) and its `services`.
+- `boot-log.json`: the steps with their outcomes and durations, and the boot config's problems.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import BootConfig, ConfigProblem, DiskRole, Service
+
+RUN_DIR = "/run/kurma"
+IMAGE_PREFIX = "kurma.io/"
+
+
+@dataclass
+class Facts:
+    """What the boot steps found that the services need."""
+
+    dhcp_interfaces: list[str] = field(default_factory=list)
+    network_ready: bool = True  # the host_network step succeeded
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        os.fchmod(f.fileno(), mode)
+    os.replace(tmp, path)
+
+
+# --- kurmad's settings -----------------------------------------------------------------------
+
+
+def kurmad_settings(config: BootConfig, run_dir: Path, roles: dict[Any, str]) -> dict[str, Any]:
+    """kurmad.yml's content: defaults for a machine, the disks' roles, the boot config's
+    `api` listener and `kurmad` key (which wins)."""
+    settings: dict[str, Any] = {
+        "socket": str(run_dir / "kurmad.sock"),
+        "services_file": str(run_dir / "services.yml"),
+        "boot_log_file": str(run_dir / "boot-log.json"),
+        "shutdown_grace": config.shutdown_budget,
+    }
+    if DiskRole.IMAGES in roles:
+        settings["state_dir"] = os.path.join(roles[DiskRole.IMAGES], "kurma")
+    if DiskRole.PODS in roles:
+        settings["pods_dir"] = os.path.join(roles[DiskRole.PODS], "pods")
+    listeners = list(config.api.listeners.values())
+    if listeners:  # kurmad serves one TCP listener; the first by name
+        first = config.api.listeners[sorted(config.api.listeners)[0]]
+        settings.update(
+            listen=first.address, tls_cert=first.cert, tls_key=first.key, tls_ca=first.ca
+        )
+    settings.update(config.kurmad)
+    return settings
+
+
+# --- the services ----------------------------------------------------------------------------
+
+
+def _entry(
+    image: str,
+    *,
+    environment: dict[str, str] | None = None,
+    isolators: dict[str, Any] | None = None,
+    volumes: dict[str, dict[str, Any]] | None = None,
+    depends_on: list[str] | None = None,
+    provides: list[str] | None = None,
+    restart: str = "always",
+    backoff: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    entry: dict[str, Any] = {"image": image, "restart": restart}
+    for key, value in (
+        ("environment", environment),
+        ("isolators", isolators),
+        ("volumes", volumes),
+        ("depends_on", depends_on),
+        ("provides", provides),
+        ("backoff", backoff),
+    ):
+        if value:
+            entry[key] = value
+    return entry
+
+
+def console_auth(config: BootConfig, auth_dir: Path) -> str:
+    """Writes what the console image reads from its `auth` volume; says which login it is."""
+    auth_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(auth_dir, 0o700)
+    console = config.console
+    for name in ("shadow", "autologin"):
+        (auth_dir / name).unlink(missing_ok=True)
+    if console.autologin:
+        write_atomic(auth_dir / "autologin", b"root\n", 0o600)
+        return "autologin"
+    hash_ = console.password_hash or "!"  # `!`: no password login at all
+    write_atomic(auth_dir / "shadow", f"root:{hash_}:0:0:99999:7:::\n".encode(), 0o600)
+    return "password" if console.password_hash else "locked"
+
+
+def _extra(service: Service) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "image": service.image,
+        "enabled": service.enabled,
+        "restart": service.restart.value,
+        "backoff": {
+            "initial": service.backoff.initial,
+            "maximum": service.backoff.maximum,
+            "factor": service.backoff.factor,
+        },
+    }
+    if service.exec is not None:
+        entry["exec"] = list(service.exec)
+    if service.environment:
+        entry["environment"] = dict(service.environment)
+    if service.isolators:
+        entry["isolators"] = dict(service.isolators)
+    if service.depends_on:
+        entry["depends_on"] = list(service.depends_on)
+    if service.health is not None:
+        entry["health"] = {
+            "command": list(service.health.command),
+            "interval": service.health.interval,
+            "timeout": service.health.timeout,
+            "retries": service.health.retries,
+        }
+    return entry
+
+
+def system_services(
+    config: BootConfig, facts: Facts, run_dir: Path, *, console: bool
+) -> dict[str, Any]:
+    """services.yml's content. `console` false leaves the console out (the services step
+    writes the file without it; the console step adds it)."""
+    services: dict[str, Any] = {}
+    ready = ["network"] if facts.network_ready and not facts.dhcp_interfaces else []
+    if facts.dhcp_interfaces:
+        resolv = run_dir / "resolv"
+        resolv.mkdir(parents=True, exist_ok=True)
+        services["dhcp"] = _entry(
+            IMAGE_PREFIX + "dhcp",
+            environment={"DHCP_INTERFACES": " ".join(facts.dhcp_interfaces)},
+            volumes={"resolv": {"source": str(resolv)}},
+            provides=["network"],
+        )
+    if config.ntp.servers:
+        services["ntp"] = _entry(
+            IMAGE_PREFIX + "ntp",
+            environment={"NTP_SERVERS": " ".join(config.ntp.servers)},
+            depends_on=["network"],
+            provides=["clock"],
+        )
+    if config.log_forwarding.target:
+        services["syslog"] = _entry(
+            IMAGE_PREFIX + "syslog",
+            environment={
+                "SYSLOG_TARGET": config.log_forwarding.target,
+                "SYSLOG_PROTOCOL": config.log_forwarding.protocol.value,
+            },
+            depends_on=["network"],
+        )
+    if console and config.console.enabled:
+        auth = run_dir / "console-auth"
+        console_auth(config, auth)
+        ttys = list(config.console.ttys)
+        services["console"] = _entry(
+            IMAGE_PREFIX + "console",
+            environment={"CONSOLE_TTYS": " ".join(ttys)},
+            isolators={"os/linux/devices": [f"/dev/{t}" for t in ttys]},
+            volumes={"auth": {"source": str(auth), "readOnly": True}},
+            backoff={"initial": 0.5, "maximum": 5.0, "factor": 2.0},
+        )
+    for name, service in config.services.items():
+        services[name] = _extra(service)  # a configured service may replace a built-in one
+    return {"ready": ready, "services": services}
+
+
+# --- the boot log ----------------------------------------------------------------------------
+
+
+def boot_log_document(steps: list[dict[str, Any]], problems: list[ConfigProblem]) -> bytes:
+    return (json.dumps({"steps": steps, "problems": [str(p) for p in problems]}) + "\n").encode()
+
+
+def dump_yaml(data: dict[str, Any]) -> bytes:
+    return yaml.safe_dump(data, sort_keys=True, default_flow_style=False).encode()

@@ -1,0 +1,110 @@
+"""What kurma-init hands kurmad: settings, the system services as data, the boot log."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from kurma.init._services import (
+    Facts,
+    boot_log_document,
+    console_auth,
+    dump_yaml,
+    kurmad_settings,
+    system_services,
+)
+from kurma.init.config import DiskRole, load_boot_config
+from kurma.services import load_services_file
+
+
+def config_from(tmp_path: Path, text: str):
+    oem = tmp_path / "oem.yml"
+    oem.write_text(text)
+    config, problems = load_boot_config(None, oem, None)
+    assert problems == []
+    return config
+
+
+def test_defaults_give_ntp_and_console_and_wait_for_dhcp(tmp_path: Path) -> None:
+    """A machine with the default config: ntp after the network that dhcp provides; the
+    console only when asked for; no syslog without a target."""
+    config = config_from(tmp_path, "hostname: a\n")
+    facts = Facts(dhcp_interfaces=["eth0"])
+    data = system_services(config, facts, tmp_path, console=False)
+    assert sorted(data["services"]) == ["dhcp", "ntp"]
+    assert data["ready"] == []  # the network comes from the dhcp service
+    assert data["services"]["dhcp"]["provides"] == ["network"]
+    assert data["services"]["dhcp"]["environment"] == {"DHCP_INTERFACES": "eth0"}
+    assert data["services"]["ntp"]["depends_on"] == ["network"]
+    with_console = system_services(config, facts, tmp_path, console=True)
+    assert "console" in with_console["services"]
+
+
+def test_static_network_is_ready_and_syslog_follows_the_target(tmp_path: Path) -> None:
+    config = config_from(
+        tmp_path,
+        "log_forwarding: {target: '169.254.100.100:6514', protocol: udp}\nntp: {servers: []}\n",
+    )
+    data = system_services(config, Facts(), tmp_path, console=False)
+    assert data["ready"] == ["network"]
+    assert sorted(data["services"]) == ["syslog"]
+    assert data["services"]["syslog"]["environment"] == {
+        "SYSLOG_TARGET": "169.254.100.100:6514",
+        "SYSLOG_PROTOCOL": "udp",
+    }
+
+
+def test_the_services_file_is_what_kurmad_reads(tmp_path: Path) -> None:
+    """The file PID 1 writes loads with kurmad's own loader, every service intact."""
+    config = config_from(
+        tmp_path,
+        "console: {password_hash: '$6$salt$abc'}\n"
+        "log_forwarding: {target: '169.254.100.100:6514'}\n"
+        "services:\n  web: {image: example.com/web, restart: on-failure, depends_on: [ntp]}\n",
+    )
+    data = system_services(config, Facts(dhcp_interfaces=["eth0"]), tmp_path, console=True)
+    path = tmp_path / "services.yml"
+    path.write_bytes(dump_yaml(data))
+    loaded = load_services_file(path)
+    names = sorted(loaded.services)
+    assert names == ["console", "dhcp", "ntp", "syslog", "web"]
+    assert loaded.problems == ()
+
+
+def test_console_auth_writes_shadow_or_autologin(tmp_path: Path) -> None:
+    auth = tmp_path / "auth"
+    config = config_from(tmp_path, "console: {password_hash: '$6$salt$abc'}\n")
+    assert console_auth(config, auth) == "password"
+    assert (auth / "shadow").read_text() == "root:$6$salt$abc:0:0:99999:7:::\n"
+    assert (auth / "shadow").stat().st_mode & 0o777 == 0o600
+    config = config_from(tmp_path, "console: {autologin: true}\n")
+    assert console_auth(config, auth) == "autologin"
+    assert not (auth / "shadow").exists()
+    config = config_from(tmp_path, "hostname: a\n")
+    assert console_auth(config, auth) == "locked"
+    assert (auth / "shadow").read_text().startswith("root:!:")
+
+
+def test_kurmad_settings_take_disks_listeners_and_the_kurmad_key(tmp_path: Path) -> None:
+    config = config_from(
+        tmp_path,
+        "api:\n  listeners:\n    tcp: {address: '0.0.0.0:7443', cert: /oem/s.pem, key: /oem/s.key,"
+        " ca: /oem/ca.pem}\nkurmad: {log_level: debug}\n",
+    )
+    s = kurmad_settings(config, Path("/run/kurma"), {DiskRole.IMAGES: "/mnt/data"})
+    assert s["state_dir"] == "/mnt/data/kurma"
+    assert s["services_file"] == "/run/kurma/services.yml"
+    assert (s["listen"], s["tls_cert"], s["tls_ca"]) == ("0.0.0.0:7443", "/oem/s.pem", "/oem/ca.pem")
+    assert s["log_level"] == "debug"
+    assert yaml.safe_load(dump_yaml(s)) == s
+
+
+def test_boot_log_document_carries_steps_and_problems(tmp_path: Path) -> None:
+    oem = tmp_path / "oem.yml"
+    oem.write_text("hostname: [not, a, name]\n")
+    _, problems = load_boot_config(None, oem, None)
+    doc = json.loads(boot_log_document([{"name": "x", "outcome": "ok"}], problems))
+    assert doc["steps"] == [{"name": "x", "outcome": "ok"}]
+    assert len(doc["problems"]) == 1 and "hostname" in doc["problems"][0]

@@ -96,7 +96,7 @@ def test_kurmad_settings_take_disks_listeners_and_the_kurmad_key(tmp_path: Path)
     s = kurmad_settings(config, Path("/run/kurma"), {DiskRole.IMAGES: "/mnt/data"})
     assert s["state_dir"] == "/mnt/data/kurma"
     assert s["services_file"] == "/run/kurma/services.yml"
-    assert (s["listen"], s["tls_cert"], s["tls_ca"]) == ("0.0.0.0:7443", "/oem/s.pem", "/oem/ca.pem")
+    assert (s["listen"], s["tls_cert"]) == ("0.0.0.0:7443", "/oem/s.pem")
     assert s["log_level"] == "debug"
     assert yaml.safe_load(dump_yaml(s)) == s
 

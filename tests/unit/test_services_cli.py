@@ -15,7 +15,7 @@ def test_service_table_has_the_columns_and_the_why() -> None:
             restarts=5,
             last_exit_code=1,
             message="exited with code 1; restarting in 8 s",
-        ),  # fmt: skip
+        ),
         host_pb2.Service(name="web", state="WAITING", message="waiting for network"),
     ]
     lines = services_table(services).splitlines()

@@ -198,16 +198,21 @@ def manifest_from_spec(spec: Any, resolve: Callable[[str], ImageFacts]) -> PodMa
 
     `resolve(ref)` finds an app's image in the store (ImageNotFound, AmbiguousImage). Each
     app starts from a copy of its image's `app` and takes the overrides; every volume with a
-    `path` is mounted there in every app.
+    `path` is mounted there in every app, and one without a path at the mount point of the
+    same name in each app whose image declares one (as rkt does).
     """
     if not spec.apps:
         raise ValidationError("spec.apps", "give at least one app")
     volumes = tuple(_volume(v, f"spec.volumes[{k}]") for k, v in enumerate(spec.volumes))
     mounts = tuple(Mount(v.name, v.path) for v in spec.volumes if v.path)
+    by_name = {v.name for v in spec.volumes if not v.path}
     apps: list[RuntimeApp] = []
     taken: set[str] = {a.name for a in spec.apps if a.name}
     for i, app_spec in enumerate(spec.apps):
-        apps.append(_runtime_app(app_spec, f"spec.apps[{i}]", resolve, mounts, taken))
+        app = _runtime_app(app_spec, f"spec.apps[{i}]", resolve, mounts, taken)
+        points = app.app.mount_points if app.app is not None else ()
+        named = tuple(Mount(p.name, p.path) for p in points if p.name in by_name)
+        apps.append(replace(app, mounts=app.mounts + named) if named else app)
     isolators = _isolators(spec.isolators, "spec")
     manifest = PodManifest(apps=tuple(apps), volumes=volumes, isolators=isolators)
     try:

@@ -103,7 +103,8 @@ class HostServicer(BindsCaller, host_pb2_grpc.HostServicer):
         if self.supervisor is None or view.subtree_of is not None:
             return host_pb2.ServicesResponse()  # none, or none a subtree pod may see
         return host_pb2.ServicesResponse(
-            services=[service_to_proto(s) for s in self.supervisor.services()]
+            services=[service_to_proto(s) for s in self.supervisor.services()],
+            problems=list(self.supervisor.problems),
         )
 
     @rpc

@@ -217,13 +217,15 @@ def run_trust_rm(args: argparse.Namespace) -> int:
 def run_service_ls(args: argparse.Namespace) -> int:
     with session(args) as s:
         stub, pb = _host_stub(s)
-        services = s.unary(stub.Services, pb.ServicesRequest()).services
+        answer = s.unary(stub.Services, pb.ServicesRequest())
     if args.output == "json":
         from ._format import dumps, message_dict
 
-        print(dumps([message_dict(v) for v in services]))
+        print(dumps([message_dict(v) for v in answer.services]))
         return 0
-    print(services_table(services))
+    print(services_table(answer.services))
+    for problem in answer.problems:
+        print(f"kurmactl: services file: {problem}", file=sys.stderr)
     return 0
 
 

@@ -379,3 +379,20 @@ def test_poweroff_and_reboot_signal_kurma_init(own: Daemon) -> None:
             assert client.services() == []  # no services file: none
     finally:
         under.stop()
+
+
+def test_a_bad_service_is_reported_and_the_others_run(shared: tuple[Daemon, Client]) -> None:
+    daemon, client = shared
+    text = f"""
+services:
+  good: {{image: {IMAGE_NAME}, exec: [/bin/sleep, "1000"]}}
+  bad: {{image: {IMAGE_NAME}, restart: sometimes}}
+"""
+    staged = daemon.work / "services.yml.new"
+    staged.write_text(text)
+    staged.rename(daemon.work / "services.yml")
+    wait_state(client, "good", "RUNNING")
+    assert "bad" not in by_name(client)
+    result = kurmactl(daemon, "service", "ls")
+    assert result.returncode == 0 and "good" in result.stdout
+    assert "services.bad.restart: must be always, on-failure or never" in result.stderr

@@ -326,3 +326,18 @@ def test_a_foreign_pod_with_the_name_blocks_the_service(env: Env) -> None:
     status = env.sup.status("web")
     assert status.state.value == "BACKOFF" and "a pod named 'web' exists already" in status.message
     assert len(env.runtime.pods) == 1  # the other pod is untouched
+
+
+def test_problems_of_the_file_are_kept_for_the_api(env: Env) -> None:
+    env.path.write_text("services:\n  good: {image: x}\n  bad: {image: x, restart: maybe}\n")
+    env.sup.start(thread=False)
+    env.step()
+    assert [s.name for s in env.sup.services()] == ["good"]
+    assert env.sup.problems == (
+        "services.bad.restart: must be always, on-failure or never, got 'maybe'",
+    )
+    env.path.with_name("new").write_text("services: [")
+    env.path.with_name("new").rename(env.path)
+    env.step()
+    assert "not valid YAML" in env.sup.problems[0]
+    assert env.runtime.running() == {"good"}  # a refused file changes nothing

@@ -98,10 +98,12 @@ class Service(_message.Message):
     def __init__(self, name: _Optional[str] = ..., pod: _Optional[str] = ..., state: _Optional[str] = ..., restarts: _Optional[int] = ..., message: _Optional[str] = ..., image: _Optional[str] = ..., last_exit_code: _Optional[int] = ..., depends_on: _Optional[_Iterable[str]] = ..., provides: _Optional[_Iterable[str]] = ..., restart: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ServicesResponse(_message.Message):
-    __slots__ = ("services",)
+    __slots__ = ("services", "problems")
     SERVICES_FIELD_NUMBER: _ClassVar[int]
+    PROBLEMS_FIELD_NUMBER: _ClassVar[int]
     services: _containers.RepeatedCompositeFieldContainer[Service]
-    def __init__(self, services: _Optional[_Iterable[_Union[Service, _Mapping]]] = ...) -> None: ...
+    problems: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, services: _Optional[_Iterable[_Union[Service, _Mapping]]] = ..., problems: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ServiceRef(_message.Message):
     __slots__ = ("name",)

@@ -4,7 +4,9 @@ The order matters: kurmad becomes a child subreaper, claims its socket and state
 creates the Runtime (which forks the thread-free launcher and re-adopts running pods), and
 only then imports gRPC and serves. It never forks after that. Signals are handled in the
 main thread through a wakeup pipe: SIGTERM/SIGINT shut down (pods keep running unless
-`stop_pods_on_exit`), SIGCHLD reaps orphans and notices a dead launcher.
+`stop_pods_on_exit`; the system services of `services_file` are stopped first, dependents
+first, unless `stop_services_on_exit` is off), SIGCHLD reaps orphans and notices a dead
+launcher.
 """
 
 from __future__ import annotations

@@ -20,8 +20,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import replace
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -216,14 +216,19 @@ def test_dhcp_gets_a_lease_and_configures_address_route_and_resolv(
 # --- console -----------------------------------------------------------------------------------
 
 
-def _read_until(fd: int, pattern: bytes, timeout: float = 20) -> bytes:
-    """Read the pty master until `pattern` appears; AssertionError with what came otherwise."""
+def _read_until(
+    fd: int, pattern: bytes, timeout: float = 20, log: Callable[[], str] = str, had: bytes = b""
+) -> bytes:
+    """Read the pty master until `pattern` appears (in `had` + what was read); returns what
+    was read. AssertionError with what came otherwise."""
     deadline = time.monotonic() + timeout
     seen = b""
-    while pattern not in seen:
+    while pattern not in had + seen:
         left = deadline - time.monotonic()
         if left <= 0:
-            raise AssertionError(f"no {pattern!r} on the console; got {seen[-500:]!r}")
+            raise AssertionError(
+                f"no {pattern!r} on the console; got {seen[-500:]!r}; pod log: {log()!r}"
+            )
         ready, _, _ = select.select([fd], [], [], left)
         if ready:
             try:
@@ -233,10 +238,29 @@ def _read_until(fd: int, pattern: bytes, timeout: float = 20) -> bytes:
     return seen
 
 
+@dataclass
+class _Tty:
+    """The test's side of the console's tty; failures show what came and the pod's log."""
+
+    fd: int
+    log: Callable[[], str]
+    pending: bytes = b""  # read past the last match
+
+    def expect(self, pattern: bytes, timeout: float = 20) -> bytes:
+        """Everything up to and including `pattern`; the rest stays for the next call."""
+        if pattern not in self.pending:
+            self.pending += _read_until(self.fd, pattern, timeout, self.log, self.pending)
+        head, _, self.pending = self.pending.partition(pattern)
+        return head + pattern
+
+    def send(self, data: bytes) -> None:
+        os.write(self.fd, data)
+
+
 @contextlib.contextmanager
 def _console(
     pods: PodEnv, built: dict[str, Path], auth: Path, **env: str
-) -> Iterator[int]:
+) -> Iterator[_Tty]:
     """The console image's own app on a pty the test holds; yields the pty's master.
 
     The tty is a host volume at /run/tty0 (CONSOLE_TTYS takes absolute paths); the devices
@@ -261,7 +285,7 @@ def _console(
         pods.runtime.start_pod(record.uuid)
         os.close(slave)
         slave = -1
-        yield master
+        yield _Tty(master, lambda: pods.log(record, "console"))
     finally:
         os.close(master)
         if slave >= 0:
@@ -275,9 +299,9 @@ def test_console_autologin_gives_a_root_shell_with_kurma_host(
     and the login shell has KURMA_HOST (written by the console's script for /etc/profile)."""
     (tmp_path / "autologin").touch()
     with _console(pods, built, tmp_path, KURMA_HOST="unix:///run/kurma/test.sock") as tty:
-        _read_until(tty, b"# ")
-        os.write(tty, b"echo KURMA_HOST=$KURMA_HOST; echo sum=$((6*7))\n")
-        out = _read_until(tty, b"sum=42")
+        tty.expect(b"# ")
+        tty.send(b"echo KURMA_HOST=$KURMA_HOST; echo sum=$((6*7))\n")
+        out = tty.expect(b"sum=42")
     assert b"KURMA_HOST=unix:///run/kurma/test.sock" in out
 
 
@@ -290,18 +314,18 @@ def test_console_login_takes_roots_password_from_the_auth_volume(
                             capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
     (tmp_path / "shadow").write_text(f"root:{hashed}:19000:0:99999:7:::\n")
     with _console(pods, built, tmp_path) as tty:
-        _read_until(tty, b"login: ")
-        os.write(tty, b"root\n")
-        _read_until(tty, b"Password: ")
-        os.write(tty, b"wrong\n")
-        _read_until(tty, b"Login incorrect", timeout=30)
-        _read_until(tty, b"login: ")
-        os.write(tty, b"root\n")
-        _read_until(tty, b"Password: ")
-        os.write(tty, b"s3cret\n")
-        _read_until(tty, b"# ")
-        os.write(tty, b"echo me=$(id -un)\n")
-        _read_until(tty, b"me=root")
+        tty.expect(b"login: ")
+        tty.send(b"root\n")
+        tty.expect(b"Password: ")
+        tty.send(b"wrong\n")
+        tty.expect(b"Login incorrect", timeout=30)
+        tty.expect(b"login: ")
+        tty.send(b"root\n")
+        tty.expect(b"Password: ")
+        tty.send(b"s3cret\n")
+        tty.expect(b"# ")
+        tty.send(b"echo me=$(id -un)\n")
+        tty.expect(b"me=root")
 
 
 # --- ntp ---------------------------------------------------------------------------------------

@@ -70,12 +70,19 @@ class Run:
         """The first output line starting with `prefix` and when it arrived."""
         return next(((t, ln) for t, ln in self.lines if ln.startswith(prefix)), None)
 
+    def first_containing(self, text: str) -> tuple[float, str] | None:
+        """The first output line (or unfinished last line: a prompt) holding `text`."""
+        return next(((t, ln) for t, ln in self.lines if text in ln), None)
 
-def run(argv: list[str], timeout: float, *, until: str | None = None) -> Run:
+
+def run(
+    argv: list[str], timeout: float, *, until: str | None = None, contains: str | None = None
+) -> Run:
     """Runs qemu with no stdin, collecting output with arrival times until it exits.
 
     Kills it (its whole process group) at `timeout`, or right after a line starting with
-    `until` arrives if one is given. Always reaps it.
+    `until` arrives, or output holding `contains` (a prompt need not end its line), if
+    given. Always reaps it.
     """
     t0 = time.monotonic()
     proc = subprocess.Popen(
@@ -109,6 +116,9 @@ def run(argv: list[str], timeout: float, *, until: str | None = None) -> Run:
                 line = raw.decode(errors="replace").rstrip("\r")
                 lines.append((now, line))
                 stopped = stopped or (until is not None and line.startswith(until))
+                stopped = stopped or (contains is not None and contains in line)
+            if contains is not None and contains in buf.decode(errors="replace"):
+                stopped = True
             if stopped:
                 break
     finally:

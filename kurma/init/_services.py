@@ -173,6 +173,7 @@ def system_services(
                 "SYSLOG_TARGET": config.log_forwarding.target,
                 "SYSLOG_PROTOCOL": config.log_forwarding.protocol.value,
             },
+            isolators={"host/api-access": {"scope": "host-read"}},
             depends_on=["network"],
         )
     if console and config.console.enabled:
@@ -182,7 +183,10 @@ def system_services(
         services["console"] = _entry(
             IMAGE_PREFIX + "console",
             environment={"CONSOLE_TTYS": " ".join(ttys)},
-            isolators={"os/linux/devices": [f"/dev/{t}" for t in ttys]},
+            isolators={
+                "os/linux/devices": [f"/dev/{t}" for t in ttys],
+                "host/api-access": {"scope": "host"},  # granted here, by the boot config
+            },
             volumes={"auth": {"source": str(auth), "readOnly": True}},
             backoff={"initial": 0.5, "maximum": 5.0, "factor": 2.0},
         )

@@ -43,7 +43,7 @@ from ._podrecord import AppRecord, AppState, PodRecord, PodState, process_start_
 from .cgroups import CgroupStats, CgroupSystem
 from .launcher import ExecStart, HandlerStart, Launcher, PodStart
 from .launcher._app import parse_start_error
-from .launcher._zygote import procs_files
+from .launcher._zygote import process_cgroup, procs_files
 from .linux import MNT_DETACH, MS_NODEV, MS_NOSUID, mount, umount2
 from .metadata import MetadataConfig, MetadataService
 from .metadata._hmac import PodSigner, load_or_create_key
@@ -551,7 +551,7 @@ class Runtime:
                 tty=tty,
                 label=f"{name} exec",
                 host_namespaces=plan.host_namespaces,
-                cgroup_procs=procs_files(self.cgroups.open(record.cgroup or "")),
+                cgroup_procs=procs_files(process_cgroup(self.cgroups, record.cgroup or "")),
                 size=size,
             )
         if stdio is None and not tty:
@@ -753,7 +753,7 @@ class Runtime:
             app_plan.post_stop,
             f"{app.name} post-stop",
             plan.host_namespaces,
-            procs_files(self.cgroups.open(live.record.cgroup or "")),
+            procs_files(process_cgroup(self.cgroups, live.record.cgroup or "")),
             str(log_path(live.pod_dir, app.name)),
         )
         try:

@@ -305,7 +305,7 @@ def test_host_pid_post_stop_handler_runs_in_the_pod_and_is_recorded(pods: PodEnv
     log = pods.log(record, "app")
     assert (app.state, app.exit_code, app.post_stop_code) == (AppState.EXITED, 0, 3), log
     assert _values(log, "post") == [str(app.post_stop_pid)]  # its host pid
-    assert log.splitlines()[-1].endswith(f"/{record.cgroup}"), log  # the pod's cgroup
+    assert log.splitlines()[-1].endswith(f"/{record.cgroup}/self"), log  # the pod's leaf
     assert not (pods.state_dir / "pods" / record.uuid / "exits" / str(app.post_stop_pid)).exists()
 
 

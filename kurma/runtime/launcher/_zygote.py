@@ -43,6 +43,21 @@ class Zygote:
     shape: tuple[frozenset[str], tuple[str, int] | None]
 
 
+PROCESS_LEAF = "self"
+"""A pod's own processes live in `<pod cgroup>/self`; its limits are set on the pod cgroup,
+its apps' limits on `app-<name>` and its children's cgroups are `pod-<hex>` beside the leaf:
+cgroup2's no-internal-process rule allows controllers in a cgroup only when it holds no
+processes itself, so a pod that has children or app limits must keep its processes in a leaf.
+"""
+
+
+def process_cgroup(cgroups: CgroupSystem, relpath: str) -> Cgroup:
+    """Where a pod's own processes are: its leaf, or the pod cgroup itself for a pod made
+    before leaves existed (re-adopted from an older record)."""
+    leaf = cgroups.open(f"{relpath}/{PROCESS_LEAF}")
+    return leaf if leaf.exists() else cgroups.open(relpath)
+
+
 def procs_files(cgroup: Cgroup) -> tuple[str, ...]:
     """The cgroup.procs file of `cgroup` in every hierarchy."""
     return tuple(os.path.join(d, "cgroup.procs") for _, d in cgroup.directories())
@@ -97,12 +112,13 @@ class ZygotePool:
         self, shape: tuple[frozenset[str], tuple[str, int] | None], parent: str | None = None
     ) -> Zygote:
         cgroup = self.cgroups.create(f"{parent or self.parent}/pod-{secrets.token_hex(6)}")
+        leaf = self.cgroups.create(f"{cgroup.relpath}/{PROCESS_LEAF}")
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             pid = os.fork()
             if pid == 0:
                 ours.close()
-                _zygote_main(theirs, procs_files(cgroup), reaper_procs(cgroup), *shape)
+                _zygote_main(theirs, procs_files(leaf), reaper_procs(cgroup), *shape)
             theirs.close()
             os.waitpid(pid, 0)  # Z exits right after reporting
             got = receive(ours)

@@ -923,7 +923,7 @@ static void open_cgroup(char *procs)
 	}
 	if (cgroup_fd < 0 || faccessat(cgroup_fd, procs_name, R_OK, 0) < 0)
 		die("-r: cannot read", procs, errno);
-	each_listed(cgroup_fd, find_one, &f);
+	walk_cgroup(cgroup_fd, 0, find_one, &f); /* it may sit in a leaf below */
 	if (!f.found)
 		die("-r: podinit is not in the cgroup of", procs, 0);
 }

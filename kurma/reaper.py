@@ -78,14 +78,24 @@ class Reaper:
         on_exit: ExitCallback,
         env: Mapping[str, str] | None = None,
         setsid: bool = False,
+        output: str | None = None,
     ) -> int:
-        """Start `argv` (PATH is searched) and register it before anything can reap it.
+        """Start `argv` (PATH is searched) and register it before anything can reap it;
+        `output` (a path, opened for appending) takes its stdout and stderr.
 
         posix_spawn, not subprocess.Popen: a Popen object may waitpid() its pid later (when
         polled or collected), which would race with us for the status.
         """
+        actions = []
+        if output is not None:
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+            actions = [(os.POSIX_SPAWN_OPEN, 1, output, flags, 0o640), (os.POSIX_SPAWN_DUP2, 1, 2)]
         pid = os.posix_spawnp(
-            argv[0], list(argv), dict(os.environ if env is None else env), setsid=setsid
+            argv[0],
+            list(argv),
+            dict(os.environ if env is None else env),
+            setsid=setsid,
+            file_actions=actions,
         )
         self.register(pid, on_exit)
         return pid

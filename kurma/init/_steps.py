@@ -360,6 +360,9 @@ def setup_host_network(ctx: BootContext) -> str:
     return report.summary()
 
 
+KMSG = "/dev/kmsg"
+
+
 def write_boot_log(ctx: BootContext) -> None:
     """The boot log as far as it goes, where kurmad serves it (Host.BootLog)."""
     if ctx.run_dir is None or ctx.boot_log is None:
@@ -392,6 +395,8 @@ def start_kurmad(ctx: BootContext) -> str:
         write_boot_log(ctx)
         if "--config" not in ctx.kurmad.argv:
             ctx.kurmad.argv += ["--config", str(run_dir / "kurmad.yml")]
+    if ctx.machine_init and os.path.exists(KMSG):
+        ctx.kurmad.output = KMSG  # the kernel log (forwarded, dmesg), not the login console
     pid = ctx.kurmad.start()
     return f"{ctx.kurmad} pid {pid}" if pid else f"{ctx.kurmad}: did not start, will retry"
 

@@ -70,6 +70,7 @@ class Supervisor:
         clock: Clock = time.monotonic,
         env: Mapping[str, str] | None = None,
         history: int = 32,
+        output: str | None = None,
     ) -> None:
         self.name = name
         self.argv = list(argv)
@@ -78,6 +79,7 @@ class Supervisor:
         self.grace = grace
         self.clock = clock
         self.env = env
+        self.output = output  # where its stdout and stderr go (None: PID 1's, the console)
         self.state = State.STOPPED
         self.pid: int | None = None
         self.started_at: float | None = None
@@ -100,7 +102,7 @@ class Supervisor:
         """Start the child now; returns its pid, or None if it could not be started (retried)."""
         self.restart_at = None
         try:
-            pid = self.reaper.spawn(self.argv, self._exited, env=self.env)
+            pid = self.reaper.spawn(self.argv, self._exited, env=self.env, output=self.output)
         except OSError as e:
             self.pid = None
             self._schedule_restart(0.0, f"cannot start {self.argv[0]}: {e}")

@@ -33,6 +33,7 @@ class FakeReaper(Reaper):
         on_exit: ExitCallback,
         env: Mapping[str, str] | None = None,
         setsid: bool = False,
+        output: str | None = None,
     ) -> int:
         pid = 1000 + len(self.spawned)
         self.spawned.append(pid)

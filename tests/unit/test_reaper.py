@@ -167,3 +167,25 @@ def test_a_failing_callback_does_not_stop_the_pass() -> None:
 def test_no_children_at_all() -> None:
     """With nothing to reap, a pass returns 0 and does not raise."""
     assert in_subreaper(lambda: Reaper().reap()) == 0
+
+
+def test_spawn_sends_stdout_and_stderr_to_the_output_file(tmp_path) -> None:
+    """kurmad's output goes to the kernel log on a machine: both streams, appended."""
+    out = tmp_path / "out.log"
+    out.write_text("before\n")
+
+    def scenario() -> list[int]:
+        reaper = Reaper()
+        ended: list[int] = []
+        reaper.spawn(
+            ["sh", "-c", "echo to-stdout; echo to-stderr >&2"],
+            lambda pid, status: ended.append(status),
+            output=str(out),
+        )
+        while not ended:
+            reaper.reap()
+            time.sleep(0.01)
+        return ended
+
+    assert in_subreaper(scenario) == [0]
+    assert out.read_text() == "before\nto-stdout\nto-stderr\n"

@@ -38,6 +38,18 @@ def uptime_seconds() -> float:
         return float(f.read().split()[0])
 
 
+def pss_bytes(pid: int | str) -> int:
+    """Proportional set size of a process (0 when it cannot be read: gone, or not ours)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def memory_bytes() -> tuple[int, int]:
     """(total, available) from /proc/meminfo."""
     values: dict[str, int] = {}
@@ -83,6 +95,9 @@ class HostServicer(BindsCaller, host_pb2_grpc.HostServicer):
             images=len(self.runtime.store.list()),
             caller=view.name,
             role=view.role,
+            init_pss_bytes=pss_bytes(1),
+            kurmad_pss_bytes=pss_bytes("self"),
+            launcher_pss_bytes=pss_bytes(self.runtime.launcher.pid),
         )
 
     @rpc

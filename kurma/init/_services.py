@@ -186,6 +186,7 @@ def system_services(
             isolators={
                 "os/linux/devices": [f"/dev/{t}" for t in ttys],
                 "host/api-access": {"scope": "host"},  # granted here, by the boot config
+                "os/linux/namespaces": {"uts": "host"},  # `kurma login:`, the machine's name
             },
             volumes={"auth": {"source": str(auth), "readOnly": True}},
             backoff={"initial": 0.5, "maximum": 5.0, "factor": 2.0},

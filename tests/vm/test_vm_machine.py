@@ -211,22 +211,24 @@ def test_console_login_and_kurmactl_ps_lists_the_services_running(vm: Vm) -> Non
     def all_running() -> str | None:
         out = vm.sh("kurmactl ps")
         states = {
-            line.split()[1]: line.split()[2] for line in out.splitlines()[1:] if line.split()
+            line.split()[1]: line.split()[2].upper()
+            for line in out.splitlines()[1:]
+            if len(line.split()) > 2
         }
         return out if all(states.get(s) == "RUNNING" for s in SERVICES) else None
 
     out = wait_until("the services to run", all_running, timeout=180, every=3)
     for name in SERVICES:
-        assert re.search(rf"\b{name}\s+RUNNING\b", out), out
+        assert re.search(rf"\b{name}\s+running\b", out, re.IGNORECASE), out
 
 
 def test_kurmactl_over_mtls_from_the_host_agrees(vm: Vm) -> None:
     """The host's kurmactl, with the development admin certificate through the forwarded
     port, sees the same services, and `service ls` says they run."""
     console = {
-        line.split()[1]: line.split()[2]
+        line.split()[1]: line.split()[2].upper()
         for line in vm.sh("kurmactl ps").splitlines()[1:]
-        if line.split()
+        if len(line.split()) > 2
     }
     cert, key, ca = vm.machine.client_credentials()
     import subprocess
@@ -238,7 +240,7 @@ def test_kurmactl_over_mtls_from_the_host_agrees(vm: Vm) -> None:
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     pods = json.loads(r.stdout)
-    from_host = {p["name"]: p["state"] for p in pods}
+    from_host = {p["name"]: p["state"].upper().removeprefix("POD_STATE_") for p in pods}
     for name in SERVICES:
         assert from_host[name] == console[name] == "RUNNING"
     with contextlib.closing(vm.client()) as c:

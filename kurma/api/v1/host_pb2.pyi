@@ -22,7 +22,7 @@ class CgroupController(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
 
 class HostInfo(_message.Message):
-    __slots__ = ("hostname", "kernel", "uptime_seconds", "memory_total_bytes", "memory_available_bytes", "kurma_version", "api_version", "cgroups", "pods", "images", "caller", "role")
+    __slots__ = ("hostname", "kernel", "uptime_seconds", "memory_total_bytes", "memory_available_bytes", "kurma_version", "api_version", "cgroups", "pods", "images", "caller", "role", "init_pss_bytes", "kurmad_pss_bytes", "launcher_pss_bytes")
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     KERNEL_FIELD_NUMBER: _ClassVar[int]
     UPTIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
@@ -35,6 +35,9 @@ class HostInfo(_message.Message):
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     CALLER_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
+    INIT_PSS_BYTES_FIELD_NUMBER: _ClassVar[int]
+    KURMAD_PSS_BYTES_FIELD_NUMBER: _ClassVar[int]
+    LAUNCHER_PSS_BYTES_FIELD_NUMBER: _ClassVar[int]
     hostname: str
     kernel: str
     uptime_seconds: float
@@ -47,7 +50,10 @@ class HostInfo(_message.Message):
     images: int
     caller: str
     role: str
-    def __init__(self, hostname: _Optional[str] = ..., kernel: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., memory_total_bytes: _Optional[int] = ..., memory_available_bytes: _Optional[int] = ..., kurma_version: _Optional[str] = ..., api_version: _Optional[str] = ..., cgroups: _Optional[_Iterable[_Union[CgroupController, _Mapping]]] = ..., pods: _Optional[int] = ..., images: _Optional[int] = ..., caller: _Optional[str] = ..., role: _Optional[str] = ...) -> None: ...
+    init_pss_bytes: int
+    kurmad_pss_bytes: int
+    launcher_pss_bytes: int
+    def __init__(self, hostname: _Optional[str] = ..., kernel: _Optional[str] = ..., uptime_seconds: _Optional[float] = ..., memory_total_bytes: _Optional[int] = ..., memory_available_bytes: _Optional[int] = ..., kurma_version: _Optional[str] = ..., api_version: _Optional[str] = ..., cgroups: _Optional[_Iterable[_Union[CgroupController, _Mapping]]] = ..., pods: _Optional[int] = ..., images: _Optional[int] = ..., caller: _Optional[str] = ..., role: _Optional[str] = ..., init_pss_bytes: _Optional[int] = ..., kurmad_pss_bytes: _Optional[int] = ..., launcher_pss_bytes: _Optional[int] = ...) -> None: ...
 
 class EventsRequest(_message.Message):
     __slots__ = ()

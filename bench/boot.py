@@ -29,10 +29,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "build"))
 sys.path.insert(0, str(ROOT))
 
-import initrd as initrd_build  # noqa: E402
-
 import kernel  # noqa: E402
 from vm import machine, qemu, smoke  # noqa: E402
+
+import initrd as initrd_build  # noqa: E402
 
 STEP_LINE = re.compile(r"kurma-init: step (\S+): (ok|failed|skipped) \(([\d.]+) ms\)")
 
@@ -72,7 +72,7 @@ def memory_after_boot(m: machine.Machine, accel: str, timeout: float) -> dict[st
             try:
                 with contextlib.closing(
                     Client.connect(m.api_target, timeout=5, cert=str(cert), key=str(key),
-                                   ca=str(ca))  # fmt: skip
+                                   ca=str(ca))
                 ) as c:
                     states = {s.name: s.state for s in c.services()}
                     if states and all(s == "RUNNING" for s in states.values()):

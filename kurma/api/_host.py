@@ -209,13 +209,24 @@ class HostServicer(BindsCaller, host_pb2_grpc.HostServicer):
 
 
 def is_kurma_init(pid: int) -> bool:
-    """Whether process `pid` runs kurma-init (its command line names it)."""
+    """Whether process `pid` runs kurma-init: its command line names it, or it is a Python
+    running a script that starts kurma.init.main (the initrd's /init, which the kernel runs
+    by that name)."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            words = f.read().split(b"\0")
+            words = [w for w in f.read().split(b"\0") if w]
     except OSError:
         return False
-    return any(os.path.basename(w) == b"kurma-init" or w.startswith(b"kurma.init") for w in words)
+    if any(os.path.basename(w) == b"kurma-init" or w.startswith(b"kurma.init") for w in words):
+        return True
+    scripts = [w for w in words[1:] if w.startswith(b"/")]
+    if not words or not os.path.basename(words[0]).startswith(b"python") or not scripts:
+        return False
+    try:
+        with open(f"/proc/{pid}/root{os.fsdecode(scripts[0])}", "rb") as f:
+            return b"kurma.init.main" in f.read(4096)
+    except OSError:
+        return False
 
 
 def read_boot_log(path: str) -> host_pb2.BootLogResponse:

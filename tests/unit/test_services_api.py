@@ -99,3 +99,23 @@ def test_status_as_a_message() -> None:
     assert message.started_at.ToNanoseconds() == 10_500_000_000
     empty = service_to_proto(ServiceStatus(name="x", state=ServiceState.WAITING))
     assert not empty.HasField("last_exit_code") and not empty.HasField("started_at")
+
+
+def test_the_initrds_init_script_is_recognised_as_kurma_init(tmp_path: Path) -> None:
+    """The kernel runs the initrd's /init (a Python script) by that name: what it starts
+    decides, not the name; another script run by Python is not kurma-init."""
+    import subprocess
+    import sys
+
+    init = tmp_path / "init"
+    init.write_text("import time\n# from kurma.init.main import main\ntime.sleep(30)\n")
+    other = tmp_path / "other"
+    other.write_text("import time\ntime.sleep(30)\n")
+    procs = [subprocess.Popen([sys.executable, "-I", str(p)]) for p in (init, other)]
+    try:
+        assert is_kurma_init(procs[0].pid)
+        assert not is_kurma_init(procs[1].pid)
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()

@@ -164,8 +164,10 @@ class PodsServicer(BindsCaller, pods_pb2_grpc.PodsServicer):
             )
         name = self._index.reserve(request.name, manifest)
         try:
+            # A `subtree` pod's pods are its children, held to what it holds; a `host` pod
+            # (the console) acts for the machine's operator: its pods are the host's.
             record = self.runtime.create_pod(
-                manifest, name=name, parent=view.parent, confine_to=view.pod
+                manifest, name=name, parent=view.parent, confine_to=view.subtree_of
             )
         finally:
             self._index.release(name)

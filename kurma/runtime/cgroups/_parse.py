@@ -12,6 +12,8 @@ import posixpath
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from ...mountinfo import unescape as _unescape
+
 CONTROLLERS = ("memory", "pids", "cpu", "cpuacct", "freezer", "devices", "hugetlb")
 
 # cgroup2 has no freezer, cpuacct or devices controller: freezing is the core cgroup.freeze
@@ -61,19 +63,6 @@ class Placement:
     def directory(self, relpath: str = "") -> str:
         """The filesystem directory of `relpath` under our own cgroup in this hierarchy."""
         return posixpath.normpath(posixpath.join(self.mount_point, self.base.lstrip("/"), relpath))
-
-
-def _unescape(field: str) -> str:
-    """mountinfo escapes space, tab, newline and backslash as octal (\\040 ...)."""
-    out, i = [], 0
-    while i < len(field):
-        if field[i] == "\\" and field[i + 1 : i + 4].isdigit():
-            out.append(chr(int(field[i + 1 : i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
 
 
 def parse_mountinfo(text: str) -> list[CgroupMount]:

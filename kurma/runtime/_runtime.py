@@ -135,6 +135,9 @@ class _Live:
 class Runtime:
     """Runs appc pods from the store in `state_dir` (see the module docstring)."""
 
+    # Bytes per app log file for a pod (None: the configured size); kurmad sets it.
+    log_cap: Callable[[PodRecord], int | None] | None = None
+
     def __init__(
         self,
         state_dir: str | os.PathLike[str],
@@ -461,8 +464,11 @@ class Runtime:
                 if above is None or above.record.state is not PodState.RUNNING:
                     raise PodStateError(f"pod {record.name}: its parent pod is not running")
                 cgroup_parent = above.record.cgroup
+        log_bytes = cfg.log_max_bytes
+        if self.log_cap is not None:  # kurmad's per-subtree log quota (api/_quota.py)
+            log_bytes = min(log_bytes, self.log_cap(record) or log_bytes)
         request = PodStart(
-            plan, cfg.leftover_grace, (cfg.log_max_bytes, cfg.log_keep), listen, cgroup_parent
+            plan, cfg.leftover_grace, (log_bytes, cfg.log_keep), listen, cgroup_parent
         )
         started, fds = self.launcher.start_pod(request)
         pidfd, notify, *rest = fds

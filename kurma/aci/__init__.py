@@ -11,6 +11,7 @@ from ._isolators import DevicesIsolator as DevicesIsolator
 from ._isolators import Isolator as Isolator
 from ._isolators import NamespacesIsolator as NamespacesIsolator
 from ._isolators import PrivilegedIsolator as PrivilegedIsolator
+from ._isolators import SubtreeQuota as SubtreeQuota
 from ._isolators import UnknownIsolator as UnknownIsolator
 from ._isolators import isolator_types as isolator_types
 from ._isolators import parse_isolator as parse_isolator

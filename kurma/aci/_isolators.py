@@ -22,6 +22,7 @@ from typing import ClassVar
 
 from ..errors import ValidationError
 from ._manifest_json import JSON, Node, check_str, join, type_name
+from ._manifest_quantity import Quantity
 from ._names import AC_IDENTIFIER_RULE, is_ac_identifier
 
 
@@ -151,28 +152,88 @@ class ApiScope(StrEnum):
     HOST = "host"
 
 
+MAX_QUOTA_PODS = 1_000_000
+
+
+@dataclass(frozen=True)
+class SubtreeQuota:
+    """What a `subtree` pod's whole subtree may use: live pods, bytes of images it imported,
+    and log bytes; None means "not given here" (kurmad's default applies, else unlimited)."""
+
+    pods: int | None = None
+    image_bytes: int | None = None
+    log_bytes: int | None = None
+
+    # JSON key -> field; kept in one place so parsing, printing and messages agree.
+    KEYS: ClassVar[dict[str, str]] = {
+        "pods": "pods",
+        "imageBytes": "image_bytes",
+        "logBytes": "log_bytes",
+    }
+
+    @classmethod
+    def from_value(cls, value: JSON, path: str) -> SubtreeQuota:
+        """Parse `{"pods": 10, "imageBytes": "1G", "logBytes": "64M"}`; every key optional.
+
+        Unknown keys are errors (unlike appc's ignored fields): a misspelt limit must not
+        silently leave a subtree unlimited."""
+        node = Node.of(value, path)
+        known = {k.lower(): k for k in cls.KEYS}
+        for key, _ in node.items():
+            if key.lower() not in known:
+                raise ValidationError(
+                    node.at(key), f"unknown quota {key!r} (known: {', '.join(cls.KEYS)})"
+                )
+        pods = node.integer("pods", 0, MAX_QUOTA_PODS)
+        sizes = {}
+        for key in ("imageBytes", "logBytes"):
+            raw = node.raw(key)
+            sizes[key] = None if raw is None else Quantity.parse(raw, node.at(key)).value
+        return cls(pods, sizes["imageBytes"], sizes["logBytes"])
+
+    def value_json(self) -> dict[str, JSON]:
+        return {
+            key: getattr(self, attr)
+            for key, attr in self.KEYS.items()
+            if getattr(self, attr) is not None
+        }
+
+
 @dataclass(frozen=True)
 class ApiAccessIsolator(Isolator):
-    """Kurma: give the pod an API socket with a scope (`{"scope": "subtree"}` by default)."""
+    """Kurma: give the pod an API socket with a scope (`{"scope": "subtree"}` by default),
+    and for `subtree` optionally a quota (`{"quota": {"pods": 10, "imageBytes": "1G"}}`)."""
 
     name: ClassVar[str] = "host/api-access"
     MULTIPLE: ClassVar[bool] = False
     scope: ApiScope = ApiScope.SUBTREE
+    quota: SubtreeQuota | None = None
 
     @classmethod
     def from_value(cls, value: JSON, path: str) -> ApiAccessIsolator:
         node = Node.of(value, path)
         scope = node.text("scope") or ApiScope.SUBTREE.value
         try:
-            return cls(ApiScope(scope))
+            parsed = ApiScope(scope)
         except ValueError:
             scopes = ", ".join(s.value for s in ApiScope)
             raise ValidationError(
                 node.at("scope"), f"unknown scope {scope!r} (one of {scopes})"
             ) from None
+        raw = node.raw("quota")
+        quota = None if raw is None else SubtreeQuota.from_value(raw, node.at("quota"))
+        if quota is not None and parsed is not ApiScope.SUBTREE:
+            raise ValidationError(
+                node.at("quota"),
+                f"a quota applies to scope subtree only (a {parsed.value} pod has no subtree)",
+            )
+        return cls(parsed, quota)
 
     def value_json(self) -> JSON:
-        return {"scope": self.scope.value}
+        value: dict[str, JSON] = {"scope": self.scope.value}
+        if self.quota is not None:
+            value["quota"] = self.quota.value_json()
+        return value
 
 
 KURMA_ISOLATORS: tuple[type[Isolator], ...] = (

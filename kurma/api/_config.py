@@ -54,6 +54,10 @@ class DaemonConfig:
     stop_services_on_exit: bool | None = None  # None: yes when there is a services_file
     boot_log_file: str | None = None
     init_pid: int = 1
+    # Quotas of a `subtree` pod whose host/api-access gives none (None: unlimited); see _quota.
+    subtree_max_pods: int | None = None
+    subtree_max_image_bytes: int | None = None
+    subtree_max_log_bytes: int | None = None
 
     @property
     def log_level_number(self) -> int:
@@ -163,6 +167,28 @@ def _listen_address(value: Any) -> str | None:
     return text
 
 
+def _optional_count(value: Any) -> int | None:
+    """A number of pods, or null / '' for unlimited."""
+    if value in (None, ""):
+        return None
+    return _int_range(0, 1_000_000)(value)
+
+
+def _optional_bytes(value: Any) -> int | None:
+    """A byte quantity as in resource isolators ("64M", "1Gi", 4096), or null / '' for none."""
+    if value in (None, ""):
+        return None
+    from ..aci._manifest_quantity import Quantity
+    from ..errors import ValidationError
+
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    try:
+        return Quantity.parse(value, "").value
+    except ValidationError as e:
+        raise ValueError(e.message) from None
+
+
 @dataclass(frozen=True)
 class Key:
     """One configuration key: its parser and what it means (the flag's help)."""
@@ -201,6 +227,17 @@ KEYS: tuple[Key, ...] = (
     ),
     Key("boot_log_file", _optional_path, "kurma-init's boot log (JSON), served by Host.BootLog"),
     Key("init_pid", _int_range(1, 1 << 22), "the pid of kurma-init, told to reboot/power off"),
+    Key("subtree_max_pods", _optional_count, "live pods a subtree pod's subtree may hold"),
+    Key(
+        "subtree_max_image_bytes",
+        _optional_bytes,
+        "bytes of images a subtree pod's subtree may import (e.g. 1G)",
+    ),
+    Key(
+        "subtree_max_log_bytes",
+        _optional_bytes,
+        "log bytes a subtree pod's subtree may keep (e.g. 64M)",
+    ),
 )
 _BY_NAME = {k.name: k for k in KEYS}
 assert set(_BY_NAME) == {f.name for f in fields(DaemonConfig)}

@@ -11,33 +11,41 @@ import logging
 import os
 import tempfile
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import grpc
 
+from ..aci._ids import image_id_from_digest
+from ..aci._stream import hash_stream
 from ..store import ImageRecord, ImageStore
 from ..store._atomic import TEMP_PREFIX
-from ._caller import caller_of
+from ._caller import BindsCaller, CallerView
 from ._convert import image_to_proto
 from ._events import EventHub
 from ._logfmt import fields
 from ._status import rpc, unimplemented
 from .v1 import images_pb2, images_pb2_grpc
 
+if TYPE_CHECKING:
+    from ..store import ImportResult
+    from ._quota import Quotas
+
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY = 1 << 20
 
 
-class ImagesServicer(images_pb2_grpc.ImagesServicer):
-    def __init__(self, store: ImageStore, events: EventHub) -> None:
+class ImagesServicer(BindsCaller, images_pb2_grpc.ImagesServicer):
+    def __init__(self, store: ImageStore, events: EventHub, quotas: Quotas | None = None) -> None:
         self.store = store
         self.events = events
+        self.quotas = quotas  # None: no subtree accounting (a servicer without kurmad)
 
     @rpc
     def Import(
         self, request_iterator: Iterator[images_pb2.ImportRequest], context: grpc.ServicerContext
     ):
-        caller_of(context)  # TODO(recursion): quotas of a subtree caller
+        view = self._caller(context)
         fd, tmp = tempfile.mkstemp(
             prefix=f"{TEMP_PREFIX}upload-", suffix=".aci", dir=self.store.layout.tmp
         )
@@ -52,7 +60,7 @@ class ImagesServicer(images_pb2_grpc.ImagesServicer):
                     if done - reported >= PROGRESS_EVERY:
                         reported = done
                         yield images_pb2.ImportProgress(bytes_done=done, bytes_total=total)
-            result = self.store.import_image(tmp)
+            result = self._import(view, tmp)
         finally:
             os.unlink(tmp)
         record = result.record
@@ -69,6 +77,19 @@ class ImagesServicer(images_pb2_grpc.ImagesServicer):
             created=result.created,
         )
 
+    def _import(self, view: CallerView, path: str) -> ImportResult:
+        """Import the archive at `path`, within the caller's imageBytes quota (the archive
+        is hashed first, so a refused import leaves the store unchanged)."""
+        if self.quotas is None or view.subtree_of is None:
+            return self.store.import_image(path)
+        with open(path, "rb") as f:
+            digest, size = hash_stream(f)
+        with self.quotas.importing(view, image_id_from_digest(digest), size):
+            result = self.store.import_image(path)
+            if result.created:
+                self.quotas.imported(view, result.record.image_id, result.record.size)
+        return result
+
     @rpc
     def Fetch(self, request: images_pb2.FetchRequest, context: grpc.ServicerContext):
         raise unimplemented(
@@ -79,7 +100,6 @@ class ImagesServicer(images_pb2_grpc.ImagesServicer):
 
     @rpc
     def List(self, request: images_pb2.ListImagesRequest, context: grpc.ServicerContext):
-        caller_of(context)
         images = [
             image_to_proto(r) for r in self.store.list() if r.name.startswith(request.name_prefix)
         ]
@@ -87,14 +107,18 @@ class ImagesServicer(images_pb2_grpc.ImagesServicer):
 
     @rpc
     def Inspect(self, request: images_pb2.ImageRef, context: grpc.ServicerContext):
-        caller_of(context)
         record = self.store.get(_ref(request.ref))
         return image_to_proto(record, _manifest_text(record))
 
     @rpc
     def Delete(self, request: images_pb2.ImageRef, context: grpc.ServicerContext):
-        caller_of(context)  # TODO(recursion): a pod deletes only what it imported
-        record = self.store.delete(_ref(request.ref))
+        view = self._caller(context)
+        record = self.store.get(_ref(request.ref))
+        if self.quotas is not None:
+            self.quotas.check_delete(view, record.image_id, record.name)
+        record = self.store.delete(record.image_id)
+        if self.quotas is not None:
+            self.quotas.forget(record.image_id)
         log.info("image deleted", extra=fields(image=record.image_id[:39], name=record.name))
         self.events.image("image.deleted", record.image_id, record.name)
         return image_to_proto(record)

@@ -2,7 +2,8 @@
 
 Each method resolves the caller's view first (`_caller`): on a `subtree` pod's own socket
 only the pod's descendants exist (NOT_FOUND for every other pod, whatever the call), and the
-pods it creates become its children, held to what it holds (the runtime's `_confine`).
+pods it creates become its children, held to what it holds (the runtime's `_confine`)
+and counted against the quotas of its subtree and its ancestors' (`_quota`).
 Errors become statuses in `_status.rpc`.
 """
 
@@ -26,6 +27,7 @@ from ._convert import manifest_from_spec, pod_facts, pod_states, pod_to_proto
 from ._exec import serve_exec
 from ._logfmt import fields
 from ._logs import stream_logs
+from ._quota import Quotas
 from ._status import ApiError, Code, rpc, status_of
 from .v1 import pods_pb2, pods_pb2_grpc
 
@@ -110,10 +112,14 @@ def _fingerprint(r: PodRecord) -> tuple[object, ...]:
 
 class PodsServicer(BindsCaller, pods_pb2_grpc.PodsServicer):
     def __init__(
-        self, runtime: Runtime, on_created: Callable[[PodRecord], None] | None = None
+        self,
+        runtime: Runtime,
+        on_created: Callable[[PodRecord], None] | None = None,
+        quotas: Quotas | None = None,
     ) -> None:
         self.runtime = runtime
         self.on_created = on_created  # kurmad opens an api-access pod's socket here
+        self.quotas = quotas or Quotas(runtime)  # isolators' quotas hold even without defaults
         self._image_names: dict[str, str] = {}
         self._index = _PodIndex(runtime, self._image_name)
 
@@ -166,9 +172,10 @@ class PodsServicer(BindsCaller, pods_pb2_grpc.PodsServicer):
         try:
             # A `subtree` pod's pods are its children, held to what it holds; a `host` pod
             # (the console) acts for the machine's operator: its pods are the host's.
-            record = self.runtime.create_pod(
-                manifest, name=name, parent=view.parent, confine_to=view.subtree_of
-            )
+            with self.quotas.admitting(view, manifest):
+                record = self.runtime.create_pod(
+                    manifest, name=name, parent=view.parent, confine_to=view.subtree_of
+                )
         finally:
             self._index.release(name)
         log.info(
@@ -230,7 +237,22 @@ class PodsServicer(BindsCaller, pods_pb2_grpc.PodsServicer):
 
     @rpc
     def Get(self, request: pods_pb2.PodRef, context: grpc.ServicerContext):
-        return self._proto(self._visible(self._caller(context), request.pod))
+        record = self._visible(self._caller(context), request.pod)
+        message = self._proto(record)
+        limits = self.quotas.limits(record)
+        if limits is None:
+            return message
+        use = self.quotas.usage(record.uuid)
+        shown = pods_pb2.Pod()
+        shown.CopyFrom(message)  # the cached message stays without the changing use
+        for attr in ("pods", "image_bytes", "log_bytes"):
+            limit = getattr(limits, attr)
+            getattr(shown.quota, attr).CopyFrom(
+                pods_pb2.QuotaUse(
+                    limited=limit is not None, limit=limit or 0, used=getattr(use, attr)
+                )
+            )
+        return shown
 
     @rpc
     def Logs(self, request: pods_pb2.LogsRequest, context: grpc.ServicerContext):

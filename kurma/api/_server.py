@@ -29,6 +29,7 @@ from ._images import ImagesServicer, TrustServicer
 from ._logfmt import fields
 from ._pods import PodsServicer
 from ._podsockets import PodSockets
+from ._quota import Quotas, subtree_defaults
 from ._tcp import interceptors, tcp_server_credentials
 from .v1 import host_pb2, host_pb2_grpc, images_pb2, images_pb2_grpc, pods_pb2, pods_pb2_grpc
 
@@ -60,8 +61,10 @@ class ApiServer:
         self.pod_sockets = PodSockets(
             runtime, self.executor, self._add_pod_servicers, max(2, config.workers // 4)
         )
-        self.pods = PodsServicer(runtime, on_created=self.pod_sockets.open)
-        self.images = ImagesServicer(runtime.store, self.events)
+        self.quotas = Quotas(runtime, subtree_defaults(config))
+        runtime.log_cap = self.quotas.log_cap
+        self.pods = PodsServicer(runtime, on_created=self.pod_sockets.open, quotas=self.quotas)
+        self.images = ImagesServicer(runtime.store, self.events, self.quotas)
         self.trust = TrustServicer()
         self.supervisor = None
         if config.services_file is not None:
@@ -88,7 +91,7 @@ class ApiServer:
         """A pod's server: the same servicers, bound to the pod's view (no health or
         reflection there: nothing on a pod's socket is meant for generic tools)."""
         pods_pb2_grpc.add_PodsServicer_to_server(self.pods.bound(view), server)
-        images_pb2_grpc.add_ImagesServicer_to_server(self.images, server)
+        images_pb2_grpc.add_ImagesServicer_to_server(self.images.bound(view), server)
         images_pb2_grpc.add_TrustServicer_to_server(self.trust, server)
         host_pb2_grpc.add_HostServicer_to_server(self.host.bound(view), server)
 

@@ -16,6 +16,11 @@ what the launcher would really do:
   none of them); under a retain-set (allow list) only a retain-set within it. The errno or
   kill action of a filter is not compared.
 
+Quotas (`check_quota_within`): a quota given to a new `subtree` pod may not exceed, field
+by field, what its creator's subtree has left (the API layer knows the use and says what is
+left); a field the new pod leaves out is not compared: every creation is still counted
+against each quota up its chain of ancestors.
+
 Host volumes are paths in the creator's view (`translate_volumes`): the source must lie in
 one of the creator's own volumes (host or empty) and becomes the real host path below that
 volume's source. A volume the creator has read-only must be asked for read-only; a
@@ -32,7 +37,7 @@ import posixpath
 from collections.abc import Iterable
 from dataclasses import replace
 
-from ..aci import ApiScope, PodManifest, Volume, VolumeKind
+from ..aci import ApiScope, PodManifest, SubtreeQuota, Volume, VolumeKind
 from ..errors import KurmaError
 from ._plan import API_VOLUME, PodPlan, SeccompPlan
 from ._volumes import VolumeBind
@@ -150,3 +155,15 @@ def _within(child: SeccompPlan | None, parent: SeccompPlan | None) -> bool:
 
 def _cap_names(caps: Iterable[int]) -> str:
     return ", ".join(sorted(Capability(c).name for c in caps))
+
+
+def check_quota_within(child: SubtreeQuota, room: SubtreeQuota, creator: str) -> None:
+    """NotPermitted naming the first field of `child` larger than `room`, what the
+    creator's subtree has left (None in `room`: unlimited; None in `child`: not asked)."""
+    for key, attr in SubtreeQuota.KEYS.items():
+        asked, left = getattr(child, attr), getattr(room, attr)
+        if asked is not None and left is not None and asked > left:
+            raise NotPermitted(
+                f"host/api-access quota {key}: {asked} is more than pod {creator}'s subtree "
+                f"has left ({left}); ask for {left} at most"
+            )

@@ -25,17 +25,17 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17kurma/api/v1/pods.proto\x12\x08kurma.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x15\n\x06PodRef\x12\x0b\n\x03pod\x18\x01 \x01(\t\"\xb9\x02\n\x03\x41pp\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08image_id\x18\x02 \x01(\t\x12\x12\n\nimage_name\x18\x03 \x01(\t\x12!\n\x05state\x18\x04 \x01(\x0e\x32\x12.kurma.v1.AppState\x12\x0b\n\x03pid\x18\x05 \x01(\x05\x12\x16\n\texit_code\x18\x06 \x01(\x05H\x00\x88\x01\x01\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12.\n\nstarted_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12 \n\x13post_stop_exit_code\x18\n \x01(\x05H\x01\x88\x01\x01\x42\x0c\n\n_exit_codeB\x16\n\x14_post_stop_exit_code\"N\n\x0fIsolatorOutcome\x12\r\n\x05scope\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08\x65nforced\x18\x03 \x01(\x08\x12\x0c\n\x04note\x18\x04 \x01(\t\"\xec\x02\n\x03Pod\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12!\n\x05state\x18\x03 \x01(\x0e\x32\x12.kurma.v1.PodState\x12\x1b\n\x04\x61pps\x18\x04 \x03(\x0b\x32\r.kurma.v1.App\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07parents\x18\x08 \x03(\t\x12\x12\n\napi_access\x18\t \x01(\t\x12,\n\tisolators\x18\n \x03(\x0b\x32\x19.kurma.v1.IsolatorOutcome\x12\x15\n\rmanifest_json\x18\x0b \x01(\t\x12\x0e\n\x06\x63group\x18\x0c \x01(\t\"&\n\x08KeyValue\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\",\n\x08Isolator\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nvalue_json\x18\x02 \x01(\t\"Y\n\nVolumeSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x11\n\tread_only\x18\x04 \x01(\x08\x12\x0c\n\x04path\x18\x05 \x01(\t\"\xd7\x01\n\x07\x41ppSpec\x12\r\n\x05image\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04\x65xec\x18\x03 \x03(\t\x12\'\n\x0b\x65nvironment\x18\x04 \x03(\x0b\x32\x12.kurma.v1.KeyValue\x12\x0c\n\x04user\x18\x05 \x01(\t\x12\r\n\x05group\x18\x06 \x01(\t\x12\x19\n\x11working_directory\x18\x07 \x01(\t\x12%\n\tisolators\x18\x08 \x03(\x0b\x32\x12.kurma.v1.Isolator\x12\x19\n\x11read_only_root_fs\x18\t \x01(\x08\"x\n\x07RunSpec\x12\x1f\n\x04\x61pps\x18\x01 \x03(\x0b\x32\x11.kurma.v1.AppSpec\x12%\n\x07volumes\x18\x02 \x03(\x0b\x32\x14.kurma.v1.VolumeSpec\x12%\n\tisolators\x18\x03 \x03(\x0b\x32\x12.kurma.v1.Isolator\"u\n\x10\x43reatePodRequest\x12\x17\n\rmanifest_json\x18\x01 \x01(\x0cH\x00\x12!\n\x04spec\x18\x02 \x01(\x0b\x32\x11.kurma.v1.RunSpecH\x00\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\r\n\x05start\x18\x04 \x01(\x08\x42\x08\n\x06source\"4\n\x0eStopPodRequest\x12\x0b\n\x03pod\x18\x01 \x01(\t\x12\x15\n\rgrace_seconds\x18\x02 \x01(\x01\"7\n\x11\x44\x65stroyPodRequest\x12\x0b\n\x03pod\x18\x01 \x01(\t\x12\x15\n\rgrace_seconds\x18\x02 \x01(\x01\"\'\n\x12\x44\x65stroyPodResponse\x12\x11\n\tdestroyed\x18\x01 \x03(\t\"J\n\x0fListPodsRequest\x12\"\n\x06states\x18\x01 \x03(\x0e\x32\x12.kurma.v1.PodState\x12\x13\n\x0bname_prefix\x18\x02 \x01(\t\"/\n\x10ListPodsResponse\x12\x1b\n\x04pods\x18\x01 \x03(\x0b\x32\r.kurma.v1.Pod\"E\n\x0bLogsRequest\x12\x0b\n\x03pod\x18\x01 \x01(\t\x12\x0b\n\x03\x61pp\x18\x02 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x03 \x01(\x08\x12\x0c\n\x04tail\x18\x04 \x01(\x05\"%\n\x08LogChunk\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\x85\x01\n\tExecStart\x12\x0b\n\x03pod\x18\x01 \x01(\t\x12\x0b\n\x03\x61pp\x18\x02 \x01(\t\x12\x0c\n\x04\x61rgv\x18\x03 \x03(\t\x12\'\n\x0b\x65nvironment\x18\x04 \x03(\x0b\x32\x12.kurma.v1.KeyValue\x12\x0b\n\x03tty\x18\x05 \x01(\x08\x12\x0c\n\x04rows\x18\x06 \x01(\r\x12\x0c\n\x04\x63ols\x18\x07 \x01(\r\"(\n\nWindowSize\x12\x0c\n\x04rows\x18\x01 \x01(\r\x12\x0c\n\x04\x63ols\x18\x02 \x01(\r\"\x8e\x01\n\x0b\x45xecRequest\x12$\n\x05start\x18\x01 \x01(\x0b\x32\x13.kurma.v1.ExecStartH\x00\x12\x0f\n\x05stdin\x18\x02 \x01(\x0cH\x00\x12&\n\x06resize\x18\x03 \x01(\x0b\x32\x14.kurma.v1.WindowSizeH\x00\x12\x15\n\x0b\x63lose_stdin\x18\x04 \x01(\x08H\x00\x42\t\n\x07request\"S\n\x0c\x45xecResponse\x12\x10\n\x06stdout\x18\x01 \x01(\x0cH\x00\x12\x10\n\x06stderr\x18\x02 \x01(\x0cH\x00\x12\x13\n\texit_code\x18\x03 \x01(\x05H\x00\x42\n\n\x08response\"6\n\x0eWaitPodRequest\x12\x0b\n\x03pod\x18\x01 \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x02 \x01(\x01\"\x81\x01\n\x08PodStats\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12\x14\n\x0cmemory_bytes\x18\x02 \x01(\x04\x12\x1a\n\x12memory_limit_bytes\x18\x03 \x01(\x04\x12\x14\n\x0c\x63pu_usage_ns\x18\x04 \x01(\x04\x12\x0c\n\x04pids\x18\x05 \x01(\r\x12\x11\n\toom_kills\x18\x06 \x01(\x04*\x81\x01\n\x08PodState\x12\x19\n\x15POD_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11POD_STATE_CREATED\x10\x01\x12\x15\n\x11POD_STATE_RUNNING\x10\x02\x12\x16\n\x12POD_STATE_STOPPING\x10\x03\x12\x14\n\x10POD_STATE_EXITED\x10\x04*i\n\x08\x41ppState\x12\x19\n\x15\x41PP_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x41PP_STATE_CREATED\x10\x01\x12\x15\n\x11\x41PP_STATE_RUNNING\x10\x02\x12\x14\n\x10\x41PP_STATE_EXITED\x10\x03\x32\x93\x04\n\x04Pods\x12\x33\n\x06\x43reate\x12\x1a.kurma.v1.CreatePodRequest\x1a\r.kurma.v1.Pod\x12(\n\x05Start\x12\x10.kurma.v1.PodRef\x1a\r.kurma.v1.Pod\x12/\n\x04Stop\x12\x18.kurma.v1.StopPodRequest\x1a\r.kurma.v1.Pod\x12\x44\n\x07\x44\x65stroy\x12\x1b.kurma.v1.DestroyPodRequest\x1a\x1c.kurma.v1.DestroyPodResponse\x12=\n\x04List\x12\x19.kurma.v1.ListPodsRequest\x1a\x1a.kurma.v1.ListPodsResponse\x12&\n\x03Get\x12\x10.kurma.v1.PodRef\x1a\r.kurma.v1.Pod\x12\x33\n\x04Logs\x12\x15.kurma.v1.LogsRequest\x1a\x12.kurma.v1.LogChunk0\x01\x12\x39\n\x04\x45xec\x12\x15.kurma.v1.ExecRequest\x1a\x16.kurma.v1.ExecResponse(\x01\x30\x01\x12/\n\x04Wait\x12\x18.kurma.v1.WaitPodRequest\x1a\r.kurma.v1.Pod\x12-\n\x05Stats\x12\x10.kurma.v1.PodRef\x1a\x12.kurma.v1.PodStatsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17kurma/api/v1/pods.proto\x12\x08kurma.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x15\n\x06PodRef\x12\x0b\n\x03pod\x18\x01 \x01(\t\"\xb9\x02\n\x03\x41pp\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08image_id\x18\x02 \x01(\t\x12\x12\n\nimage_name\x18\x03 \x01(\t\x12!\n\x05state\x18\x04 \x01(\x0e\x32\x12.kurma.v1.AppState\x12\x0b\n\x03pid\x18\x05 \x01(\x05\x12\x16\n\texit_code\x18\x06 \x01(\x05H\x00\x88\x01\x01\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12.\n\nstarted_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12 \n\x13post_stop_exit_code\x18\n \x01(\x05H\x01\x88\x01\x01\x42\x0c\n\n_exit_codeB\x16\n\x14_post_stop_exit_code\"N\n\x0fIsolatorOutcome\x12\r\n\x05scope\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08\x65nforced\x18\x03 \x01(\x08\x12\x0c\n\x04note\x18\x04 \x01(\t\"\x93\x03\n\x03Pod\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12!\n\x05state\x18\x03 \x01(\x0e\x32\x12.kurma.v1.PodState\x12\x1b\n\x04\x61pps\x18\x04 \x03(\x0b\x32\r.kurma.v1.App\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07parents\x18\x08 \x03(\t\x12\x12\n\napi_access\x18\t \x01(\t\x12,\n\tisolators\x18\n \x03(\x0b\x32\x19.kurma.v1.IsolatorOutcome\x12\x15\n\rmanifest_json\x18\x0b \x01(\t\x12\x0e\n\x06\x63group\x18\x0c \x01(\t\x12%\n\x05quota\x18\r \x01(\x0b\x32\x16.kurma.v1.SubtreeQuota\"\x80\x01\n\x0cSubtreeQuota\x12 \n\x04pods\x18\x01 \x01(\x0b\x32\x12.kurma.v1.QuotaUse\x12\'\n\x0bimage_bytes\x18\x02 \x01(\x0b\x32\x12.kurma.v1.QuotaUse\x12%\n\tlog_bytes\x18\x03 \x01(\x0b\x32\x12.kurma.v1.QuotaUse\"8\n\x08QuotaUse\x12\x0f\n\x07limited\x18\x01 \x01(\x08\x12\r\n\x05limit\x18\x02 \x01(\x03\x12\x0c\n\x04used\x18\x03 \x01(\x03\"&\n\x08KeyValue\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\",\n\x08Isolator\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nvalue_json\x18\x02 \x01(\t\"Y\n\nVolumeSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x11\n\tread_only\x18\x04 \x01(\x08\x12\x0c\n\x04path\x18\x05 \x01(\t\"\xd7\x01\n\x07\x41ppSpec\x12\r\n\x05image\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04\x65xec\x18\x03 \x03(\t\x12\'\n\x0b\x65nvironment\x18\x04 \x03(\x0b\x32\x12.kurma.v1.KeyValue\x12\x0c\n\x04user\x18\x05 \x01(\t\x12\r\n\x05group\x18\x06 \x01(\t\x12\x19\n\x11working_directory\x18\x07 \x01(\t\x12%\n\tisolators\x18\x08 \x03(\x0b\x32\x12.kurma.v1.Isolator\x12\x19\n\x11read_only_root_fs\x18\t \x01(\x08\"x\n\x07RunSpec\x12\x1f\n\x04\x61pps\x18\x01 \x03(\x0b\x32\x11.kurma.v1.AppSpec\x12%\n\x07volumes\x18\x02 \x03(\x0b\x32\x14.kurma.v1.VolumeSpec\x12%\n\tisolators\x18\x03 \x03(\x0b\x32\x12.kurma.v1.Isolator\"u\n\x10\x43reatePodRequest\x12\x17\n\rmanifest_json\x18\x01 \x01(\x0cH\x00\x12!\n\x04spec\x18\x02 \x01(\x0b\x32\x11.kurma.v1.RunSpecH\x00\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\r\n\x05start\x18\x04 \x01(\x08\x42\x08\n\x06source\"4\n\x0eStopPodRequest\x12\x0b\n\x03pod\x18\x01 \x01(\t\x12\x15\n\rgrace_seconds\x18\x02 \x01(\x01\"7\n\x11\x44\x65stroyPodRequest\x12\x0b\n\x03pod\x18\x01 \x01(\t\x12\x15\n\rgrace_seconds\x18\x02 \x01(\x01\"\'\n\x12\x44\x65stroyPodResponse\x12\x11\n\tdestroyed\x18\x01 \x03(\t\"J\n\x0fListPodsRequest\x12\"\n\x06states\x18\x01 \x03(\x0e\x32\x12.kurma.v1.PodState\x12\x13\n\x0bname_prefix\x18\x02 \x01(\t\"/\n\x10ListPodsResponse\x12\x1b\n\x04pods\x18\x01 \x03(\x0b\x32\r.kurma.v1.Pod\"E\n\x0bLogsRequest\x12\x0b\n\x03pod\x18\x01 \x01(\t\x12\x0b\n\x03\x61pp\x18\x02 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x03 \x01(\x08\x12\x0c\n\x04tail\x18\x04 \x01(\x05\"%\n\x08LogChunk\x12\x0b\n\x03\x61pp\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\x85\x01\n\tExecStart\x12\x0b\n\x03pod\x18\x01 \x01(\t\x12\x0b\n\x03\x61pp\x18\x02 \x01(\t\x12\x0c\n\x04\x61rgv\x18\x03 \x03(\t\x12\'\n\x0b\x65nvironment\x18\x04 \x03(\x0b\x32\x12.kurma.v1.KeyValue\x12\x0b\n\x03tty\x18\x05 \x01(\x08\x12\x0c\n\x04rows\x18\x06 \x01(\r\x12\x0c\n\x04\x63ols\x18\x07 \x01(\r\"(\n\nWindowSize\x12\x0c\n\x04rows\x18\x01 \x01(\r\x12\x0c\n\x04\x63ols\x18\x02 \x01(\r\"\x8e\x01\n\x0b\x45xecRequest\x12$\n\x05start\x18\x01 \x01(\x0b\x32\x13.kurma.v1.ExecStartH\x00\x12\x0f\n\x05stdin\x18\x02 \x01(\x0cH\x00\x12&\n\x06resize\x18\x03 \x01(\x0b\x32\x14.kurma.v1.WindowSizeH\x00\x12\x15\n\x0b\x63lose_stdin\x18\x04 \x01(\x08H\x00\x42\t\n\x07request\"S\n\x0c\x45xecResponse\x12\x10\n\x06stdout\x18\x01 \x01(\x0cH\x00\x12\x10\n\x06stderr\x18\x02 \x01(\x0cH\x00\x12\x13\n\texit_code\x18\x03 \x01(\x05H\x00\x42\n\n\x08response\"6\n\x0eWaitPodRequest\x12\x0b\n\x03pod\x18\x01 \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x02 \x01(\x01\"\x81\x01\n\x08PodStats\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12\x14\n\x0cmemory_bytes\x18\x02 \x01(\x04\x12\x1a\n\x12memory_limit_bytes\x18\x03 \x01(\x04\x12\x14\n\x0c\x63pu_usage_ns\x18\x04 \x01(\x04\x12\x0c\n\x04pids\x18\x05 \x01(\r\x12\x11\n\toom_kills\x18\x06 \x01(\x04*\x81\x01\n\x08PodState\x12\x19\n\x15POD_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11POD_STATE_CREATED\x10\x01\x12\x15\n\x11POD_STATE_RUNNING\x10\x02\x12\x16\n\x12POD_STATE_STOPPING\x10\x03\x12\x14\n\x10POD_STATE_EXITED\x10\x04*i\n\x08\x41ppState\x12\x19\n\x15\x41PP_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x41PP_STATE_CREATED\x10\x01\x12\x15\n\x11\x41PP_STATE_RUNNING\x10\x02\x12\x14\n\x10\x41PP_STATE_EXITED\x10\x03\x32\x93\x04\n\x04Pods\x12\x33\n\x06\x43reate\x12\x1a.kurma.v1.CreatePodRequest\x1a\r.kurma.v1.Pod\x12(\n\x05Start\x12\x10.kurma.v1.PodRef\x1a\r.kurma.v1.Pod\x12/\n\x04Stop\x12\x18.kurma.v1.StopPodRequest\x1a\r.kurma.v1.Pod\x12\x44\n\x07\x44\x65stroy\x12\x1b.kurma.v1.DestroyPodRequest\x1a\x1c.kurma.v1.DestroyPodResponse\x12=\n\x04List\x12\x19.kurma.v1.ListPodsRequest\x1a\x1a.kurma.v1.ListPodsResponse\x12&\n\x03Get\x12\x10.kurma.v1.PodRef\x1a\r.kurma.v1.Pod\x12\x33\n\x04Logs\x12\x15.kurma.v1.LogsRequest\x1a\x12.kurma.v1.LogChunk0\x01\x12\x39\n\x04\x45xec\x12\x15.kurma.v1.ExecRequest\x1a\x16.kurma.v1.ExecResponse(\x01\x30\x01\x12/\n\x04Wait\x12\x18.kurma.v1.WaitPodRequest\x1a\r.kurma.v1.Pod\x12-\n\x05Stats\x12\x10.kurma.v1.PodRef\x1a\x12.kurma.v1.PodStatsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'kurma.api.v1.pods_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PODSTATE']._serialized_start=2476
-  _globals['_PODSTATE']._serialized_end=2605
-  _globals['_APPSTATE']._serialized_start=2607
-  _globals['_APPSTATE']._serialized_end=2712
+  _globals['_PODSTATE']._serialized_start=2704
+  _globals['_PODSTATE']._serialized_end=2833
+  _globals['_APPSTATE']._serialized_start=2835
+  _globals['_APPSTATE']._serialized_end=2940
   _globals['_PODREF']._serialized_start=70
   _globals['_PODREF']._serialized_end=91
   _globals['_APP']._serialized_start=94
@@ -43,45 +43,49 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ISOLATOROUTCOME']._serialized_start=409
   _globals['_ISOLATOROUTCOME']._serialized_end=487
   _globals['_POD']._serialized_start=490
-  _globals['_POD']._serialized_end=854
-  _globals['_KEYVALUE']._serialized_start=856
-  _globals['_KEYVALUE']._serialized_end=894
-  _globals['_ISOLATOR']._serialized_start=896
-  _globals['_ISOLATOR']._serialized_end=940
-  _globals['_VOLUMESPEC']._serialized_start=942
-  _globals['_VOLUMESPEC']._serialized_end=1031
-  _globals['_APPSPEC']._serialized_start=1034
-  _globals['_APPSPEC']._serialized_end=1249
-  _globals['_RUNSPEC']._serialized_start=1251
-  _globals['_RUNSPEC']._serialized_end=1371
-  _globals['_CREATEPODREQUEST']._serialized_start=1373
-  _globals['_CREATEPODREQUEST']._serialized_end=1490
-  _globals['_STOPPODREQUEST']._serialized_start=1492
-  _globals['_STOPPODREQUEST']._serialized_end=1544
-  _globals['_DESTROYPODREQUEST']._serialized_start=1546
-  _globals['_DESTROYPODREQUEST']._serialized_end=1601
-  _globals['_DESTROYPODRESPONSE']._serialized_start=1603
-  _globals['_DESTROYPODRESPONSE']._serialized_end=1642
-  _globals['_LISTPODSREQUEST']._serialized_start=1644
-  _globals['_LISTPODSREQUEST']._serialized_end=1718
-  _globals['_LISTPODSRESPONSE']._serialized_start=1720
-  _globals['_LISTPODSRESPONSE']._serialized_end=1767
-  _globals['_LOGSREQUEST']._serialized_start=1769
-  _globals['_LOGSREQUEST']._serialized_end=1838
-  _globals['_LOGCHUNK']._serialized_start=1840
-  _globals['_LOGCHUNK']._serialized_end=1877
-  _globals['_EXECSTART']._serialized_start=1880
-  _globals['_EXECSTART']._serialized_end=2013
-  _globals['_WINDOWSIZE']._serialized_start=2015
-  _globals['_WINDOWSIZE']._serialized_end=2055
-  _globals['_EXECREQUEST']._serialized_start=2058
-  _globals['_EXECREQUEST']._serialized_end=2200
-  _globals['_EXECRESPONSE']._serialized_start=2202
-  _globals['_EXECRESPONSE']._serialized_end=2285
-  _globals['_WAITPODREQUEST']._serialized_start=2287
-  _globals['_WAITPODREQUEST']._serialized_end=2341
-  _globals['_PODSTATS']._serialized_start=2344
-  _globals['_PODSTATS']._serialized_end=2473
-  _globals['_PODS']._serialized_start=2715
-  _globals['_PODS']._serialized_end=3246
+  _globals['_POD']._serialized_end=893
+  _globals['_SUBTREEQUOTA']._serialized_start=896
+  _globals['_SUBTREEQUOTA']._serialized_end=1024
+  _globals['_QUOTAUSE']._serialized_start=1026
+  _globals['_QUOTAUSE']._serialized_end=1082
+  _globals['_KEYVALUE']._serialized_start=1084
+  _globals['_KEYVALUE']._serialized_end=1122
+  _globals['_ISOLATOR']._serialized_start=1124
+  _globals['_ISOLATOR']._serialized_end=1168
+  _globals['_VOLUMESPEC']._serialized_start=1170
+  _globals['_VOLUMESPEC']._serialized_end=1259
+  _globals['_APPSPEC']._serialized_start=1262
+  _globals['_APPSPEC']._serialized_end=1477
+  _globals['_RUNSPEC']._serialized_start=1479
+  _globals['_RUNSPEC']._serialized_end=1599
+  _globals['_CREATEPODREQUEST']._serialized_start=1601
+  _globals['_CREATEPODREQUEST']._serialized_end=1718
+  _globals['_STOPPODREQUEST']._serialized_start=1720
+  _globals['_STOPPODREQUEST']._serialized_end=1772
+  _globals['_DESTROYPODREQUEST']._serialized_start=1774
+  _globals['_DESTROYPODREQUEST']._serialized_end=1829
+  _globals['_DESTROYPODRESPONSE']._serialized_start=1831
+  _globals['_DESTROYPODRESPONSE']._serialized_end=1870
+  _globals['_LISTPODSREQUEST']._serialized_start=1872
+  _globals['_LISTPODSREQUEST']._serialized_end=1946
+  _globals['_LISTPODSRESPONSE']._serialized_start=1948
+  _globals['_LISTPODSRESPONSE']._serialized_end=1995
+  _globals['_LOGSREQUEST']._serialized_start=1997
+  _globals['_LOGSREQUEST']._serialized_end=2066
+  _globals['_LOGCHUNK']._serialized_start=2068
+  _globals['_LOGCHUNK']._serialized_end=2105
+  _globals['_EXECSTART']._serialized_start=2108
+  _globals['_EXECSTART']._serialized_end=2241
+  _globals['_WINDOWSIZE']._serialized_start=2243
+  _globals['_WINDOWSIZE']._serialized_end=2283
+  _globals['_EXECREQUEST']._serialized_start=2286
+  _globals['_EXECREQUEST']._serialized_end=2428
+  _globals['_EXECRESPONSE']._serialized_start=2430
+  _globals['_EXECRESPONSE']._serialized_end=2513
+  _globals['_WAITPODREQUEST']._serialized_start=2515
+  _globals['_WAITPODREQUEST']._serialized_end=2569
+  _globals['_PODSTATS']._serialized_start=2572
+  _globals['_PODSTATS']._serialized_end=2701
+  _globals['_PODS']._serialized_start=2943
+  _globals['_PODS']._serialized_end=3474
 # @@protoc_insertion_point(module_scope)

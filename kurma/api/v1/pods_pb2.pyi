@@ -77,7 +77,7 @@ class IsolatorOutcome(_message.Message):
     def __init__(self, scope: _Optional[str] = ..., name: _Optional[str] = ..., enforced: _Optional[bool] = ..., note: _Optional[str] = ...) -> None: ...
 
 class Pod(_message.Message):
-    __slots__ = ("uuid", "name", "state", "apps", "created_at", "started_at", "finished_at", "parents", "api_access", "isolators", "manifest_json", "cgroup")
+    __slots__ = ("uuid", "name", "state", "apps", "created_at", "started_at", "finished_at", "parents", "api_access", "isolators", "manifest_json", "cgroup", "quota")
     UUID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -90,6 +90,7 @@ class Pod(_message.Message):
     ISOLATORS_FIELD_NUMBER: _ClassVar[int]
     MANIFEST_JSON_FIELD_NUMBER: _ClassVar[int]
     CGROUP_FIELD_NUMBER: _ClassVar[int]
+    QUOTA_FIELD_NUMBER: _ClassVar[int]
     uuid: str
     name: str
     state: PodState
@@ -102,7 +103,28 @@ class Pod(_message.Message):
     isolators: _containers.RepeatedCompositeFieldContainer[IsolatorOutcome]
     manifest_json: str
     cgroup: str
-    def __init__(self, uuid: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[PodState, str]] = ..., apps: _Optional[_Iterable[_Union[App, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., parents: _Optional[_Iterable[str]] = ..., api_access: _Optional[str] = ..., isolators: _Optional[_Iterable[_Union[IsolatorOutcome, _Mapping]]] = ..., manifest_json: _Optional[str] = ..., cgroup: _Optional[str] = ...) -> None: ...
+    quota: SubtreeQuota
+    def __init__(self, uuid: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[PodState, str]] = ..., apps: _Optional[_Iterable[_Union[App, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., parents: _Optional[_Iterable[str]] = ..., api_access: _Optional[str] = ..., isolators: _Optional[_Iterable[_Union[IsolatorOutcome, _Mapping]]] = ..., manifest_json: _Optional[str] = ..., cgroup: _Optional[str] = ..., quota: _Optional[_Union[SubtreeQuota, _Mapping]] = ...) -> None: ...
+
+class SubtreeQuota(_message.Message):
+    __slots__ = ("pods", "image_bytes", "log_bytes")
+    PODS_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    LOG_BYTES_FIELD_NUMBER: _ClassVar[int]
+    pods: QuotaUse
+    image_bytes: QuotaUse
+    log_bytes: QuotaUse
+    def __init__(self, pods: _Optional[_Union[QuotaUse, _Mapping]] = ..., image_bytes: _Optional[_Union[QuotaUse, _Mapping]] = ..., log_bytes: _Optional[_Union[QuotaUse, _Mapping]] = ...) -> None: ...
+
+class QuotaUse(_message.Message):
+    __slots__ = ("limited", "limit", "used")
+    LIMITED_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    USED_FIELD_NUMBER: _ClassVar[int]
+    limited: bool
+    limit: int
+    used: int
+    def __init__(self, limited: _Optional[bool] = ..., limit: _Optional[int] = ..., used: _Optional[int] = ...) -> None: ...
 
 class KeyValue(_message.Message):
     __slots__ = ("key", "value")

@@ -1,0 +1,300 @@
+"""Per-subtree quotas of `subtree` pods: live pods, bytes of imported images, log bytes.
+
+A `subtree` pod's limits come from its host/api-access quota, field by field, else from
+kurmad's defaults (`subtree_max_*`; None: unlimited). Every pod of a subtree counts against
+the quota of each `subtree` pod above it, so a grandchild counts for its parent and for its
+grandparent, and a child's own quota can never let it escape its ancestors'.
+
+- pods: live (not destroyed) descendants. Checked when a pod is created on a subtree
+  socket, under one lock held through the creation so two calls cannot both take the
+  last slot.
+- imageBytes: the uncompressed size of the images that pods of the subtree imported and
+  that are still stored. Who imported what is kept here, in `<state_dir>/quota/imports.json`
+  (the store stays the host's and knows no pods): for each image, the importer and its
+  ancestors at import time. An image already in the store costs nothing and is not
+  recorded (the subtree did not add it). The size is known before the store is touched
+  (the archive is hashed once), so a refused import leaves the store unchanged.
+- logBytes: not counted at write time; instead it caps each pod's rotating logs. A pod of
+  a subtree with logBytes L (and pods N, when given) keeps at most L/N bytes of logs in
+  all: each app's log file rotates at L/N / ((1 + log_keep) x apps), never below podinit's
+  4 KiB floor. The use shown is the bytes the subtree's log files hold now.
+
+Over a limit: RESOURCE_EXHAUSTED naming the pod whose quota it is, the quota, its limit
+and the current use.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..aci import ApiAccessIsolator, ApiScope, PodManifest, SubtreeQuota, parse_pod_manifest
+from ..runtime._confine import NotPermitted, check_quota_within
+from ..runtime._podrecord import PodRecord
+from ..runtime._runtime import PodNotFound, Runtime
+from ..store._atomic import write_atomic
+from ._caller import CallerView
+from ._config import DaemonConfig
+from ._status import ApiError, Code
+
+log = logging.getLogger(__name__)
+
+LOG_FILE_MIN = 4096  # podinit's smallest rotation size
+IMPORTS_FILE = "imports.json"
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What a subtree uses now."""
+
+    pods: int
+    image_bytes: int
+    log_bytes: int
+
+
+@dataclass(frozen=True)
+class Imported:
+    """Who imported an image: the importing pod and its ancestors, nearest first."""
+
+    image_id: str
+    chain: tuple[str, ...]
+    size: int
+
+    @property
+    def imported_by(self) -> str:
+        return self.chain[0]
+
+
+class Quotas:
+    """The quota book of one kurmad: limits, use, admission and image ownership."""
+
+    def __init__(self, runtime: Runtime, defaults: SubtreeQuota | None = None) -> None:
+        self.runtime = runtime
+        self.defaults = defaults or SubtreeQuota()
+        self._lock = threading.RLock()
+        self._own: dict[str, SubtreeQuota | None] = {}  # pod UUID -> its isolator's quota
+        self._file = Path(runtime.state_dir) / "quota" / IMPORTS_FILE
+        self._imports = _load(self._file)
+
+    # --- limits ----------------------------------------------------------------------
+
+    def limits(self, record: PodRecord) -> SubtreeQuota | None:
+        """A `subtree` pod's effective limits (own fields, else the defaults); None for
+        a pod without `subtree` access (it has no subtree to limit)."""
+        if record.api_access != ApiScope.SUBTREE.value:
+            return None
+        if record.uuid not in self._own:
+            self._own[record.uuid] = _own_quota(record)
+        own = self._own[record.uuid] or SubtreeQuota()
+        return SubtreeQuota(
+            *(
+                getattr(own, attr)
+                if getattr(own, attr) is not None
+                else getattr(self.defaults, attr)
+                for attr in SubtreeQuota.KEYS.values()
+            )
+        )
+
+    def usage(self, uuid: str, records: list[PodRecord] | None = None) -> Usage:
+        """What the subtree below pod `uuid` uses now."""
+        records = self.runtime.list_pods() if records is None else records
+        below = [r for r in records if uuid in r.ancestors]
+        with self._lock:
+            image_bytes = self._image_bytes(uuid)
+        return Usage(len(below), image_bytes, sum(self._log_bytes(r) for r in below))
+
+    def _image_bytes(self, uuid: str) -> int:
+        store = self.runtime.store
+        return sum(
+            i.size
+            for i in self._imports.values()
+            if uuid in i.chain and store.layout.image_dir(i.image_id).exists()
+        )
+
+    def _log_bytes(self, record: PodRecord) -> int:
+        total = 0
+        for app in record.apps:
+            try:
+                directory = os.path.dirname(self.runtime.log_file(record.uuid, app.name))
+                with os.scandir(directory) as entries:
+                    total += sum(
+                        e.stat().st_size
+                        for e in entries
+                        if e.name == f"{app.name}.log" or e.name.startswith(f"{app.name}.log.")
+                    )
+            except (OSError, PodNotFound):
+                continue
+        return total
+
+    def _chain(self, view: CallerView) -> list[PodRecord]:
+        """The caller and its ancestors, nearest first (the quotas a new pod counts for)."""
+        assert view.subtree_of is not None
+        by_uuid = {r.uuid: r for r in self.runtime.list_pods()}
+        caller = by_uuid.get(view.subtree_of)
+        if caller is None:
+            raise PodNotFound(f"pod {view.subtree_of} was destroyed")
+        return [caller, *(by_uuid[u] for u in caller.ancestors if u in by_uuid)]
+
+    # --- pods ------------------------------------------------------------------------
+
+    @contextmanager
+    def admitting(self, view: CallerView, manifest: PodManifest) -> Iterator[None]:
+        """Hold the book while a pod is created for `view`: RESOURCE_EXHAUSTED when a pods
+        quota up the chain is full, NotPermitted when the new pod asks for a quota larger
+        than what is left. A caller with no subtree (host, certificates) is not counted."""
+        if view.subtree_of is None:
+            yield
+            return
+        with self._lock:
+            records = self.runtime.list_pods()
+            room: dict[str, int | None] = {a: None for a in SubtreeQuota.KEYS.values()}
+            for holder in self._chain(view):
+                limits = self.limits(holder)
+                if limits is None:
+                    continue
+                use = self.usage(holder.uuid, records)
+                if limits.pods is not None and use.pods + 1 > limits.pods:
+                    raise _exhausted(holder, "pods", limits.pods, use.pods, "pods")
+                left = {
+                    "pods": None if limits.pods is None else limits.pods - use.pods - 1,
+                    "image_bytes": None
+                    if limits.image_bytes is None
+                    else max(0, limits.image_bytes - use.image_bytes),
+                    "log_bytes": limits.log_bytes,
+                }
+                for attr, value in left.items():
+                    if value is not None and (room[attr] is None or value < room[attr]):
+                        room[attr] = value
+            api = next((i for i in manifest.isolators if isinstance(i, ApiAccessIsolator)), None)
+            if api is not None and api.quota is not None:
+                caller = self._chain(view)[0]
+                check_quota_within(api.quota, SubtreeQuota(**room), caller.name)
+            yield
+
+    # --- images ----------------------------------------------------------------------
+
+    @contextmanager
+    def importing(self, view: CallerView, image_id: str, size: int) -> Iterator[None]:
+        """Hold the book while the image is imported for `view`: RESOURCE_EXHAUSTED when it
+        would take an imageBytes quota up the chain past its limit; the import is recorded
+        as the subtree's when the block ends normally (see `imported`)."""
+        if view.subtree_of is None:
+            yield
+            return
+        with self._lock:
+            if not self.runtime.store.layout.image_dir(image_id).exists():
+                for holder in self._chain(view):
+                    limits = self.limits(holder)
+                    if limits is None or limits.image_bytes is None:
+                        continue
+                    used = self._image_bytes(holder.uuid)
+                    if used + size > limits.image_bytes:
+                        raise _exhausted(
+                            holder, "imageBytes", limits.image_bytes, used, "bytes", size
+                        )
+            yield
+
+    def imported(self, view: CallerView, image_id: str, size: int) -> None:
+        """Record that `view`'s pod imported a new image (nothing for the host)."""
+        if view.subtree_of is None:
+            return
+        with self._lock:
+            chain = tuple(r.uuid for r in self._chain(view))
+            self._imports[image_id] = Imported(image_id, chain, size)
+            self._save()
+
+    def check_delete(self, view: CallerView, image_id: str, name: str) -> None:
+        """NotPermitted unless the caller is the host or its subtree imported the image."""
+        if view.subtree_of is None:
+            return
+        with self._lock:
+            record = self._imports.get(image_id)
+        if record is None or view.subtree_of not in record.chain:
+            raise NotPermitted(
+                f"image {name} ({image_id[:39]}) was not imported by pod {view.subtree_of}'s "
+                f"subtree: a pod deletes only images its subtree imported"
+            )
+
+    def forget(self, image_id: str) -> None:
+        """An image was deleted: it no longer counts for anyone."""
+        with self._lock:
+            if self._imports.pop(image_id, None) is not None:
+                self._save()
+
+    def _save(self) -> None:
+        self._file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        doc = {
+            "images": {
+                i.image_id: {"importedBy": i.imported_by, "chain": list(i.chain), "size": i.size}
+                for i in self._imports.values()
+            }
+        }
+        write_atomic(self._file, json.dumps(doc, indent=1, sort_keys=True).encode(), 0o600)
+
+    # --- logs ------------------------------------------------------------------------
+
+    def log_cap(self, record: PodRecord) -> int | None:
+        """The size at which each app log of `record` rotates, from the logBytes quotas of
+        its ancestors (None: no quota applies). Runtime.log_cap calls it at each start."""
+        keep = self.runtime.config.log_keep
+        caps = []
+        for uuid in record.ancestors:
+            try:
+                holder = self.runtime.get(uuid)
+            except PodNotFound:
+                continue
+            limits = self.limits(holder)
+            if limits is None or limits.log_bytes is None:
+                continue
+            per_pod = limits.log_bytes // limits.pods if limits.pods else limits.log_bytes
+            caps.append(per_pod // ((1 + keep) * max(1, len(record.apps))))
+        return max(LOG_FILE_MIN, min(caps)) if caps else None
+
+
+def _own_quota(record: PodRecord) -> SubtreeQuota | None:
+    """The quota in the pod's own host/api-access isolator (its manifest never changes)."""
+    try:
+        manifest = parse_pod_manifest(record.manifest)
+    except ValueError:
+        log.warning("pod %s: its manifest does not parse; no quota of its own", record.name)
+        return None
+    api = next((i for i in manifest.isolators if isinstance(i, ApiAccessIsolator)), None)
+    return api.quota if api is not None else None
+
+
+def _exhausted(
+    holder: PodRecord, key: str, limit: int, used: int, unit: str, asked: int = 1
+) -> ApiError:
+    more = f" and this import needs {asked}" if key == "imageBytes" else ""
+    return ApiError(
+        Code.RESOURCE_EXHAUSTED,
+        f"quota {key} of pod {holder.name}'s subtree exhausted: limit {limit} {unit}, "
+        f"{used} in use{more}",
+    )
+
+
+def _load(path: Path) -> dict[str, Imported]:
+    try:
+        doc = json.loads(path.read_bytes())
+        return {
+            image_id: Imported(image_id, tuple(entry["chain"]), int(entry["size"]))
+            for image_id, entry in doc["images"].items()
+        }
+    except FileNotFoundError:
+        return {}
+    except (ValueError, KeyError, TypeError) as e:
+        log.error("%s is unreadable (%s): no image counts for any subtree until fixed", path, e)
+        return {}
+
+
+def subtree_defaults(config: DaemonConfig) -> SubtreeQuota:
+    """kurmad's limits for a `subtree` pod whose host/api-access quota leaves them out."""
+    return SubtreeQuota(
+        config.subtree_max_pods, config.subtree_max_image_bytes, config.subtree_max_log_bytes
+    )

@@ -12,6 +12,7 @@ emergency shell returns instead of running.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import shlex
@@ -24,7 +25,7 @@ from ._log import setup_console_logging
 from ._services import RUN_DIR
 from ._shutdown import kill_all, unmount_all
 from ._signals import SHUTDOWN_SIGNALS, Action, kernel_reboot
-from ._steps import BootContext, StepRunner, boot_plan, write_boot_log
+from ._steps import BootContext, Step, StepRunner, boot_plan, write_boot_log
 from ._supervisor import Backoff, Supervisor
 from .config import INITRD_FILE
 
@@ -49,6 +50,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--restart-reset", type=float, default=60.0, help="uptime that resets it (s)")
     p.add_argument("--stop-grace", type=float, default=None, help="default: shutdown_budget")
     p.add_argument("--emergency-shell", default=EMERGENCY_SHELL)
+    p.add_argument(
+        "--fail-step",
+        metavar="NAME",
+        help="test mode only: this step raises, to show that the boot goes on without it",
+    )
     p.add_argument(
         "--run-dir",
         default=None,
@@ -84,7 +90,7 @@ def run(args: argparse.Namespace, console: TextIO, reaper: Reaper) -> int:
     ctx.kurmad = Supervisor("kurmad", shlex.split(args.kurmad_command), reaper, backoff)
     runner = StepRunner(console)
     ctx.boot_log = runner.boot_log
-    boot_log = runner.run(boot_plan(), ctx)
+    boot_log = runner.run(with_failing_step(boot_plan(), args), ctx)
     try:
         write_boot_log(ctx)
     except OSError as e:
@@ -95,6 +101,20 @@ def run(args: argparse.Namespace, console: TextIO, reaper: Reaper) -> int:
     log.info("boot done: %d steps", len(boot_log.records))
     action = serve(ctx)
     return shut_down(ctx, action, args.stop_grace)
+
+
+def with_failing_step(plan: list[Step], args: argparse.Namespace) -> list[Step]:
+    """The plan, with `--fail-step`'s step replaced by one that raises (test mode only)."""
+    if not args.fail_step:
+        return plan
+    if not args.test_mode:
+        log.error("--fail-step is for test mode only: ignored")
+        return plan
+
+    def fail(ctx: BootContext) -> str:
+        raise RuntimeError(f"injected failure of step {args.fail_step} (--fail-step)")
+
+    return [dataclasses.replace(s, run=fail) if s.name == args.fail_step else s for s in plan]
 
 
 def serve(ctx: BootContext) -> Action:

@@ -98,14 +98,14 @@ class Pid1:
 def pid1(tmp_path: Path) -> Iterator[Callable[..., Pid1]]:
     started: list[Pid1] = []
 
-    def start(orphans: int = 300, command: str | None = None) -> Pid1:
+    def start(orphans: int = 300, command: str | None = None, *extra: str) -> Pid1:
         (tmp_path / "kurma.yml").write_text("hostname: kurma-test\nshutdown_budget: 3\n")
         (tmp_path / "standin.sh").write_text(STANDIN.format(dir=tmp_path, orphans=orphans))
         argv = ["unshare", "--pid", "--fork", "--mount-proc", "--uts", "--kill-child"]
         argv += [sys.executable, "-m", "kurma.init.main", "--test-mode"]
         argv += ["--config", str(tmp_path / "kurma.yml"), "--cmdline", ""]
         argv += ["--kurmad-command", command or f"sh {tmp_path}/standin.sh"]
-        argv += ["--restart-initial", "0.3", "--restart-max", "1"]
+        argv += ["--restart-initial", "0.3", "--restart-max", "1", *extra]
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         children = f"/proc/{proc.pid}/task/{proc.pid}/children"
         try:
@@ -129,8 +129,8 @@ def pid1(tmp_path: Path) -> Iterator[Callable[..., Pid1]]:
 
 
 def test_orphans_in_the_namespace_are_reaped(pid1: Callable[..., Pid1]) -> None:
-    """300 orphans left by the stand-in end up with PID 1, which reaps every one."""
-    p = pid1(orphans=300)
+    """1000 orphans left by the stand-in end up with PID 1, which reaps every one."""
+    p = pid1(orphans=1000)
     wait_for("orphans made", lambda: (p.dir / "orphans-done").exists())
     wait_for("no zombies", lambda: not p.zombies())
     assert len(p.starts()) == 1  # the stand-in itself was left alone
@@ -181,4 +181,19 @@ def test_boot_goes_on_when_kurmad_cannot_start(pid1: Callable[..., Pid1]) -> Non
     assert code == 0, err
     assert "cannot start /nonexistent/kurmad" in err
     assert "step console: skipped" in err  # the boot ran to its end
+    assert out.strip().endswith("kurma-init: shutdown: poweroff")
+
+
+def test_an_exception_in_a_step_does_not_end_pid1(pid1: Callable[..., Pid1]) -> None:
+    """The hostname step raises: it is logged as failed, the later steps run, kurmad starts,
+    orphans are still reaped, and a shutdown signal still works."""
+    p = pid1(50, None, "--fail-step", "hostname")
+    wait_for("orphans made", lambda: (p.dir / "orphans-done").exists())
+    wait_for("no zombies", lambda: not p.zombies())
+    assert p.starts()[0][1] != "kurma-test"  # the failed step did not set the hostname
+    os.kill(p.host_pid, signal.SIGTERM)
+    code, out, err = p.output()
+    assert code == 0, err
+    assert "step hostname: failed" in err and "injected failure of step hostname" in err
+    assert "step kurmad: ok" in err and "step console: skipped" in err
     assert out.strip().endswith("kurma-init: shutdown: poweroff")

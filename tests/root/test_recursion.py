@@ -321,3 +321,26 @@ def test_restarted_kurmad_serves_the_pod_socket_again(shell_aci: Path) -> None:
             until(sock.exists, 10, "the pod socket again")
             assert ok(kurmactl_in(client, top, "ps", "-q")).split() == [child]
             client.destroy(top, grace=1)
+
+
+def test_a_host_scope_pod_creates_pods_for_the_host(
+    kurma: Client, daemon: tuple[Daemon, str]
+) -> None:
+    """The console's scope: `host` acts for the machine's operator. Its pods are the host's
+    (no parent) and are not held to what the console itself holds; it still cannot grant
+    host-read or host, which only a host-level admin does."""
+    _, image_id = daemon
+    console = top_pod(kurma, image_id, "host-console", api="host")
+    host_net = [{"name": "os/linux/namespaces", "value": {"net": "host"}}]
+    wide = manifest(image_id, SLEEP, api=None, extra_isolators=host_net)
+    made = create_in(kurma, console, wide, "host-made")
+    pod = kurma.get(made)
+    assert list(pod.parents) == []
+    kurma.destroy(console, grace=1)
+    assert kurma.get(made).state == 2  # RUNNING: not part of the console's subtree
+    kurma.destroy(made, grace=1)
+    console = top_pod(kurma, image_id, "host-console-2", api="host")
+    grant = json.dumps(manifest(image_id, SLEEP, api="host")).encode()
+    err = refused(kurmactl_in(kurma, console, "create", "--name", "bad-grant", "--manifest", "-",
+                              stdin=grant))  # fmt: skip
+    assert "only a host-level admin" in err, err

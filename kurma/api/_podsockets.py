@@ -38,10 +38,10 @@ from ._logfmt import fields
 
 log = logging.getLogger(__name__)
 
-# What a `subtree` pod may never call: the host's trust, images others may use, the machine.
+# What a `subtree` pod may never call: the host's trust, the machine. (Images/Delete is
+# allowed: the servicer lets it delete only what its subtree imported, see `_quota`.)
 SUBTREE_DENIED = frozenset(
     {
-        "/kurma.v1.Images/Delete",
         "/kurma.v1.Trust/Add",
         "/kurma.v1.Trust/Remove",
         "/kurma.v1.Host/RestartService",

@@ -32,6 +32,7 @@ from ..aci import (
     PrivilegedIsolator,
     RuntimeApp,
 )
+from ._cgroupfs import mount_own_cgroups, read_own_cgroup_binds
 from ._devices import setup_dev
 from ._etc import EtcFiles
 from ._inroot import Kind, ensure_in_root, open_in_root
@@ -107,6 +108,13 @@ class RootfsSpec:
     devices: tuple[str, ...] = ()
     console: str | None = None
 
+    @property
+    def own_cgroups(self) -> bool:
+        """Whether the app gets its own cgroups writable at /sys/fs/cgroup and a cgroup
+        namespace rooted there (see `_cgroupfs`): privileged, with a sysfs of its own (with
+        the host's netns it has the host's /sys, cgroupfs and all, already)."""
+        return self.privileged and self.own_netns
+
 
 def rootfs_spec(
     pod: PodManifest,
@@ -170,6 +178,8 @@ def _populate(rootfd: int, spec: RootfsSpec) -> None:
     """The kernel filesystems, generated /etc files and volumes, in mount order."""
     mount_proc(rootfd)
     mount_sys(rootfd, own_netns=spec.own_netns, writable=spec.privileged)
+    if spec.own_cgroups:
+        mount_own_cgroups(rootfd, read_own_cgroup_binds())
     setup_dev(rootfd, privileged=spec.privileged, devices=spec.devices, console=spec.console)
     if spec.etc is not None:
         bind_file_read_only(rootfd, spec.etc.hosts, "/etc/hosts")

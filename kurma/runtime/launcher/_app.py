@@ -24,6 +24,7 @@ from .._identity import Identity
 from .._plan import AppPlan, SeccompPlan
 from .._rootfs import change_directory, prepare_app_rootfs
 from ..linux import (
+    CLONE_NEWCGROUP,
     CLONE_NEWNS,
     SeccompFilter,
     drop_capabilities,
@@ -120,6 +121,8 @@ def prepare_process(plan: AppPlan, fds: AppFds, *, in_app_root: bool = False) ->
             write_control_file("/proc/sys/" + key.replace(".", "/"), value)
         unshare(CLONE_NEWNS)
         prepare_app_rootfs(plan.rootfs)
+        if plan.rootfs.own_cgroups:  # after the binds were read in the host's view
+            unshare(CLONE_NEWCGROUP)
     errors = fds.output if fds.errors < 0 else fds.errors
     os.dup2(null, 0)
     os.dup2(fds.output, 1)

@@ -145,37 +145,55 @@ class Quotas:
 
     @contextmanager
     def admitting(self, view: CallerView, manifest: PodManifest) -> Iterator[None]:
-        """Hold the book while a pod is created for `view`: RESOURCE_EXHAUSTED when a pods
-        quota up the chain is full, NotPermitted when the new pod asks for a quota larger
-        than what is left. A caller with no subtree (host, certificates) is not counted."""
+        """Check, then hold the book while a pod is created for `view`: RESOURCE_EXHAUSTED
+        when a pods quota up the chain is full, NotPermitted when the new pod asks for a
+        quota larger than what is left. A caller with no subtree (the host, certificates)
+        is not counted; a chain with no pods limit is not held (nothing to race for)."""
         if view.subtree_of is None:
             yield
             return
-        with self._lock:
-            records = self.runtime.list_pods()
-            room: dict[str, int | None] = {a: None for a in SubtreeQuota.KEYS.values()}
-            for holder in self._chain(view):
-                limits = self.limits(holder)
-                if limits is None:
-                    continue
-                use = self.usage(holder.uuid, records)
-                if limits.pods is not None and use.pods + 1 > limits.pods:
-                    raise _exhausted(holder, "pods", limits.pods, use.pods, "pods")
-                left = {
-                    "pods": None if limits.pods is None else limits.pods - use.pods - 1,
-                    "image_bytes": None
-                    if limits.image_bytes is None
-                    else max(0, limits.image_bytes - use.image_bytes),
-                    "log_bytes": limits.log_bytes,
-                }
-                for attr, value in left.items():
-                    if value is not None and (room[attr] is None or value < room[attr]):
-                        room[attr] = value
+        self._lock.acquire()
+        held = True
+        try:
+            chain = self._chain(view)
+            room, counted = self._room(chain)
             api = next((i for i in manifest.isolators if isinstance(i, ApiAccessIsolator)), None)
             if api is not None and api.quota is not None:
-                caller = self._chain(view)[0]
-                check_quota_within(api.quota, SubtreeQuota(**room), caller.name)
+                check_quota_within(api.quota, room, chain[0].name)
+            if not counted:
+                self._lock.release()
+                held = False
             yield
+        finally:
+            if held:
+                self._lock.release()
+
+    def _room(self, chain: list[PodRecord]) -> tuple[SubtreeQuota, bool]:
+        """What a new pod in the subtree of `chain[0]` leaves, the tightest of every quota
+        up the chain (RESOURCE_EXHAUSTED if a pods quota is full), and whether any pods
+        quota counted it."""
+        records = self.runtime.list_pods()
+        room: dict[str, int | None] = dict.fromkeys(SubtreeQuota.KEYS.values())
+        counted = False
+        for holder in chain:
+            limits = self.limits(holder)
+            if limits is None:
+                continue
+            left: dict[str, int | None] = {"log_bytes": limits.log_bytes}
+            if limits.pods is not None:
+                counted = True
+                used = sum(1 for r in records if holder.uuid in r.ancestors)
+                if used + 1 > limits.pods:
+                    raise _exhausted(holder, "pods", limits.pods, used, "pods")
+                left["pods"] = limits.pods - used - 1
+            if limits.image_bytes is not None:
+                used = self._image_bytes(holder.uuid)
+                left["image_bytes"] = max(0, limits.image_bytes - used)
+            for attr, value in left.items():
+                old = room[attr]
+                if value is not None and (old is None or value < old):
+                    room[attr] = value
+        return SubtreeQuota(**room), counted
 
     # --- images ----------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ import os
 import select
 import signal
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -31,8 +32,16 @@ log = logging.getLogger("kurma.api.daemon")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
+WAIT_FLAG = "--wait-for-config"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run kurmad; returns only for a bad command line or configuration (exit 2)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if WAIT_FLAG in argv:
+        argv.remove(WAIT_FLAG)
+        if not await_config(argv):
+            return EXIT_USAGE
     try:
         config = load_config(argv)
         check_tcp_support(config)
@@ -47,6 +56,23 @@ def main(argv: list[str] | None = None) -> int:
     # grpc's and the runtime's worker threads may still sit in a blocking call (a Stop
     # with its grace period); they have nothing left to do once we are here.
     os._exit(code)
+
+
+def await_config(argv: list[str], poll: float = 0.05) -> bool:
+    """`--wait-for-config`: kurma-init starts kurmad early in the boot, before it has written
+    kurmad's settings, so that kurmad's slow imports (seconds under qemu without KVM) overlap
+    with the boot steps. Import what does not fork or start threads (not gRPC: it comes
+    after the launcher's fork), then wait until the `--config` file exists."""
+    try:  # the last --config, as argparse reads it
+        path = argv[len(argv) - 1 - argv[::-1].index("--config") + 1]
+    except (ValueError, IndexError):
+        print(f"kurmad: {WAIT_FLAG} needs --config FILE", file=sys.stderr)
+        return False
+    from ..runtime import _runtime  # noqa: F401  (the bulk of kurmad's imports)
+
+    while not os.path.exists(path):
+        time.sleep(poll)
+    return True
 
 
 @dataclass
@@ -119,9 +145,15 @@ def serve(config: DaemonConfig) -> int:
 
 def _start_runtime(config: DaemonConfig):  # -> Runtime (imported lazily, like everything)
     from ..runtime._runtime import Runtime, RuntimeConfig
+    from ..runtime.cgroups import CgroupSystem, enter_leaf
 
+    cgroups = CgroupSystem.detect()
+    leaf = enter_leaf(cgroups)  # a delegated cgroup2 subtree (kurma in kurma): pods beside us
+    if leaf is not None:
+        log.info("moved into a leaf of our delegated cgroup", extra=fields(leaf=leaf))
     runtime = Runtime(
         config.state_dir,
+        cgroups=cgroups,
         config=RuntimeConfig(
             cgroup_parent=config.cgroup_parent,
             stop_grace=config.stop_grace,

@@ -256,3 +256,95 @@ def test_two_nested_daemons(host: tuple[Daemon, str], nest_aci: Path) -> None:
         assert not (pods_dir / outer.uuid).exists()
         assert not CgroupSystem.detect().open(outer_cgroup).exists()
         assert not [d for d in pod_cgroup_dirs(daemon.cgroup_parent) if outer_cgroup in d]
+
+
+def show_cgroups_manifest(image_id: str, privileged: bool) -> dict[str, Any]:
+    script = (
+        "cat /proc/self/cgroup; grep -E ' - cgroup2? ' /proc/self/mountinfo; "
+        "touch /sys/fs/cgroup/memory/cgroup.procs && echo WRITABLE"
+    )
+    isolators = [{"name": "os/linux/privileged", "value": True}] if privileged else []
+    return {
+        "acKind": "PodManifest",
+        "acVersion": "0.8.11",
+        "apps": [{"name": "show", "image": {"id": image_id},
+                  "app": {"exec": ["/bin/sh", "-c", script], "user": "0", "group": "0"}}],
+        "isolators": isolators,
+    }  # fmt: skip
+
+
+def output_of(client: Client, doc: dict[str, Any], name: str) -> str:
+    pod = client.create_pod(manifest_json=json.dumps(doc), name=name, start=True)
+    client.wait(pod.uuid, timeout=30)
+    return b"".join(c.data for c in client.logs(pod.uuid)).decode()
+
+
+def test_privileged_pod_sees_its_own_cgroups(host: tuple[Daemon, str]) -> None:
+    """A privileged pod's app is the root of a cgroup namespace, with its own cgroup (and
+    nothing above it) mounted writable at /sys/fs/cgroup; a plain pod gets no cgroupfs."""
+    daemon, image_id = host
+    with daemon.client() as kurma:
+        out = output_of(kurma, show_cgroups_manifest(image_id, privileged=True), "priv")
+        lines = out.splitlines()
+        assert "0::/" in lines, out
+        assert any(line.endswith(":memory:/") for line in lines), out
+        mounts = [line.split() for line in lines if " - cgroup" in line]
+        assert {m[4] for m in mounts} >= {"/sys/fs/cgroup/memory", "/sys/fs/cgroup/unified"}
+        assert all(m[3] == "/" for m in mounts), out  # each hierarchy's root is our cgroup
+        assert "WRITABLE" in lines, out
+
+        out = output_of(kurma, show_cgroups_manifest(image_id, privileged=False), "plain")
+        assert " - cgroup" not in out and "WRITABLE" not in out, out
+        assert "0::/" not in out.splitlines(), out  # no cgroup namespace: host paths
+
+
+def test_daemon_enters_a_leaf_of_a_delegated_cgroup2() -> None:
+    """On cgroup2 (this host's unified hierarchy, which carries hugetlb), a process in a
+    delegated cgroup cannot enable controllers for children while it sits there; after
+    `enter_leaf` it can, and the CgroupSystem still creates beside the leaf."""
+    from kurma.runtime.cgroups import CgroupSystem, Version, enable_controllers, enter_leaf
+
+    placement = next(
+        (p for p in CgroupSystem.detect().hierarchies if p.version is Version.V2), None
+    )
+    if placement is None or "hugetlb" not in CgroupSystem.detect().placements:
+        pytest.skip("no cgroup2 hierarchy with hugetlb here")
+    top = os.path.join(placement.directory(), f"kurma-leaf-{secrets.token_hex(4)}")
+    os.mkdir(top)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child moves, never the test process
+        code = 1
+        try:
+            os.close(r)
+            with open(os.path.join(top, "cgroup.procs"), "w") as f:
+                f.write("0")
+            system = CgroupSystem.detect()
+            report = []
+            try:
+                enable_controllers(system.placements["hugetlb"].directory(), ["hugetlb"])
+            except OSError as e:
+                report.append(f"before: {e.errno}")
+            leaf = enter_leaf(system, controllers=("hugetlb",))
+            report.append(f"leaf: {leaf}")
+            enable_controllers(system.placements["hugetlb"].directory(), ["hugetlb"])
+            report.append("after: ok")
+            os.write(w, "\n".join(report).encode())
+            code = 0
+        except BaseException as e:
+            os.write(w, f"error: {e}".encode())
+        finally:
+            os._exit(code)
+    os.close(w)
+    try:
+        with os.fdopen(r) as f:
+            report = f.read().splitlines()
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, report
+        assert report == ["before: 16", f"leaf: {top}/kurmad", "after: ok"], report  # EBUSY
+        with open(os.path.join(top, "cgroup.subtree_control")) as f:
+            assert "hugetlb" in f.read().split()
+    finally:
+        for d in (os.path.join(top, "kurmad"), top):
+            with contextlib.suppress(FileNotFoundError):
+                os.rmdir(d)

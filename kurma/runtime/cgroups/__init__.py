@@ -10,6 +10,8 @@ from ._cgroup import Cgroup as Cgroup
 from ._cgroup import CgroupStats as CgroupStats
 from ._kill import is_frozen as is_frozen
 from ._kill import set_frozen as set_frozen
+from ._leaf import DAEMON_LEAF as DAEMON_LEAF
+from ._leaf import enter_leaf as enter_leaf
 from ._parse import CONTROLLERS as CONTROLLERS
 from ._parse import CgroupMount as CgroupMount
 from ._parse import Placement as Placement

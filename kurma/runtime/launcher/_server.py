@@ -84,15 +84,19 @@ class _Server:
             zygote.sock.close()
 
     def _limit(self, relpath: str, plan: PodPlan) -> dict[str, tuple[str, ...]]:
-        """Pod limits on the zygote's cgroup; apps with limits of their own get a child."""
+        """Pod limits on the zygote's cgroup; apps with limits of their own get a child, and
+        so does an app that gets its own cgroups (privileged: its cgroup is delegated to it,
+        see `_cgroupfs`, and must not hold the pod's init, which cgroup2's no-internal-process
+        rule would count against the children it makes)."""
         cgroups = self.pool.cgroups
         if plan.limits:
             cgroups.open(relpath).set_limits(**_limit_args(plan.limits))
         app_procs: dict[str, tuple[str, ...]] = {}
         for app in plan.apps:
-            if app.limits:
+            if app.limits or app.rootfs.own_cgroups:
                 child = cgroups.create(f"{relpath}/app-{app.name}")
-                child.set_limits(**_limit_args(app.limits))
+                if app.limits:
+                    child.set_limits(**_limit_args(app.limits))
                 app_procs[app.name] = procs_files(child)
         return app_procs
 

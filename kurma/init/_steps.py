@@ -17,8 +17,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
+import importlib
+import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -200,12 +203,34 @@ _INIT_PID_INO = 0xEFFFFFFC
 CONSOLE_LOGLEVEL = 4  # KERN_WARNING: the kernel's warnings and worse reach the console
 
 
+IMAGE_INFO_FILE = "info.json"  # kurma.store's per-image record (_records.INFO_FILE)
+SLOW_IMPORTS = ("pyroute2",)  # needed by host_network; see preload_imports
+
+
+def preload_imports(names: Sequence[str] = SLOW_IMPORTS) -> threading.Thread:
+    """Import what later steps need in a thread, now: under qemu without KVM importing
+    pyroute2 takes seconds, which overlap with the module loading (syscalls that release
+    the GIL) of the steps before. The import lock makes the step's own import wait for it."""
+
+    def load() -> None:
+        for name in names:
+            try:
+                importlib.import_module(name)
+            except Exception as e:  # the step that needs it reports the error itself
+                log.debug("preloading %s failed: %s", name, e)
+
+    thread = threading.Thread(target=load, name="preload", daemon=True)
+    thread.start()
+    return thread
+
+
 def install_signals(ctx: BootContext) -> str:
     """Signals arrive through a wakeup pipe; ctrl-alt-del becomes SIGINT on the machine."""
     ctx.signals = SignalPipe.install()
     if ctx.machine_init:
         disable_ctrl_alt_del()
-        return "signals on a wakeup pipe; ctrl-alt-del sends SIGINT"
+        preload_imports()
+        return "signals on a wakeup pipe; ctrl-alt-del sends SIGINT; preloading pyroute2"
     return "signals on a wakeup pipe"
 
 
@@ -341,13 +366,17 @@ def _state_dir(ctx: BootContext) -> str:
 
 def open_image_store(ctx: BootContext) -> str:
     """The store kurmad will use: the initrd's (images imported and rendered at build) or
-    an images disk's; lists what it holds."""
+    an images disk's; names what it holds. Reads the records' JSON directly: the store and
+    image code (kurma.store, kurma.aci) cost seconds to import under qemu without KVM, and
+    kurmad loads them anyway."""
     _machine_only(ctx, "the machine's image store")
-    from ..store import ImageStore
-
-    images = ImageStore(_state_dir(ctx)).list()
-    names = ", ".join(sorted({r.name.removeprefix(_services.IMAGE_PREFIX) for r in images}))
-    return f"{len(images)} images: {names or 'none'}"
+    images = Path(_state_dir(ctx)) / "images"
+    names = set()
+    for info in sorted(images.glob(f"*/{IMAGE_INFO_FILE}")):
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            names.add(str(json.loads(info.read_bytes())["name"]))
+    short = sorted(n.removeprefix(_services.IMAGE_PREFIX) for n in names)
+    return f"{len(names)} images: {', '.join(short) or 'none'}"
 
 
 def setup_host_network(ctx: BootContext) -> str:
@@ -380,9 +409,27 @@ def _write_services(ctx: BootContext, console: bool) -> dict[str, Any]:
     return data
 
 
+def preload_kurmad(ctx: BootContext) -> str:
+    """Start kurmad now, waiting for its settings (`--wait-for-config`): its imports take
+    seconds under qemu without KVM, and run while the next steps do. The `kurmad` step
+    writes the settings, which lets it go on."""
+    _machine_only(ctx, "kurmad's early start")
+    if ctx.kurmad is None or ctx.run_dir is None:
+        raise StepSkipped("no kurmad command or run directory")
+    config = str(Path(ctx.run_dir) / "kurmad.yml")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(config)  # a stale one (a reboot keeps nothing in /run, but be sure)
+    ctx.kurmad.argv += ["--config", config, "--wait-for-config"]
+    if ctx.machine_init and os.path.exists(KMSG):
+        ctx.kurmad.output = KMSG
+    pid = ctx.kurmad.start()
+    return f"{ctx.kurmad} pid {pid}, waiting for {config}"
+
+
 def start_kurmad(ctx: BootContext) -> str:
     """kurmad as a supervised child (restarted with backoff when it dies), with its settings
-    and the (so far empty) services file written for it."""
+    and the (so far empty) services file written for it; when it was started early, writing
+    the settings is what lets it go on."""
     if ctx.kurmad is None:
         raise RuntimeError("no kurmad command")
     if ctx.run_dir is not None:
@@ -397,6 +444,8 @@ def start_kurmad(ctx: BootContext) -> str:
             ctx.kurmad.argv += ["--config", str(run_dir / "kurmad.yml")]
     if ctx.machine_init and os.path.exists(KMSG):
         ctx.kurmad.output = KMSG  # the kernel log (forwarded, dmesg), not the login console
+    if ctx.kurmad.pid is not None:
+        return f"{ctx.kurmad} pid {ctx.kurmad.pid}: settings written, it goes on"
     pid = ctx.kurmad.start()
     return f"{ctx.kurmad} pid {pid}" if pid else f"{ctx.kurmad}: did not start, will retry"
 
@@ -426,6 +475,7 @@ def boot_plan() -> list[Step]:
         Step("signals_and_reaping", install_signals, OnFailure.STOP_BOOT),
         Step("leave_initramfs", leave_initramfs),
         Step("system_mounts", mount_system),
+        Step("kurmad_preload", preload_kurmad, needs=("system_mounts",)),
         Step("boot_config", load_config),
         Step("logging", setup_logging),
         Step("kernel_modules", load_modules),

@@ -133,6 +133,7 @@ def test_the_boot_plan_follows_the_design_order() -> None:
         "signals_and_reaping",
         "leave_initramfs",
         "system_mounts",
+        "kurmad_preload",
         "boot_config",
         "logging",
         "kernel_modules",
@@ -147,7 +148,14 @@ def test_the_boot_plan_follows_the_design_order() -> None:
 
 
 HANDED_TO_KURMAD = ["services", "console"]
-MACHINE_ONLY = ["leave_initramfs", "system_mounts", "logging", "image_store", "host_network"]
+MACHINE_ONLY = [
+    "leave_initramfs",
+    "system_mounts",
+    "kurmad_preload",
+    "logging",
+    "image_store",
+    "host_network",
+]
 
 
 @pytest.mark.parametrize("name", HANDED_TO_KURMAD)

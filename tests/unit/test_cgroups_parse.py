@@ -191,6 +191,7 @@ def test_public_names() -> None:
     public = {name for name in dir(cgroups) if not name.startswith("_")}
     assert public == {
         "CONTROLLERS", "Cgroup", "CgroupMount", "CgroupStats", "CgroupSystem", "Placement",
+        "DAEMON_LEAF", "enter_leaf",
         "ProcCgroups", "Version", "cpu_quota", "decide", "enable_controllers", "is_frozen",
         "parse_cpu_max", "parse_keyed", "parse_limit", "parse_mountinfo", "parse_proc_cgroup",
         "set_frozen", "shares_to_weight", "weight_to_shares",

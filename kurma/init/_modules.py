@@ -20,6 +20,7 @@ import os
 import platform
 from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,19 @@ class ModuleReport:
         return text
 
 
+def load_waves(deps: Mapping[str, tuple[str, list[str]]], order: list[str]) -> list[list[str]]:
+    """`order` (dependencies first) cut into waves: each module's dependencies are all in
+    earlier waves, so the modules of one wave can be loaded at the same time."""
+    requires = {path: reqs for path, reqs in deps.values()}
+    level: dict[str, int] = {}
+    for rel in order:
+        level[rel] = 1 + max((level[d] for d in requires.get(rel, ()) if d in level), default=-1)
+    waves: list[list[str]] = [[] for _ in range(max(level.values(), default=-1) + 1)]
+    for rel in order:
+        waves[level[rel]].append(rel)
+    return waves
+
+
 def load_modules(names: Iterable[str], directory: str | None = None) -> ModuleReport:
     """Load `names` and their dependencies from `directory` (default: the running kernel's)."""
     directory = directory or modules_dir()
@@ -133,16 +147,26 @@ def load_modules(names: Iterable[str], directory: str | None = None) -> ModuleRe
     order, missing = load_order(deps, names, builtin)
     for name in missing:
         report.failed[name] = f"not in {directory}"
-    for rel in order:
-        name = module_name(rel)
+
+    def insert(rel: str) -> tuple[str, bool | OSError]:
         try:
-            if insert_module(os.path.join(directory, rel)):
-                report.loaded.append(name)
-            else:
-                report.already.append(name)
+            return rel, insert_module(os.path.join(directory, rel))
         except OSError as e:
-            report.failed[name] = e.strerror or str(e)
-            log.warning("module %s: %s", name, e)
+            return rel, e
+
+    # A wave at a time, its modules in parallel: finit_module releases the GIL, and the
+    # kernel links and initialises modules concurrently (seconds saved under TCG).
+    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 1)) as pool:
+        for wave in load_waves(deps, order):
+            for rel, result in pool.map(insert, wave):
+                name = module_name(rel)
+                if isinstance(result, OSError):
+                    report.failed[name] = result.strerror or str(result)
+                    log.warning("module %s: %s", name, result)
+                elif result:
+                    report.loaded.append(name)
+                else:
+                    report.already.append(name)
     return report
 
 

@@ -91,3 +91,26 @@ def test_the_vm_kernels_storage_modules_come_in_order() -> None:
         assert names.index("virtio_ring") < names.index("virtio_blk")
     assert names.index("jbd2") < names.index("ext4")
     assert platform.machine()  # loading itself is only ever done in the VM
+
+
+def test_waves_put_every_module_after_its_dependencies() -> None:
+    """Modules of one wave may load together: their dependencies are all in earlier waves."""
+    from kurma.init._modules import load_waves
+
+    text = (
+        "kernel/a.ko:\n"
+        "kernel/b.ko: kernel/a.ko\n"
+        "kernel/c.ko:\n"
+        "kernel/d.ko: kernel/b.ko kernel/a.ko\n"
+        "kernel/e.ko: kernel/c.ko\n"
+    )
+    deps = parse_modules_dep(text)
+    order, missing = load_order(deps, ["d", "e"])
+    assert missing == []
+    waves = load_waves(deps, order)
+    assert waves == [
+        ["kernel/a.ko", "kernel/c.ko"],
+        ["kernel/b.ko", "kernel/e.ko"],
+        ["kernel/d.ko"],
+    ]
+    assert load_waves(deps, []) == []

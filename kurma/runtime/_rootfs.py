@@ -176,7 +176,7 @@ def prepare_app_rootfs(spec: RootfsSpec) -> None:
 
 def _populate(rootfd: int, spec: RootfsSpec) -> None:
     """The kernel filesystems, generated /etc files and volumes, in mount order."""
-    mount_proc(rootfd)
+    mount_proc(rootfd, masked=not spec.privileged)
     mount_sys(rootfd, own_netns=spec.own_netns, writable=spec.privileged)
     if spec.own_cgroups:
         mount_own_cgroups(rootfd, read_own_cgroup_binds())
@@ -220,13 +220,20 @@ def _mkdir_with_parent(path: str, mode: int) -> None:
         os.mkdir(path, mode)
 
 
-def mount_proc(rootfd: int) -> None:
-    """A new procfs for the pod's pid namespace, with runc's masks and read-only parts."""
+def mount_proc(rootfd: int, *, masked: bool = True) -> None:
+    """A new procfs for the pod's pid namespace, with runc's masks and read-only parts.
+
+    `masked=False` (a privileged pod, as Docker's --privileged): no masks, /proc/sys
+    writable. Such a pod holds every capability and the host's /dev already, and a kurma
+    running inside it (kurma in kurma) writes its own pods' sysctls through /proc/sys.
+    """
     target = ensure_in_root(rootfd, "/proc", Kind.DIR)
     try:
         mount("proc", fd_path(target), "proc", _FS_FLAGS)
     finally:
         os.close(target)
+    if not masked:
+        return
     procfd = open_in_root(rootfd, "/proc")  # the new procfs: its content is the kernel's
     try:
         base = fd_path(procfd)

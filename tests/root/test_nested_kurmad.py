@@ -53,6 +53,7 @@ NEST = "/kurma"  # the empty volume of a nested kurmad: state, pods dir, socket
 SOCKET = f"{NEST}/kurmad.sock"
 MARK = str(4_000_000 + secrets.randbelow(999_999))  # the inner sleep's argument: findable
 RUNNING = pods_pb2.POD_STATE_RUNNING
+SOMAXCONN = "1357"
 
 
 def kurmad_argv() -> list[str]:
@@ -103,11 +104,15 @@ def nest_manifest(image_id: str) -> dict[str, Any]:
 
 
 def sleep_manifest(image_id: str) -> dict[str, Any]:
+    """busybox `sleep`, after showing a sysctl its kurmad set (through the privileged pod's
+    /proc/sys, which must be writable for that)."""
+    script = f"cat /proc/sys/net/core/somaxconn; exec /bin/sleep {MARK}"
     return {
         "acKind": "PodManifest",
         "acVersion": "0.8.11",
         "apps": [{"name": "sleep", "image": {"id": image_id},
-                  "app": {"exec": ["/bin/sleep", MARK], "user": "0", "group": "0"}}],
+                  "app": {"exec": ["/bin/sh", "-c", script], "user": "0", "group": "0"}}],
+        "isolators": [{"name": "os/unix/sysctl", "value": {"net.core.somaxconn": SOMAXCONN}}],
     }  # fmt: skip
 
 
@@ -221,6 +226,11 @@ def test_two_nested_daemons(host: tuple[Daemon, str], nest_aci: Path) -> None:
                     manifest_json=json.dumps(sleep_manifest(two_image)), name="inner", start=True
                 )
                 assert two.get("inner").state == RUNNING
+                until(
+                    lambda: b"".join(c.data for c in two.logs("inner")).split() == [b"1357"],
+                    10,
+                    "the inner pod's sysctl in its log",
+                )
                 assert [p.name for p in two.list_pods()] == ["inner"]
                 assert [p.name for p in one.list_pods()] == ["middle"]
 

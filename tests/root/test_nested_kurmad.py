@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import sys
@@ -250,7 +251,10 @@ def test_two_nested_daemons(host: tuple[Daemon, str], nest_aci: Path) -> None:
                 memory = paths["memory"]
                 assert f"/{outer_cgroup}/" in memory, (outer_cgroup, memory)
                 below = memory.split(f"/{outer_cgroup}/", 1)[1]
-                assert below.count("kurma/pod-") == 2, memory  # kurmad #1's, then kurmad #2's
+                # outer's app cgroup (delegated to kurmad #1) > #1's pod "middle" > its app
+                # cgroup (delegated to kurmad #2) > #2's pod "inner" > its processes' leaf
+                nested = r"app-kurmad/kurma/pod-[0-9a-f]+/app-kurmad/kurma/pod-[0-9a-f]+/self"
+                assert re.fullmatch(nested, below), memory
                 assert paths["pids"].endswith(below), paths
 
         chain = host_pids_of(" ".join(kurmad_argv()))

@@ -231,3 +231,22 @@ def test_shutdown_stops_a_loop_in_the_calling_thread() -> None:
     stopper.join()
     svc.close()
     assert time.monotonic() - started < 3
+
+
+def test_a_taken_host_port_gives_host_network_pods_a_free_one() -> None:
+    """Another kurmad (a test's, a nested one) holds the host port: this service's
+    host-network pods get a free port, and their URL names it and answers."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    svc = MetadataService(MetadataConfig(host_port=port))
+    svc.start()
+    try:
+        pod = new_uuid()
+        url = svc.register_pod(pod, pod_manifest(), images())
+        assert address(url)[1] not in (port, 0)
+        assert request(url, "pod/uuid").body == pod.encode()
+    finally:
+        svc.close()
+        taken.close()

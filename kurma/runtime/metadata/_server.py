@@ -15,6 +15,7 @@ new socket reuses that number.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import selectors
@@ -164,7 +165,19 @@ class MetadataService:
     def _open_listener(self, nsid: NetnsId, netns_path: str | os.PathLike[str] | None) -> Listener:
         cfg = self.config
         if nsid == self._own_netns:
-            sock = bind_listener(cfg.host_address, cfg.host_port)
+            try:
+                sock = bind_listener(cfg.host_address, cfg.host_port)
+            except OSError as e:
+                if e.errno != errno.EADDRINUSE or cfg.host_port == 0:
+                    raise
+                # Another kurmad on this host (a test's, a nested one) serves host-network
+                # pods there: ours get a free port, and their AC_METADATA_URL names it.
+                log.warning(
+                    "metadata: %s:%d is taken; host-network pods get a free port",
+                    cfg.host_address,
+                    cfg.host_port,
+                )
+                sock = bind_listener(cfg.host_address, 0)
             return Listener(sock, nsid, shared=True)
         assert netns_path is not None
         sock = listen_in_netns(netns_path, cfg.pod_address, cfg.pod_port)

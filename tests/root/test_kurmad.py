@@ -151,6 +151,18 @@ def pod_processes(cgroup_relpath: str) -> set[int]:
     return cgroup.pids() if cgroup.exists() else set()
 
 
+def host_client(daemon: Daemon) -> Iterator[Client]:
+    """A host client of a running daemon; every top-level pod left when the test is done
+    is destroyed (with its subtree)."""
+    assert daemon.alive(), daemon.log()
+    with daemon.client() as client:
+        yield client
+        for pod in client.list_pods():
+            if not pod.parents:
+                with contextlib.suppress(NotFound):
+                    client.destroy(pod.uuid, grace=1)
+
+
 def make_daemon() -> Iterator[Daemon]:
     work = Path(tempfile.mkdtemp(prefix="kurmad-", dir="/tmp"))  # short: a unix socket path
     daemon = Daemon(work, f"kurma-test-{secrets.token_hex(4)}")

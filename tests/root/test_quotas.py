@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 
 from kurma.aci import build_aci
-from kurma.client import Client, NotFound, PermissionDenied, ResourceExhausted
+from kurma.client import Client, PermissionDenied, ResourceExhausted
 
 from .runtime_support import image_manifest
-from .test_kurmad import Daemon, make_daemon
+from .test_kurmad import Daemon, host_client, make_daemon
 from .test_recursion import shell_aci as shell_aci
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(240)]
@@ -72,14 +72,7 @@ def daemon(busybox_aci: Path) -> Iterator[tuple[Daemon, str]]:
 @pytest.fixture
 def kurma(daemon: tuple[Daemon, str]) -> Iterator[Client]:
     """A host client; every pod the test leaves is destroyed (subtrees with their tops)."""
-    d, _ = daemon
-    assert d.alive(), d.log()
-    with d.client() as client:
-        yield client
-        for pod in client.list_pods():
-            if not pod.parents:
-                with contextlib.suppress(NotFound):
-                    client.destroy(pod.uuid, grace=1)
+    yield from host_client(daemon[0])
 
 
 def top(kurma: Client, image_id: str, name: str, quota: dict[str, Any] | None) -> str:

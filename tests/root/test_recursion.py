@@ -14,7 +14,6 @@ pod's own socket (KURMA_HOST, set by kurmad). The host drives the commands with 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
@@ -26,12 +25,12 @@ import pytest
 
 from kurma.aci import build_aci
 from kurma.api.v1 import images_pb2, images_pb2_grpc
-from kurma.client import Client, NotFound, PermissionDenied
+from kurma.client import Client, PermissionDenied
 from kurma.client._errors import from_rpc_error
 from kurma.runtime.cgroups import CgroupSystem
 
 from .runtime_support import busybox_rootfs, image_manifest
-from .test_kurmad import REPO, Daemon, make_daemon, until
+from .test_kurmad import REPO, Daemon, host_client, make_daemon, until
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(240)]
 
@@ -136,14 +135,7 @@ def daemon(shell_aci: Path) -> Iterator[tuple[Daemon, str]]:
 @pytest.fixture
 def kurma(daemon: tuple[Daemon, str]) -> Iterator[Client]:
     """A host client; every pod the test leaves is destroyed (subtrees with their tops)."""
-    d, _ = daemon
-    assert d.alive(), d.log()
-    with d.client() as client:
-        yield client
-        for pod in client.list_pods():
-            if not pod.parents:
-                with contextlib.suppress(NotFound):
-                    client.destroy(pod.uuid, grace=1)
+    yield from host_client(daemon[0])
 
 
 SLEEP = ["/bin/sleep", "3600"]

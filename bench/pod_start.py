@@ -155,11 +155,18 @@ def many_pods(kurma: KurmaSide, count: int) -> dict[str, float]:
     }
 
 
-def interleave(runs: int, sides: dict[str, Callable[[], float]]) -> dict[str, list[float]]:
+def interleave(
+    runs: int, sides: dict[str, Callable[[], float]], settle: float = 0.0
+) -> dict[str, list[float]]:
+    """Each side once per round, in order; `settle` seconds of quiet (untimed) after each
+    run, so one side's background work (kurma's launcher refills its warm pod shells 50 ms
+    after a start) does not land in the next side's timing."""
     times: dict[str, list[float]] = {name: [] for name in sides}
     for _ in range(runs):
         for name, run in sides.items():
             times[name].append(run())
+            if settle:
+                time.sleep(settle)
     return times
 
 
@@ -167,6 +174,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--pods", type=int, default=200)
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=0.15,
+        help="untimed quiet after each run (seconds; 0: back to back, where kurma's refill "
+        "of its warm shells stalls the next peer's forks: crun measured 33 ms, not 17)",
+    )
     parser.add_argument(
         "--state-dir",
         type=Path,
@@ -204,8 +218,11 @@ def main() -> int:
                 "floor": lambda: check(local.run(peers.floor_command())),
             }
             interleave(3, sides)  # warm: page cache, rendered tree, zygote
-            times = interleave(args.runs, sides)
-            print(f"pod start, /bin/true, {args.runs} interleaved runs (seccomp on every side)")
+            times = interleave(args.runs, sides, args.settle)
+            print(
+                f"pod start, /bin/true, {args.runs} interleaved runs (seccomp on every side, "
+                f"{args.settle:g} s untimed quiet after each run)"
+            )
             c50 = peers.percentile(times["crun"], 50)
             for name in ("kurma", "kurma-api", "crun", "runc", "floor"):
                 p50, p99 = (peers.percentile(times[name], p) * 1000 for p in (50, 99))

@@ -264,23 +264,42 @@ def test_kernel_log_reaches_the_receiver_too(vm: Vm) -> None:
 
 def test_a_killed_service_is_restarted_with_backoff(vm: Vm) -> None:
     """Kill every process of the dhcp service (from inside its pod, as root there): the
-    supervisor sees its pod end and starts a new one, counting the restart; a second kill
-    waits longer (backoff)."""
-    with contextlib.closing(vm.client()) as c:
-        pods = []
-        for kill in range(2):
-            before = {s.name: s for s in c.services()}["dhcp"]
-            assert before.state == "RUNNING"
-            vm.sh("kurmactl exec dhcp -- kill -KILL -1")
+    supervisor sees its pod end and starts a new one after a backoff, counting the restart;
+    killed again soon after, it waits twice as long (1 s, then 2 s: dhcp's defaults)."""
+    backoffs: list[str] = []
+    stop = threading.Event()
 
-            def restarted(before=before):
+    def watch() -> None:  # BACKOFF lasts a second or two: poll the API all along
+        with contextlib.closing(vm.client()) as c:
+            while not stop.is_set():
                 s = {s.name: s for s in c.services()}["dhcp"]
-                return s if s.restarts > before.restarts and s.state == "RUNNING" else None
+                if s.state == "BACKOFF" and (not backoffs or backoffs[-1] != s.message):
+                    backoffs.append(s.message)
+                time.sleep(0.1)
 
-            after = wait_until(f"dhcp to be restarted (kill {kill + 1})", restarted)
-            assert after.pod != before.pod
-            pods.append(after)
-        assert pods[1].restarts == pods[0].restarts + 1
+    watcher = threading.Thread(target=watch, daemon=True)
+    with contextlib.closing(vm.client()) as c:
+        watcher.start()
+        try:
+            pods = []
+            for kill in range(2):
+                before = {s.name: s for s in c.services()}["dhcp"]
+                assert before.state == "RUNNING"
+                vm.sh("kurmactl exec dhcp -- kill -KILL -1")
+
+                def restarted(before=before):
+                    s = {s.name: s for s in c.services()}["dhcp"]
+                    return s if s.restarts > before.restarts and s.state == "RUNNING" else None
+
+                after = wait_until(f"dhcp to be restarted (kill {kill + 1})", restarted)
+                assert after.pod != before.pod
+                pods.append(after)
+        finally:
+            stop.set()
+            watcher.join(10)
+    assert pods[1].restarts == pods[0].restarts + 1
+    delays = [float(m) for m in re.findall(r"restarting in ([\d.]+) s", " ".join(backoffs))]
+    assert delays == [1.0, 2.0], backoffs
 
 
 def test_a_pod_with_subtree_access_started_at_boot_starts_a_child(vm: Vm) -> None:

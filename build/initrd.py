@@ -45,6 +45,9 @@ import kernel
 import pyruntime
 from vm import cpio
 
+import images
+from kurma.init._modules import parse_name_list
+
 REPO = Path(__file__).resolve().parents[1]
 INITRD_DIR = REPO / "initrd"
 BUSYBOX = Path("/bin/busybox")  # Debian's busybox-static
@@ -70,16 +73,6 @@ class InitrdResult:
     entries: int
     modules: list[str] = field(default_factory=list)
     images: dict[str, str] = field(default_factory=dict)  # name -> image ID
-
-
-def read_list(path: Path) -> list[str]:
-    """One word per line; `#` comments and blank lines ignored."""
-    words = []
-    for line in path.read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
-            words.append(line)
-    return words
 
 
 def stage_modules(root: Path, build: kernel.KernelBuild, names: list[str]) -> list[str]:
@@ -112,7 +105,6 @@ def stage_modules(root: Path, build: kernel.KernelBuild, names: list[str]) -> li
 def stage_store(root: Path, aci_files: dict[str, Path]) -> dict[str, str]:
     """Imports the images into the initrd's store and renders each one's tree now, so that
     the first pod of a service starts without copying anything at boot."""
-    sys.path.insert(0, str(REPO))
     from kurma.store import ImageStore
 
     epoch = float(os.environ.get("SOURCE_DATE_EPOCH", "0"))
@@ -126,16 +118,6 @@ def stage_store(root: Path, aci_files: dict[str, Path]) -> dict[str, str]:
         for p in sorted(leftover.iterdir()):
             shutil.rmtree(p) if p.is_dir() else p.unlink()
     return ids
-
-
-def build_images(out: Path) -> dict[str, Path]:
-    """The service ACIs (build/images.py); none when that builder is not there."""
-    try:
-        import images
-    except ImportError as e:
-        print(f"initrd: no service images ({e})", file=sys.stderr)
-        return {}
-    return images.build_images(out)
 
 
 def compress(data: bytes, kind: str) -> bytes:
@@ -166,14 +148,14 @@ def build_initrd(
         os.symlink("busybox", root / "bin/sh")
         (root / "etc/kurma").mkdir(parents=True, exist_ok=True)
         shutil.copyfile(INITRD_DIR / "kurma.yml", root / "etc/kurma.yml")
-        module_names = read_list(INITRD_DIR / "modules")
+        module_names = parse_name_list((INITRD_DIR / "modules").read_text())
         (root / "etc/kurma/modules").write_text("".join(f"{m}\n" for m in module_names))
         order = stage_modules(root, build, module_names)
         (root / "init").write_bytes(INIT)
         os.chmod(root / "init", 0o755)
         ids = {}
         if with_images:
-            acis = build_images(out / "images")
+            acis = images.build_images(out / "images")
             ids = stage_store(root, acis)
         archive = cpio.Archive()
         for d in ("dev", "proc", "sys", "run", "tmp", "root", "mnt", "var"):

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,9 @@ def test_kurma_init_is_recognised_by_its_command_line(tmp_path: Path) -> None:
     script.write_text("import time; time.sleep(30)\n")
     proc = subprocess.Popen([sys.executable, str(script)])
     try:
+        deadline = time.monotonic() + 10  # a loaded machine: the exec may still be under way
+        while not is_kurma_init(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert is_kurma_init(proc.pid)
     finally:
         proc.kill()

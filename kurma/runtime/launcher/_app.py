@@ -54,7 +54,7 @@ class AppFds:
     output: int  # stdout and stderr go here (a log pipe or an appended log file)
     errpipe: int  # close-on-exec; the reason of a failed start is written here
     ready: int = -1  # pod start barrier: write one byte when set up (multi-app pods)
-    go: int = -1  # ... then wait for EOF here before the exec
+    go: int = -1  # wait for EOF here before the exec: P1 became podinit (and the barrier)
     stdin: int = -1  # -1: /dev/null
     errors: int = -1  # stderr; -1: same as output
     tty: bool = False  # stdin is a terminal to make the controlling one (exec -t)
@@ -94,6 +94,7 @@ def run_app(
         if fds.ready >= 0:
             os.write(fds.ready, b"r")
             os.close(fds.ready)
+        if fds.go >= 0:  # the pod's PID 1 is kurma-podinit (and every pre-start ran)
             _wait_for_eof(fds.go)
         _exec(argv or plan.argv, env, filt)
     except AppStartError as e:

@@ -57,6 +57,7 @@ from ._wire import error_of, receive, send
 
 NAMESPACE_FLAGS = {"ipc": CLONE_NEWIPC, "uts": CLONE_NEWUTS, "net": CLONE_NEWNET}
 _HIGH_FD = 100  # where P1 parks descriptors while it lays out fds 3, 4, ... for podinit
+_GO_FD = 1000  # the apps' go pipe's write end, above anything laid out or parked
 
 
 @dataclass(frozen=True)
@@ -198,7 +199,11 @@ def _pod_init(
             set_child_subreaper(True)
         barrier = len(plan.apps) > 1 and any(a.pre_start for a in plan.apps)
         ready_r, ready_w = os.pipe() if barrier else (-1, -1)
-        go_r, go_w = os.pipe() if barrier else (-1, -1)
+        # Every app waits for EOF on `go` before its exec. Only P1 keeps the write end, close-
+        # on-exec and parked high (clear of the fds laid out for podinit), so it closes when
+        # P1 becomes kurma-podinit: no app runs while PID 1 is still this Python process.
+        go_r, go_w = os.pipe()
+        go_w = _park_cloexec(go_w, _GO_FD)
         streams: list[tuple[int, str]] = []
         for app, errpipe in zip(plan.apps, errpipe_ws, strict=True):
             out_r, out_w = os.pipe()
@@ -223,18 +228,24 @@ def _pod_init(
             register_app(Path(plan.pod_dir), pid, app.name)
             os.write(notify_w, f"app {app.name} {pid}\n".encode())
             streams.append((out_r, app.name))
+        os.close(go_r)
         if barrier:
             os.close(ready_w)
-            os.close(go_r)
             while os.read(ready_r, 64):
                 pass  # EOF: every app has run its pre-start handler, or failed
-            os.close(go_w)
         if first is not None:  # a pod without apps: the waiting process is not needed
             first[1].close()
         _exec_podinit(req, notify_w, streams, reaper)
     except BaseException as e:
         os.write(2, f"kurma: pod {req.plan.name!r}: cannot start: {e}\n".encode())
         os._exit(2)
+
+
+def _park_cloexec(fd: int, at_least: int) -> int:
+    """`fd` moved to the lowest free number >= `at_least`, close-on-exec."""
+    moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, at_least)
+    os.close(fd)
+    return moved
 
 
 def _exec_podinit(

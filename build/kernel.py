@@ -41,6 +41,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+if __package__ in (None, ""):  # run as a script: kurma (the repository) importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from kurma.init._modules import load_order, module_name, parse_modules_dep
+
 HERE = Path(__file__).resolve().parent
 DEFAULT_CACHE = Path(os.environ.get("KURMA_KERNEL_CACHE", HERE / ".cache" / "kernel"))
 METAPACKAGE = "linux-image-amd64"
@@ -228,63 +233,32 @@ def pvh_entry(elf: bytes) -> int:
 # --- modules -----------------------------------------------------------------------------------
 
 
-def _modname(name: str) -> str:
-    base = Path(name).name
-    for suffix in (".ko", ".ko.xz", ".ko.zst", ".ko.gz"):
-        if base.endswith(suffix):
-            base = base[: -len(suffix)]
-            break
-    return base.replace("-", "_")
-
-
 def read_modules_dep(modules_dir: Path) -> dict[str, tuple[str, list[str]]]:
-    """modules.dep as {module name: (relative path, [relative paths of its dependencies])}."""
-    deps: dict[str, tuple[str, list[str]]] = {}
-    for line in (Path(modules_dir) / "modules.dep").read_text().splitlines():
-        if ":" not in line:
-            continue
-        path, _, rest = line.partition(":")
-        deps[_modname(path)] = (path.strip(), rest.split())
-    return deps
+    """modules.dep as {module name: (relative path, [relative paths of its dependencies])},
+    parsed by the code PID 1 loads modules with."""
+    return parse_modules_dep((Path(modules_dir) / "modules.dep").read_text())
 
 
 def builtin_modules(modules_dir: Path) -> set[str]:
     f = Path(modules_dir) / "modules.builtin"
-    return {_modname(x) for x in f.read_text().split()} if f.exists() else set()
+    return {module_name(x) for x in f.read_text().split()} if f.exists() else set()
 
 
 def module_closure(modules_dir: Path | str, names: list[str] | tuple[str, ...]) -> list[Path]:
-    """The .ko files to load for `names`, each once, every module after all its dependencies.
+    """The .ko files to load for `names`, each once, every module after all its dependencies
+    (PID 1's own load order, so the initrd holds what the machine loads).
 
     Names may use `-` or `_`. A module built into the kernel needs nothing and is skipped; a
     name that is neither a module nor built in raises KeyError.
     """
     modules_dir = Path(modules_dir)
     deps = read_modules_dep(modules_dir)
-    by_path = {path: name for name, (path, _) in deps.items()}
-    builtin = builtin_modules(modules_dir)
-    order: list[Path] = []
-    state: dict[str, int] = {}  # 1: visiting, 2: done
-
-    def visit(name: str) -> None:
-        if state.get(name) == 2:
-            return
-        if state.get(name) == 1:
-            raise KernelError(f"dependency cycle through {name}")
-        state[name] = 1
-        path, requires = deps[name]
-        for dep in requires:  # every transitive dependency is listed; visit each first
-            visit(by_path.get(dep, _modname(dep)))
-        state[name] = 2
-        order.append(modules_dir / path)
-
-    for raw in names:
-        name = _modname(raw)
-        if name in deps:
-            visit(name)
-        elif name not in builtin:
-            raise KeyError(f"no module {raw!r} in {modules_dir} (neither loadable nor built in)")
-    return order
+    order, missing = load_order(deps, names, builtin_modules(modules_dir))
+    if missing:
+        raise KeyError(
+            f"no module {missing[0]!r} in {modules_dir} (neither loadable nor built in)"
+        )
+    return [modules_dir / path for path in order]
 
 
 # --- the build ---------------------------------------------------------------------------------

@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 
+from kurma.init._mounts import SYSTEM_MOUNTS
+
 pytestmark = pytest.mark.root
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,16 +57,8 @@ def test_system_mounts_are_made_once(tmp_path: Path) -> None:
         """,
         str(tmp_path),
     )
-    for target, fstype in {
-        "/proc": "proc",
-        "/sys": "sysfs",
-        "/dev": "devtmpfs",
-        "/dev/pts": "devpts",
-        "/dev/shm": "tmpfs",
-        "/run": "tmpfs",
-        "/tmp": "tmpfs",
-        "/sys/fs/cgroup": "cgroup2",
-    }.items():
+    # the required mounts (tests/unit/test_init_mounts.py pins that table to DESIGN.md)
+    for target, fstype in {m.target: m.fstype for m in SYSTEM_MOUNTS if not m.optional}.items():
         assert seen["types"].get(target) == fstype, target
         assert target in seen["first"]
     assert seen["second"] == []

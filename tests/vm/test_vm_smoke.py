@@ -83,7 +83,7 @@ def _modinfo_depends(ko: Path) -> set[str]:
 
 def test_module_closure_puts_dependencies_first(kbuild: kernel.KernelBuild) -> None:
     order = kernel.module_closure(kbuild.modules_dir, MODULES)
-    names = [kernel._modname(p.name) for p in order]
+    names = [kernel.module_name(p.name) for p in order]
     assert len(names) == len(set(names)), "a module appears twice"
     for m in MODULES:
         assert m in names

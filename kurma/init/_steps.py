@@ -389,7 +389,11 @@ def setup_host_network(ctx: BootContext) -> str:
     return report.summary()
 
 
-KMSG = "/dev/kmsg"
+def _kurmad_to_kernel_log(ctx: BootContext) -> None:
+    """kurmad's output goes to the kernel log (forwarded, dmesg), not the login console."""
+    assert ctx.kurmad is not None
+    if ctx.machine_init and os.path.exists(_kmsg.KMSG):
+        ctx.kurmad.output = _kmsg.KMSG
 
 
 def write_boot_log(ctx: BootContext) -> None:
@@ -420,8 +424,7 @@ def preload_kurmad(ctx: BootContext) -> str:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(config)  # a stale one (a reboot keeps nothing in /run, but be sure)
     ctx.kurmad.argv += ["--config", config, "--wait-for-config"]
-    if ctx.machine_init and os.path.exists(KMSG):
-        ctx.kurmad.output = KMSG
+    _kurmad_to_kernel_log(ctx)
     pid = ctx.kurmad.start()
     return f"{ctx.kurmad} pid {pid}, waiting for {config}"
 
@@ -442,8 +445,7 @@ def start_kurmad(ctx: BootContext) -> str:
         write_boot_log(ctx)
         if "--config" not in ctx.kurmad.argv:
             ctx.kurmad.argv += ["--config", str(run_dir / "kurmad.yml")]
-    if ctx.machine_init and os.path.exists(KMSG):
-        ctx.kurmad.output = KMSG  # the kernel log (forwarded, dmesg), not the login console
+    _kurmad_to_kernel_log(ctx)
     if ctx.kurmad.pid is not None:
         return f"{ctx.kurmad} pid {ctx.kurmad.pid}: settings written, it goes on"
     pid = ctx.kurmad.start()

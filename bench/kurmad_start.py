@@ -20,7 +20,11 @@ Phases (ms; best and median of `--runs`):
 - pod running: config written -> the service's app ran (its file exists; the figure that
   counts, with `imports` before it)
 
-    python3 bench/kurmad_start.py [--runs 5] [--config-delay 0]
+    python3 bench/kurmad_start.py [--runs 5] [--config-delay 0] [--save-log FILE]
+
+With PYTHONPROFILEIMPORTTIME=1 in the environment, `--save-log` keeps kurmad's import times;
+with KURMA_BENCH_PROFILE=FILE, kurmad's main thread is profiled (cProfile) from the moment it
+sees its config until "kurmad ready".
 
 Needs root, cgroups, and a static busybox (as bench/peers.py). State (the image store) is
 made once in a temp dir per invocation; every run starts a new kurmad on it.
@@ -54,10 +58,26 @@ def _child(argv: list[str]) -> int:
     stamp("child")
     exists = os.path.exists
 
+    profile_to = os.environ.get("KURMA_BENCH_PROFILE")
+    profiler = None
+
     def watched_exists(path):  # type: ignore[no-untyped-def]
-        if path == config:
-            stamp("waiting")
-        return exists(path)
+        nonlocal profiler
+        if path != config:
+            return exists(path)
+        stamp("waiting")
+        found = exists(path)
+        if found and profile_to and profiler is None:
+            import cProfile
+
+            profiler = cProfile.Profile()
+            profiler.enable()
+        return found
+
+    def end_profile() -> None:
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(profile_to)
 
     os.path.exists = watched_exists  # await_config's poll
     _after_import("kurma.api._server", lambda _m: stamp("grpc"))
@@ -71,6 +91,8 @@ def _child(argv: list[str]) -> int:
         rec = factory(*args, **kwargs)
         if rec.msg in ("serving", "kurmad ready"):
             stamp(rec.msg)
+            if rec.msg == "kurmad ready":
+                end_profile()
         return rec
 
     logging.setLogRecordFactory(record)
@@ -153,6 +175,7 @@ def _driver() -> None:
         help="write the config this long after the start (default: once kurmad polls for it)",
     )
     parser.add_argument("--keep-logs", action="store_true", help="print kurmad's last log")
+    parser.add_argument("--save-log", type=Path, help="copy kurmad's last log (all of it) here")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="kstart-", dir="/tmp"))  # short: unix socket paths
@@ -252,6 +275,8 @@ def _driver() -> None:
                   flush=True)  # fmt: skip
             if args.keep_logs and run == args.runs - 1:
                 print(log_path.read_text()[-3000:])
+            if args.save_log:
+                shutil.copyfile(log_path, args.save_log)
     finally:
         parent = CgroupSystem.detect().open(cgroup_parent)
         if parent.exists():

@@ -11,7 +11,7 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -32,6 +32,9 @@ from ..errors import ImageNotFound, ValidationError
 from ..runtime._podrecord import AppState, PodRecord, PodState
 from ..runtime._runtime import PodEvent
 from .v1 import host_pb2, images_pb2, pods_pb2
+
+if TYPE_CHECKING:
+    from ..services import ServiceSpec
 
 POD_STATES: Mapping[PodState, int] = {
     PodState.CREATED: pods_pb2.POD_STATE_CREATED,
@@ -328,3 +331,42 @@ def _spec_path(path: str) -> str:
     """A path in the built manifest as the RunSpec field it came from, near enough."""
     path = _MANIFEST_APP.sub(r"spec.apps[\1].", path)
     return path if path.startswith("spec") else f"spec.{path}" if path else "spec"
+
+
+def service_manifest_builder(store: Any) -> Callable[[ServiceSpec], PodManifest]:
+    """How a service becomes a pod: the same RunSpec path as Pods.Create from images, so a
+    service's image, overrides and isolators are checked exactly like a user's pod. Here, not
+    in `_host`, because it needs no gRPC: kurmad starts its services before it imports that."""
+
+    def build(spec: ServiceSpec) -> PodManifest:
+        run = pods_pb2.RunSpec(
+            apps=[
+                pods_pb2.AppSpec(
+                    image=spec.image,
+                    exec=list(spec.exec or ()),
+                    environment=[
+                        pods_pb2.KeyValue(key=k, value=v) for k, v in spec.environment.items()
+                    ],
+                )
+            ],
+            volumes=[
+                pods_pb2.VolumeSpec(
+                    name=name,
+                    kind="host",
+                    source=v.source,
+                    read_only=v.read_only,
+                    path=v.path or "",
+                )
+                for name, v in spec.volumes.items()
+            ],
+            isolators=[
+                pods_pb2.Isolator(name=name, value_json=json.dumps(value))
+                for name, value in spec.isolators.items()
+            ],
+        )
+        try:
+            return manifest_from_spec(run, store.get)
+        except ValidationError as e:
+            raise ValidationError(f"services.{spec.name}", str(e)) from e
+
+    return build

@@ -8,27 +8,23 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Callable
-from typing import Any
 
 import grpc
 
 from .. import __version__
-from ..aci import PodManifest
-from ..errors import ValidationError
 from ..runtime._podrecord import AppState, PodState
 from ..runtime._runtime import PodNotFound, Runtime
 from ..runtime.cgroups import CONTROLLERS
-from ..services import ServiceNotFound, ServiceSpec, ServiceStatus
+from ..services import ServiceNotFound, ServiceStatus
 from ..services._supervisor import Supervisor
 from ._caller import BindsCaller
 from ._config import DaemonConfig
-from ._convert import manifest_from_spec, timestamp
+from ._convert import timestamp
 from ._events import EventHub
 from ._logfmt import fields
 from ._logs import stream_logs
 from ._status import ApiError, Code, rpc
-from .v1 import host_pb2, host_pb2_grpc, pods_pb2
+from .v1 import host_pb2, host_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -277,41 +273,3 @@ def service_to_proto(status: ServiceStatus) -> host_pb2.Service:
         restart=status.restart,
         started_at=timestamp(status.started_at),
     )
-
-
-def service_manifest_builder(store: Any) -> Callable[[ServiceSpec], PodManifest]:
-    """How a service becomes a pod: the same RunSpec path as Pods.Create from images, so a
-    service's image, overrides and isolators are checked exactly like a user's pod."""
-
-    def build(spec: ServiceSpec) -> PodManifest:
-        run = pods_pb2.RunSpec(
-            apps=[
-                pods_pb2.AppSpec(
-                    image=spec.image,
-                    exec=list(spec.exec or ()),
-                    environment=[
-                        pods_pb2.KeyValue(key=k, value=v) for k, v in spec.environment.items()
-                    ],
-                )
-            ],
-            volumes=[
-                pods_pb2.VolumeSpec(
-                    name=name,
-                    kind="host",
-                    source=v.source,
-                    read_only=v.read_only,
-                    path=v.path or "",
-                )
-                for name, v in spec.volumes.items()
-            ],
-            isolators=[
-                pods_pb2.Isolator(name=name, value_json=json.dumps(value))
-                for name, value in spec.isolators.items()
-            ],
-        )
-        try:
-            return manifest_from_spec(run, store.get)
-        except ValidationError as e:
-            raise ValidationError(f"services.{spec.name}", str(e)) from e
-
-    return build

@@ -21,10 +21,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from ..runtime._runtime import Runtime
+from ..services._supervisor import Supervisor
 from ._caller import CallerView
 from ._config import DaemonConfig
 from ._events import EventHub
-from ._host import HostServicer, service_manifest_builder
+from ._host import HostServicer
 from ._images import ImagesServicer, TrustServicer
 from ._logfmt import fields
 from ._pods import PodsServicer
@@ -46,7 +47,11 @@ SERVICES = (
 class ApiServer:
     """The daemon's services, health and reflection on one server."""
 
-    def __init__(self, runtime: Runtime, config: DaemonConfig) -> None:
+    def __init__(
+        self, runtime: Runtime, config: DaemonConfig, supervisor: Supervisor | None = None
+    ) -> None:
+        """`supervisor`: the system services' (the daemon starts it before it imports gRPC,
+        see `daemon.serve`); the Host service lists and restarts them through it."""
         self.config = config
         self.socket_path = config.socket
         self._socket_ino: int | None = None
@@ -66,16 +71,7 @@ class ApiServer:
         self.pods = PodsServicer(runtime, on_created=self.pod_sockets.open, quotas=self.quotas)
         self.images = ImagesServicer(runtime.store, self.events, self.quotas)
         self.trust = TrustServicer()
-        self.supervisor = None
-        if config.services_file is not None:
-            from ..services._supervisor import Supervisor
-
-            self.supervisor = Supervisor(
-                runtime,
-                config.services_file,
-                service_manifest_builder(runtime.store),
-                on_created=self.pod_sockets.open,  # a service with api-access gets its socket
-            )
+        self.supervisor = supervisor
         self.host = HostServicer(runtime, self.events, config, self.supervisor)
         pods_pb2_grpc.add_PodsServicer_to_server(self.pods, self.server)
         images_pb2_grpc.add_ImagesServicer_to_server(self.images, self.server)
@@ -104,8 +100,6 @@ class ApiServer:
         self.pod_sockets.open_existing()
         for name in ("", *SERVICES):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        if self.supervisor is not None:
-            self.supervisor.start()
         log.info("serving", extra=fields(socket=self.socket_path, listen=self.config.listen))
 
     def _bind_unix(self, path: str) -> None:
@@ -122,11 +116,6 @@ class ApiServer:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(staged)
             os.rmdir(private)
-
-    def stop_services(self, *, stop: bool, budget: float) -> None:
-        """End the service supervisor; with `stop`, stop the services within `budget` s."""
-        if self.supervisor is not None:
-            self.supervisor.close(stop_services=stop, budget=budget)
 
     def stop(self, grace: float) -> None:
         """Stop accepting calls, give in-flight ones `grace` seconds, end every stream."""

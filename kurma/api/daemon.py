@@ -1,8 +1,10 @@
 """Entry point of `kurmad`, the API daemon (DESIGN.md: process model).
 
 The order matters: kurmad becomes a child subreaper, claims its socket and state directory,
-creates the Runtime (which forks the thread-free launcher and re-adopts running pods), and
-only then imports gRPC and serves. It never forks after that. Signals are handled in the
+creates the Runtime (which forks the thread-free launcher and re-adopts running pods), starts
+the system services of `services_file` (their pods need no gRPC: a booting machine's console
+comes up while kurmad still imports it), and only then imports gRPC and serves. It never
+forks after the launcher. Signals are handled in the
 main thread through a wakeup pipe: SIGTERM/SIGINT shut down (pods keep running unless
 `stop_pods_on_exit`; the system services of `services_file` are stopped first, dependents
 first, unless `stop_services_on_exit` is off), SIGCHLD reaps orphans and notices a dead
@@ -16,9 +18,12 @@ import os
 import select
 import signal
 import sys
+import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..errors import KurmaError
 from ..reaper import Reaper, describe_status
@@ -26,6 +31,9 @@ from ._claims import ClaimError, StateLock, claim_socket_path
 from ._config import ConfigError, DaemonConfig, load_config
 from ._logfmt import fields, setup_logging
 from ._tcp import check_tcp_support
+
+if TYPE_CHECKING:
+    from ..runtime._podrecord import PodRecord
 
 log = logging.getLogger("kurma.api.daemon")
 
@@ -58,17 +66,23 @@ def main(argv: list[str] | None = None) -> int:
     os._exit(code)
 
 
-def await_config(argv: list[str], poll: float = 0.05) -> bool:
+def await_config(argv: list[str], poll: float = 0.01) -> bool:
     """`--wait-for-config`: kurma-init starts kurmad early in the boot, before it has written
     kurmad's settings, so that kurmad's slow imports (seconds under qemu without KVM) overlap
-    with the boot steps. Import what does not fork or start threads (not gRPC: it comes
-    after the launcher's fork), then wait until the `--config` file exists."""
+    with the boot steps. Import what does not fork or start threads and what comes before
+    gRPC (the runtime, YAML for the config and services files, the services' supervisor and
+    its protobuf manifest builder; not gRPC: it comes after the launcher's fork), then wait
+    until the `--config` file exists."""
     try:  # the last --config, as argparse reads it
         path = argv[len(argv) - 1 - argv[::-1].index("--config") + 1]
     except (ValueError, IndexError):
         print(f"kurmad: {WAIT_FLAG} needs --config FILE", file=sys.stderr)
         return False
+    import yaml  # noqa: F401  (load_config's, then the services file's)
+
     from ..runtime import _runtime  # noqa: F401  (the bulk of kurmad's imports)
+    from ..services import _supervisor  # noqa: F401
+    from . import _convert  # noqa: F401
 
     while not os.path.exists(path):
         time.sleep(poll)
@@ -115,16 +129,19 @@ def serve(config: DaemonConfig) -> int:
         lock.release()
         return EXIT_FAILED
     signals = _Signals.install()  # after the fork: the launcher keeps default handlers
-    from ._server import ApiServer  # grpc is imported here, after the launcher's fork
-
-    server = None
+    sockets = _PodSocketsLater()
+    supervisor = server = None
     try:
-        server = ApiServer(runtime, config)
-        server.start()
+        supervisor = _start_services(runtime, config, sockets)
+        from ._server import ApiServer  # grpc is imported here, after the launcher's fork
+
+        server = ApiServer(runtime, config, supervisor)
+        sockets.serve_with(server.pod_sockets.open)
+        server.start()  # opens the sockets of every api-access pod so far, services' too
     except Exception as e:
         usage = isinstance(e, KurmaError)  # e.g. the TLS key does not match its certificate
         log.error("cannot serve: %s", e, exc_info=not isinstance(e, OSError | KurmaError))
-        _shutdown(server, runtime, config, grace=0.0)
+        _shutdown(server, supervisor, runtime, config, grace=0.0)
         lock.release()
         return EXIT_USAGE if usage else EXIT_FAILED
     log.info(
@@ -137,7 +154,7 @@ def serve(config: DaemonConfig) -> int:
         ),
     )
     code = _serve_until_signalled(signals, runtime.launcher.pid)
-    _shutdown(server, runtime, config, grace=config.shutdown_grace)
+    _shutdown(server, supervisor, runtime, config, grace=config.shutdown_grace)
     lock.release()
     log.info("kurmad stopped", extra=fields(code=code))
     return code
@@ -170,6 +187,49 @@ def _start_runtime(config: DaemonConfig):  # -> Runtime (imported lazily, like e
     return runtime
 
 
+class _PodSocketsLater:
+    """The services' `on_created` until the API server exists: a service pod with
+    `host/api-access` created before then gets its socket when the server starts (it opens
+    the socket of every api-access pod there is), a moment after the pod; clients such as
+    kurmactl and kurma-logfwd wait for a socket to answer. Afterwards, the pod's socket is
+    opened before the pod starts, as for a pod made through the API."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: Callable[[PodRecord], None] | None = None
+
+    def __call__(self, record: PodRecord) -> None:
+        with self._lock:
+            open_socket = self._open
+        if open_socket is not None:
+            open_socket(record)
+
+    def serve_with(self, open_socket: Callable[[PodRecord], None]) -> None:
+        """From now on, open sockets with `open_socket` (before `ApiServer.start`)."""
+        with self._lock:
+            self._open = open_socket
+
+
+def _start_services(runtime, config: DaemonConfig, on_created: _PodSocketsLater):
+    """The system services' supervisor (None without a `services_file`), started: its
+    thread loads the file and starts the services' pods right away."""
+    if config.services_file is None:
+        return None
+    import yaml  # noqa: F401  (the file's, here rather than in the supervisor's thread)
+
+    from ..services._supervisor import Supervisor
+    from ._convert import service_manifest_builder  # protobuf, no gRPC
+
+    supervisor = Supervisor(
+        runtime,
+        config.services_file,
+        service_manifest_builder(runtime.store),
+        on_created=on_created,  # a service with api-access gets its socket
+    )
+    supervisor.start()
+    return supervisor
+
+
 def _serve_until_signalled(signals: _Signals, launcher_pid: int) -> int:
     """Wait for SIGTERM/SIGINT (exit 0), or for the launcher to die (exit 1)."""
     launcher_ended: list[int] = []
@@ -195,11 +255,12 @@ def _serve_until_signalled(signals: _Signals, launcher_pid: int) -> int:
                     return EXIT_FAILED
 
 
-def _shutdown(server, runtime, config: DaemonConfig, grace: float) -> None:
+def _shutdown(server, supervisor, runtime, config: DaemonConfig, grace: float) -> None:
     """Stop the system services (under kurma-init: dependents first, within the shutdown
     grace), stop serving, then stop the pods if told to, then close the runtime."""
+    if supervisor is not None:
+        supervisor.close(stop_services=config.stops_services, budget=config.shutdown_grace)
     if server is not None:
-        server.stop_services(stop=config.stops_services, budget=config.shutdown_grace)
         server.stop(grace)
     if config.stop_pods_on_exit:
         _stop_all_pods(runtime)

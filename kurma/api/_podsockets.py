@@ -9,7 +9,9 @@ grants), behind `ScopeInterceptor`, which refuses per method what the scope neve
 `max_rpcs` calls at once, so one pod cannot take every worker.
 
 A socket is opened when an api-access pod is created (before it starts, so its apps never
-find it missing), again for every such pod when kurmad starts (re-adoption), and closed
+find it missing; a system service's pod started while kurmad still imports gRPC gets its
+socket when the server starts, a moment later), again for every such pod when kurmad starts
+(re-adoption), and closed
 when the pod exits or is destroyed. The runtime tells of those through its listener, which
 runs with the runtime's lock held: the closing is handed to a thread of its own.
 """

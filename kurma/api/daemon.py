@@ -41,6 +41,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 WAIT_FLAG = "--wait-for-config"
+FIRST_STEP_WAIT = 2.0  # s: the most the API waits for the services' first step
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -227,6 +228,9 @@ def _start_services(runtime, config: DaemonConfig, on_created: _PodSocketsLater)
         on_created=on_created,  # a service with api-access gets its socket
     )
     supervisor.start()
+    # Its first step's pods start before gRPC's import holds the GIL for a while: on 2 CPUs
+    # that brought a service's pod up about a quarter sooner; the API waits that long.
+    supervisor.wait_first_step(FIRST_STEP_WAIT)
     return supervisor
 
 

@@ -1,13 +1,14 @@
 """The system-service supervisor inside kurmad: services file -> host-level pods.
 
-One thread reconciles: it polls the services file's stat (every `poll` s; PID 1 replaces the
-file by rename, so a new inode or mtime means a new version), starts what waits once its
-dependencies hold, notices pods that ended (a runtime listener wakes it) and restarts them by
-policy with backoff, and runs health checks (in a small pool, so a slow check holds no one
-up). Every pod it makes carries the annotations `kurma-service` (the service's name) and
-`kurma-service-spec` (the spec's fingerprint): a restarted kurmad finds its running
-services by them and adopts them instead of starting them twice; pods without them are
-never touched.
+One thread reconciles: it polls the services file's stat (every `poll` s; every `BOOT_POLL`
+s in its first `BOOT_SECONDS`, while a booting PID 1 adds services step by step, the console
+last; PID 1 replaces the file by rename, so a new inode or mtime means a new version), starts
+what waits once its dependencies hold, notices pods that ended (a runtime listener wakes it)
+and restarts them by policy with backoff, and runs health checks (in a small pool, so a slow
+check holds no one up). Every pod it makes carries the annotations `kurma-service` (the
+service's name) and `kurma-service-spec` (the spec's fingerprint): a restarted kurmad finds
+its running services by them and adopts them instead of starting them twice; pods without
+them are never touched.
 
 Locks: `_ops` serialises everything that changes services or their pods (the loop's step,
 RestartService, shutdown); `_state` guards the published statuses, so listing services never
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 SERVICE_ANNOTATION = "kurma-service"  # pod annotation names are AC Names
 SPEC_ANNOTATION = "kurma-service-spec"
 RESTARTS_ANNOTATION = "kurma-service-restarts"  # the count survives a kurmad restart
+BOOT_POLL, BOOT_SECONDS = 0.1, 60.0  # the console comes last: notice it soon
 
 S = ServiceState
 ManifestBuilder = Callable[[ServiceSpec], PodManifest]
@@ -103,6 +105,8 @@ class Supervisor:
         self._results: list[tuple[str, str, bool, str]] = []  # (service, pod, ok, why)
         self._probes = ThreadPoolExecutor(4, thread_name_prefix="kurma-health")
         self._thread: threading.Thread | None = None
+        self._boot_until = 0.0
+        self._first_step = threading.Event()
 
     # --- life ----------------------------------------------------------------------------
 
@@ -111,11 +115,16 @@ class Supervisor:
         file). Without `thread`, the caller drives `step()` (tests, with a fake clock)."""
         self.runtime.add_listener(self._on_event)
         self._adoptable = self._service_pods()
+        self._boot_until = self._clock() + BOOT_SECONDS
         if not thread:
             return
         self._wake.set()  # the first step right away, in the loop's thread
         self._thread = threading.Thread(target=self._run, name="kurma-services", daemon=True)
         self._thread.start()
+
+    def wait_first_step(self, timeout: float) -> bool:
+        """Wait until the loop's first step (load the file, start what may start) is done."""
+        return self._first_step.wait(timeout)
 
     def step(self) -> None:
         """One round of the loop: reload, notice ended pods, start what may start."""
@@ -127,6 +136,7 @@ class Supervisor:
         level (each in parallel), all within `budget` seconds, then SIGKILL what is left."""
         self._closing.set()
         self._wake.set()
+        self._first_step.set()
         if self._thread is not None:
             self._thread.join(10.0)
         with contextlib.suppress(ValueError):
@@ -151,11 +161,12 @@ class Supervisor:
                     self._step()
             except Exception:
                 log.exception("service supervisor step failed")
+            self._first_step.set()
 
     def _sleep(self) -> float:
         """Until the next poll, backoff end or health check, whichever is first."""
         now = self._clock()
-        due = [now + self.poll]
+        due = [now + (min(self.poll, BOOT_POLL) if now < self._boot_until else self.poll)]
         for e in list(self._entries.values()):
             if e.state is S.BACKOFF:
                 due.append(e.next_start)

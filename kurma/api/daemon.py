@@ -73,7 +73,13 @@ def await_config(argv: list[str], poll: float = 0.01) -> bool:
     with the boot steps. Import what does not fork or start threads and what comes before
     gRPC (the runtime, YAML for the config and services files, the services' supervisor and
     its protobuf manifest builder; not gRPC: it comes after the launcher's fork), then wait
-    until the `--config` file exists."""
+    until the `--config` file exists.
+
+    Importing gRPC here would be safe: it starts no thread (/proc/self/task has one entry
+    after `import kurma.api._server`) and registers no fork handler (grpc_init and, with
+    GRPC_ENABLE_FORK_SUPPORT, gRPC's at-fork handlers come with the first server or channel).
+    It is left out because under qemu the imports above already end about when the config
+    comes: it would move gRPC's import from beside the services' first pods to before them."""
     try:  # the last --config, as argparse reads it
         path = argv[len(argv) - 1 - argv[::-1].index("--config") + 1]
     except (ValueError, IndexError):

@@ -32,6 +32,8 @@ import json
 import lzma
 import os
 import shutil
+import stat
+import subprocess
 import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -46,19 +48,52 @@ import pyruntime
 from vm import cpio
 
 import images
-from kurma.init._modules import parse_name_list
+from kurma.init._modules import module_name, parse_name_list
+from kurma.init._seed import ROOTFS, SEED_DIR, SEEDED_KINDS
 
 REPO = Path(__file__).resolve().parents[1]
 INITRD_DIR = REPO / "initrd"
 BUSYBOX = Path("/bin/busybox")  # Debian's busybox-static
 STATE_DIR = "var/lib/kurma"
 
-INIT = b"""#!/usr/bin/python3.11 -I
-# PID 1 of a Kurma machine: kurma-init. The kernel gives it no PATH.
-import os, sys
-os.environ.setdefault("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-from kurma.init.main import main
-sys.exit(main())
+SYSTEM_IMAGE = "usr.squashfs"  # at the initrd's root, mounted on /usr by /init
+STAGE0_MODULES = ("loop", "squashfs")  # what mounting it needs (Debian builds both as modules)
+SQUASHFS_OPTIONS = (
+    "-comp", "zstd", "-Xcompression-level", "19", "-b", "131072", "-noappend", "-no-xattrs",
+    "-mkfs-time", "0", "-all-time", "0", "-no-progress", "-quiet",
+)  # fmt: skip
+
+STAGE0 = """#!/bin/busybox sh
+# kurma-init's first stage (the kernel runs /init as PID 1). The kernel copies all of an
+# initramfs into RAM first (slow under qemu without KVM), so the bulk of the machine, /usr,
+# travels as one squashfs that is mounted, not unpacked. kurmad's imports take seconds there,
+# so it starts here, before PID 1's own Python, waiting for its settings; kurma-init adopts
+# it ($KURMA_KURMAD_PID). kurma-init's steps skip what is done here (kurma/init/_mounts.py).
+bb=/bin/busybox
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+if [ "$1" != left-initramfs ]; then
+    $bb mount -t devtmpfs -o nosuid,mode=0755 devtmpfs /dev 2>/dev/null
+    for ko in {modules}; do $bb insmod /lib/modules/{release}/$ko 2>/dev/null; done
+    if ! $bb mount -t squashfs -o ro,loop /{image} /usr; then
+        echo "kurma-init: cannot mount /{image} on /usr; emergency shell" >/dev/console
+        exec $bb sh </dev/console >/dev/console 2>&1
+    fi
+    # Leave the initramfs, as kurma-init would: containers cannot pivot_root away from it.
+    $bb mount --make-rprivate /
+    $bb mkdir -p /newroot
+    $bb mount --rbind / /newroot
+    cd /newroot
+    $bb mount --move . /
+    exec $bb chroot . /init left-initramfs
+fi
+$bb rmdir /newroot 2>/dev/null
+$bb mount -t proc -o nosuid,nodev,noexec,relatime proc /proc
+$bb mount -t sysfs -o nosuid,nodev,noexec,relatime sysfs /sys
+$bb mount -t tmpfs -o nosuid,nodev,mode=0755 tmpfs /run
+$bb mkdir -p /run/kurma
+/usr/bin/kurmad --config /run/kurma/kurmad.yml --wait-for-config </dev/null >/dev/kmsg 2>&1 &
+export KURMA_KURMAD_PID=$!
+exec /usr/bin/{python} -I /usr/sbin/kurma-init
 """
 
 
@@ -120,6 +155,54 @@ def stage_store(root: Path, aci_files: dict[str, Path]) -> dict[str, str]:
     return ids
 
 
+def stage0_script(release: str, module_order: list[str]) -> str:
+    """/init: loads what mounting the squashfs needs, mounts it on /usr, becomes kurma-init."""
+    wanted = {m: None for m in STAGE0_MODULES}
+    for rel in module_order:
+        if module_name(rel) in wanted:
+            wanted[module_name(rel)] = rel
+    missing = [m for m, rel in wanted.items() if rel is None]
+    if missing:
+        raise RuntimeError(f"the kernel's modules lack {missing}: cannot mount {SYSTEM_IMAGE}")
+    return STAGE0.format(
+        modules=" ".join(str(rel) for rel in wanted.values()), release=release,
+        image=SYSTEM_IMAGE, python=pyruntime.PYTHON,
+    )  # fmt: skip
+
+
+def seed_from_store(root: Path) -> int:
+    """Moves the store's rendered rootfs trees under /usr, into the squashfs (kurma/init/
+    _seed.py binds them back at boot), leaving empty placeholders; returns how many."""
+    store = root / STATE_DIR
+    seed = root / SEED_DIR.lstrip("/")
+    moved = 0
+    for kind in SEEDED_KINDS:
+        for entry in sorted((store / kind).iterdir()):
+            rootfs = entry / ROOTFS
+            if not rootfs.is_dir() or rootfs.is_symlink():
+                continue
+            st = rootfs.stat()
+            target = seed / kind / entry.name / ROOTFS
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(rootfs, target)
+            rootfs.mkdir()
+            os.chown(rootfs, st.st_uid, st.st_gid)
+            os.chmod(rootfs, stat.S_IMODE(st.st_mode))
+            moved += 1
+    return moved
+
+
+def make_squashfs(source: Path, image: Path) -> None:
+    """`source` as a squashfs; the same tree gives the same bytes (times zeroed, sorted)."""
+    kernel.ensure_host_packages(("squashfs-tools",))
+    r = subprocess.run(
+        ["mksquashfs", str(source), str(image), *SQUASHFS_OPTIONS],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    if r.returncode != 0:
+        raise RuntimeError(f"mksquashfs {source} failed: {r.stderr.strip() or r.stdout.strip()}")
+
+
 def compress(data: bytes, kind: str) -> bytes:
     """The archive compressed as the kernel can unpack it (xz needs CRC32 checks)."""
     if kind == "xz":
@@ -133,9 +216,7 @@ def compress(data: bytes, kind: str) -> bytes:
     raise ValueError(f"compression must be xz, gzip or zstd, not {kind!r}")
 
 
-def build_initrd(
-    out: Path, compression: str = "zstd", with_images: bool = True
-) -> InitrdResult:
+def build_initrd(out: Path, compression: str = "zstd", with_images: bool = True) -> InitrdResult:
     """Builds OUT/initrd.img and OUT/vmlinux; returns what went in."""
     build = kernel.ensure_kernel()
     out.mkdir(parents=True, exist_ok=True)
@@ -150,13 +231,18 @@ def build_initrd(
         shutil.copyfile(INITRD_DIR / "kurma.yml", root / "etc/kurma.yml")
         module_names = parse_name_list((INITRD_DIR / "modules").read_text())
         (root / "etc/kurma/modules").write_text("".join(f"{m}\n" for m in module_names))
-        order = stage_modules(root, build, module_names)
-        (root / "init").write_bytes(INIT)
+        order = stage_modules(root, build, [*STAGE0_MODULES, *module_names])
+        (root / "init").write_bytes(stage0_script(build.version, order).encode())
         os.chmod(root / "init", 0o755)
         ids = {}
         if with_images:
             acis = images.build_images(out / "images")
             ids = stage_store(root, acis)
+            seed_from_store(root)
+        system_image = Path(tmp) / SYSTEM_IMAGE
+        make_squashfs(root / "usr", system_image)
+        shutil.rmtree(root / "usr")
+        (root / "usr").mkdir(mode=0o755)
         archive = cpio.Archive()
         for d in ("dev", "proc", "sys", "run", "tmp", "root", "mnt", "var"):
             archive.add_dir(d, 0o1777 if d == "tmp" else (0o700 if d == "root" else 0o755))
@@ -165,7 +251,14 @@ def build_initrd(
         archive.add_device("dev/urandom", "c", 1, 9, 0o666)
         entries = archive.add_tree(".", root)
         data = archive.to_bytes()
-        packed = compress(data, compression)
+        # Two archives, one after the other (the kernel unpacks both): the squashfs as it is
+        # (already compressed), then everything else compressed.
+        image_archive = cpio.Archive()
+        image_archive.add_path(SYSTEM_IMAGE, system_image, 0o400)
+        plain = image_archive.to_bytes()
+        packed = plain + compress(data, compression)
+        entries += 1
+        data = plain + data
         target = out / "initrd.img"
         tmp_target = out / ".initrd.img.tmp"
         tmp_target.write_bytes(packed)

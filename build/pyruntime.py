@@ -62,6 +62,7 @@ STDLIB_DROP = {
     "lib-dynload/_dbm", "lib-dynload/_curses", "lib-dynload/audioop",
     "lib-dynload/ossaudiodev", "lib-dynload/nis", "lib-dynload/_codecs_",
     "lib-dynload/readline", "lib-dynload/_tkinter", "site-packages", "dist-packages",
+    "sqlite3", "lib-dynload/_sqlite3",
 }  # fmt: skip
 
 # the runtime dependencies of kurma, by distribution name; extras that kurma never imports
@@ -302,8 +303,9 @@ def stage(dest: Path) -> None:
 def check(dest: Path) -> str:
     """Imports what kurma needs with the staged interpreter, chrooted into `dest` (root)."""
     code = (
-        "import grpc, google.protobuf, yaml, psutil, pyroute2, zstandard, cryptography, "
-        "pyseccomp, kurma.api.daemon, kurma.cli.main, kurma.init.main; print('ok')"
+        "import grpc, google.protobuf, yaml, psutil, zstandard, cryptography, pyseccomp, "
+        "kurma.api.daemon, kurma.cli.main, kurma.init.main, kurma.init._network as n; "
+        "n.import_without_package_init('pyroute2'); import pyroute2.iproute.linux; print('ok')"
     )
     null = dest / "dev/null"  # subprocess (ctypes.util) needs it; the initrd and pods have one
     null.parent.mkdir(exist_ok=True)

@@ -265,7 +265,7 @@ def load_file(path: str, *, required: bool) -> dict[str, Any]:
 
     try:
         with open(path, encoding="utf-8") as f:
-            doc = yaml.safe_load(f)
+            doc = yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # libyaml
     except FileNotFoundError:
         if required:
             raise ConfigError(f"{path}: no such configuration file") from None

@@ -91,9 +91,15 @@ def mounted_type(target: str, entries: Iterable[MountEntry] | None = None) -> st
 # --- leaving the initramfs -------------------------------------------------------------------
 
 
-def on_initramfs() -> bool:
-    """Whether / is the kernel's initramfs (rootfs, or ramfs/tmpfs as some kernels show it)."""
-    return mounted_type("/") in INITRAMFS_TYPES
+def on_initramfs(entries: Iterable[MountEntry] | None = None) -> bool:
+    """Whether / is the kernel's initramfs itself (rootfs, or ramfs/tmpfs as some kernels show
+    it), not yet left: the namespace's first mount is its own parent. Once left (here or by
+    the initrd's first stage), / is a bind of it, whose parent is hidden below."""
+    root = None
+    for entry in read_mountinfo() if entries is None else entries:
+        if entry.mountpoint == "/":
+            root = entry
+    return root is not None and root.fstype in INITRAMFS_TYPES and root.mount_id == root.parent_id
 
 
 def leave_initramfs(newroot: str = NEWROOT) -> None:

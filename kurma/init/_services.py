@@ -24,6 +24,8 @@ import yaml
 
 from .config import BootConfig, ConfigProblem, DiskRole, Service
 
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
 RUN_DIR = "/run/kurma"
 IMAGE_PREFIX = "kurma.io/"
 
@@ -204,4 +206,4 @@ def boot_log_document(steps: list[dict[str, Any]], problems: list[ConfigProblem]
 
 
 def dump_yaml(data: dict[str, Any]) -> bytes:
-    return yaml.safe_dump(data, sort_keys=True, default_flow_style=False).encode()
+    return yaml.dump(data, Dumper=_DUMPER, sort_keys=True, default_flow_style=False).encode()

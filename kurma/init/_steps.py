@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..reaper import Reaper
-from . import _disks, _kmsg, _modules, _mounts, _network, _services
+from . import _disks, _kmsg, _modules, _mounts, _network, _seed, _services
 from ._log import since_start
 from ._signals import SignalPipe, disable_ctrl_alt_del
 from ._supervisor import Supervisor
@@ -204,7 +204,7 @@ CONSOLE_LOGLEVEL = 4  # KERN_WARNING: the kernel's warnings and worse reach the 
 
 
 IMAGE_INFO_FILE = "info.json"  # kurma.store's per-image record (_records.INFO_FILE)
-SLOW_IMPORTS = ("pyroute2",)  # needed by host_network; see preload_imports
+SLOW_IMPORTS = ("pyroute2.iproute.linux",)  # needed by host_network; see preload_imports
 
 
 def preload_imports(names: Sequence[str] = SLOW_IMPORTS) -> threading.Thread:
@@ -229,6 +229,7 @@ def install_signals(ctx: BootContext) -> str:
     ctx.signals = SignalPipe.install()
     if ctx.machine_init:
         disable_ctrl_alt_del()
+        _network.import_without_package_init("pyroute2")
         preload_imports()
         return "signals on a wakeup pipe; ctrl-alt-del sends SIGINT; preloading pyroute2"
     return "signals on a wakeup pipe"
@@ -246,6 +247,8 @@ def leave_initramfs(ctx: BootContext) -> str:
     root_type = _mounts.mounted_type("/")
     if root_type not in _mounts.INITRAMFS_TYPES:
         raise StepSkipped(f"/ is {root_type}, not an initramfs")
+    if not _mounts.on_initramfs():
+        raise StepSkipped(f"/ ({root_type}) is a bind mount already: left by /init")
     _mounts.leave_initramfs()
     return f"/ ({root_type}) is now a bind mount of itself, private"
 
@@ -260,17 +263,20 @@ def mount_system(ctx: BootContext) -> str:
     )
 
 
+def _kernel_cmdline(ctx: BootContext) -> str:
+    if ctx.cmdline is None:
+        with open("/proc/cmdline", encoding="utf-8", errors="replace") as f:
+            ctx.cmdline = f.read()
+    return ctx.cmdline
+
+
 def load_config(ctx: BootContext) -> str:
     """Defaults <- the initrd's file <- the OEM disk's file <- kernel command line.
 
     Finding the OEM disk needs its drivers, so the machine loads the initrd's always-needed
     modules (/etc/kurma/modules) here, before the config's own in `kernel_modules`.
     """
-    cmdline = ctx.cmdline
-    if cmdline is None:
-        with open("/proc/cmdline", encoding="utf-8", errors="replace") as f:
-            cmdline = f.read()
-    label, cmdline = _disks.oem_label(cmdline)
+    label, cmdline = _disks.oem_label(_kernel_cmdline(ctx))
     oem_file, oem_note = ctx.oem_file, "OEM file given"
     if oem_file is None:
         oem_file, oem_note = _find_oem(ctx, label)
@@ -310,9 +316,11 @@ def setup_logging(ctx: BootContext) -> str:
     _machine_only(ctx, "the kernel log")
     with contextlib.suppress(OSError):
         _kmsg.allow_kmsg_writes()
+    ctx.kmsg = _kmsg.log_to_kmsg()
+    if " loglevel=" in f" {_kernel_cmdline(ctx)}":  # the operator's choice stands
+        return f"also to {_kmsg.KMSG}; console log level from the kernel command line"
     with contextlib.suppress(OSError):  # our own info lines would otherwise show twice
         _kmsg.set_console_loglevel(CONSOLE_LOGLEVEL)
-    ctx.kmsg = _kmsg.log_to_kmsg()
     return f"also to {_kmsg.KMSG}; console log level {CONSOLE_LOGLEVEL}"
 
 
@@ -370,13 +378,19 @@ def open_image_store(ctx: BootContext) -> str:
     image code (kurma.store, kurma.aci) cost seconds to import under qemu without KVM, and
     kurmad loads them anyway."""
     _machine_only(ctx, "the machine's image store")
+    seeded = _seed.bind_seed()
+    for error in seeded.errors:
+        log.error("store seed: %s", error)
     images = Path(_state_dir(ctx)) / "images"
     names = set()
     for info in sorted(images.glob(f"*/{IMAGE_INFO_FILE}")):
         with contextlib.suppress(OSError, ValueError, KeyError):
             names.add(str(json.loads(info.read_bytes())["name"]))
     short = sorted(n.removeprefix(_services.IMAGE_PREFIX) for n in names)
-    return f"{len(names)} images: {', '.join(short) or 'none'}"
+    seed_note = f"; {len(seeded.bound)} trees bound from the squashfs" if seeded.bound else ""
+    if seeded.errors:
+        raise RuntimeError(f"store seed: {'; '.join(seeded.errors)}")
+    return f"{len(names)} images: {', '.join(short) or 'none'}{seed_note}"
 
 
 def setup_host_network(ctx: BootContext) -> str:
@@ -413,6 +427,9 @@ def _write_services(ctx: BootContext, console: bool) -> dict[str, Any]:
     return data
 
 
+EARLY_KURMAD_ENV = "KURMA_KURMAD_PID"  # set by the initrd's /init when it started kurmad
+
+
 def preload_kurmad(ctx: BootContext) -> str:
     """Start kurmad now, waiting for its settings (`--wait-for-config`): its imports take
     seconds under qemu without KVM, and run while the next steps do. The `kurmad` step
@@ -425,6 +442,9 @@ def preload_kurmad(ctx: BootContext) -> str:
         os.unlink(config)  # a stale one (a reboot keeps nothing in /run, but be sure)
     ctx.kurmad.argv += ["--config", config, "--wait-for-config"]
     _kurmad_to_kernel_log(ctx)
+    early = os.environ.pop(EARLY_KURMAD_ENV, "")
+    if early.isdigit() and ctx.kurmad.adopt(int(early)):
+        return f"{ctx.kurmad} pid {early}, started by /init, waiting for {config}"
     pid = ctx.kurmad.start()
     return f"{ctx.kurmad} pid {pid}, waiting for {config}"
 
@@ -484,8 +504,11 @@ def boot_plan() -> list[Step]:
         Step("hostname", set_hostname, needs=("boot_config",)),
         Step("disks", mount_disks),
         Step("image_store", open_image_store),
-        Step("host_network", setup_host_network),
+        # kurmad needs neither the network nor its services to start its runtime and API,
+        # which take seconds under qemu without KVM: it gets its settings before the network
+        # is set up, and the services (which may need the network) only after.
         Step("kurmad", start_kurmad, needs=("signals_and_reaping",)),
+        Step("host_network", setup_host_network),
         Step("services", start_services, needs=("kurmad",)),
         Step("console", start_console, needs=("kurmad",)),
     ]

@@ -111,6 +111,20 @@ class Supervisor:
         self._set(State.RUNNING, f"pid {pid}")
         return pid
 
+    def adopt(self, pid: int) -> bool:
+        """Supervise `pid`, a child started before us (the initrd's /init starts kurmad before
+        PID 1's Python runs); False when it is not our living child (then start() it)."""
+        if not _is_living_child(pid):
+            return False
+        self.reaper.register(pid, self._exited)
+        if not _is_living_child(pid):  # ended (and reaped as an orphan) in between
+            self.reaper.forget(pid)
+            return False
+        self.restart_at = None
+        self.pid, self.started_at = pid, self.clock()
+        self._set(State.RUNNING, f"pid {pid} (adopted)")
+        return True
+
     def _exited(self, pid: int, status: int) -> None:
         if pid != self.pid:
             return
@@ -169,3 +183,14 @@ class Supervisor:
     def _kill(pid: int, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError):  # ended; the reaper has its status
             os.kill(pid, sig)
+
+
+def _is_living_child(pid: int) -> bool:
+    """Whether `pid` is a child of this process that has not been reaped."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    fields = stat[stat.rfind(b")") + 2 :].split()  # after "pid (comm) "
+    return len(fields) > 1 and int(fields[1]) == os.getpid()

@@ -275,7 +275,7 @@ def load_services_file(path: str | os.PathLike[str]) -> ServicesFile:
 
     try:
         with open(path, encoding="utf-8") as f:
-            doc = yaml.safe_load(f)
+            doc = yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # libyaml
     except OSError as e:
         raise ServiceSpecError(f"{path}: cannot read: {e.strerror}") from None
     except yaml.YAMLError as e:
@@ -318,7 +318,8 @@ def dump_services(services: ServicesFile) -> str:
         "ready": list(services.ready),
         "services": {name: to_document(s) for name, s in services.services.items()},
     }
-    return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    return yaml.dump(doc, Dumper=dumper, sort_keys=False, default_flow_style=False)
 
 
 def write_services_file(path: str | os.PathLike[str], services: ServicesFile) -> None:

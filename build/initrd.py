@@ -2,26 +2,35 @@
 
     python3 build/initrd.py [--out out] [--compression zstd|xz|gzip] [--no-images]
 
-Writes OUT/initrd.img (compressed cpio newc) and OUT/vmlinux (the kernel it was built
-for), and OUT/initrd.json (what is in it: kernel, sizes, images, modules). The same inputs
-give the same bytes: entries sorted, mtimes 0, inode numbers by position, the store's import
-times fixed (SOURCE_DATE_EPOCH, default 0), compressors without timestamps.
+Writes OUT/initrd.img and OUT/vmlinux (the kernel it was built for), and OUT/initrd.json
+(what is in it: kernel, sizes, images, modules). The same inputs give the same bytes: entries
+sorted, mtimes 0, inode numbers by position, the store's import times fixed
+(SOURCE_DATE_EPOCH, default 0), squashfs and compressors without timestamps.
 
-zstd by default: under qemu without KVM the kernel unpacks the ~90 MB archive in ~8 s from
-zstd -19 (26 MB), ~7 s from gzip (33 MB, over the 30 MB budget) and ~20 s from xz (24 MB).
-zstd's multi-threaded mode gives the same bytes for any number of threads.
+The kernel copies every byte of an initramfs into RAM before PID 1 runs; under qemu without
+KVM that costs ~45 ms per MB, plus the decompression: the ~90 MB of a plain archive took
+~8 s from zstd. So the initrd is two cpio archives, one after the other:
+  1. /usr.squashfs, as it is (zstd inside, 128 KiB blocks): /usr, mounted by /init, not
+     unpacked; a page is decompressed when it is first read. Larger blocks compress better
+     but cost more at boot (1 MiB: ~5 s more to login), xz compresses 10% better and costs
+     ~5 s more too (measured under TCG).
+  2. everything else, zstd -19 (the kernel unpacks it).
 
 The root of the initrd:
-    /init                     PID 1 (kurma-init) through Debian's python3.11
-    /usr, /lib64, /sbin/ldconfig, /etc/ld.so.cache     the Python runtime (build/pyruntime.py)
-    /bin/busybox, /bin/sh     the emergency shell
+    /init                     kurma-stage0 (initrd/stage0/stage0.c): modules, squashfs,
+                              leaves the initramfs, starts kurmad, becomes kurma-init
+    /usr.squashfs -> /usr     Debian's python3.11, the dependencies, kurma (build/pyruntime.py),
+                              busybox, and the store's rendered trees (kurma/init/_seed.py)
+    /lib64, /sbin/ldconfig, /etc/ld.so.cache     the loader, and ldconfig for ctypes
+    /bin/busybox, /bin/sh     the emergency shell (in /usr)
     /etc/kurma.yml            the default boot config (initrd/kurma.yml)
     /etc/kurma/modules        the modules always loaded (initrd/modules)
+    /etc/kurma/stage0-modules what /init loads to mount the squashfs (loop, squashfs)
     /lib/modules/<release>/   those modules and their dependencies, with a modules.dep
-    /var/lib/kurma            kurmad's store, the service images imported and rendered
+    /var/lib/kurma            kurmad's store: records and manifests; each rootfs is bound
+                              from the squashfs at boot
     /dev/console, /dev/null, /dev/urandom
-The `python` image layer in the store holds the same files as /usr: the archive stores
-identical files once (build/vm/cpio.py), so it costs nothing twice.
+The `python` image layer holds the same files as /usr: squashfs stores identical files once.
 """
 
 from __future__ import annotations
@@ -59,42 +68,12 @@ STATE_DIR = "var/lib/kurma"
 SYSTEM_IMAGE = "usr.squashfs"  # at the initrd's root, mounted on /usr by /init
 STAGE0_MODULES = ("loop", "squashfs")  # what mounting it needs (Debian builds both as modules)
 SQUASHFS_OPTIONS = (
-    "-comp", "zstd", "-Xcompression-level", "19", "-b", "131072", "-noappend", "-no-xattrs",
+    "-comp", "zstd", "-Xcompression-level", "19", "-b", "262144", "-noappend", "-no-xattrs",
     "-mkfs-time", "0", "-all-time", "0", "-no-progress", "-quiet",
 )  # fmt: skip
 
-STAGE0 = """#!/bin/busybox sh
-# kurma-init's first stage (the kernel runs /init as PID 1). The kernel copies all of an
-# initramfs into RAM first (slow under qemu without KVM), so the bulk of the machine, /usr,
-# travels as one squashfs that is mounted, not unpacked. kurmad's imports take seconds there,
-# so it starts here, before PID 1's own Python, waiting for its settings; kurma-init adopts
-# it ($KURMA_KURMAD_PID). kurma-init's steps skip what is done here (kurma/init/_mounts.py).
-bb=/bin/busybox
-export PATH=/usr/sbin:/usr/bin:/sbin:/bin
-if [ "$1" != left-initramfs ]; then
-    $bb mount -t devtmpfs -o nosuid,mode=0755 devtmpfs /dev 2>/dev/null
-    for ko in {modules}; do $bb insmod /lib/modules/{release}/$ko 2>/dev/null; done
-    if ! $bb mount -t squashfs -o ro,loop /{image} /usr; then
-        echo "kurma-init: cannot mount /{image} on /usr; emergency shell" >/dev/console
-        exec $bb sh </dev/console >/dev/console 2>&1
-    fi
-    # Leave the initramfs, as kurma-init would: containers cannot pivot_root away from it.
-    $bb mount --make-rprivate /
-    $bb mkdir -p /newroot
-    $bb mount --rbind / /newroot
-    cd /newroot
-    $bb mount --move . /
-    exec $bb chroot . /init left-initramfs
-fi
-$bb rmdir /newroot 2>/dev/null
-$bb mount -t proc -o nosuid,nodev,noexec,relatime proc /proc
-$bb mount -t sysfs -o nosuid,nodev,noexec,relatime sysfs /sys
-$bb mount -t tmpfs -o nosuid,nodev,mode=0755 tmpfs /run
-$bb mkdir -p /run/kurma
-/usr/bin/kurmad --config /run/kurma/kurmad.yml --wait-for-config </dev/null >/dev/kmsg 2>&1 &
-export KURMA_KURMAD_PID=$!
-exec /usr/bin/{python} -I /usr/sbin/kurma-init
-"""
+STAGE0_DIR = INITRD_DIR / "stage0"  # /init: kurma-stage0 (stage0.c), static
+STAGE0_MODULE_LIST = "etc/kurma/stage0-modules"
 
 
 @dataclass
@@ -155,19 +134,21 @@ def stage_store(root: Path, aci_files: dict[str, Path]) -> dict[str, str]:
     return ids
 
 
-def stage0_script(release: str, module_order: list[str]) -> str:
-    """/init: loads what mounting the squashfs needs, mounts it on /usr, becomes kurma-init."""
-    wanted = {m: None for m in STAGE0_MODULES}
-    for rel in module_order:
-        if module_name(rel) in wanted:
-            wanted[module_name(rel)] = rel
-    missing = [m for m, rel in wanted.items() if rel is None]
+def stage0_modules(module_order: list[str]) -> str:
+    """/etc/kurma/stage0-modules: what /init loads to mount the squashfs, in load order."""
+    found = {module_name(rel): rel for rel in module_order}
+    missing = [m for m in STAGE0_MODULES if m not in found]
     if missing:
         raise RuntimeError(f"the kernel's modules lack {missing}: cannot mount {SYSTEM_IMAGE}")
-    return STAGE0.format(
-        modules=" ".join(str(rel) for rel in wanted.values()), release=release,
-        image=SYSTEM_IMAGE, python=pyruntime.PYTHON,
-    )  # fmt: skip
+    return "".join(f"{found[m]}\n" for m in STAGE0_MODULES)
+
+
+def build_stage0() -> Path:
+    """kurma-stage0, built in place by its Makefile (musl-gcc when there, static)."""
+    r = subprocess.run(["make", "-s", "-C", str(STAGE0_DIR)], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"building {STAGE0_DIR / 'kurma-stage0'} failed: {r.stderr.strip()}")
+    return STAGE0_DIR / "kurma-stage0"
 
 
 def seed_from_store(root: Path) -> int:
@@ -223,16 +204,20 @@ def build_initrd(out: Path, compression: str = "zstd", with_images: bool = True)
     with tempfile.TemporaryDirectory(prefix="kurma-initrd.", dir=out) as tmp:
         root = Path(tmp) / "root"
         pyruntime.stage(root)
+        # busybox lives in the squashfs, beside the busybox image's identical copy (stored
+        # once); /bin/sh is the emergency shell once /usr is mounted.
+        shutil.copyfile(BUSYBOX, root / "usr/bin/busybox")
+        os.chmod(root / "usr/bin/busybox", 0o755)
         (root / "bin").mkdir(exist_ok=True)
-        shutil.copyfile(BUSYBOX, root / "bin/busybox")
-        os.chmod(root / "bin/busybox", 0o755)
-        os.symlink("busybox", root / "bin/sh")
+        for name in ("busybox", "sh"):
+            os.symlink("/usr/bin/busybox", root / "bin" / name)
         (root / "etc/kurma").mkdir(parents=True, exist_ok=True)
         shutil.copyfile(INITRD_DIR / "kurma.yml", root / "etc/kurma.yml")
         module_names = parse_name_list((INITRD_DIR / "modules").read_text())
         (root / "etc/kurma/modules").write_text("".join(f"{m}\n" for m in module_names))
         order = stage_modules(root, build, [*STAGE0_MODULES, *module_names])
-        (root / "init").write_bytes(stage0_script(build.version, order).encode())
+        (root / STAGE0_MODULE_LIST).write_text(stage0_modules(order))
+        shutil.copyfile(build_stage0(), root / "init")
         os.chmod(root / "init", 0o755)
         ids = {}
         if with_images:

@@ -135,12 +135,14 @@ def stage_store(root: Path, aci_files: dict[str, Path]) -> dict[str, str]:
 
 
 def stage0_modules(module_order: list[str]) -> str:
-    """/etc/kurma/stage0-modules: what /init loads to mount the squashfs, in load order."""
+    """/etc/kurma/stage0-modules: what /init loads to mount the squashfs, then "&", then the
+    other modules in load order, which /init loads in the background (stage0.c)."""
     found = {module_name(rel): rel for rel in module_order}
     missing = [m for m in STAGE0_MODULES if m not in found]
     if missing:
         raise RuntimeError(f"the kernel's modules lack {missing}: cannot mount {SYSTEM_IMAGE}")
-    return "".join(f"{found[m]}\n" for m in STAGE0_MODULES)
+    rest = [rel for rel in module_order if module_name(rel) not in STAGE0_MODULES]
+    return "".join(f"{line}\n" for line in [*(found[m] for m in STAGE0_MODULES), "&", *rest])
 
 
 def build_stage0() -> Path:

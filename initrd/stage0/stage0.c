@@ -4,8 +4,8 @@
  * The kernel copies every byte of an initramfs into RAM before it runs /init (slow under
  * qemu without KVM), so the bulk of the machine, /usr, travels as one squashfs that is
  * mounted, not unpacked (build/initrd.py). This program:
- *   1. mounts devtmpfs on /dev and loads the modules that mounting needs (loop, squashfs;
- *      /etc/kurma/stage0-modules lists them, relative to /lib/modules/<release>/),
+ *   1. mounts devtmpfs on /dev and loads the modules that mounting needs (loop, squashfs),
+ *      and starts loading the machine's base modules in the background (load_modules),
  *   2. attaches /usr.squashfs to a loop device, read-only, and mounts it on /usr,
  *   3. leaves the initramfs as kurma-init would (rprivate, rbind / onto /newroot, move it
  *      onto /, chroot): containers cannot pivot_root away from the initramfs itself,
@@ -91,27 +91,42 @@ static int try_mount(const char *src, const char *dst, const char *type, unsigne
     return -1;
 }
 
+/* Loads the modules of /etc/kurma/stage0-modules (paths relative to /lib/modules/<release>/,
+ * in dependency order) up to a line "&": those that mounting /usr needs. The rest load in a
+ * child, in the background, while Python starts: kurma-init's own pass over its base modules
+ * then finds them loaded (or waits for a load in progress, as finit_module does). */
 static void load_modules(void) {
+    static char list[8192];
     struct utsname u;
-    FILE *list = fopen(MODULE_LIST, "re");
-    char rel[256], path[512];
-    if (uname(&u) != 0 || list == NULL)
+    char path[512];
+    int fd = open(MODULE_LIST, O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd < 0 ? -1 : read(fd, list, sizeof list - 1);
+    if (fd >= 0)
+        close(fd);
+    if (n <= 0 || uname(&u) != 0)
         return;
-    while (fgets(rel, sizeof rel, list)) {
-        rel[strcspn(rel, "\r\n")] = '\0';
+    list[n] = '\0'; /* read whole before any fork: the child must not share a FILE's offset */
+    char *save = NULL;
+    for (char *rel = strtok_r(list, "\n", &save); rel; rel = strtok_r(NULL, "\n", &save)) {
         if (rel[0] == '\0' || rel[0] == '#')
             continue;
+        if (strcmp(rel, "&") == 0) {
+            if (fork() != 0)
+                return; /* PID 1 goes on; kurma-init reaps the loader as an orphan */
+            continue;
+        }
         snprintf(path, sizeof path, "/lib/modules/%s/%s", u.release, rel);
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0) {
+        int ko = open(path, O_RDONLY | O_CLOEXEC);
+        if (ko < 0) {
             say("kurma-stage0: %s: %s", path, strerror(errno));
             continue;
         }
-        if (syscall(SYS_finit_module, fd, "", 0) != 0 && errno != EEXIST)
+        if (syscall(SYS_finit_module, ko, "", 0) != 0 && errno != EEXIST)
             say("kurma-stage0: loading %s: %s", path, strerror(errno));
-        close(fd);
+        close(ko);
     }
-    fclose(list);
+    if (getpid() != 1)
+        _exit(0); /* the background loader is done */
 }
 
 /* A read-only loop device over `image`; its path in `dev`. */

@@ -146,10 +146,41 @@ def _extra(service: Service) -> dict[str, Any]:
 
 
 def system_services(
+    config: BootConfig, facts: Facts, run_dir: Path, *, console: bool, services: bool = True
+) -> dict[str, Any]:
+    """services.yml's content. The console step writes it with the console alone
+    (`services` false), before the network is set up; the services step adds the others."""
+    if not services:
+        return {"ready": [], "services": _console_only(config, run_dir) if console else {}}
+    return _with_services(config, facts, run_dir, console=console)
+
+
+def _console_only(config: BootConfig, run_dir: Path) -> dict[str, Any]:
+    if "console" in config.services:  # a configured service may replace the built-in one
+        return {"console": _extra(config.services["console"])}
+    return {"console": _console_entry(config, run_dir)} if config.console.enabled else {}
+
+
+def _console_entry(config: BootConfig, run_dir: Path) -> dict[str, Any]:
+    auth = run_dir / "console-auth"
+    console_auth(config, auth)
+    ttys = list(config.console.ttys)
+    return _entry(
+        IMAGE_PREFIX + "console",
+        environment={"CONSOLE_TTYS": " ".join(ttys)},
+        isolators={
+            "os/linux/devices": [f"/dev/{t}" for t in ttys],
+            "host/api-access": {"scope": "host"},  # granted here, by the boot config
+            "os/linux/namespaces": {"uts": "host"},  # `kurma login:`, the machine's name
+        },
+        volumes={"auth": {"source": str(auth), "readOnly": True}},
+        backoff={"initial": 0.5, "maximum": 5.0, "factor": 2.0},
+    )
+
+
+def _with_services(
     config: BootConfig, facts: Facts, run_dir: Path, *, console: bool
 ) -> dict[str, Any]:
-    """services.yml's content. `console` false leaves the console out (the services step
-    writes the file without it; the console step adds it)."""
     services: dict[str, Any] = {}
     ready = ["network"] if facts.network_ready and not facts.dhcp_interfaces else []
     if facts.dhcp_interfaces:
@@ -179,20 +210,7 @@ def system_services(
             depends_on=["network"],
         )
     if console and config.console.enabled:
-        auth = run_dir / "console-auth"
-        console_auth(config, auth)
-        ttys = list(config.console.ttys)
-        services["console"] = _entry(
-            IMAGE_PREFIX + "console",
-            environment={"CONSOLE_TTYS": " ".join(ttys)},
-            isolators={
-                "os/linux/devices": [f"/dev/{t}" for t in ttys],
-                "host/api-access": {"scope": "host"},  # granted here, by the boot config
-                "os/linux/namespaces": {"uts": "host"},  # `kurma login:`, the machine's name
-            },
-            volumes={"auth": {"source": str(auth), "readOnly": True}},
-            backoff={"initial": 0.5, "maximum": 5.0, "factor": 2.0},
-        )
+        services["console"] = _console_entry(config, run_dir)
     for name, service in config.services.items():
         services[name] = _extra(service)  # a configured service may replace a built-in one
     return {"ready": ready, "services": services}

@@ -21,6 +21,7 @@ import importlib
 import json
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -209,8 +210,11 @@ SLOW_IMPORTS = ("pyroute2.iproute.linux",)  # needed by host_network; see preloa
 
 def preload_imports(names: Sequence[str] = SLOW_IMPORTS) -> threading.Thread:
     """Import what later steps need in a thread, now: under qemu without KVM importing
-    pyroute2 takes seconds, which overlap with the module loading (syscalls that release
-    the GIL) of the steps before. The import lock makes the step's own import wait for it."""
+    pyroute2 takes a second or more. The kurmad step starts it once kurmad has its settings,
+    not earlier: before that, it would only slow PID 1's own path to them (the GIL, and two
+    CPUs shared with kurmad). The import lock makes the step's own import wait for it."""
+    if "pyroute2" not in sys.modules:
+        _network.import_without_package_init("pyroute2")
 
     def load() -> None:
         for name in names:
@@ -229,9 +233,7 @@ def install_signals(ctx: BootContext) -> str:
     ctx.signals = SignalPipe.install()
     if ctx.machine_init:
         disable_ctrl_alt_del()
-        _network.import_without_package_init("pyroute2")
-        preload_imports()
-        return "signals on a wakeup pipe; ctrl-alt-del sends SIGINT; preloading pyroute2"
+        return "signals on a wakeup pipe; ctrl-alt-del sends SIGINT"
     return "signals on a wakeup pipe"
 
 
@@ -418,11 +420,13 @@ def write_boot_log(ctx: BootContext) -> None:
     _services.write_atomic(Path(ctx.run_dir) / "boot-log.json", document)
 
 
-def _write_services(ctx: BootContext, console: bool) -> dict[str, Any]:
+def _write_services(ctx: BootContext, console: bool, services: bool) -> dict[str, Any]:
     assert ctx.run_dir is not None
     network_ok = ctx.boot_log is None or ctx.boot_log.outcome("host_network") is Outcome.OK
     facts = _services.Facts(list(ctx.dhcp_interfaces), network_ok)
-    data = _services.system_services(ctx.config, facts, Path(ctx.run_dir), console=console)
+    data = _services.system_services(
+        ctx.config, facts, Path(ctx.run_dir), console=console, services=services
+    )
     _services.write_atomic(Path(ctx.run_dir) / "services.yml", _services.dump_yaml(data))
     return data
 
@@ -463,6 +467,8 @@ def start_kurmad(ctx: BootContext) -> str:
             run_dir / "services.yml", _services.dump_yaml({"ready": [], "services": {}})
         )
         write_boot_log(ctx)
+        if ctx.machine_init:
+            preload_imports()  # for host_network, while the console starts
         if "--config" not in ctx.kurmad.argv:
             ctx.kurmad.argv += ["--config", str(run_dir / "kurmad.yml")]
     _kurmad_to_kernel_log(ctx)
@@ -476,17 +482,20 @@ def start_services(ctx: BootContext) -> str:
     """The system services, handed to kurmad's supervisor (it starts them in order)."""
     if ctx.run_dir is None:
         raise StepSkipped("no run directory (test mode): no services file")
-    data = _write_services(ctx, console=False)
-    return f"{len(data['services'])} handed to kurmad: {', '.join(data['services']) or '-'}"
+    console = ctx.boot_log is None or ctx.boot_log.outcome("console") is Outcome.OK
+    data = _write_services(ctx, console=console, services=True)
+    names = [n for n in data["services"] if n != "console" or not console]
+    return f"{len(names)} handed to kurmad: {', '.join(names) or '-'}"
 
 
 def start_console(ctx: BootContext) -> str:
-    """The console service, added last so the login prompt means the machine is up."""
+    """The console service, handed to kurmad alone, before the network and the other
+    services: an operator can log in while they start (and see them start)."""
     if ctx.run_dir is None:
         raise StepSkipped("no run directory (test mode): no services file")
     if not ctx.config.console.enabled:
         raise StepSkipped("console disabled in the boot config")
-    _write_services(ctx, console=True)
+    _write_services(ctx, console=True, services=False)
     login = _services.console_auth(ctx.config, Path(ctx.run_dir) / "console-auth")
     return f"on {', '.join(ctx.config.console.ttys)} ({login})"
 
@@ -508,7 +517,9 @@ def boot_plan() -> list[Step]:
         # which take seconds under qemu without KVM: it gets its settings before the network
         # is set up, and the services (which may need the network) only after.
         Step("kurmad", start_kurmad, needs=("signals_and_reaping",)),
+        # The console needs neither: the login prompt comes while the network is set up
+        # and the services start (the console's kurmactl shows them coming).
+        Step("console", start_console, needs=("kurmad",)),
         Step("host_network", setup_host_network),
         Step("services", start_services, needs=("kurmad",)),
-        Step("console", start_console, needs=("kurmad",)),
     ]

@@ -42,6 +42,21 @@ def test_defaults_give_ntp_and_console_and_wait_for_dhcp(tmp_path: Path) -> None
     assert "console" in with_console["services"]
 
 
+def test_the_console_step_hands_over_the_console_alone(tmp_path: Path) -> None:
+    """Before the network is set up, the file holds the console and nothing that may need
+    the network; the services step then adds the others beside the same console entry."""
+    config = config_from(tmp_path, "hostname: a\nservices:\n  extra: {image: kurma.io/busybox}\n")
+    facts = Facts(dhcp_interfaces=["eth0"])
+    early = system_services(config, facts, tmp_path, console=True, services=False)
+    assert list(early["services"]) == ["console"] and early["ready"] == []
+    later = system_services(config, facts, tmp_path, console=True)
+    assert sorted(later["services"]) == ["console", "dhcp", "extra", "ntp"]
+    assert later["services"]["console"] == early["services"]["console"]
+    assert system_services(config, facts, tmp_path, console=False, services=False) == {
+        "ready": [], "services": {}
+    }  # fmt: skip
+
+
 def test_static_network_is_ready_and_syslog_follows_the_target(tmp_path: Path) -> None:
     config = config_from(
         tmp_path,

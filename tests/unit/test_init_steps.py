@@ -128,8 +128,8 @@ def test_boot_log_is_plain_data_for_the_api() -> None:
 
 
 def test_the_boot_plan_follows_the_design_order() -> None:
-    """DESIGN.md's boot sequence, step names stable; kurmad gets its settings before the
-    host network is set up, the services (which may need it) only after."""
+    """DESIGN.md's boot sequence, step names stable; kurmad gets its settings and the
+    console before the host network is set up, the services (which may need it) only after."""
     assert [s.name for s in boot_plan()] == [
         "signals_and_reaping",
         "leave_initramfs",
@@ -142,9 +142,9 @@ def test_the_boot_plan_follows_the_design_order() -> None:
         "disks",
         "image_store",
         "kurmad",  # before the network: it needs none, and its start takes seconds under TCG
+        "console",  # needs no network either: the login prompt while the services start
         "host_network",
         "services",
-        "console",
     ]
 
 

@@ -10,8 +10,8 @@ What goes in, and why:
   `libpython3.11-stdlib`. Tests, GUI, build-time and obsolete parts are left out (STDLIB_DROP).
 - Sources are compiled to legacy `.pyc` files beside where the `.py` was (sourceless, so a
   module is one file), with unchecked hashes: no mtimes inside, and nothing to re-validate
-  at import on a machine whose files never change. kurma keeps its `.py` too, so
-  tracebacks on the console show the lines.
+  at import on a machine whose files never change. kurma too: its tracebacks name files,
+  lines and functions, without the source text (it would cost ~0.45 MB of the 30 MB budget).
 - Dependencies: the versions installed in the build's virtualenv (the ones the tests ran
   with), as binary wheels, installed into /usr/lib/python3/dist-packages (Debian's python
   looks there). Shared objects are stripped.
@@ -62,12 +62,16 @@ STDLIB_DROP = {
     "lib-dynload/_dbm", "lib-dynload/_curses", "lib-dynload/audioop",
     "lib-dynload/ossaudiodev", "lib-dynload/nis", "lib-dynload/_codecs_",
     "lib-dynload/readline", "lib-dynload/_tkinter", "site-packages", "dist-packages",
-    "sqlite3", "lib-dynload/_sqlite3",
+    "sqlite3", "lib-dynload/_sqlite3", "xml", "lib-dynload/pyexpat", "plistlib.py",
+    "_pydecimal.py", "_pyio.py",
 }  # fmt: skip
 
 # the runtime dependencies of kurma, by distribution name; extras that kurma never imports
 # (zstandard's cffi flavour) are dropped after install
-DEPENDENCY_DROP = ("zstandard/_cffi", "zstandard/backend_cffi", "grpc_tools", "bin/")
+# cryptography loads only the compiled _cffi_backend, never the cffi package or pycparser
+DEPENDENCY_DROP = (
+    "zstandard/_cffi", "zstandard/backend_cffi", "grpc_tools", "bin/", "cffi", "pycparser",
+)  # fmt: skip
 
 
 class StageError(RuntimeError):
@@ -96,8 +100,19 @@ def ensure_host_packages() -> None:
 # --- the interpreter and stdlib ----------------------------------------------------------------
 
 
+# The codecs kept: Unicode, ASCII/Latin-1, and what the interpreter, idna and the escapes use.
+KEPT_ENCODINGS = {
+    "__init__", "aliases", "ascii", "latin_1", "utf_8", "utf_8_sig", "utf_16", "utf_16_be",
+    "utf_16_le", "utf_32", "utf_32_be", "utf_32_le", "idna", "punycode", "raw_unicode_escape",
+    "unicode_escape", "charmap", "undefined", "base64_codec", "hex_codec", "cp437",
+}  # fmt: skip
+
+
 def _dropped(rel: str) -> bool:
-    """`lib-dynload/_test` drops every file starting so; `test` the folder or the file."""
+    """`lib-dynload/_test` drops every file starting so; `test` the folder or the file;
+    every codec but KEPT_ENCODINGS."""
+    if rel.startswith("encodings/") and rel.count("/") == 1:
+        return rel.removeprefix("encodings/").removesuffix(".py") not in KEPT_ENCODINGS
     return any(
         rel == d or rel.startswith(d + "/") or ("/" in d and rel.startswith(d))
         for d in STDLIB_DROP
@@ -203,22 +218,18 @@ def stage_kurma(dest: Path) -> None:
 # --- compiling ---------------------------------------------------------------------------------
 
 
-def compile_tree(dest: Path, keep_sources: Path) -> None:
-    """.pyc files by Debian's interpreter, with unchecked hashes. Sourceless legacy .pyc
-    beside each .py (which is then removed), except under `keep_sources` (relative to
-    dest): there the .py stays and the .pyc goes to __pycache__, which an import with the
-    source present uses (a legacy .pyc beside its .py would be ignored and recompiled)."""
+def compile_tree(dest: Path) -> None:
+    """.pyc files by Debian's interpreter, with unchecked hashes: sourceless legacy .pyc
+    beside each .py, which is then removed (a module is one file, read once)."""
     env = dict(os.environ, PYTHONHASHSEED="0", SOURCE_DATE_EPOCH="0")
-    kept = dest / keep_sources
     base = [str(HOST_PYTHON), "-I", "-m", "compileall", "-q", "-j", "1",
             "--invalidation-mode", "unchecked-hash", "-s", str(dest), "-p", "/"]  # fmt: skip
     roots = [dest / STDLIB.relative_to("/"), dest / DIST_PACKAGES]
     for root in roots:
-        _run([*base, "-b", "-x", re.escape(f"/{keep_sources}/"), str(root)], env=env)
-    _run([*base, str(kept)], env=env)
+        _run([*base, "-b", str(root)], env=env)
     for root in roots:
         for py in sorted(root.rglob("*.py")):
-            if not py.is_relative_to(kept) and py.with_suffix(".pyc").exists():
+            if py.with_suffix(".pyc").exists():
                 py.unlink()
         for pyi in sorted(root.rglob("*.pyi")):
             pyi.unlink()
@@ -295,7 +306,7 @@ def stage(dest: Path) -> None:
     stage_dependencies(dest, dependency_pins())
     strip_shared_objects(dest)
     stage_kurma(dest)
-    compile_tree(dest, keep_sources=DIST_PACKAGES / "kurma")
+    compile_tree(dest)
     libs = stage_libraries(dest)
     _log(f"staged {n} stdlib files, {len(libs)} libraries into {dest}")
 

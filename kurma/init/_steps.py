@@ -206,17 +206,21 @@ CONSOLE_LOGLEVEL = 4  # KERN_WARNING: the kernel's warnings and worse reach the 
 
 IMAGE_INFO_FILE = "info.json"  # kurma.store's per-image record (_records.INFO_FILE)
 SLOW_IMPORTS = ("pyroute2.iproute.linux",)  # needed by host_network; see preload_imports
+PRELOAD_NICENESS = 10
 
 
 def preload_imports(names: Sequence[str] = SLOW_IMPORTS) -> threading.Thread:
     """Import what later steps need in a thread, now: under qemu without KVM importing
     pyroute2 takes a second or more. The kurmad step starts it once kurmad has its settings,
     not earlier: before that, it would only slow PID 1's own path to them (the GIL, and two
-    CPUs shared with kurmad). The import lock makes the step's own import wait for it."""
+    CPUs shared with kurmad), and even then it runs niced, so that kurmad, starting the
+    console, gets the CPUs first. The import lock makes the step's own import wait for it."""
     if "pyroute2" not in sys.modules:
         _network.import_without_package_init("pyroute2")
 
     def load() -> None:
+        with contextlib.suppress(OSError):  # a thread's own niceness (Linux): kurmad first
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), PRELOAD_NICENESS)
         for name in names:
             try:
                 importlib.import_module(name)

@@ -17,6 +17,8 @@ def test_the_stdlib_trim_drops_folders_files_and_extension_prefixes() -> None:
     assert dropped("lib-dynload/_testcapi.cpython-311-x86_64-linux-gnu.so")
     assert dropped("lib-dynload/_codecs_jp.cpython-311-x86_64-linux-gnu.so")
     assert dropped("sqlite3/__init__.py")  # only pyroute2's NDB, which PID 1 never loads
+    assert dropped("xml/dom/minidom.py") and dropped("encodings/cp1252.py")
+    assert not dropped("encodings/utf_8.py") and not dropped("encodings/__init__.py")
     assert dropped("lib-dynload/_sqlite3.cpython-311-x86_64-linux-gnu.so")
     # kept: what kurma, grpc and pyroute2's IPRoute import (unittest and ssl included)
     for kept in ("os.py", "asyncio/base_events.py", "unittest/mock.py",

@@ -64,6 +64,9 @@ STDLIB_DROP = {
     "lib-dynload/readline", "lib-dynload/_tkinter", "site-packages", "dist-packages",
     "sqlite3", "lib-dynload/_sqlite3", "xml", "lib-dynload/pyexpat", "plistlib.py",
     "_pydecimal.py", "_pyio.py",
+    # hashlib and hmac fall back to the interpreter's built-in hashes: kurmad's start does
+    # not load all of libcrypto for a sha512 (the `ssl` module still brings it along)
+    "lib-dynload/_hashlib",
 }  # fmt: skip
 
 # the runtime dependencies of kurma, by distribution name; extras that kurma never imports
@@ -114,8 +117,7 @@ def _dropped(rel: str) -> bool:
     if rel.startswith("encodings/") and rel.count("/") == 1:
         return rel.removeprefix("encodings/").removesuffix(".py") not in KEPT_ENCODINGS
     return any(
-        rel == d or rel.startswith(d + "/") or ("/" in d and rel.startswith(d))
-        for d in STDLIB_DROP
+        rel == d or rel.startswith(d + "/") or ("/" in d and rel.startswith(d)) for d in STDLIB_DROP
     )
 
 
@@ -208,10 +210,7 @@ def stage_kurma(dest: Path) -> None:
         if path.suffix == ".py" or path.suffix == ".pyi" or path == podinit:
             _copy(path, target / rel)
     for script, module in SCRIPTS.items():
-        text = (
-            f"#!/usr/bin/{PYTHON} -I\n"
-            f"import sys\nfrom {module} import main\nsys.exit(main())\n"
-        )
+        text = f"#!/usr/bin/{PYTHON} -I\nimport sys\nfrom {module} import main\nsys.exit(main())\n"
         _write(dest / script, text.encode(), 0o755)
 
 

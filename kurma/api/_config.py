@@ -261,18 +261,18 @@ def apply(config: DaemonConfig, values: Mapping[str, Any], source: str) -> Daemo
 
 def load_file(path: str, *, required: bool) -> dict[str, Any]:
     """The YAML mapping in `path`; {} when it is absent and not `required`."""
-    import yaml  # only the daemon pays for it
+    from ..documents import DocumentError, load_document
 
     try:
         with open(path, encoding="utf-8") as f:
-            doc = yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # libyaml
+            doc = load_document(f.read())
     except FileNotFoundError:
         if required:
             raise ConfigError(f"{path}: no such configuration file") from None
         return {}
     except OSError as e:
         raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
-    except yaml.YAMLError as e:
+    except (DocumentError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if doc is None:
         return {}

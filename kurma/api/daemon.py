@@ -71,9 +71,9 @@ def await_config(argv: list[str], poll: float = 0.01) -> bool:
     """`--wait-for-config`: kurma-init starts kurmad early in the boot, before it has written
     kurmad's settings, so that kurmad's slow imports (seconds under qemu without KVM) overlap
     with the boot steps. Import what does not fork or start threads and what comes before
-    gRPC (the runtime, YAML for the config and services files, the services' supervisor and
-    its protobuf manifest builder; not gRPC: it comes after the launcher's fork), then wait
-    until the `--config` file exists.
+    gRPC (the runtime, the services' supervisor and its protobuf manifest builder; not
+    gRPC: it comes after the launcher's fork; not YAML: kurma-init writes JSON, see
+    kurma/documents.py), then wait until the `--config` file exists.
 
     Importing gRPC here would be safe: it starts no thread (/proc/self/task has one entry
     after `import kurma.api._server`) and registers no fork handler (grpc_init and, with
@@ -85,8 +85,6 @@ def await_config(argv: list[str], poll: float = 0.01) -> bool:
     except (ValueError, IndexError):
         print(f"kurmad: {WAIT_FLAG} needs --config FILE", file=sys.stderr)
         return False
-    import yaml  # noqa: F401  (load_config's, then the services file's)
-
     from ..runtime import _runtime  # noqa: F401  (the bulk of kurmad's imports)
     from ..services import _supervisor  # noqa: F401
     from . import _convert  # noqa: F401
@@ -222,8 +220,6 @@ def _start_services(runtime, config: DaemonConfig, on_created: _PodSocketsLater)
     thread loads the file and starts the services' pods right away."""
     if config.services_file is None:
         return None
-    import yaml  # noqa: F401  (the file's, here rather than in the supervisor's thread)
-
     from ..services._supervisor import Supervisor
     from ._convert import service_manifest_builder  # protobuf, no gRPC
 

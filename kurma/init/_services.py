@@ -20,11 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from ..documents import dump_json_document
 from .config import BootConfig, ConfigProblem, DiskRole, Service
-
-_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 RUN_DIR = "/run/kurma"
 IMAGE_PREFIX = "kurma.io/"
@@ -223,5 +220,6 @@ def boot_log_document(steps: list[dict[str, Any]], problems: list[ConfigProblem]
     return (json.dumps({"steps": steps, "problems": [str(p) for p in problems]}) + "\n").encode()
 
 
-def dump_yaml(data: dict[str, Any]) -> bytes:
-    return yaml.dump(data, Dumper=_DUMPER, sort_keys=True, default_flow_style=False).encode()
+def dump_document(data: dict[str, Any]) -> bytes:
+    """kurmad's files as JSON (which is YAML): kurmad reads them without importing PyYAML."""
+    return dump_json_document(data)

@@ -431,7 +431,7 @@ def _write_services(ctx: BootContext, console: bool, services: bool) -> dict[str
     data = _services.system_services(
         ctx.config, facts, Path(ctx.run_dir), console=console, services=services
     )
-    _services.write_atomic(Path(ctx.run_dir) / "services.yml", _services.dump_yaml(data))
+    _services.write_atomic(Path(ctx.run_dir) / "services.yml", _services.dump_document(data))
     return data
 
 
@@ -466,9 +466,9 @@ def start_kurmad(ctx: BootContext) -> str:
     if ctx.run_dir is not None:
         run_dir = Path(ctx.run_dir)
         settings = _services.kurmad_settings(ctx.config, run_dir, ctx.disks.roles)
-        _services.write_atomic(run_dir / "kurmad.yml", _services.dump_yaml(settings))
+        _services.write_atomic(run_dir / "kurmad.yml", _services.dump_document(settings))
         _services.write_atomic(
-            run_dir / "services.yml", _services.dump_yaml({"ready": [], "services": {}})
+            run_dir / "services.yml", _services.dump_document({"ready": [], "services": {}})
         )
         write_boot_log(ctx)
         if ctx.machine_init:

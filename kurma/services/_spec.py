@@ -271,14 +271,14 @@ def parse_services(doc: Any, source: str = "services file") -> ServicesFile:
 
 def load_services_file(path: str | os.PathLike[str]) -> ServicesFile:
     """Read and parse the services file; ServiceSpecError when it is unreadable or not YAML."""
-    import yaml
+    from ..documents import DocumentError, load_document
 
     try:
         with open(path, encoding="utf-8") as f:
-            doc = yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # libyaml
+            doc = load_document(f.read())
     except OSError as e:
         raise ServiceSpecError(f"{path}: cannot read: {e.strerror}") from None
-    except yaml.YAMLError as e:
+    except (DocumentError, UnicodeDecodeError) as e:
         raise ServiceSpecError(f"{path}: not valid YAML: {e}") from None
     return parse_services(doc, str(path))
 

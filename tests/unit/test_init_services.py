@@ -11,7 +11,7 @@ from kurma.init._services import (
     Facts,
     boot_log_document,
     console_auth,
-    dump_yaml,
+    dump_document,
     kurmad_settings,
     system_services,
 )
@@ -81,7 +81,7 @@ def test_the_services_file_is_what_kurmad_reads(tmp_path: Path) -> None:
     )
     data = system_services(config, Facts(dhcp_interfaces=["eth0"]), tmp_path, console=True)
     path = tmp_path / "services.yml"
-    path.write_bytes(dump_yaml(data))
+    path.write_bytes(dump_document(data))
     loaded = load_services_file(path)
     names = sorted(loaded.services)
     assert names == ["console", "dhcp", "ntp", "syslog", "web"]
@@ -113,7 +113,7 @@ def test_kurmad_settings_take_disks_listeners_and_the_kurmad_key(tmp_path: Path)
     assert s["services_file"] == "/run/kurma/services.yml"
     assert (s["listen"], s["tls_cert"]) == ("0.0.0.0:7443", "/oem/s.pem")
     assert s["log_level"] == "debug"
-    assert yaml.safe_load(dump_yaml(s)) == s
+    assert yaml.safe_load(dump_document(s)) == s
 
 
 def test_boot_log_document_carries_steps_and_problems(tmp_path: Path) -> None:

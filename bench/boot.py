@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
-import re
 import statistics
 import subprocess
 import sys
@@ -34,19 +33,17 @@ from vm import machine, qemu, smoke  # noqa: E402
 
 import initrd as initrd_build  # noqa: E402
 
-STEP_LINE = re.compile(r"kurma-init: step (\S+): (ok|failed|skipped) \(([\d.]+) ms\)")
-
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def boot_to_login(m: machine.Machine, accel: str, timeout: float) -> tuple[float, list[str]]:
+def boot_to_login(m: machine.Machine, accel: str, timeout: float) -> float:
     r = qemu.run(m.argv(accel), timeout, contains="login:")
     seen = r.first_containing("login:")
     if seen is None:
         raise RuntimeError(f"no login prompt within {timeout:g} s:\n{r.output[-3000:]}")
-    return seen[0], [line for _, line in r.lines]
+    return seen[0]
 
 
 def boot_floor(vmlinux: Path, initrd: Path, accel: str, timeout: float) -> float:
@@ -57,8 +54,10 @@ def boot_floor(vmlinux: Path, initrd: Path, accel: str, timeout: float) -> float
     return seen[0]
 
 
-def memory_after_boot(m: machine.Machine, accel: str, timeout: float) -> dict[str, int]:
-    """Boots once more, waits for the services, and asks Host.Info for the PSS figures."""
+def after_boot(m: machine.Machine, accel: str, timeout: float) -> tuple[dict[str, int], list]:
+    """Boots once more, waits for the services, and asks Host.Info for the PSS figures and
+    Host.BootLog for the steps (the boot goes on after the login prompt: the network and
+    the services come after the console)."""
     from kurma.client import Client
 
     proc = subprocess.Popen(
@@ -71,8 +70,9 @@ def memory_after_boot(m: machine.Machine, accel: str, timeout: float) -> dict[st
         while True:
             try:
                 with contextlib.closing(
-                    Client.connect(m.api_target, timeout=5, cert=str(cert), key=str(key),
-                                   ca=str(ca))
+                    Client.connect(
+                        m.api_target, timeout=5, cert=str(cert), key=str(key), ca=str(ca)
+                    )
                 ) as c:
                     states = {s.name: s.state for s in c.services()}
                     if states and all(s == "RUNNING" for s in states.values()):
@@ -82,7 +82,7 @@ def memory_after_boot(m: machine.Machine, accel: str, timeout: float) -> dict[st
                             "kurma-init": info.init_pss_bytes,
                             "kurmad": info.kurmad_pss_bytes,
                             "launcher": info.launcher_pss_bytes,
-                        }
+                        }, list(c.boot_log().steps)
             except Exception:
                 if time.monotonic() > deadline:
                     raise
@@ -117,24 +117,23 @@ def main(argv: list[str] | None = None) -> int:
         floor_initrd = Path(tmp) / "floor.img"
         smoke.build_smoke_initrd(build, floor_initrd, list(smoke.DEFAULT_MODULES))
         m = machine.prepare(Path(tmp) / "machine", vmlinux, initrd, password="bench")
-        floors, kurmas, lines = [], [], []
+        floors, kurmas = [], []
         for i in range(args.runs):
             floors.append(boot_floor(vmlinux, floor_initrd, accel, args.timeout))
-            seconds, lines = boot_to_login(m, accel, args.timeout)
+            seconds = boot_to_login(m, accel, args.timeout)
             kurmas.append(seconds)
             print(f"run {i + 1}: floor {floors[-1]:.2f} s, kurma {kurmas[-1]:.2f} s", flush=True)
-        memory = memory_after_boot(m, accel, args.timeout)
+        memory, steps = after_boot(m, accel, args.timeout)
 
     floor, kurma = statistics.median(floors), statistics.median(kurmas)
     print(f"\nboot to login ({accel}, {args.runs} runs, median):")
     print(f"  kurma  {kurma:6.2f} s")
     print(f"  floor  {floor:6.2f} s   (busybox initrd: marker line)")
     print(f"  ratio  {kurma / floor:6.2f}x  (target <= 3x)")
-    print("\nsteps of the last boot (PID 1's boot log):")
-    for line in lines:
-        m_ = STEP_LINE.search(line)
-        if m_:
-            print(f"  {m_.group(1):22s} {m_.group(2):8s} {float(m_.group(3)):9.1f} ms")
+    print("\nsteps of one more boot (PID 1's boot log, Host.BootLog; seconds since PID 1 began):")
+    for step in steps:
+        ms = step.duration * 1e3
+        print(f"  {step.name:22s} {step.outcome:8s} at {step.started:6.2f} s {ms:9.1f} ms")
     print(f"\ninitrd: {size / 1e6:.1f} MB compressed (target < 30 MB)")
     if repro is not None:
         print(f"initrd reproducible (two builds byte-identical): {'yes' if repro else 'NO'}")

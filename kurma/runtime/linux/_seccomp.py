@@ -12,11 +12,13 @@ exec, once everything else that needs blocked syscalls is done; the filter must 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import ctypes.util
 import errno as errnos
 import functools
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from types import ModuleType
 from typing import Any, TypeVar
 
@@ -105,11 +107,40 @@ _NR_SCMP_ERROR = -1  # libseccomp's answer for a name it does not know on any ar
 _pyseccomp: ModuleType | None = None
 
 
+# What pyseccomp asks ctypes.util.find_library for, by soname. find_library runs
+# `ldconfig -p` in a subprocess per name: ~0.1 s each under qemu without KVM, on the way to
+# a booting machine's first pod. The dynamic loader finds a soname by itself.
+_SONAMES = {"c": "libc.so.6", "seccomp": "libseccomp.so.2"}
+
+
+@contextlib.contextmanager
+def _sonames_without_ldconfig() -> Iterator[None]:
+    """While pyseccomp is imported: find_library answers _SONAMES that dlopen can load."""
+    real = ctypes.util.find_library
+
+    def find_library(name: str) -> str | None:
+        soname = _SONAMES.get(name)
+        if soname is not None:
+            try:
+                ctypes.CDLL(soname)
+                return soname
+            except OSError:
+                pass
+        return real(name)
+
+    ctypes.util.find_library = find_library
+    try:
+        yield
+    finally:
+        ctypes.util.find_library = real
+
+
 def _lib() -> ModuleType:
     global _pyseccomp
     if _pyseccomp is None:
         try:
-            import pyseccomp
+            with _sonames_without_ldconfig():
+                import pyseccomp
         except (ImportError, OSError) as e:
             raise OSError(errnos.ENOSYS, f"seccomp unavailable: {e}") from e
         _pyseccomp = pyseccomp

@@ -294,3 +294,38 @@ def test_a_blank_disk_is_formatted_mounted_and_its_roles_recorded(tmp_path: Path
     assert seen["roles"] == {"images": mnt, "pods": mnt}
     assert label == name, "labelled, so the next boot finds it by its label"
     assert not os.path.ismount(mnt)
+
+
+def test_the_store_seed_is_bound_read_only_onto_its_placeholders(tmp_path: Path) -> None:
+    """kurma/init/_seed.py: each rootfs of the squashfs's seed appears in the store, read-only;
+    a second run binds nothing more; a placeholder that is not empty is named, not covered."""
+    seed, store = tmp_path / "seed", tmp_path / "store"
+    for kind, name in (("images", "sha512-aa"), ("trees", "k1"), ("trees", "k2")):
+        (seed / kind / name / "rootfs/bin").mkdir(parents=True)
+        (seed / kind / name / "rootfs/bin/sh").write_text(name)
+        (store / kind / name / "rootfs").mkdir(parents=True)
+    (store / "trees/k2/rootfs/stale").write_text("kurmad wrote here")
+    seen = run_in(
+        PRIVATE_MOUNTS,
+        """
+        import json, os, sys
+        from kurma.init._seed import bind_seed
+        store, seed = sys.argv[1], sys.argv[2]
+        first, second = bind_seed(store, seed), bind_seed(store, seed)
+        image = os.path.join(store, "images/sha512-aa/rootfs")
+        try:
+            open(os.path.join(image, "new"), "w")
+            writable = True
+        except OSError:
+            writable = False
+        print(json.dumps({"bound": first.bound, "errors": first.errors, "again": second.bound,
+                          "sh": open(os.path.join(image, "bin/sh")).read(),
+                          "writable": writable}))
+        """,
+        str(store),
+        str(seed),
+    )
+    assert seen["bound"] == ["images/sha512-aa", "trees/k1"] and seen["again"] == []
+    assert len(seen["errors"]) == 1 and "trees/k2" in seen["errors"][0]
+    assert seen["sh"] == "sha512-aa" and seen["writable"] is False
+    assert not any((store / "images/sha512-aa/rootfs").iterdir())  # gone with the namespace

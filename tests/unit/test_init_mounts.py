@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kurma.init._mounts import SYSTEM_MOUNTS, enable_controllers, mounted_type, parse_mountinfo
+from kurma.init._mounts import (
+    SYSTEM_MOUNTS,
+    enable_controllers,
+    mounted_type,
+    on_initramfs,
+    parse_mountinfo,
+)
 
 MOUNTINFO = r"""1 1 0:2 / / rw - rootfs rootfs rw
 20 1 0:20 / /proc rw,nosuid - proc proc rw
@@ -55,3 +61,14 @@ def test_every_available_controller_is_enabled(tmp_path: Path) -> None:
     control.write_text("")
     assert enable_controllers(str(tmp_path)) == ["cpuset", "cpu", "io", "memory", "pids"]
     assert control.read_text() == "+pids", "each write replaces a plain file; the kernel adds"
+
+
+def test_on_initramfs_only_before_the_root_was_left() -> None:
+    """The kernel's rootfs is its own parent; once /init (or kurma-init) has bound it onto
+    itself, / is a rootfs bind whose parent is hidden: nothing left to leave."""
+    first = "1 1 0:2 / / rw - rootfs rootfs rw\n"
+    left = "25 1 0:2 / / rw - rootfs rootfs rw\n26 25 0:5 / /dev rw - devtmpfs devtmpfs rw\n"
+    disk = "30 20 8:1 / / rw - ext4 /dev/sda1 rw\n"
+    assert on_initramfs(parse_mountinfo(first))
+    assert not on_initramfs(parse_mountinfo(left))
+    assert not on_initramfs(parse_mountinfo(disk))

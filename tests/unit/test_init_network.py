@@ -48,3 +48,20 @@ def test_no_dns_settings_leave_resolv_conf_to_dhcp(tmp_path: Path) -> None:
     path.write_text("nameserver 169.254.0.1\n")
     assert not write_resolv_conf(Dns(), str(path))
     assert path.read_text() == "nameserver 169.254.0.1\n"
+
+
+def test_iproute_is_imported_without_pyroute2s_package_init() -> None:
+    """PID 1's way in: IPRoute and NetlinkError load, pyroute2/__init__.py (which imports
+    NDB, IPDB, nftables, ... and sqlite3) never runs. In a fresh interpreter."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from kurma.init._network import import_without_package_init as f; f(); "
+        "from pyroute2.iproute.linux import IPRoute; "
+        "from pyroute2.netlink.exceptions import NetlinkError; "
+        "print(sorted(m for m in ('pyroute2.ndb.main', 'pyroute2.ipdb', 'sqlite3') "
+        "if m in sys.modules), hasattr(sys.modules['pyroute2'], 'NDB'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[] False"

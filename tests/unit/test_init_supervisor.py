@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 
@@ -164,3 +165,22 @@ def test_stop_kills_a_command_that_ignores_sigterm_after_the_grace() -> None:
 
     message, took = in_subreaper(scenario)
     assert message.endswith("killed by SIGKILL") and 0.5 <= took < 2
+
+
+def test_an_adopted_child_is_supervised_like_one_it_started() -> None:
+    """/init starts kurmad before kurma-init runs: adopting that pid makes it RUNNING; its
+    exit is reaped with its status (not as an orphan's) and a restart is scheduled."""
+
+    def scenario() -> tuple[bool, str, bool, str, int]:
+        reaper = Reaper()
+        early = os.posix_spawnp("sh", ["sh", "-c", "sleep 0.2; exit 4"], dict(os.environ))
+        sup = Supervisor("kurmad", ["sleep", "60"], reaper, Backoff(30, 30, 60))
+        adopted = sup.adopt(early)
+        running = sup.state.value
+        reap_until(reaper, lambda: sup.pid is None)
+        stranger = sup.adopt(1)  # not our child: refused
+        return adopted, running, stranger, sup.history[-1].message, reaper.orphans_reaped
+
+    adopted, running, stranger, last, orphans = in_subreaper(scenario)
+    assert adopted and running == "running" and not stranger
+    assert "exit 4" in last and orphans == 0

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from ..runtime.linux import MNT_DETACH, MS_RDONLY, MS_REMOUNT, mount, umount2
 from ._mounts import read_mountinfo
+from ._procstat import stat_fields
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +29,9 @@ _PF_KTHREAD = 0x00200000
 
 def _needs_no_signal(pid: int) -> bool:
     """Kernel threads ignore signals; zombies are dead already (the reaper collects them)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
+    fields = stat_fields(pid)
+    if fields is None:
         return True  # gone already
-    fields = stat[stat.rfind(b")") + 2 :].split()  # fields from 3 (state) on
     return fields[0] in (b"Z", b"X") or bool(int(fields[6]) & _PF_KTHREAD)  # 9: flags
 
 

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ..reaper import Reaper, describe_status
+from ._procstat import stat_fields
 
 log = logging.getLogger(__name__)
 
@@ -187,10 +188,5 @@ class Supervisor:
 
 def _is_living_child(pid: int) -> bool:
     """Whether `pid` is a child of this process that has not been reaped."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    fields = stat[stat.rfind(b")") + 2 :].split()  # after "pid (comm) "
-    return len(fields) > 1 and int(fields[1]) == os.getpid()
+    fields = stat_fields(pid)
+    return fields is not None and len(fields) > 1 and int(fields[1]) == os.getpid()  # 4: ppid

@@ -16,6 +16,7 @@ packages=(
     qemu-system-x86  # the VM tests and make boot: Debian's kernel under qemu (TCG)
     kmod             # depmod: modules.dep for the unpacked VM kernel (build/kernel.py)
     e2fsprogs dosfstools   # ext4/vfat images: the init's disk label tests, the OEM disk
+    squashfs-tools   # mksquashfs: the initrd carries /usr as a squashfs (build/initrd.py)
 )
 
 missing=()

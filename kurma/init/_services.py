@@ -158,9 +158,11 @@ def _console_only(config: BootConfig, run_dir: Path) -> dict[str, Any]:
     return {"console": _console_entry(config, run_dir)} if config.console.enabled else {}
 
 
+CONSOLE_AUTH_DIR = "console-auth"  # under the run dir; written once, by the console step
+
+
 def _console_entry(config: BootConfig, run_dir: Path) -> dict[str, Any]:
-    auth = run_dir / "console-auth"
-    console_auth(config, auth)
+    auth = run_dir / CONSOLE_AUTH_DIR
     ttys = list(config.console.ttys)
     return _entry(
         IMAGE_PREFIX + "console",

@@ -499,8 +499,10 @@ def start_console(ctx: BootContext) -> str:
         raise StepSkipped("no run directory (test mode): no services file")
     if not ctx.config.console.enabled:
         raise StepSkipped("console disabled in the boot config")
+    # the auth volume before the file that names it; the services step rewrites the file
+    # but never this: a console pod restarted then still finds its shadow
+    login = _services.console_auth(ctx.config, Path(ctx.run_dir) / _services.CONSOLE_AUTH_DIR)
     _write_services(ctx, console=True, services=False)
-    login = _services.console_auth(ctx.config, Path(ctx.run_dir) / "console-auth")
     return f"on {', '.join(ctx.config.console.ttys)} ({login})"
 
 

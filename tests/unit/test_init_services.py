@@ -123,3 +123,16 @@ def test_boot_log_document_carries_steps_and_problems(tmp_path: Path) -> None:
     doc = json.loads(boot_log_document([{"name": "x", "outcome": "ok"}], problems))
     assert doc["steps"] == [{"name": "x", "outcome": "ok"}]
     assert len(doc["problems"]) == 1 and "hostname" in doc["problems"][0]
+
+
+def test_writing_the_services_file_leaves_the_console_auth_alone(tmp_path: Path) -> None:
+    """The console step writes the auth volume once; the services step, which runs while
+    the console pod may be (re)starting, rewrites only the services file."""
+    config = config_from(tmp_path, "hostname: a\n")
+    auth = tmp_path / "console-auth"
+    console_auth(config, auth)
+    shadow = (auth / "shadow").stat()
+    data = system_services(config, Facts(dhcp_interfaces=["eth0"]), tmp_path, console=True)
+    assert data["services"]["console"]["volumes"]["auth"]["source"] == str(auth)
+    after = (auth / "shadow").stat()
+    assert (after.st_ino, after.st_mtime_ns) == (shadow.st_ino, shadow.st_mtime_ns)

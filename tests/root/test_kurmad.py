@@ -172,6 +172,15 @@ def make_daemon() -> Iterator[Daemon]:
         _teardown(daemon)
 
 
+def daemon_with_image(aci: Path, *start_args: str) -> Iterator[tuple[Daemon, str]]:
+    """A started daemon (`start_args` for kurmad) with `aci` imported: (daemon, image ID);
+    torn down like make_daemon's."""
+    for daemon in make_daemon():
+        with daemon.start(*start_args) as client:
+            image_id = client.import_image(aci).image.id
+        yield daemon, image_id
+
+
 def _teardown(daemon: Daemon) -> None:
     problems: list[str] = []
     try:
@@ -205,10 +214,7 @@ def _teardown(daemon: Daemon) -> None:
 @pytest.fixture(scope="module")
 def shared(busybox_aci: Path) -> Iterator[tuple[Daemon, str]]:
     """One daemon for the tests that need no restart, with busybox imported: (daemon, ID)."""
-    for daemon in make_daemon():
-        with daemon.start() as client:
-            image_id = client.import_image(busybox_aci).image.id
-        yield daemon, image_id
+    yield from daemon_with_image(busybox_aci)
 
 
 @pytest.fixture

@@ -40,7 +40,7 @@ from kurma.client import Client
 from kurma.runtime.cgroups import CgroupSystem
 
 from .runtime_support import busybox_rootfs, image_manifest, mounts_under
-from .test_kurmad import REPO, Daemon, make_daemon, pod_cgroup_dirs, until
+from .test_kurmad import REPO, Daemon, daemon_with_image, pod_cgroup_dirs, until
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
 
@@ -134,10 +134,7 @@ def nest_aci(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def host(nest_aci: Path) -> Iterator[tuple[Daemon, str]]:
-    for d in make_daemon():
-        with d.start() as client:
-            image_id = client.import_image(nest_aci).image.id
-        yield d, image_id
+    yield from daemon_with_image(nest_aci)
 
 
 @contextlib.contextmanager

@@ -22,7 +22,7 @@ from kurma.aci import build_aci
 from kurma.client import Client, PermissionDenied, ResourceExhausted
 
 from .runtime_support import image_manifest
-from .test_kurmad import Daemon, host_client, make_daemon
+from .test_kurmad import Daemon, daemon_with_image, host_client
 from .test_recursion import shell_aci as shell_aci
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(240)]
@@ -62,11 +62,8 @@ def small_aci(directory: Path, name: str, payload: int) -> Path:
 
 @pytest.fixture(scope="module")
 def daemon(busybox_aci: Path) -> Iterator[tuple[Daemon, str]]:
-    for d in make_daemon():
-        # logs big enough that a logBytes quota is what caps them
-        with d.start("--log-max-bytes", str(1 << 20)) as client:
-            image_id = client.import_image(busybox_aci).image.id
-        yield d, image_id
+    # logs big enough that a logBytes quota is what caps them
+    yield from daemon_with_image(busybox_aci, "--log-max-bytes", str(1 << 20))
 
 
 @pytest.fixture

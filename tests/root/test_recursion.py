@@ -30,7 +30,7 @@ from kurma.client._errors import from_rpc_error
 from kurma.runtime.cgroups import CgroupSystem
 
 from .runtime_support import busybox_rootfs, image_manifest
-from .test_kurmad import REPO, Daemon, host_client, make_daemon, until
+from .test_kurmad import REPO, Daemon, daemon_with_image, host_client, make_daemon, until
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(240)]
 
@@ -126,10 +126,7 @@ def shell_aci(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def daemon(shell_aci: Path) -> Iterator[tuple[Daemon, str]]:
-    for d in make_daemon():
-        with d.start() as client:
-            image_id = client.import_image(shell_aci).image.id
-        yield d, image_id
+    yield from daemon_with_image(shell_aci)
 
 
 @pytest.fixture

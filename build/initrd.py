@@ -60,12 +60,12 @@ from vm import cpio
 
 import images
 from kurma.init._modules import module_name, parse_name_list
-from kurma.init._seed import ROOTFS, SEED_DIR, SEEDED_KINDS
+from kurma.init._seed import ROOTFS, SEED_DIR, SEEDED_KINDS, STORE_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 INITRD_DIR = REPO / "initrd"
 BUSYBOX = Path("/bin/busybox")  # Debian's busybox-static
-STATE_DIR = "var/lib/kurma"
+STATE_DIR = STORE_DIR.lstrip("/")  # kurmad's store, as kurma/init/_seed.py binds it
 
 SYSTEM_IMAGE = "usr.squashfs"  # at the initrd's root, mounted on /usr by /init
 STAGE0_MODULES = ("loop", "squashfs")  # what mounting it needs (Debian builds both as modules)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import tempfile
 import time
@@ -219,6 +220,23 @@ def test_exec_not_found_is_127_with_an_error_naming_it(pods: PodEnv) -> None:
     assert app.exit_code == 127
     assert app.error is not None and "/bin/no-such-program" in app.error, app.error
     assert "/bin/no-such-program" in pods.log(record, "ghost")  # the log says why, too
+
+
+def test_a_pod_whose_init_fails_runs_no_app_and_says_why(pods: PodEnv) -> None:
+    """The first app builds its root while the pod's PID 1 registers it; when PID 1 fails
+    (here: its registration directory is gone) the app must not run, and the start says
+    why."""
+    out, volumes = _host_volume(pods)
+    manifest = pods.manifest(_sh("never", "echo ran > /out/app", **OUT_MOUNT), **volumes)
+    created = pods.runtime.create_pod(manifest)
+    shutil.rmtree(pods.state_dir / "pods" / created.uuid / "pids")
+    started = pods.runtime.start_pod(created.uuid)
+    error = started.apps[0].error
+    assert error is not None and "cannot start" in error and "pids" in error, error
+    final = pods.runtime.wait(created.uuid, timeout=10)
+    assert final.state is PodState.EXITED
+    assert final.apps[0].exit_code != 0
+    assert not (out / "app").exists()
 
 
 def test_missing_working_directory_is_an_error(pods: PodEnv) -> None:

@@ -15,6 +15,7 @@ import contextlib
 import fcntl
 import functools
 import os
+import select
 import signal
 import termios
 from dataclasses import dataclass
@@ -95,7 +96,7 @@ def run_app(
             os.write(fds.ready, b"r")
             os.close(fds.ready)
         if fds.go >= 0:  # the pod's PID 1 is kurma-podinit (and every pre-start ran)
-            _wait_for_eof(fds.go)
+            _wait_for_go(fds.go)
         _exec(argv or plan.argv, env, filt)
     except AppStartError as e:
         _fail(fds.errpipe, e.code, str(e))
@@ -205,10 +206,15 @@ def _exec(argv: tuple[str, ...], env: dict[str, str], filt: bytes | None) -> NoR
         raise AppStartError(EXIT_NOT_EXECUTABLE, f"exec {argv[0]!r}: {e.strerror}") from None
 
 
-def _wait_for_eof(fd: int) -> None:
-    """Block until every writer of the pipe `fd` has closed it."""
-    while os.read(fd, 64):
-        pass
+def _wait_for_go(fd: int) -> None:
+    """Take this app's byte from the pod's P1, written just before it execs kurma-podinit,
+    then wait for the pipe's hang-up (that exec closed P1's end). EOF without a byte: P1
+    failed (it said why on the first app's errpipe), and the app must not run."""
+    if os.read(fd, 1) != b"g":
+        raise AppStartError(EXIT_SETUP_FAILED, "the pod's init did not start")
+    hangup = select.poll()
+    hangup.register(fd, 0)  # no POLLIN: the other apps' bytes may still be in the pipe
+    hangup.poll()
     os.close(fd)
 
 

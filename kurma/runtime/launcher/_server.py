@@ -19,7 +19,6 @@ import signal
 import socket
 import time
 import traceback
-from dataclasses import replace
 from typing import NoReturn
 
 from .._plan import PodPlan, default_seccomp
@@ -27,17 +26,13 @@ from ..cgroups import CgroupSystem
 from ..linux import last_cap, set_child_subreaper
 from ._app import seccomp_filter
 from ._exec import ExecStart, spawn_exec
-from ._spawn import HandlerStart, PodStart, PodStarted, spawn_handler
+from ._spawn import HandlerStart, PodStart, PodStarted, first_app_message, spawn_handler
 from ._wire import error_of, receive, send
 from ._zygote import ZygotePool, procs_files
 
 log = logging.getLogger(__name__)
 
 REPLENISH_AFTER_IDLE = 0.05  # seconds without a request before warm zygotes are made
-
-
-class LauncherFailure(Exception):
-    """A zygote reported an error: (class name, errno, text)."""
 
 
 class _Server:
@@ -59,29 +54,44 @@ class _Server:
         raise ValueError(f"unknown launcher request {type(request).__name__}")
 
     def start_pod(self, request: PodStart) -> tuple[PodStarted, list[int]]:
+        """Hand the start to a shell without waiting for it: the PodStart to P1 (with the
+        errpipes of the apps it forks), the first app's plan to that app's waiting process,
+        so both work at once; the daemon gets the shell's descriptors and learns of any
+        failure on the errpipes."""
         plan = request.plan
         zygote = self.pool.take(
             plan.host_namespaces, request.metadata_listen, request.cgroup_parent
         )
+        errpipes = [os.pipe() for _ in plan.apps[1:]]
         try:
             app_procs = self._limit(zygote.cgroup.relpath, plan)
-            send(zygote.sock, (request, app_procs))
-            got = receive(zygote.sock)
-            if got is None:
-                raise OSError(f"the pod's shell (pid {zygote.pid}) died")
-            (status, payload), fds = got
-            if status != "ok":
-                raise LauncherFailure(*payload)
+            send(zygote.sock, (request, app_procs), [w for _, w in errpipes])
+            if plan.apps:
+                send(zygote.app_sock, first_app_message(plan, app_procs))
             pidfd = os.pidfd_open(zygote.pid)  # our child: it cannot have been reaped yet
-            started = replace(payload, pid=zygote.pid, cgroup=zygote.cgroup.relpath)
-            return started, [pidfd, *fds]
         except BaseException:
+            for r, _ in errpipes:
+                os.close(r)
             with contextlib.suppress(OSError):
                 zygote.cgroup.kill_all()
                 zygote.cgroup.remove()
+            zygote.close()
             raise
         finally:
-            zygote.sock.close()
+            for _, w in errpipes:
+                os.close(w)
+        fds = [pidfd, zygote.notify_r]
+        if zygote.listener is not None:
+            fds.append(zygote.listener)
+        if plan.apps:
+            fds.append(zygote.first_errpipe)
+        else:
+            os.close(zygote.first_errpipe)
+        fds.extend(r for r, _ in errpipes)
+        zygote.sock.close()
+        zygote.app_sock.close()  # without a plan sent (no apps), the waiting process exits
+        started = PodStarted(zygote.pid, zygote.listener is not None, zygote.cgroup.relpath)
+        return started, fds
 
     def _limit(self, relpath: str, plan: PodPlan) -> dict[str, tuple[str, ...]]:
         """Pod limits on the zygote's cgroup; apps with limits of their own get a child, and
@@ -138,8 +148,6 @@ class _Server:
         try:
             answer, out_fds = self.handle(request, fds)
             reply: tuple[str, object] = ("ok", answer)
-        except LauncherFailure as e:
-            reply = ("error", e.args)
         except Exception as e:
             log.debug("launcher request failed", exc_info=True)
             reply = ("error", error_of(e))

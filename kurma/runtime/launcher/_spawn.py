@@ -3,12 +3,19 @@
 A pod starts in a zygote (see _zygote): a child of the launcher that has already moved into
 a fresh cgroup. It unshares the pod's namespaces (pid, ipc, uts, net), sets the hostname,
 brings `lo` up, opens the metadata listener there, forks P1 and exits. P1 is PID 1 of the
-new pid namespace: it forks every app (each becomes itself through `_app.run_app`),
-registers them with podinit (`pids/<pid>`, and an `app <name> <pid>` line on the
+new pid namespace. While the shell is idle, P1 forks the process that will be the pod's
+first app, with its pipes, and hands the launcher what a start needs (the notification
+pipe, that app's errpipe and socket, the listener). A start then costs no round trip
+through P1: the launcher sends the PodStart to P1 and the first app's plan straight to that
+app, which builds its root (`_app.run_app`) while P1 sets the hostname, forks the other
+apps, registers them all with podinit (`pids/<pid>`, and an `app <name> <pid>` line on the
 notification pipe), waits at the barrier for the apps' pre-start handlers when there are
-several apps, and execs kurma-podinit with every signal blocked. The apps are P1's children
-already, so podinit reaps them with no re-parenting. P1 stays in the launcher's mount
-namespace: podinit pins no mount, and each app unshares its own.
+several apps, writes each app its `go` byte and execs kurma-podinit with every signal
+blocked. An app execs only after that byte and the pipe's hang-up, so no app runs while
+PID 1 is still this Python process, and none runs at all when P1 failed (it says why on the
+first app's errpipe). The apps are P1's children already, so podinit reaps them with no
+re-parenting. P1 stays in the launcher's mount namespace: podinit pins no mount, and each
+app unshares its own.
 
 A handler after the pod started (post-stop) takes the long way: a child setns()es into the
 pod's namespaces and forks P inside the pod, P forks the handler H, registers it and exits,
@@ -34,7 +41,7 @@ import os
 import signal
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NoReturn
 
@@ -51,7 +58,7 @@ from ..linux import (
     unshare,
 )
 from ..metadata._netns import bind_listener, ensure_loopback_up
-from ._app import AppFds, run_app, seccomp_filter
+from ._app import EXIT_SETUP_FAILED, AppFds, run_app, seccomp_filter
 from ._app import write_control_file as _write
 from ._wire import error_of, receive, send
 
@@ -116,128 +123,165 @@ def make_namespaces(
     return bind_listener(*metadata_listen) if metadata_listen is not None else None
 
 
+@dataclass
+class _FirstApp:
+    """The pod's first app process, forked while the shell is idle, and P1's ends of its
+    pipes. Its plan comes from the launcher (the other end of `sock`), not through P1."""
+
+    pid: int
+    sock: socket.socket  # handed up to the launcher with the shell
+    out_r: int  # its output, for podinit's log
+    err_r: int  # handed up: the daemon reads it
+    err_w: int  # P1's copy, close-on-exec: P1 reports its own failure to start here
+    ready_r: int  # the pre-start barrier; later apps get copies of ready_w and go_r
+    ready_w: int
+    go_r: int
+    go_w: int  # parked high, close-on-exec: EOF when P1 becomes kurma-podinit
+
+
 def serve_pod_start(
     sock: socket.socket, listener: socket.socket | None, reaper: str | None
 ) -> NoReturn:
-    """P1 of a pod shell: wait for one PodStart, answer with the pod's descriptors, then
-    start the apps and become podinit (`_pod_init`). EOF on `sock`: never used, exit.
-
-    The first app's process is forked now, while the shell is idle (a fork of a Python
-    process costs 1-2 ms): it waits for its plan (`_waiting_app`)."""
-    first = _fork_waiting_app(sock, listener)
+    """P1 of a pod shell. While idle it forks the pod's first app process and hands the
+    shell's descriptors up (`ready`: the notification pipe, the first app's errpipe and
+    socket, the metadata listener), so a start needs no answer from P1: the launcher sends
+    the PodStart here and the first app's plan straight to that app, which builds its root
+    while P1 registers it and becomes kurma-podinit (`_pod_init`). EOF on `sock`: never
+    used, exit (the first app gets EOF from the launcher and exits too)."""
     try:
-        got = receive(sock)
-        if got is None:
-            os._exit(0)
-        (req, app_cgroup_procs), _ = got
-        plan = req.plan
-        if "uts" not in plan.host_namespaces:
-            sethostname(plan.name)
-        for app in plan.apps:  # built before the forks: nothing may be imported after a pivot
-            if app.seccomp is not None:
-                seccomp_filter(app.seccomp)
+        first = _fork_first_app(sock, listener)
         notify_r, notify_w = os.pipe()
-        errpipes = [os.pipe() for _ in plan.apps]
-        fds = [notify_r]
+        up = [notify_r, first.err_r, first.sock.fileno()]
         if listener is not None:
-            fds.append(listener.detach())
-        fds.extend(r for r, _ in errpipes)
-        send(sock, ("ok", PodStarted(os.getpid(), listener is not None)), fds)
+            up.append(listener.fileno())
+        send(sock, ("ready", listener is not None), up)
+        os.close(notify_r)
+        os.close(first.err_r)
+        first.sock.close()
+        if listener is not None:
+            listener.close()
+        got = receive(sock)
     except BaseException as e:
         with contextlib.suppress(OSError):
             send(sock, ("error", error_of(e)))
         os._exit(1)
+    if got is None:
+        os._exit(0)
+    (req, app_cgroup_procs), errpipe_ws = got
     sock.close()
-    for fd in fds:
-        os.close(fd)
-    _pod_init(req, app_cgroup_procs, notify_w, [w for _, w in errpipes], reaper, first)
+    _pod_init(req, app_cgroup_procs, notify_w, first, errpipe_ws, reaper)
 
 
-def _fork_waiting_app(*inherited: socket.socket | None) -> tuple[int, socket.socket]:
-    """Fork a process that will become the pod's first app; returns (pid, its socket)."""
+def _fork_first_app(*inherited: socket.socket | None) -> _FirstApp:
+    """Fork the process that will become the pod's first app, with its pipes made."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()
     pid = os.fork()
     if pid == 0:
+        for fd in (out_r, err_r, ready_r, go_w):
+            os.close(fd)
         for other in (ours, *inherited):
             if other is not None:
                 other.close()
-        _waiting_app(theirs)
+        _waiting_app(theirs, AppFds(out_w, err_w, ready_w, go_r))
     theirs.close()
-    return pid, ours
+    os.close(out_w)
+    go_w = _park_cloexec(go_w, _GO_FD)
+    return _FirstApp(pid, ours, out_r, err_r, err_w, ready_r, ready_w, go_r, go_w)
 
 
-def _waiting_app(sock: socket.socket) -> NoReturn:
-    """Wait for (plan, cgroups, which optional fds) and the fds; then become the app."""
+def _waiting_app(sock: socket.socket, fds: AppFds) -> NoReturn:
+    """Wait for (plan, cgroups, barrier) from the launcher; then become the app."""
     try:
         got = receive(sock)
     except BaseException:
         os._exit(1)
     if got is None:
-        os._exit(0)  # the shell was never used
-    (plan, cgroups, optional), fds = got
+        os._exit(0)  # the shell was never used, or its pod has no apps
+    (plan, cgroups, barrier), _ = got
     sock.close()
-    out, errpipe, *rest = fds
-    extra = dict(zip(optional, rest, strict=True))
-    run_app(plan, AppFds(out, errpipe, **extra), cgroup_procs=cgroups)
+    if not barrier:
+        os.close(fds.ready)
+        fds = replace(fds, ready=-1)
+    run_app(plan, fds, cgroup_procs=cgroups)
+
+
+def first_app_message(
+    plan: PodPlan, app_cgroup_procs: Mapping[str, tuple[str, ...]]
+) -> tuple[AppPlan, tuple[str, ...], bool]:
+    """What the launcher sends the first app's process: its plan, its own cgroups, and
+    whether it waits at the pre-start barrier."""
+    app = plan.apps[0]
+    return app, tuple(app_cgroup_procs.get(app.name, ())), _has_barrier(plan)
+
+
+def _has_barrier(plan: PodPlan) -> bool:
+    return len(plan.apps) > 1 and any(a.pre_start for a in plan.apps)
 
 
 def _pod_init(
     req: PodStart,
     app_cgroup_procs: Mapping[str, tuple[str, ...]],
     notify_w: int,
+    first: _FirstApp,
     errpipe_ws: list[int],
     reaper: str | None,
-    first: tuple[int, socket.socket] | None = None,
 ) -> NoReturn:
-    """P1: start the apps (the first in `first`, a process waiting for its plan, if given;
-    the others forked now), register them, then become kurma-podinit (`-r` if given)."""
+    """P1: set the hostname, fork the apps after the first (which is already building its
+    root), register them all, wait at the barrier, then become kurma-podinit (`-r` if
+    given). A failure is reported on the first app's errpipe, so the start fails with it."""
     try:
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         plan = req.plan
+        if "uts" not in plan.host_namespaces:
+            sethostname(plan.name)
+        for app in plan.apps[1:]:  # built before the forks: nothing may be imported after a pivot
+            if app.seccomp is not None:
+                seccomp_filter(app.seccomp)
         if reaper is not None:  # podinit sets it too; from here, orphans of apps are ours
             set_child_subreaper(True)
-        barrier = len(plan.apps) > 1 and any(a.pre_start for a in plan.apps)
-        ready_r, ready_w = os.pipe() if barrier else (-1, -1)
-        # Every app waits for EOF on `go` before its exec. Only P1 keeps the write end, close-
-        # on-exec and parked high (clear of the fds laid out for podinit), so it closes when
-        # P1 becomes kurma-podinit: no app runs while PID 1 is still this Python process.
-        go_r, go_w = os.pipe()
-        go_w = _park_cloexec(go_w, _GO_FD)
+        barrier = _has_barrier(plan)
         streams: list[tuple[int, str]] = []
-        for app, errpipe in zip(plan.apps, errpipe_ws, strict=True):
-            out_r, out_w = os.pipe()
-            cgroups = app_cgroup_procs.get(app.name, ())
-            if first is not None:
-                pid, app_sock = first
-                first = None
-                optional = {"ready": ready_w, "go": go_r}
-                given = {k: fd for k, fd in optional.items() if fd >= 0}
-                send(app_sock, (app, cgroups, tuple(given)), [out_w, errpipe, *given.values()])
-                app_sock.close()
+        for i, app in enumerate(plan.apps):
+            if i == 0:
+                pid, out_r = first.pid, first.out_r
             else:
+                errpipe = errpipe_ws[i - 1]
+                out_r, out_w = os.pipe()
                 pid = os.fork()
                 if pid == 0:
-                    for fd in (out_r, notify_w, ready_r, go_w, *(r for r, _ in streams)):
-                        if fd >= 0:
-                            os.close(fd)
-                    fds = AppFds(out_w, errpipe, ready_w, go_r)
-                    run_app(app, fds, cgroup_procs=cgroups)
-            os.close(out_w)
-            os.close(errpipe)
+                    others = (w for w in errpipe_ws if w != errpipe)
+                    for fd in (out_r, notify_w, first.ready_r, first.go_w, first.err_w, *others):
+                        os.close(fd)
+                    for fd, _ in streams:
+                        os.close(fd)
+                    ready = first.ready_w if barrier else -1
+                    fds = AppFds(out_w, errpipe, ready, first.go_r)
+                    run_app(app, fds, cgroup_procs=app_cgroup_procs.get(app.name, ()))
+                os.close(out_w)
+                os.close(errpipe)
             register_app(Path(plan.pod_dir), pid, app.name)
             os.write(notify_w, f"app {app.name} {pid}\n".encode())
             streams.append((out_r, app.name))
-        os.close(go_r)
+        if not plan.apps:
+            os.close(first.out_r)
+        os.close(first.go_r)
+        os.close(first.ready_w)
         if barrier:
-            os.close(ready_w)
-            while os.read(ready_r, 64):
+            while os.read(first.ready_r, 64):
                 pass  # EOF: every app has run its pre-start handler, or failed
-        if first is not None:  # a pod without apps: the waiting process is not needed
-            first[1].close()
+        os.close(first.ready_r)
+        os.write(first.go_w, b"g" * len(plan.apps))  # one for each app: P1 did not fail
         _exec_podinit(req, notify_w, streams, reaper)
     except BaseException as e:
-        os.write(2, f"kurma: pod {req.plan.name!r}: cannot start: {e}\n".encode())
+        message = f"pod {req.plan.name!r}: cannot start: {e}"
+        os.write(2, f"kurma: {message}\n".encode())
+        with contextlib.suppress(OSError):
+            os.write(first.err_w, f"{EXIT_SETUP_FAILED} {message}\n".encode())
         os._exit(2)
 
 

@@ -7,9 +7,10 @@ launcher keeps `warm` shells ready. To make one, a zygote Z (a child of the laun
 into a fresh cgroup `<parent>/pod-<hex>` (cgroup2 cannot rename, so the name stays),
 unshares the namespaces a pod owns (pid, ipc, uts, net), brings `lo` up, binds the metadata
 listener in the new netns, forks P1 (PID 1 of the new pid namespace), reports P1's pid and
-exits; the launcher, a child subreaper, becomes P1's parent. P1 waits on its socket for one
-PodStart (`_spawn.serve_pod_start`). A pod that shares host namespaces, or a start when no
-shell is warm, gets a shell made on the spot.
+exits; the launcher, a child subreaper, becomes P1's parent. P1 forks the pod's first app
+process and reports the shell's descriptors (`_spawn.serve_pod_start`); the two reports
+share the socket and may come in either order. A pod that shares host namespaces, or a
+start when no shell is warm, gets a shell made on the spot.
 
 A pod sharing the host's PID namespace is its cgroup: podinit runs in reaper mode and
 signals what the cgroup holds, so the shell gets the cgroup.procs file for podinit's `-r`
@@ -34,13 +35,29 @@ from ._wire import error_of, receive, send
 
 @dataclass
 class Zygote:
-    """A warm pod shell: P1's pid (the launcher's child), its socket, its cgroup, and the
-    namespaces it shares with the host (empty: it owns them all)."""
+    """A warm pod shell: P1's pid (the launcher's child), its socket, its cgroup, the
+    namespaces it shares with the host (empty: it owns them all), and what P1 handed up
+    (see `_spawn.serve_pod_start`): the first app's socket, and the descriptors the daemon
+    gets at the start."""
 
     pid: int
     sock: socket.socket
     cgroup: Cgroup
     shape: tuple[frozenset[str], tuple[str, int] | None]
+    app_sock: socket.socket
+    notify_r: int
+    first_errpipe: int
+    listener: int | None
+
+    def close(self) -> None:
+        """Close what the launcher still holds of the shell (P1 and the first app, still
+        waiting, then exit on EOF)."""
+        self.sock.close()
+        self.app_sock.close()
+        for fd in (self.notify_r, self.first_errpipe, self.listener):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
 
 
 PROCESS_LEAF = "self"
@@ -121,29 +138,60 @@ class ZygotePool:
                 _zygote_main(theirs, procs_files(leaf), reaper_procs(cgroup), *shape)
             theirs.close()
             os.waitpid(pid, 0)  # Z exits right after reporting
-            got = receive(ours)
-            if got is None:
-                raise OSError("a pod shell's zygote died before reporting")
-            (status, payload), _ = got
-            if status != "ok":
-                raise OSError(f"cannot make a pod shell: {payload[2]}")
+            p1, has_listener, fds = _shell_reports(ours)
         except BaseException:
             ours.close()
             with contextlib.suppress(OSError):
                 cgroup.kill_all()
                 cgroup.remove()
             raise
-        return Zygote(payload, ours, cgroup, shape)
+        notify_r, first_errpipe, app_sock, *listener = fds
+        return Zygote(
+            p1,
+            ours,
+            cgroup,
+            shape,
+            socket.socket(fileno=app_sock),
+            notify_r,
+            first_errpipe,
+            listener[0] if has_listener else None,
+        )
 
     def close(self) -> None:
         """End the idle shells (EOF on their sockets) and remove their cgroups."""
         for zygote in self._ready:
-            zygote.sock.close()
+            zygote.close()
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(zygote.pid, 0)
             with contextlib.suppress(OSError):
-                zygote.cgroup.remove()
+                zygote.cgroup.remove()  # retries while the first app's process exits
         self._ready.clear()
+
+
+def _shell_reports(sock: socket.socket) -> tuple[int, bool, list[int]]:
+    """Z's report (P1's pid, as the launcher sees it) and P1's (`ready`, with the shell's
+    descriptors), which share the socket and may come in either order."""
+    p1: int | None = None
+    ready: tuple[bool, list[int]] | None = None
+    try:
+        while p1 is None or ready is None:
+            got = receive(sock)
+            if got is None:
+                raise OSError("a pod shell died before reporting")
+            (status, payload), fds = got
+            if status == "ok":
+                p1 = payload
+            elif status == "ready":
+                ready = (payload, fds)
+            else:
+                for fd in fds:
+                    os.close(fd)
+                raise OSError(f"cannot make a pod shell: {payload[2]}")
+    except BaseException:
+        for fd in ready[1] if ready is not None else ():
+            os.close(fd)
+        raise
+    return p1, ready[0], ready[1]
 
 
 def _zygote_main(

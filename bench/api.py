@@ -45,11 +45,12 @@ SLEEPER = run_spec(app_spec("example.com/bench-busybox"))
 
 
 class Kurmad:
-    """A kurmad on scratch directories (pods on a tmpfs under /run, as by default)."""
+    """A kurmad on scratch directories (pods under /run, as by default, or under
+    `pods_parent`: peers.state_tmpfs)."""
 
-    def __init__(self) -> None:
+    def __init__(self, pods_parent: Path | None = None) -> None:
         self.work = Path(tempfile.mkdtemp(prefix="kurma-api-", dir="/tmp"))
-        self.pods = Path(tempfile.mkdtemp(prefix="kurma-api-pods-", dir="/run"))
+        self.pods = Path(tempfile.mkdtemp(prefix="kurma-api-pods-", dir=pods_parent or "/run"))
         self.socket = self.work / "kurmad.sock"
         argv = [
             sys.executable, "-m", "kurma.api.daemon", "--config", "/dev/null",

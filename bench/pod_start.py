@@ -1,13 +1,14 @@
 """Benchmark: starting a pod running /bin/true, Kurma vs crun, runc and the unshare floor.
 
 Kurma is measured through the runtime's Python interface from a warm runtime (launcher
-running with a warm zygote, image rendered, pods kept on a tmpfs under /run as kurmad
-does): from the request (`create_pod`) until the app's exit status is known
-(`wait_app`). The pod is destroyed outside the timed region, though `crun run` and `runc
-run` must delete their container before they return (see peers.py: their figure includes
-that). Runs are interleaved kurma, crun, runc, floor, with the same static busybox tree and
-the same seccomp deny-list on every side. Targets: kurma's p50 at or below crun's, its p99
-within 2x crun's p99.
+running with a warm pod shell, image rendered): from the request (`create_pod`) until the
+app's exit status is known (`wait_app`). The pod is destroyed outside the timed region,
+though `crun run` and `runc run` must delete their container before they return (see
+peers.py: their figure includes that). Runs are interleaved kurma, crun, runc, floor, with
+the same static busybox tree and the same seccomp deny-list on every side. Every side keeps
+its state (Kurma's pods, crun's and runc's `--root`) on one tmpfs the bench mounts
+(`peers.state_tmpfs`): /run is a tmpfs on a real host and on a booted Kurma, but ext4 on
+these machines. Targets: kurma's p50 at or below crun's, its p99 within 2x crun's p99.
 
 Memory: what each running pod adds, as PSS of everything Kurma runs for it (kurma-podinit;
 the app itself is the user's and is the same under every runtime), with 200 `sleep` pods
@@ -190,12 +191,19 @@ def main() -> int:
     args = parser.parse_args()
 
     rootfs = peers.ensure_rootfs()
+    with peers.state_tmpfs() as run:
+        return measure(args, rootfs, run)
+
+
+def measure(args: argparse.Namespace, rootfs: Path, run: Path) -> int:
+    """The interleaved runs and the many-pods figure; every side's state is on `run`."""
     work = Path(tempfile.mkdtemp(prefix="kurma-bench-", dir=args.state_dir))
     scratch = Path(tempfile.mkdtemp(prefix="bundles-"))
-    # kurmad keeps pods in /run/kurma/pods (a tmpfs); crun and runc keep their state in /run.
-    pods = Path(tempfile.mkdtemp(prefix="kurma-bench-pods-", dir="/run"))
+    # kurmad keeps pods in /run/kurma/pods, crun and runc their state in /run: a tmpfs.
+    pods = run / "kurma-pods"
+    pods.mkdir()
     kurma = KurmaSide(work / "state", rootfs, pods)
-    daemon = Kurmad()
+    daemon = Kurmad(pods_parent=run)
     local = peers.LocalRunner()
     try:
         api = ApiSide(daemon, rootfs)
@@ -203,7 +211,10 @@ def main() -> int:
         sleep_bundle = peers.write_bundle(
             scratch / "sleep", rootfs, ["/bin/sleep", "3600"], seccomp=True
         )
-        with peers.Runtime("crun") as crun, peers.Runtime("runc") as runc:
+        with (
+            peers.Runtime("crun", state_parent=run) as crun,
+            peers.Runtime("runc", state_parent=run) as runc,
+        ):
 
             def check(result: peers.RunResult) -> float:
                 if result.returncode != 0:

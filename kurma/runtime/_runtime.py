@@ -43,7 +43,8 @@ from ._podrecord import AppRecord, AppState, PodRecord, PodState, process_start_
 from .cgroups import CgroupStats, CgroupSystem
 from .launcher import ExecStart, HandlerStart, Launcher, PodStart
 from .launcher._app import parse_start_error
-from .launcher._zygote import process_cgroup, procs_files
+from .launcher._shell import procs_files
+from .launcher._zygote import process_cgroup
 from .linux import MNT_DETACH, MS_NODEV, MS_NOSUID, mount, umount2
 from .metadata import MetadataConfig, MetadataService
 from .metadata._hmac import PodSigner, load_or_create_key

@@ -239,6 +239,27 @@ def test_a_pod_whose_init_fails_runs_no_app_and_says_why(pods: PodEnv) -> None:
     assert not (out / "app").exists()
 
 
+def _warm_shells(launcher_pid: int) -> list[int]:
+    """The launcher's children that are still Python: warm pod shells' P1s (a started pod's
+    P1 is kurma-podinit)."""
+    children = Path(f"/proc/{launcher_pid}/task/{launcher_pid}/children").read_text().split()
+    shells = []
+    for pid in children:
+        with contextlib.suppress(FileNotFoundError):
+            if Path(f"/proc/{pid}/comm").read_text().strip() != "kurma-podinit":
+                shells.append(int(pid))
+    return shells
+
+
+def test_a_start_survives_a_warm_shell_killed_while_it_waited(pods: PodEnv) -> None:
+    launcher = pods.runtime.launcher.pid
+    _wait_for("a warm shell", lambda: _warm_shells(launcher))
+    for pid in _warm_shells(launcher):
+        os.kill(pid, signal.SIGKILL)
+    app, log = pods.sh("echo started anyway")
+    assert (app.exit_code, app.error, log) == (0, None, "started anyway\n")
+
+
 def test_missing_working_directory_is_an_error(pods: PodEnv) -> None:
     record = pods.run(_sh("lost", "echo should not run", workingDirectory="/no/such/dir"))
     app = record.apps[0]

@@ -15,7 +15,6 @@ import contextlib
 import fcntl
 import functools
 import os
-import select
 import signal
 import termios
 from dataclasses import dataclass
@@ -95,7 +94,7 @@ def run_app(
         if fds.ready >= 0:
             os.write(fds.ready, b"r")
             os.close(fds.ready)
-        if fds.go >= 0:  # the pod's PID 1 is kurma-podinit (and every pre-start ran)
+        if fds.go >= 0:  # the pod's PID 1 execs kurma-podinit (and every pre-start ran)
             _wait_for_go(fds.go)
         _exec(argv or plan.argv, env, filt)
     except AppStartError as e:
@@ -207,14 +206,11 @@ def _exec(argv: tuple[str, ...], env: dict[str, str], filt: bytes | None) -> NoR
 
 
 def _wait_for_go(fd: int) -> None:
-    """Take this app's byte from the pod's P1, written just before it execs kurma-podinit,
-    then wait for the pipe's hang-up (that exec closed P1's end). EOF without a byte: P1
-    failed (it said why on the first app's errpipe), and the app must not run."""
+    """Take this app's byte from the pod's P1, written just before it execs kurma-podinit
+    (see `_spawn._exec_podinit`). EOF without a byte: P1 failed (it said why on the first
+    app's errpipe), and the app must not run."""
     if os.read(fd, 1) != b"g":
         raise AppStartError(EXIT_SETUP_FAILED, "the pod's init did not start")
-    hangup = select.poll()
-    hangup.register(fd, 0)  # no POLLIN: the other apps' bytes may still be in the pipe
-    hangup.poll()
     os.close(fd)
 
 

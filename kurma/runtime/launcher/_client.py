@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import select
 import socket
 import threading
 from types import TracebackType
@@ -12,6 +13,7 @@ from types import TracebackType
 from ..cgroups import CgroupSystem
 from ._exec import ExecStart
 from ._server import launcher_main
+from ._shell import Shell, start_in_shell, take_offered
 from ._spawn import HandlerStart, PodStart, PodStarted
 from ._wire import receive, send
 
@@ -35,23 +37,58 @@ class Launcher:
         metadata_listen: tuple[str, int] | None = None,
     ) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        shells, their_shells = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         # Imported here so the forked child has everything it needs already loaded.
         from .. import _rootfs  # noqa: F401  (probes /proc once, before forking)
 
         pid = os.fork()
         if pid == 0:
             ours.close()
-            launcher_main(theirs, cgroups, cgroup_parent, warm, metadata_listen)
+            shells.close()
+            launcher_main(theirs, their_shells, cgroups, cgroup_parent, warm, metadata_listen)
         theirs.close()
+        their_shells.close()
+        shells.setblocking(False)
         self.pid = pid
+        self.cgroups = cgroups
         self._sock = ours
+        self._shells = shells  # the launcher's offered shells wait here (see _shell)
         self._lock = threading.Lock()
+        self._shells_lock = threading.Lock()
+        self._default: tuple[frozenset[str], tuple[str, int] | None, str] = (
+            frozenset(),
+            metadata_listen,
+            cgroup_parent,
+        )
 
     def start_pod(self, request: PodStart) -> tuple[PodStarted, list[int]]:
-        """Start a pod; returns the answer and descriptors (see PodStarted) the caller owns."""
+        """Start a pod; returns the answer and descriptors (see PodStarted) the caller owns.
+
+        In an offered shell when one fits (no round trip through the launcher), else by
+        asking the launcher."""
+        shell = self._offered_shell(request)
+        if shell is not None:
+            try:
+                return start_in_shell(shell, request, self.cgroups)
+            except ConnectionError:
+                pass  # its P1 or app was killed while it waited: the launcher makes one
         answer, fds = self._call(request)
         assert isinstance(answer, PodStarted)
         return answer, fds
+
+    def _offered_shell(self, request: PodStart) -> Shell | None:
+        host_namespaces, listen, parent = self._default
+        fits = (
+            request.plan.host_namespaces == host_namespaces
+            and request.metadata_listen == listen
+            and request.cgroup_parent in (None, parent)
+        )
+        if not fits:
+            return None
+        with self._shells_lock:
+            if self._shells.fileno() < 0:
+                return None
+            return take_offered(self._shells, self.cgroups, (host_namespaces, listen))
 
     def start_handler(self, request: HandlerStart) -> tuple[int, int]:
         """Run a handler in a running pod: (its pid inside the pod, its errpipe)."""
@@ -85,7 +122,15 @@ class Launcher:
         raise LauncherError(err or errno.EIO, f"{kind}: {text}")
 
     def close(self) -> None:
-        """End the launcher (it exits when its socket closes) and reap it."""
+        """End the shells offered and not taken, then the launcher (it exits when its
+        socket closes), and reap it."""
+        with self._shells_lock:
+            while self._shells.fileno() >= 0:
+                shell = take_offered(self._shells, self.cgroups, self._default[:2])
+                if shell is None:
+                    self._shells.close()
+                    break
+                _end_unused(shell)
         with self._lock:
             if self._sock.fileno() < 0:
                 return
@@ -103,3 +148,19 @@ class Launcher:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _end_unused(shell: Shell, timeout: float = 2.0) -> None:
+    """Close an unused shell: its P1 and app exit on EOF; once P1 has (its pidfd says so),
+    the cgroup goes (`remove` retries while the app's process exits)."""
+    pidfd = shell.pidfd
+    shell.pidfd = None
+    shell.close()
+    try:
+        if pidfd is not None:
+            select.select([pidfd], [], [], timeout)
+        with contextlib.suppress(OSError):
+            shell.cgroup.remove()
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)

@@ -2,10 +2,12 @@
 
 kurmad (or a `Runtime` in a test) forks it before starting any thread, so every fork the
 launcher makes is safe. It talks over a SOCK_SEQPACKET socketpair (see _wire): one request
-per message, one answer back. It creates and limits each pod's cgroup, hands the pod start
-to a warm zygote (see _zygote), reaps its own children (zygotes, and the pods' podinits,
-whose ends the daemon learns through pidfds: the launcher is a child subreaper), and exits
-when its socket closes.
+per message, one answer back. It keeps warm pod shells (see _zygote) and offers each to the
+daemon over a second socketpair as soon as it is made, so the daemon starts a pod in one
+itself (see _shell) without a round trip through the launcher; a start the daemon cannot
+make so (another shape, a child pod's cgroup, no shell offered yet) comes here. It reaps
+its own children (zygotes, and the pods' podinits, whose ends the daemon learns through
+pidfds: the launcher is a child subreaper), and exits when its socket closes.
 """
 
 from __future__ import annotations
@@ -21,14 +23,15 @@ import time
 import traceback
 from typing import NoReturn
 
-from .._plan import PodPlan, default_seccomp
+from .._plan import default_seccomp
 from ..cgroups import CgroupSystem
 from ..linux import last_cap, set_child_subreaper
 from ._app import seccomp_filter
 from ._exec import ExecStart, spawn_exec
-from ._spawn import HandlerStart, PodStart, PodStarted, first_app_message, spawn_handler
+from ._shell import start_in_shell
+from ._spawn import HandlerStart, PodStart, PodStarted, spawn_handler
 from ._wire import error_of, receive, send
-from ._zygote import ZygotePool, procs_files
+from ._zygote import ZygotePool
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +39,9 @@ REPLENISH_AFTER_IDLE = 0.05  # seconds without a request before warm zygotes are
 
 
 class _Server:
-    def __init__(self, sock: socket.socket, pool: ZygotePool) -> None:
+    def __init__(self, sock: socket.socket, shells: socket.socket, pool: ZygotePool) -> None:
         self.sock = sock
+        self.shells = shells  # offers to the daemon go out here, its "took" notes come in
         self.pool = pool
 
     def handle(self, request: object, fds: list[int]) -> tuple[object, list[int]]:
@@ -54,61 +58,11 @@ class _Server:
         raise ValueError(f"unknown launcher request {type(request).__name__}")
 
     def start_pod(self, request: PodStart) -> tuple[PodStarted, list[int]]:
-        """Hand the start to a shell without waiting for it: the PodStart to P1 (with the
-        errpipes of the apps it forks), the first app's plan to that app's waiting process,
-        so both work at once; the daemon gets the shell's descriptors and learns of any
-        failure on the errpipes."""
+        """A start the daemon could not make from an offered shell (another shape, a
+        child pod's cgroup, or none offered yet): in a shell taken here or made now."""
         plan = request.plan
-        zygote = self.pool.take(
-            plan.host_namespaces, request.metadata_listen, request.cgroup_parent
-        )
-        errpipes = [os.pipe() for _ in plan.apps[1:]]
-        try:
-            app_procs = self._limit(zygote.cgroup.relpath, plan)
-            send(zygote.sock, (request, app_procs), [w for _, w in errpipes])
-            if plan.apps:
-                send(zygote.app_sock, first_app_message(plan, app_procs))
-            pidfd = os.pidfd_open(zygote.pid)  # our child: it cannot have been reaped yet
-        except BaseException:
-            for r, _ in errpipes:
-                os.close(r)
-            with contextlib.suppress(OSError):
-                zygote.cgroup.kill_all()
-                zygote.cgroup.remove()
-            zygote.close()
-            raise
-        finally:
-            for _, w in errpipes:
-                os.close(w)
-        fds = [pidfd, zygote.notify_r]
-        if zygote.listener is not None:
-            fds.append(zygote.listener)
-        if plan.apps:
-            fds.append(zygote.first_errpipe)
-        else:
-            os.close(zygote.first_errpipe)
-        fds.extend(r for r, _ in errpipes)
-        zygote.sock.close()
-        zygote.app_sock.close()  # without a plan sent (no apps), the waiting process exits
-        started = PodStarted(zygote.pid, zygote.listener is not None, zygote.cgroup.relpath)
-        return started, fds
-
-    def _limit(self, relpath: str, plan: PodPlan) -> dict[str, tuple[str, ...]]:
-        """Pod limits on the zygote's cgroup; apps with limits of their own get a child, and
-        so does an app that gets its own cgroups (privileged: its cgroup is delegated to it,
-        see `_cgroupfs`, and must not hold the pod's init, which cgroup2's no-internal-process
-        rule would count against the children it makes)."""
-        cgroups = self.pool.cgroups
-        if plan.limits:
-            cgroups.open(relpath).set_limits(**_limit_args(plan.limits))
-        app_procs: dict[str, tuple[str, ...]] = {}
-        for app in plan.apps:
-            if app.limits or app.rootfs.own_cgroups:
-                child = cgroups.create(f"{relpath}/app-{app.name}")
-                if app.limits:
-                    child.set_limits(**_limit_args(app.limits))
-                app_procs[app.name] = procs_files(child)
-        return app_procs
+        shell = self.pool.take(plan.host_namespaces, request.metadata_listen, request.cgroup_parent)
+        return start_in_shell(shell, request, self.pool.cgroups)
 
     def serve(self) -> None:
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -118,6 +72,7 @@ class _Server:
         idle_at: float | None = None  # when to replenish the pool, once requests pause
         with selectors.DefaultSelector() as sel:
             sel.register(self.sock, selectors.EVENT_READ)
+            sel.register(self.shells, selectors.EVENT_READ)
             sel.register(wake_r, selectors.EVENT_READ)
             while True:
                 timeout = None if idle_at is None else max(0.0, idle_at - time.monotonic())
@@ -133,11 +88,34 @@ class _Server:
                         if not self._one_request():
                             return
                         idle_at = time.monotonic() + REPLENISH_AFTER_IDLE
+                    elif key.fileobj is self.shells:
+                        if not self._one_note():
+                            sel.unregister(self.shells)
+                        idle_at = time.monotonic() + REPLENISH_AFTER_IDLE
                     else:
                         with contextlib.suppress(BlockingIOError):
                             while os.read(wake_r, 512):
                                 pass
                         _reap()
+
+    def _one_note(self) -> bool:
+        """The daemon took an offered shell (`("took", relpath)`); False at EOF."""
+        got = receive(self.shells)
+        if got is None:
+            return False
+        (kind, relpath), fds = got
+        for fd in fds:
+            os.close(fd)
+        if kind == "took":
+            self.pool.taken(relpath)
+        return True
+
+    def drain_notes(self) -> None:
+        """Take the notes still queued (before the pool's clean-up at exit)."""
+        self.shells.setblocking(False)
+        with contextlib.suppress(OSError):
+            while self._one_note():
+                pass
 
     def _one_request(self) -> bool:
         got = receive(self.sock)
@@ -162,11 +140,6 @@ class _Server:
         return True
 
 
-def _limit_args(limits: object) -> dict[str, int | None]:
-    names = ("memory_bytes", "cpu_millicores", "cpu_shares", "pids_max")
-    return {name: getattr(limits, name) for name in names}
-
-
 def _reap() -> None:
     """Collect every ended child: the launcher's statuses matter to nobody (pidfds tell)."""
     while True:
@@ -180,6 +153,7 @@ def _reap() -> None:
 
 def launcher_main(
     sock: socket.socket,
+    shells: socket.socket,
     cgroups: CgroupSystem,
     parent: str,
     warm: int,
@@ -187,7 +161,8 @@ def launcher_main(
 ) -> NoReturn:
     """Body of the forked launcher process."""
     code = 0
-    pool = ZygotePool(cgroups, parent, warm, metadata_listen)
+    pool = ZygotePool(cgroups, parent, warm, metadata_listen, offer_to=shells)
+    server = _Server(sock, shells, pool)
     try:
         os.setsid()
         set_child_subreaper(True)  # pods' PID 1s outlive their zygotes: we reap them
@@ -197,10 +172,11 @@ def launcher_main(
         seccomp_filter(default_seccomp())  # built once, inherited by every zygote
         last_cap()  # likewise: children never read /proc for it
         gc.freeze()
-        _Server(sock, pool).serve()
+        server.serve()
     except BaseException:
         traceback.print_exc()
         code = 70
     finally:
+        server.drain_notes()
         pool.close()
         os._exit(code)

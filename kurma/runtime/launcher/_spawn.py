@@ -4,18 +4,18 @@ A pod starts in a zygote (see _zygote): a child of the launcher that has already
 a fresh cgroup. It unshares the pod's namespaces (pid, ipc, uts, net), sets the hostname,
 brings `lo` up, opens the metadata listener there, forks P1 and exits. P1 is PID 1 of the
 new pid namespace. While the shell is idle, P1 forks the process that will be the pod's
-first app, with its pipes, and hands the launcher what a start needs (the notification
-pipe, that app's errpipe and socket, the listener). A start then costs no round trip
-through P1: the launcher sends the PodStart to P1 and the first app's plan straight to that
-app, which builds its root (`_app.run_app`) while P1 sets the hostname, forks the other
-apps, registers them all with podinit (`pids/<pid>`, and an `app <name> <pid>` line on the
-notification pipe), waits at the barrier for the apps' pre-start handlers when there are
-several apps, writes each app its `go` byte and execs kurma-podinit with every signal
-blocked. An app execs only after that byte and the pipe's hang-up, so no app runs while
-PID 1 is still this Python process, and none runs at all when P1 failed (it says why on the
-first app's errpipe). The apps are P1's children already, so podinit reaps them with no
-re-parenting. P1 stays in the launcher's mount namespace: podinit pins no mount, and each
-app unshares its own.
+first app, with its pipes, and hands up what a start needs (the notification pipe, that
+app's errpipe and socket, the listener); the launcher offers the shell to the daemon (see
+_shell). A start then costs no round trip: the daemon sends the first app's plan straight
+to that app, which builds its root (`_app.run_app`), and the PodStart to P1, which sets the
+hostname, forks the other apps, registers them all with podinit (`pids/<pid>`, and an
+`app <name> <pid>` line on the notification pipe), waits at the barrier for the apps'
+pre-start handlers when there are several apps, blocks every signal, writes each app its
+`go` byte and execs kurma-podinit. An app execs only after that byte, so none runs at all
+when P1 failed (it says why on the first app's errpipe; `_exec_podinit` says why an app
+need not wait for the exec). The apps are P1's children already, so podinit reaps them
+with no re-parenting. P1 stays in the launcher's mount namespace: podinit pins no mount,
+and each app unshares its own.
 
 A handler after the pod started (post-stop) takes the long way: a child setns()es into the
 pod's namespaces and forks P inside the pod, P forks the handler H, registers it and exits,
@@ -275,8 +275,7 @@ def _pod_init(
             while os.read(first.ready_r, 64):
                 pass  # EOF: every app has run its pre-start handler, or failed
         os.close(first.ready_r)
-        os.write(first.go_w, b"g" * len(plan.apps))  # one for each app: P1 did not fail
-        _exec_podinit(req, notify_w, streams, reaper)
+        _exec_podinit(req, notify_w, streams, reaper, go=(first.go_w, len(plan.apps)))
     except BaseException as e:
         message = f"pod {req.plan.name!r}: cannot start: {e}"
         os.write(2, f"kurma: {message}\n".encode())
@@ -293,9 +292,20 @@ def _park_cloexec(fd: int, at_least: int) -> int:
 
 
 def _exec_podinit(
-    req: PodStart, notify_w: int, streams: list[tuple[int, str]], reaper: str | None
+    req: PodStart,
+    notify_w: int,
+    streams: list[tuple[int, str]],
+    reaper: str | None,
+    go: tuple[int, int],
 ) -> NoReturn:
-    """Lay out fd 3 (notifications) and 4... (log streams), block every signal, exec."""
+    """Lay out fd 3 (notifications) and 4... (log streams), block every signal, write each
+    app its go byte, exec.
+
+    The apps need not wait for the exec to finish (tearing down this process's memory
+    takes a millisecond or two): podinit reaps first thing, so it records an app that ended
+    before it ran, and a signal an app sends PID 1 meanwhile stays pending, blocked, until
+    podinit reads (and ignores) it. Only a failing exec itself would let an app run for a
+    moment before the kernel ends the pod with its PID 1."""
     parked = [
         fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, _HIGH_FD)
         for fd in (notify_w, *(fd for fd, _ in streams))
@@ -309,6 +319,8 @@ def _exec_podinit(
         Path(req.plan.pod_dir), grace=req.grace, logs=logs, rotate=req.log_rotate, reaper=reaper
     )
     signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+    go_w, apps = go
+    os.write(go_w, b"g" * apps)  # one for each app: P1 did not fail
     os.execv(argv[0], argv)
 
 

@@ -24,41 +24,14 @@ import os
 import secrets
 import signal
 import socket
-from dataclasses import dataclass
+import time
 from typing import NoReturn
 
 from ..cgroups import Cgroup, CgroupSystem
 from ._app import write_control_file
+from ._shell import Shell, offer, procs_files
 from ._spawn import make_namespaces, serve_pod_start
 from ._wire import error_of, receive, send
-
-
-@dataclass
-class Zygote:
-    """A warm pod shell: P1's pid (the launcher's child), its socket, its cgroup, the
-    namespaces it shares with the host (empty: it owns them all), and what P1 handed up
-    (see `_spawn.serve_pod_start`): the first app's socket, and the descriptors the daemon
-    gets at the start."""
-
-    pid: int
-    sock: socket.socket
-    cgroup: Cgroup
-    shape: tuple[frozenset[str], tuple[str, int] | None]
-    app_sock: socket.socket
-    notify_r: int
-    first_errpipe: int
-    listener: int | None
-
-    def close(self) -> None:
-        """Close what the launcher still holds of the shell (P1 and the first app, still
-        waiting, then exit on EOF)."""
-        self.sock.close()
-        self.app_sock.close()
-        for fd in (self.notify_r, self.first_errpipe, self.listener):
-            if fd is not None:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-
 
 PROCESS_LEAF = "self"
 """A pod's own processes live in `<pod cgroup>/self`; its limits are set on the pod cgroup,
@@ -73,11 +46,6 @@ def process_cgroup(cgroups: CgroupSystem, relpath: str) -> Cgroup:
     before leaves existed (re-adopted from an older record)."""
     leaf = cgroups.open(f"{relpath}/{PROCESS_LEAF}")
     return leaf if leaf.exists() else cgroups.open(relpath)
-
-
-def procs_files(cgroup: Cgroup) -> tuple[str, ...]:
-    """The cgroup.procs file of `cgroup` in every hierarchy."""
-    return tuple(os.path.join(d, "cgroup.procs") for _, d in cgroup.directories())
 
 
 def reaper_procs(cgroup: Cgroup) -> str | None:
@@ -99,19 +67,22 @@ class ZygotePool:
         parent: str,
         warm: int,
         metadata_listen: tuple[str, int] | None = None,
+        offer_to: socket.socket | None = None,
     ) -> None:
         self.cgroups = cgroups
         self.parent = parent
         self.warm = warm
         self.metadata_listen = metadata_listen
-        self._ready: list[Zygote] = []
+        self.offer_to = offer_to
+        self._ready: list[Shell] = []
+        self._offered: dict[str, int] = {}  # cgroup relpath -> P1's pid, until taken
 
     def take(
         self,
         host_namespaces: frozenset[str],
         metadata_listen: tuple[str, int] | None,
         cgroup_parent: str | None = None,
-    ) -> Zygote:
+    ) -> Shell:
         """A shell for a pod; `cgroup_parent` (a child pod's: its parent pod's cgroup) gets
         one made on the spot below it, since warm shells wait below the runtime's cgroup."""
         shape = (host_namespaces, metadata_listen)
@@ -122,12 +93,29 @@ class ZygotePool:
         return self._make(shape)
 
     def replenish(self) -> None:
-        while len(self._ready) < self.warm:
-            self._ready.append(self._make((frozenset(), self.metadata_listen)))
+        """Make shells until `warm` are ready or offered (and not yet taken); with
+        `offer_to`, each goes to the daemon as soon as it is made."""
+        while len(self._ready) + len(self._offered) < self.warm:
+            shell = self._make((frozenset(), self.metadata_listen))
+            if self.offer_to is None:
+                self._ready.append(shell)
+                continue
+            pid, relpath = shell.pid, shell.cgroup.relpath
+            try:
+                offer(self.offer_to, shell)
+            except OSError:  # the daemon is gone: nobody takes shells any more
+                with contextlib.suppress(OSError):
+                    shell.cgroup.remove()
+                return
+            self._offered[relpath] = pid
+
+    def taken(self, relpath: str) -> None:
+        """The daemon took the offered shell in `relpath`: it is a pod now."""
+        self._offered.pop(relpath, None)
 
     def _make(
         self, shape: tuple[frozenset[str], tuple[str, int] | None], parent: str | None = None
-    ) -> Zygote:
+    ) -> Shell:
         cgroup = self.cgroups.create(f"{parent or self.parent}/pod-{secrets.token_hex(6)}")
         leaf = self.cgroups.create(f"{cgroup.relpath}/{PROCESS_LEAF}")
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -146,7 +134,7 @@ class ZygotePool:
                 cgroup.remove()
             raise
         notify_r, first_errpipe, app_sock, *listener = fds
-        return Zygote(
+        return Shell(
             p1,
             ours,
             cgroup,
@@ -159,13 +147,27 @@ class ZygotePool:
 
     def close(self) -> None:
         """End the idle shells (EOF on their sockets) and remove their cgroups."""
-        for zygote in self._ready:
-            zygote.close()
+        for shell in self._ready:
+            shell.close()
             with contextlib.suppress(ChildProcessError):
-                os.waitpid(zygote.pid, 0)
+                os.waitpid(shell.pid, 0)
             with contextlib.suppress(OSError):
-                zygote.cgroup.remove()  # retries while the first app's process exits
+                shell.cgroup.remove()  # retries while the first app's process exits
         self._ready.clear()
+        # Offered and never taken: the daemon closed them (or died, and the kernel did).
+        # One that was taken after all is a pod whose P1 still runs: left alone.
+        deadline = time.monotonic() + 1.0
+        while self._offered and time.monotonic() < deadline:
+            for relpath, pid in list(self._offered.items()):
+                try:
+                    ended = os.waitpid(pid, os.WNOHANG)[0] == pid
+                except ChildProcessError:
+                    ended = True  # reaped already
+                if ended:
+                    with contextlib.suppress(OSError):
+                        self.cgroups.open(relpath).remove(timeout=0.5)
+                    del self._offered[relpath]
+            time.sleep(0.01)
 
 
 def _shell_reports(sock: socket.socket) -> tuple[int, bool, list[int]]:

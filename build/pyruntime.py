@@ -236,6 +236,20 @@ def compile_tree(dest: Path) -> None:
             pyi.unlink()
 
 
+def record_dataclass_code(dest: Path) -> None:
+    """The table of kurma's dataclass methods, compiled once here (kurma/_dataclass_code.py):
+    every kurma module imported by Debian's interpreter from the staged packages."""
+    packages = dest / DIST_PACKAGES
+    table = packages / "kurma" / "dataclass-code.bin"
+    code = (
+        f"import sys; sys.path.insert(0, {str(packages)!r}); "
+        f"from kurma._dataclass_code import record; print(record({str(table)!r}))"
+    )
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    r = _run([str(HOST_PYTHON), "-I", "-X", "no_debug_ranges", "-c", code], env=env)
+    _log(f"recorded {r.stdout.strip()} compiled dataclass methods in {table.name}")
+
+
 # --- shared libraries ---------------------------------------------------------------------------
 
 
@@ -308,6 +322,7 @@ def stage(dest: Path) -> None:
     strip_shared_objects(dest)
     stage_kurma(dest)
     compile_tree(dest)
+    record_dataclass_code(dest)
     libs = stage_libraries(dest)
     _log(f"staged {n} stdlib files, {len(libs)} libraries into {dest}")
 

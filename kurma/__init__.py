@@ -10,3 +10,7 @@ rendered trees on disk using `kurma.aci`; `kurma.runtime` turns rendered trees i
 """
 
 __version__ = "0.1.0"
+
+from ._dataclass_code import install as _install_dataclass_code
+
+_install_dataclass_code()  # a no-op without the initrd's table (see _dataclass_code.py)

@@ -114,3 +114,29 @@ def test_waves_put_every_module_after_its_dependencies() -> None:
         ["kernel/d.ko"],
     ]
     assert load_waves(deps, []) == []
+
+
+def test_a_module_the_kernel_runs_is_not_loaded_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/init's loader usually loaded the base modules already: those `live` in /sys/module
+    count as there without a finit_module (which reads the whole file before its EEXIST);
+    one still `coming` is inserted, so the insert waits until it is ready."""
+    from kurma.init import _modules
+
+    (tmp_path / "modules.dep").write_text(DEP)
+    sys_module = tmp_path / "sys-module"
+    for name, state in (("virtio", "live"), ("virtio_ring", "live"), ("virtio_blk", "coming")):
+        (sys_module / name).mkdir(parents=True)
+        (sys_module / name / "initstate").write_text(state + "\n")
+    inserted: list[str] = []
+
+    def fake_insert(path: str) -> bool:
+        inserted.append(module_name(path))
+        return False  # EEXIST: the loader finished it meanwhile
+
+    monkeypatch.setattr(_modules, "insert_module", fake_insert)
+    report = load_modules(["virtio-blk"], str(tmp_path), sys_module=str(sys_module))
+    assert inserted == ["virtio_blk"]
+    assert sorted(report.already) == ["virtio", "virtio_blk", "virtio_ring"]
+    assert report.loaded == [] and report.failed == {}

@@ -2,17 +2,16 @@
 
 The lowest layer of the runtime: ctypes over libc (and pyseccomp over libseccomp), no policy.
 Every failing call raises `OSError(errno, "<what> failed: <strerror>", target)`.
+
+The capability and seccomp names load on first use (PEP 562 `__getattr__`): PID 1 mounts
+and reboots with this package but never drops a capability or builds a filter, and their
+imports (pyseccomp, ctypes.util's subprocess and shutil) are a tenth of its start.
 """
 
-from ._caps import Capability as Capability
-from ._caps import CapSets as CapSets
-from ._caps import capget as capget
-from ._caps import caps_from_mask as caps_from_mask
-from ._caps import caps_to_mask as caps_to_mask
-from ._caps import capset as capset
-from ._caps import drop_capabilities as drop_capabilities
-from ._caps import last_cap as last_cap
-from ._caps import read_status_capabilities as read_status_capabilities
+from __future__ import annotations
+
+import importlib
+
 from ._prctl import ambient_clear_all as ambient_clear_all
 from ._prctl import ambient_is_set as ambient_is_set
 from ._prctl import ambient_raise as ambient_raise
@@ -25,10 +24,6 @@ from ._prctl import set_child_subreaper as set_child_subreaper
 from ._prctl import set_keepcaps as set_keepcaps
 from ._prctl import set_no_new_privs as set_no_new_privs
 from ._prctl import set_pdeathsig as set_pdeathsig
-from ._seccomp import SeccompFilter as SeccompFilter
-from ._seccomp import docker_default_blocked as docker_default_blocked
-from ._seccomp import load_bpf as load_bpf
-from ._seccomp import resolve_syscall as resolve_syscall
 from ._syscalls import CLONE_NEWCGROUP as CLONE_NEWCGROUP
 from ._syscalls import CLONE_NEWIPC as CLONE_NEWIPC
 from ._syscalls import CLONE_NEWNET as CLONE_NEWNET
@@ -66,3 +61,50 @@ from ._syscalls import sethostname as sethostname
 from ._syscalls import setns as setns
 from ._syscalls import umount2 as umount2
 from ._syscalls import unshare as unshare
+
+_LAZY = {
+    "Capability": "._caps",
+    "CapSets": "._caps",
+    "capget": "._caps",
+    "caps_from_mask": "._caps",
+    "caps_to_mask": "._caps",
+    "capset": "._caps",
+    "drop_capabilities": "._caps",
+    "last_cap": "._caps",
+    "read_status_capabilities": "._caps",
+    "SeccompFilter": "._seccomp",
+    "docker_default_blocked": "._seccomp",
+    "load_bpf": "._seccomp",
+    "resolve_syscall": "._seccomp",
+}
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from ._caps import Capability as Capability
+    from ._caps import CapSets as CapSets
+    from ._caps import capget as capget
+    from ._caps import caps_from_mask as caps_from_mask
+    from ._caps import caps_to_mask as caps_to_mask
+    from ._caps import capset as capset
+    from ._caps import drop_capabilities as drop_capabilities
+    from ._caps import last_cap as last_cap
+    from ._caps import read_status_capabilities as read_status_capabilities
+    from ._seccomp import SeccompFilter as SeccompFilter
+    from ._seccomp import docker_default_blocked as docker_default_blocked
+    from ._seccomp import load_bpf as load_bpf
+    from ._seccomp import resolve_syscall as resolve_syscall
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # once: later lookups are plain
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])

@@ -22,3 +22,19 @@ def test_public_names() -> None:
         "set_child_subreaper", "set_keepcaps", "set_no_new_privs", "set_pdeathsig",
         "sethostname", "setns", "umount2", "unshare",
     }
+
+
+def test_pid1_imports_no_seccomp_or_capabilities() -> None:
+    """kurma-init mounts with this package; the seccomp and capability parts (pyseccomp,
+    ctypes.util) load only when a name of theirs is first used."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, kurma.init.main, kurma.runtime.linux as l; "
+        "print(sorted(m for m in ('pyseccomp', 'kurma.runtime.linux._seccomp', "
+        "'kurma.runtime.linux._caps') if m in sys.modules)); "
+        "l.SeccompFilter, l.last_cap; print('kurma.runtime.linux._seccomp' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[:2] == ["[]", "True"], out

@@ -8,9 +8,7 @@ and reboots with this package but never drops a capability or builds a filter, a
 imports (pyseccomp, ctypes.util's subprocess and shutil) are a tenth of its start.
 """
 
-from __future__ import annotations
-
-import importlib
+import importlib as _importlib
 
 from ._prctl import ambient_clear_all as ambient_clear_all
 from ._prctl import ambient_is_set as ambient_is_set
@@ -78,10 +76,8 @@ _LAZY = {
     "resolve_syscall": "._seccomp",
 }
 
-TYPE_CHECKING = False
+TYPE_CHECKING = False  # (typing is not imported for this)
 if TYPE_CHECKING:
-    from typing import Any
-
     from ._caps import Capability as Capability
     from ._caps import CapSets as CapSets
     from ._caps import capget as capget
@@ -97,14 +93,17 @@ if TYPE_CHECKING:
     from ._seccomp import resolve_syscall as resolve_syscall
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
+    value = getattr(_importlib.import_module(module, __name__), name)
     globals()[name] = value  # once: later lookups are plain
     return value
 
 
 def __dir__() -> list[str]:
     return sorted([*globals(), *_LAZY])
+
+
+del TYPE_CHECKING

@@ -12,6 +12,7 @@ ones that died meanwhile.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import selectors
@@ -800,7 +801,11 @@ class Runtime:
                     app.exit_code = 128 + signal.SIGKILL
         if self.metadata is not None:
             self.metadata.unregister_pod(record.uuid)
-        self._remove_cgroup(live)
+        # A pod with its own pid namespace is empty once its PID 1 is gone: the kernel kills
+        # and reaps every other process of the namespace before PID 1's end shows on the
+        # pidfd. So no kill round (a read of every hierarchy's cgroup.procs) for it.
+        own_pidns = live.plan is not None and "pid" not in live.plan.host_namespaces
+        self._remove_cgroup(live, kill=not own_pidns)
         unmount_apps_tmpfs(live.pod_dir)  # the writable layers are done with: free the RAM
         record.state = PodState.EXITED
         record.finished_at = now
@@ -808,14 +813,18 @@ class Runtime:
         self._changed.notify_all()
         self._emit("pod.exited", live)
 
-    def _remove_cgroup(self, live: _Live) -> None:
+    def _remove_cgroup(self, live: _Live, *, kill: bool = True) -> None:
         if live.record.cgroup is None:
             return
         cgroup = self.cgroups.open(live.record.cgroup)
         try:
-            cgroup.kill_all()
-            cgroup.remove()
+            if kill:
+                cgroup.kill_all()
+            cgroup.remove(timeout=5.0 if kill else 0.5)
         except OSError as e:
+            if not kill and e.errno == errno.EBUSY:  # someone is left after all
+                self._remove_cgroup(live, kill=True)
+                return
             log.warning("pod %s: cgroup clean-up: %s", live.record.name, e)
 
     # --- adoption, shutdown ------------------------------------------------------------------

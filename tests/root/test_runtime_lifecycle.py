@@ -260,6 +260,15 @@ def test_a_start_survives_a_warm_shell_killed_while_it_waited(pods: PodEnv) -> N
     assert (app.exit_code, app.error, log) == (0, None, "started anyway\n")
 
 
+def test_an_app_that_fails_at_once_is_recorded_every_time(pods: PodEnv) -> None:
+    """The first app builds its root while the pod's PID 1 registers it: one that fails
+    before PID 1 is done must still get its exit record from podinit (125), not be lost
+    with PID 1 (137), however the two race."""
+    manifest = pods.manifest(_sh("quick", "true", workingDirectory="/no/such/dir"))
+    codes = [pods.runtime.run(manifest, timeout=30).apps[0].exit_code for _ in range(12)]
+    assert codes == [125] * 12
+
+
 def test_missing_working_directory_is_an_error(pods: PodEnv) -> None:
     record = pods.run(_sh("lost", "echo should not run", workingDirectory="/no/such/dir"))
     app = record.apps[0]

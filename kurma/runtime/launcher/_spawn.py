@@ -320,7 +320,10 @@ def _exec_podinit(
     )
     signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
     go_w, apps = go
-    os.write(go_w, b"g" * apps)  # one for each app: P1 did not fail
+    # One for each app: P1 did not fail. No reader left (EPIPE): every app has failed and
+    # ended already, and podinit still has to record them.
+    with contextlib.suppress(BrokenPipeError):
+        os.write(go_w, b"g" * apps)
     os.execv(argv[0], argv)
 
 

@@ -170,7 +170,9 @@ def _console_entry(config: BootConfig, run_dir: Path) -> dict[str, Any]:
         isolators={
             "os/linux/devices": [f"/dev/{t}" for t in ttys],
             "host/api-access": {"scope": "host"},  # granted here, by the boot config
-            "os/linux/namespaces": {"uts": "host"},  # `kurma login:`, the machine's name
+            # The machine's name (`kurma login:`) and network (the operator runs ip, ping
+            # ... here; a console pod costs no network namespace of its own to start).
+            "os/linux/namespaces": {"uts": "host", "net": "host"},
         },
         volumes={"auth": {"source": str(auth), "readOnly": True}},
         backoff={"initial": 0.5, "maximum": 5.0, "factor": 2.0},

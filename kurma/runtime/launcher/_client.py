@@ -88,7 +88,7 @@ class Launcher:
         with self._shells_lock:
             if self._shells.fileno() < 0:
                 return None
-            return take_offered(self._shells, self.cgroups, (host_namespaces, listen))
+            return take_offered(self._shells, self.cgroups)
 
     def start_handler(self, request: HandlerStart) -> tuple[int, int]:
         """Run a handler in a running pod: (its pid inside the pod, its errpipe)."""
@@ -126,7 +126,7 @@ class Launcher:
         socket closes), and reap it."""
         with self._shells_lock:
             while self._shells.fileno() >= 0:
-                shell = take_offered(self._shells, self.cgroups, self._default[:2])
+                shell = take_offered(self._shells, self.cgroups)
                 if shell is None:
                     self._shells.close()
                     break

@@ -27,14 +27,13 @@ Shape = tuple[frozenset[str], tuple[str, int] | None]
 
 @dataclass
 class Shell:
-    """A warm pod shell: P1's pid (the launcher's child), its socket, its cgroup, its shape,
-    and what P1 handed up (see `_spawn.serve_pod_start`): the first app's socket and the
+    """A warm pod shell: P1's pid (the launcher's child), its socket, its cgroup, and what
+    P1 handed up (see `_spawn.serve_pod_start`): the first app's socket and the
     descriptors the daemon gets at the start. `pidfd` is P1's, once opened."""
 
     pid: int
     sock: socket.socket
     cgroup: Cgroup
-    shape: Shape
     app_sock: socket.socket
     notify_r: int
     first_errpipe: int
@@ -134,7 +133,7 @@ def offer(sock: socket.socket, shell: Shell) -> None:
         shell.close()
 
 
-def take_offered(sock: socket.socket, cgroups: CgroupSystem, shape: Shape) -> Shell | None:
+def take_offered(sock: socket.socket, cgroups: CgroupSystem) -> Shell | None:
     """The next offered shell, if one is waiting on the (non-blocking) `sock`; tells the
     launcher it was taken, so it makes the next one once requests pause."""
     try:
@@ -153,7 +152,6 @@ def take_offered(sock: socket.socket, cgroups: CgroupSystem, shape: Shape) -> Sh
         pid,
         socket.socket(fileno=p1_sock),
         cgroups.open(relpath),
-        shape,
         socket.socket(fileno=app_sock),
         notify_r,
         first_errpipe,

@@ -29,7 +29,7 @@ from typing import NoReturn
 
 from ..cgroups import Cgroup, CgroupSystem
 from ._app import write_control_file
-from ._shell import Shell, offer, procs_files
+from ._shell import Shape, Shell, offer, procs_files
 from ._spawn import make_namespaces, serve_pod_start
 from ._wire import error_of, receive, send
 
@@ -59,22 +59,22 @@ def reaper_procs(cgroup: Cgroup) -> str | None:
 
 
 class ZygotePool:
-    """Up to `warm` ready shells owning every namespace; `take` one per pod start."""
+    """Makes pod shells: `warm` of the default shape (owning every namespace) offered to the
+    daemon ahead of time (see _shell), and any shell on the spot (`take`)."""
 
     def __init__(
         self,
         cgroups: CgroupSystem,
         parent: str,
         warm: int,
-        metadata_listen: tuple[str, int] | None = None,
-        offer_to: socket.socket | None = None,
+        metadata_listen: tuple[str, int] | None,
+        offer_to: socket.socket,
     ) -> None:
         self.cgroups = cgroups
         self.parent = parent
         self.warm = warm
         self.metadata_listen = metadata_listen
         self.offer_to = offer_to
-        self._ready: list[Shell] = []
         self._offered: dict[str, int] = {}  # cgroup relpath -> P1's pid, until taken
 
     def take(
@@ -83,23 +83,15 @@ class ZygotePool:
         metadata_listen: tuple[str, int] | None,
         cgroup_parent: str | None = None,
     ) -> Shell:
-        """A shell for a pod; `cgroup_parent` (a child pod's: its parent pod's cgroup) gets
-        one made on the spot below it, since warm shells wait below the runtime's cgroup."""
-        shape = (host_namespaces, metadata_listen)
-        if cgroup_parent is not None and cgroup_parent != self.parent:
-            return self._make(shape, cgroup_parent)
-        if self._ready and self._ready[0].shape == shape:
-            return self._ready.pop(0)
-        return self._make(shape)
+        """A shell made now for a start the daemon could not make in an offered one; a
+        child pod's (`cgroup_parent`: its parent pod's cgroup) below that cgroup."""
+        parent = cgroup_parent if cgroup_parent is not None else self.parent
+        return self._make((host_namespaces, metadata_listen), parent)
 
     def replenish(self) -> None:
-        """Make shells until `warm` are ready or offered (and not yet taken); with
-        `offer_to`, each goes to the daemon as soon as it is made."""
-        while len(self._ready) + len(self._offered) < self.warm:
-            shell = self._make((frozenset(), self.metadata_listen))
-            if self.offer_to is None:
-                self._ready.append(shell)
-                continue
+        """Make and offer shells until `warm` are offered and not yet taken."""
+        while len(self._offered) < self.warm:
+            shell = self._make((frozenset(), self.metadata_listen), self.parent)
             pid, relpath = shell.pid, shell.cgroup.relpath
             try:
                 offer(self.offer_to, shell)
@@ -113,10 +105,8 @@ class ZygotePool:
         """The daemon took the offered shell in `relpath`: it is a pod now."""
         self._offered.pop(relpath, None)
 
-    def _make(
-        self, shape: tuple[frozenset[str], tuple[str, int] | None], parent: str | None = None
-    ) -> Shell:
-        cgroup = self.cgroups.create(f"{parent or self.parent}/pod-{secrets.token_hex(6)}")
+    def _make(self, shape: Shape, parent: str) -> Shell:
+        cgroup = self.cgroups.create(f"{parent}/pod-{secrets.token_hex(6)}")
         leaf = self.cgroups.create(f"{cgroup.relpath}/{PROCESS_LEAF}")
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
@@ -138,7 +128,6 @@ class ZygotePool:
             p1,
             ours,
             cgroup,
-            shape,
             socket.socket(fileno=app_sock),
             notify_r,
             first_errpipe,
@@ -146,16 +135,9 @@ class ZygotePool:
         )
 
     def close(self) -> None:
-        """End the idle shells (EOF on their sockets) and remove their cgroups."""
-        for shell in self._ready:
-            shell.close()
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(shell.pid, 0)
-            with contextlib.suppress(OSError):
-                shell.cgroup.remove()  # retries while the first app's process exits
-        self._ready.clear()
-        # Offered and never taken: the daemon closed them (or died, and the kernel did).
-        # One that was taken after all is a pod whose P1 still runs: left alone.
+        """Remove the cgroups of the shells offered and never taken, once their P1 has
+        ended: the daemon closed them (or died, and the kernel closed them). One that was
+        taken after all is a pod whose P1 still runs: left alone."""
         deadline = time.monotonic() + 1.0
         while self._offered and time.monotonic() < deadline:
             for relpath, pid in list(self._offered.items()):

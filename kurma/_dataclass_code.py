@@ -25,12 +25,13 @@ if TYPE_CHECKING:
     from typing import Any
 
 TABLE = os.path.join(os.path.dirname(__file__), "dataclass-code.bin")
-_FORMAT = (2, sys.implementation.cache_tag)  # a table from another interpreter is ignored
+_FORMAT = (3, sys.implementation.cache_tag)  # a table from another interpreter is ignored
 _HEADER = 8  # bytes: the length of the index that follows
 
 # The table: an 8-byte little-endian length, then marshal((_FORMAT, {module: (offset, size)})),
-# then per module a marshalled [(text, code)]: a process unmarshals only what its own
-# imports use (the whole table, as code objects, would be 1.6 MB in every kurma process).
+# then per module a marshalled [(text, code)], at `offset` past the index: a process
+# unmarshals only what its own imports use (the whole table, as code objects, would be
+# 1.6 MB in every kurma process).
 
 
 def install(table: str = TABLE) -> bool:
@@ -48,6 +49,7 @@ def install(table: str = TABLE) -> bool:
         os.close(fd)
         return False
     index: dict[str, tuple[int, int]] = loaded[1]
+    base = _HEADER + size
     modules: dict[str, dict[str, CodeType]] = {}
     import dataclasses
 
@@ -56,8 +58,8 @@ def install(table: str = TABLE) -> bool:
     def codes_of(module: object) -> dict[str, CodeType]:
         codes = modules.get(module)  # type: ignore[call-overload]
         if codes is None:
-            where = index.get(module)  # type: ignore[call-overload]
-            codes = {} if where is None else dict(marshal.loads(os.pread(fd, where[1], where[0])))
+            at, length = index.get(module, (0, 0))  # type: ignore[call-overload]
+            codes = dict(marshal.loads(os.pread(fd, length, base + at))) if length else {}
             modules[module] = codes  # type: ignore[index]
         return codes
 
@@ -101,11 +103,6 @@ def record(table: str, package: str = "kurma") -> int:
         index[name] = (offset, len(blob))
         offset += len(blob)
     header = marshal.dumps((_FORMAT, index))
-    start = _HEADER + len(header)
-    index = {name: (start + at, size) for name, (at, size) in index.items()}
-    header = marshal.dumps((_FORMAT, index))
-    if _HEADER + len(header) != start:  # the offsets' sizes are fixed in marshal: never
-        raise AssertionError("dataclass table index changed size")
     tmp = table + ".tmp"
     with open(tmp, "wb") as f:
         f.write(len(header).to_bytes(_HEADER, "little"))

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ...documents import DocumentError, load_document
 from ._cmdline import parse_cmdline
 from ._model import SPEC, BootConfig, DiskRole
 from ._problem import CMDLINE, DEFAULTS, ConfigProblem, Path, ProblemKind
@@ -43,20 +44,18 @@ def read_layer(
 
     A missing file is no problem: a machine may have no config at all.
     """
-    import yaml
-
     source = os.fspath(path)
     try:
         with open(path, "rb") as f:
             text = f.read().decode("utf-8")
-        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        data = load_document(text)
     except FileNotFoundError:
         return None, []
     except OSError as e:
         return None, [_unreadable(source, f"cannot read: {e.strerror or e}")]
     except UnicodeDecodeError as e:
         return None, [_unreadable(source, f"not UTF-8 text ({e.reason} at byte {e.start})")]
-    except yaml.YAMLError as e:
+    except DocumentError as e:
         return None, [_unreadable(source, f"not valid YAML: {' '.join(str(e).split())}")]
     if data is None:
         data = {}

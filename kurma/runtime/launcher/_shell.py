@@ -121,15 +121,14 @@ def _limit_args(limits: object) -> dict[str, int | None]:
 
 def offer(sock: socket.socket, shell: Shell) -> None:
     """Send a shell (of the default shape) to the daemon; the launcher's copies close."""
-    pidfd = os.pidfd_open(shell.pid)  # our child: it cannot have been reaped yet
-    fds = [shell.sock.fileno(), shell.app_sock.fileno(), shell.notify_r, shell.first_errpipe]
-    fds.append(pidfd)
-    if shell.listener is not None:
-        fds.append(shell.listener)
     try:
+        shell.pidfd = os.pidfd_open(shell.pid)  # our child: it cannot have been reaped yet
+        fds = [shell.sock.fileno(), shell.app_sock.fileno(), shell.notify_r]
+        fds += [shell.first_errpipe, shell.pidfd]
+        if shell.listener is not None:
+            fds.append(shell.listener)
         send(sock, ("shell", shell.pid, shell.cgroup.relpath), fds)
     finally:
-        os.close(pidfd)
         shell.close()
 
 

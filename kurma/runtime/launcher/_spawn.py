@@ -126,7 +126,8 @@ def make_namespaces(
 @dataclass
 class _FirstApp:
     """The pod's first app process, forked while the shell is idle, and P1's ends of its
-    pipes. Its plan comes from the launcher (the other end of `sock`), not through P1."""
+    pipes. Its plan comes from whoever starts the shell (the other end of `sock`: the
+    daemon, see _shell, or the launcher), not through P1."""
 
     pid: int
     sock: socket.socket  # handed up to the launcher with the shell
@@ -136,7 +137,7 @@ class _FirstApp:
     ready_r: int  # the pre-start barrier; later apps get copies of ready_w and go_r
     ready_w: int
     go_r: int
-    go_w: int  # parked high, close-on-exec: EOF when P1 becomes kurma-podinit
+    go_w: int  # parked high, close-on-exec: a byte per app just before podinit's exec
 
 
 def serve_pod_start(
@@ -144,10 +145,10 @@ def serve_pod_start(
 ) -> NoReturn:
     """P1 of a pod shell. While idle it forks the pod's first app process and hands the
     shell's descriptors up (`ready`: the notification pipe, the first app's errpipe and
-    socket, the metadata listener), so a start needs no answer from P1: the launcher sends
-    the PodStart here and the first app's plan straight to that app, which builds its root
-    while P1 registers it and becomes kurma-podinit (`_pod_init`). EOF on `sock`: never
-    used, exit (the first app gets EOF from the launcher and exits too)."""
+    socket, the metadata listener), so a start needs no answer from P1: the starter (see
+    _shell) sends the PodStart here and the first app's plan straight to that app, which
+    builds its root while P1 registers it and becomes kurma-podinit (`_pod_init`). EOF on
+    `sock`: never used, exit (the first app gets EOF on its own socket and exits too)."""
     try:
         first = _fork_first_app(sock, listener)
         notify_r, notify_w = os.pipe()
@@ -194,7 +195,7 @@ def _fork_first_app(*inherited: socket.socket | None) -> _FirstApp:
 
 
 def _waiting_app(sock: socket.socket, fds: AppFds) -> NoReturn:
-    """Wait for (plan, cgroups, barrier) from the launcher; then become the app."""
+    """Wait for (plan, cgroups, barrier) from the shell's starter; then become the app."""
     try:
         got = receive(sock)
     except BaseException:
@@ -212,8 +213,8 @@ def _waiting_app(sock: socket.socket, fds: AppFds) -> NoReturn:
 def first_app_message(
     plan: PodPlan, app_cgroup_procs: Mapping[str, tuple[str, ...]]
 ) -> tuple[AppPlan, tuple[str, ...], bool]:
-    """What the launcher sends the first app's process: its plan, its own cgroups, and
-    whether it waits at the pre-start barrier."""
+    """What the shell's starter sends the first app's process: its plan, its own cgroups,
+    and whether it waits at the pre-start barrier."""
     app = plan.apps[0]
     return app, tuple(app_cgroup_procs.get(app.name, ())), _has_barrier(plan)
 

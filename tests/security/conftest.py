@@ -13,6 +13,7 @@ from tests.root.runtime_support import busybox_aci as busybox_aci
 from tests.root.runtime_support import pods as pods
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Every test under tests/security is a root test."""
     for item in items:

@@ -5,14 +5,27 @@
     │                               carries the JSON path of the offending field
     ├── ArchiveError                an image archive is malformed or hostile (path escapes,
     │                               bombs, missing manifest); nothing was written
-    └── StoreError                  the image store refused an operation
-        ├── ImageNotFound           no image matches a reference
-        ├── AmbiguousImage          a short ID or name matches more than one image
-        ├── ImageInUse              delete refused: a pod or a rendered tree uses the image
-        └── DependencyError         an image's dependencies cannot be resolved or do not match
+    ├── StoreError                  the image store refused an operation
+    │   ├── ImageNotFound           no image matches a reference
+    │   ├── AmbiguousImage          a short ID or name matches more than one image
+    │   ├── ImageInUse              delete refused: a pod or a rendered tree uses the image
+    │   └── DependencyError         an image's dependencies cannot be resolved or do not match
+    ├── PodError                    the pod runtime refused an operation on a pod
+    │   ├── PodNotFound             no pod has that UUID, UUID prefix or name
+    │   └── PodStateError           the pod exists, but its state forbids the operation
+    └── NotPermitted                a pod asked for more than its creator holds (least
+                                    privilege; kurma.runtime, defined in its _confine)
 
 ValidationError differs from ArchiveError in what was wrong: the document's content versus
 the container around it. An archive whose manifest is invalid raises ValidationError.
+PodNotFound differs from PodStateError in what the caller should do: look the pod up again
+(`kurmactl ps -a`) versus wait for, or bring about, the state the operation needs (start a
+created pod, stop a running one). Neither means the pod is broken.
+
+Not in this tree, on purpose: failures of the system itself are OSError, with errno and the
+path (`OSError(errno, "mount failed", target)`); the launcher's are `LauncherError`, an
+OSError (kurma.runtime.launcher). An app that cannot start is no exception: its record says
+why (`AppRecord.error`, exit codes 125-127).
 """
 
 from __future__ import annotations
@@ -57,3 +70,16 @@ class ImageInUse(StoreError):
 
 class DependencyError(StoreError):
     """An image's dependencies cannot be resolved from the store, or a pinned ID differs."""
+
+
+class PodError(KurmaError):
+    """The pod runtime refused an operation on a pod (the pod itself is not harmed)."""
+
+
+class PodNotFound(PodError, LookupError):
+    """No pod has that UUID, unique UUID prefix or name (for this caller)."""
+
+
+class PodStateError(PodError):
+    """The pod is not in a state that allows the operation (start a running pod, create a
+    child of an exited one, go past the depth limit)."""

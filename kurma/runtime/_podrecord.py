@@ -1,7 +1,9 @@
 """A pod's record on disk (`pods/<uuid>/pod.json`): what a restarted daemon needs to find it.
 
 Written through a temporary name and renamed, after every change of state. The record is
-plain data; the runtime owns the transitions.
+plain data; the runtime owns the transitions (`_lifecycle.Lifecycle._transition`, the one
+door). A record names the pod's cgroup before anything is launched into it, so a daemon
+killed at any moment leaves nothing a new one cannot attribute (`_adoption`).
 """
 
 from __future__ import annotations
@@ -81,12 +83,24 @@ class PodRecord:
         ancestors = tuple(doc.pop("ancestors", ()))
         return cls(**{**doc, "state": PodState(doc["state"]), "apps": apps, "ancestors": ancestors})
 
-    def save(self, pod_dir: Path) -> None:
-        """Write pod.json atomically (temporary name, then rename)."""
-        path = pod_dir / RECORD_FILE
+    def save(self, pod_dir: Path, *, durable: bool = False) -> None:
+        """Write pod.json atomically: a temporary name, fsync when `durable`, rename.
+
+        The rename alone is atomic against the death of the writer (the page cache outlives
+        kurmad); fsync only guards against the machine's own crash (see
+        `Lifecycle._transition` for where that matters)."""
+        data = json.dumps(self.to_json(), indent=1).encode()
         tmp = pod_dir / f".{RECORD_FILE}.tmp"
-        tmp.write_text(json.dumps(self.to_json(), indent=1))
-        os.replace(tmp, path)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, pod_dir / RECORD_FILE)
 
     @classmethod
     def load(cls, pod_dir: Path) -> PodRecord:

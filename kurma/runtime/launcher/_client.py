@@ -62,21 +62,22 @@ class Launcher:
         )
 
     def start_pod(self, request: PodStart) -> tuple[PodStarted, list[int]]:
-        """Start a pod; returns the answer and descriptors (see PodStarted) the caller owns.
-
-        In an offered shell when one fits (no round trip through the launcher), else by
-        asking the launcher."""
-        shell = self._offered_shell(request)
-        if shell is not None:
-            try:
-                return start_in_shell(shell, request, self.cgroups)
-            except ConnectionError:
-                pass  # its P1 or app was killed while it waited: the launcher makes one
+        """Ask the launcher to start a pod in a shell it makes now (in `request.cgroup`
+        when given); returns the answer and descriptors (see PodStarted) the caller owns.
+        A start in an offered shell needs no launcher: `take_shell`, `start_in_shell`."""
         answer, fds = self._call(request)
         assert isinstance(answer, PodStarted)
         return answer, fds
 
-    def _offered_shell(self, request: PodStart) -> Shell | None:
+    def start_in_shell(self, shell: Shell, request: PodStart) -> tuple[PodStarted, list[int]]:
+        """Start a pod in an offered shell (`take_shell`): no round trip through the
+        launcher. ConnectionError: its P1 or app was killed while it waited (the shell is
+        gone, its cgroup removed)."""
+        return start_in_shell(shell, request, self.cgroups)
+
+    def take_shell(self, request: PodStart) -> Shell | None:
+        """An offered warm shell that fits the start (the caller starts it or closes it),
+        or None."""
         host_namespaces, listen, parent = self._default
         fits = (
             request.plan.host_namespaces == host_namespaces

@@ -61,7 +61,9 @@ class _Server:
         """A start the daemon could not make from an offered shell (another shape, a
         child pod's cgroup, or none offered yet): in a shell taken here or made now."""
         plan = request.plan
-        shell = self.pool.take(plan.host_namespaces, request.metadata_listen, request.cgroup_parent)
+        shell = self.pool.take(
+            plan.host_namespaces, request.metadata_listen, request.cgroup_parent, request.cgroup
+        )
         return start_in_shell(shell, request, self.pool.cgroups)
 
     def serve(self) -> None:

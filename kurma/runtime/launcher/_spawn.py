@@ -76,6 +76,9 @@ class PodStart:
     log_rotate: tuple[int, int]  # podinit's -l: max bytes per log file, rotated files kept
     metadata_listen: tuple[str, int] | None = None  # address, port inside the pod's netns
     cgroup_parent: str | None = None  # a child pod's: its parent pod's cgroup (else the runtime's)
+    # The cgroup of a shell made for this start (`_zygote.new_pod_cgroup`): the daemon names
+    # it in the pod's record before it asks, so no process runs in a cgroup no record names.
+    cgroup: str | None = None
 
 
 @dataclass(frozen=True)

@@ -33,12 +33,18 @@ from ._shell import Shape, Shell, offer, procs_files
 from ._spawn import make_namespaces, serve_pod_start
 from ._wire import error_of, receive, send
 
+POD_CGROUP_PREFIX = "pod-"  # every pod cgroup's name (and every shell's): `pod-<hex>`
 PROCESS_LEAF = "self"
 """A pod's own processes live in `<pod cgroup>/self`; its limits are set on the pod cgroup,
 its apps' limits on `app-<name>` and its children's cgroups are `pod-<hex>` beside the leaf:
 cgroup2's no-internal-process rule allows controllers in a cgroup only when it holds no
 processes itself, so a pod that has children or app limits must keep its processes in a leaf.
 """
+
+
+def new_pod_cgroup(parent: str) -> str:
+    """A fresh pod cgroup's relpath below `parent` (not made yet)."""
+    return f"{parent}/{POD_CGROUP_PREFIX}{secrets.token_hex(6)}"
 
 
 def process_cgroup(cgroups: CgroupSystem, relpath: str) -> Cgroup:
@@ -82,21 +88,24 @@ class ZygotePool:
         host_namespaces: frozenset[str],
         metadata_listen: tuple[str, int] | None,
         cgroup_parent: str | None = None,
+        cgroup: str | None = None,
     ) -> Shell:
         """A shell made now for a start the daemon could not make in an offered one; a
-        child pod's (`cgroup_parent`: its parent pod's cgroup) below that cgroup."""
+        child pod's (`cgroup_parent`: its parent pod's cgroup) below that cgroup; in
+        `cgroup` when the daemon named it already."""
         parent = cgroup_parent if cgroup_parent is not None else self.parent
-        return self._make((host_namespaces, metadata_listen), parent)
+        return self._make((host_namespaces, metadata_listen), cgroup or new_pod_cgroup(parent))
 
     def replenish(self) -> None:
         """Make and offer shells until `warm` are offered and not yet taken."""
         while len(self._offered) < self.warm:
-            shell = self._make((frozenset(), self.metadata_listen), self.parent)
+            shell = self._make((frozenset(), self.metadata_listen), new_pod_cgroup(self.parent))
             pid, relpath = shell.pid, shell.cgroup.relpath
             try:
                 offer(self.offer_to, shell)
             except OSError:  # the daemon is gone: nobody takes shells any more
                 with contextlib.suppress(OSError):
+                    shell.cgroup.kill_all()
                     shell.cgroup.remove()
                 return
             self._offered[relpath] = pid
@@ -105,8 +114,8 @@ class ZygotePool:
         """The daemon took the offered shell in `relpath`: it is a pod now."""
         self._offered.pop(relpath, None)
 
-    def _make(self, shape: Shape, parent: str) -> Shell:
-        cgroup = self.cgroups.create(f"{parent}/pod-{secrets.token_hex(6)}")
+    def _make(self, shape: Shape, relpath: str) -> Shell:
+        cgroup = self.cgroups.create(relpath)
         leaf = self.cgroups.create(f"{cgroup.relpath}/{PROCESS_LEAF}")
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:

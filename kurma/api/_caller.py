@@ -12,7 +12,7 @@ import copy
 from dataclasses import dataclass
 from typing import Any, Self
 
-from ..runtime._podrecord import PodRecord
+from ..runtime import PodRecord
 
 SUBTREE, HOST_READ, HOST = "subtree", "host-read", "host"
 

@@ -29,8 +29,7 @@ from ..aci import (
     parse_pod_manifest,
 )
 from ..errors import ImageNotFound, ValidationError
-from ..runtime._podrecord import AppState, PodRecord, PodState
-from ..runtime._runtime import PodEvent
+from ..runtime import AppState, PodEvent, PodEventKind, PodRecord, PodState
 from .v1 import host_pb2, images_pb2, pods_pb2
 
 if TYPE_CHECKING:
@@ -166,12 +165,12 @@ def image_to_proto(record: Any, manifest_json: str = "") -> images_pb2.Image:
 def event_to_proto(event: PodEvent) -> host_pb2.Event:
     """A runtime PodEvent as a Host.Events message, with a line a person reads."""
     record = event.record
-    message = f"pod {record.name} {event.kind.split('.', 1)[1]}"
-    if event.kind == "app.exited" and event.app is not None:
+    message = f"pod {record.name} {event.kind.split('.', 1)[1].replace('_', ' ')}"
+    if event.kind == PodEventKind.APP_EXITED and event.app is not None:
         app = record.app(event.app)
         how = f"failed to start: {app.error}" if app.error else f"exited with code {app.exit_code}"
         message = f"app {app.name} of pod {record.name} {how}"
-    elif event.kind == "pod.exited":
+    elif event.kind == PodEventKind.EXITED:
         codes = ", ".join(f"{a.name}={a.exit_code}" for a in record.apps)
         message = f"pod {record.name} exited ({codes})"
     return host_pb2.Event(

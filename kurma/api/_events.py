@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
-from ..runtime._runtime import PodEvent, Runtime
+from ..runtime import PodEvent, Runtime
 from ._caller import CallerView
 from ._convert import event_to_proto, image_event, timestamp
 from .v1 import host_pb2

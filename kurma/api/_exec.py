@@ -22,7 +22,7 @@ from collections.abc import Iterator
 
 import grpc
 
-from ..runtime._runtime import Runtime
+from ..runtime import Runtime
 from ._status import ApiError, Code
 from .v1 import pods_pb2
 

@@ -12,8 +12,7 @@ import socket
 import grpc
 
 from .. import __version__
-from ..runtime._podrecord import AppState, PodState
-from ..runtime._runtime import PodNotFound, Runtime
+from ..runtime import AppState, PodNotFound, PodState, Runtime
 from ..runtime.cgroups import CONTROLLERS
 from ..services import ServiceNotFound, ServiceStatus
 from ..services._supervisor import Supervisor

@@ -19,8 +19,7 @@ import grpc
 
 from ..aci import ApiAccessIsolator, ApiScope, PodManifest, parse_pod_manifest
 from ..errors import ValidationError
-from ..runtime._podrecord import AppState, PodRecord, PodState
-from ..runtime._runtime import PodEvent, PodNotFound, Runtime
+from ..runtime import AppState, PodEvent, PodEventKind, PodNotFound, PodRecord, PodState, Runtime
 from ..runtime.cgroups import Version, parse_limit
 from ._caller import BindsCaller, CallerView
 from ._convert import manifest_from_spec, pod_facts, pod_states, pod_to_proto
@@ -54,9 +53,9 @@ class _PodIndex:
     def _on_event(self, event: PodEvent) -> None:
         record = event.record
         with self._lock:
-            if event.kind == "pod.created":
+            if event.kind == PodEventKind.CREATED:
                 self._names[record.name] = record.uuid
-            elif event.kind == "pod.destroyed":
+            elif event.kind == PodEventKind.DESTROYED:
                 if self._names.get(record.name) == record.uuid:
                     del self._names[record.name]
                 self._messages.pop(record.uuid, None)

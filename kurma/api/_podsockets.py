@@ -31,9 +31,16 @@ from pathlib import Path
 
 import grpc
 
-from ..runtime._plan import API_SOCKET_NAME
-from ..runtime._podrecord import PodRecord, PodState
-from ..runtime._runtime import API_DIR, PodEvent, PodNotFound, Runtime
+from ..runtime import (
+    API_DIR,
+    API_SOCKET_NAME,
+    PodEvent,
+    PodEventKind,
+    PodNotFound,
+    PodRecord,
+    PodState,
+    Runtime,
+)
 from ._authz import METHOD_ROLES, Role, _guarded
 from ._caller import HOST_READ, SUBTREE, CallerView, pod_view
 from ._logfmt import fields
@@ -151,7 +158,7 @@ class PodSockets:
 
     def _on_event(self, event: PodEvent) -> None:
         """(runtime lock held) A pod ended or went: close its server, in the closer thread."""
-        if event.kind in ("pod.exited", "pod.destroyed") and event.record.api_access:
+        if event.kind in (PodEventKind.EXITED, PodEventKind.DESTROYED) and event.record.api_access:
             self._closing.put(event.record.uuid)
 
     def _closer(self) -> None:

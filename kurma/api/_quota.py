@@ -35,9 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..aci import ApiAccessIsolator, ApiScope, PodManifest, SubtreeQuota, parse_pod_manifest
-from ..runtime._confine import NotPermitted, check_quota_within
-from ..runtime._podrecord import PodRecord
-from ..runtime._runtime import PodNotFound, Runtime
+from ..runtime import NotPermitted, PodNotFound, PodRecord, Runtime, check_quota_within
 from ..store._atomic import write_atomic
 from ._caller import CallerView
 from ._config import DaemonConfig

@@ -20,7 +20,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from ..runtime._runtime import Runtime
+from ..runtime import Runtime
 from ..services._supervisor import Supervisor
 from ._caller import CallerView
 from ._config import DaemonConfig

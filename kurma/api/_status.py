@@ -28,8 +28,7 @@ from ..errors import (
     StoreError,
     ValidationError,
 )
-from ..runtime._confine import NotPermitted
-from ..runtime._runtime import PodNotFound, PodStateError
+from ..runtime import NotPermitted, PodNotFound, PodStateError
 from ..runtime.launcher import LauncherError
 from ._logfmt import fields
 

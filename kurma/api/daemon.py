@@ -33,7 +33,7 @@ from ._logfmt import fields, setup_logging
 from ._tcp import check_tcp_support
 
 if TYPE_CHECKING:
-    from ..runtime._podrecord import PodRecord
+    from ..runtime import PodRecord
 
 log = logging.getLogger("kurma.api.daemon")
 
@@ -85,7 +85,7 @@ def await_config(argv: list[str], poll: float = 0.01) -> bool:
     except (ValueError, IndexError):
         print(f"kurmad: {WAIT_FLAG} needs --config FILE", file=sys.stderr)
         return False
-    from ..runtime import _runtime  # noqa: F401  (the bulk of kurmad's imports)
+    from ..runtime import Runtime  # noqa: F401  (the bulk of kurmad's imports)
     from ..services import _supervisor  # noqa: F401
     from . import _convert  # noqa: F401
 
@@ -166,7 +166,7 @@ def serve(config: DaemonConfig) -> int:
 
 
 def _start_runtime(config: DaemonConfig):  # -> Runtime (imported lazily, like everything)
-    from ..runtime._runtime import Runtime, RuntimeConfig
+    from ..runtime import Runtime, RuntimeConfig
     from ..runtime.cgroups import CgroupSystem, enter_leaf
 
     cgroups = CgroupSystem.detect()
@@ -277,7 +277,7 @@ def _shutdown(server, supervisor, runtime, config: DaemonConfig, grace: float) -
 
 def _stop_all_pods(runtime) -> None:
     """Stop every running pod at once (each gets its own grace period, not one after another)."""
-    from ..runtime._podrecord import PodState
+    from ..runtime import PodState
 
     running = [r for r in runtime.list_pods() if r.state in (PodState.RUNNING, PodState.STOPPING)]
     if not running:

@@ -471,16 +471,17 @@ class Lifecycle(RuntimeParts):
 
 def _is_podinit_of(live: LivePod, pid: int) -> bool:
     """Whether `pid` is the pod's podinit: the recorded pid with its start time, or a
-    kurma-podinit whose last argument is the pod's directory."""
+    kurma-podinit whose title names the pod's directory (podinit sets its command line to
+    `kurma-podinit <basename of POD_DIR>`, the UUID)."""
     record = live.record
     if pid == record.podinit_pid and process_start_time(pid) == record.podinit_start:
         return True
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            argv = f.read().rstrip(b"\0").split(b"\0")
+            title = f.read().split(b"\0", 1)[0]
     except OSError:
         return False
-    return argv[-1] == os.fsencode(live.pod_dir) and b"podinit" in os.path.basename(argv[0])
+    return title == f"kurma-podinit {live.pod_dir.name}".encode()
 
 
 def _read_errpipes(fds: list[int], timeout: float) -> list[tuple[int, str] | None]:

@@ -320,7 +320,11 @@ class Lifecycle(RuntimeParts):
         launched = None
         shell = self.launcher.take_shell(request)
         if shell is not None:  # its P1 waits in its cgroup: named before it gets the start
-            self._name_cgroup(live, shell.cgroup.relpath, shell.pid, "in a warm shell")
+            try:
+                self._name_cgroup(live, shell.cgroup.relpath, shell.pid, "in a warm shell")
+            except BaseException:
+                shell.close()  # P1 and the app exit on EOF; _undo_start removes the cgroup
+                raise
             with contextlib.suppress(ConnectionError):  # its P1 or app was killed meanwhile
                 launched = self.launcher.start_in_shell(shell, request)
         if launched is None:  # a shell made now, in a cgroup named here first

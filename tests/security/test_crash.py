@@ -155,7 +155,10 @@ def test_kill9_during_concurrent_creates_leaves_nothing_invisible(
             daemon.signal(signal.SIGKILL)
             daemon.wait()
             results.result(timeout=60)
+        made = sum(isinstance(r, pods_pb2.Pod) for r in results.result())
         with daemon.start() as client:
+            states = Counter(pods_pb2.PodState.Name(p.state) for p in client.list_pods())
+            print(f"{where}: {made} of {CONCURRENT} answered, then listed {dict(states)}")
             check_after_restart(client, daemon, where)
             for pod in client.list_pods():
                 if pod.state == CREATED:  # the probe's second copy came from here

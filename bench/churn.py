@@ -3,8 +3,9 @@
 1000 cycles (default) of Create(start=True) + Destroy of a one-app busybox pod through the
 API on kurmad's unix socket, one client. Before the cycles (after a warm-up) and after
 them it prints, for kurmad and its launcher: open descriptors, mounts in kurmad's mount
-namespace, cgroups below kurmad's cgroup parent (every hierarchy), and RSS. Targets: no
-growth of the first three, RSS < +2 MB. Then the cycle's p50/p99.
+namespace below its state and pods dirs, cgroups below kurmad's cgroup parent (every
+hierarchy), and RSS. Targets: no growth of the first three, RSS < +2 MB. Then the
+cycle's p50/p99.
 
     python3 bench/churn.py [--cycles 1000] [--warmup 20]
 
@@ -75,24 +76,34 @@ def _cgroups() -> int:
     return sum(1 for _ in parent.walk()) - len(parent.directories())
 
 
-def figures(kurmad: int, launcher: int) -> Figures:
+def _mounts(pid: int, below: tuple[str, ...]) -> int:
+    """Mounts in the process's mount namespace at or below one of `below` (kurmad's own:
+    the host's namespace is shared with whatever else runs on the machine)."""
+    count = 0
+    for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines():
+        point = line.split()[4]
+        count += any(point == b or point.startswith(b.rstrip("/") + "/") for b in below)
+    return count
+
+
+def figures(kurmad: int, launcher: int, below: tuple[str, ...]) -> Figures:
     return Figures(
         fds=len(os.listdir(f"/proc/{kurmad}/fd")),
         launcher_fds=len(os.listdir(f"/proc/{launcher}/fd")),
-        mounts=len(Path(f"/proc/{kurmad}/mountinfo").read_text().splitlines()),
+        mounts=_mounts(kurmad, below),
         cgroups=_cgroups(),
         rss_kib=_rss_kib(kurmad),
         launcher_rss_kib=_rss_kib(launcher),
     )
 
 
-def settled(kurmad: int, launcher: int, timeout: float = 10.0) -> Figures:
+def settled(kurmad: int, launcher: int, below: tuple[str, ...], timeout: float = 10.0) -> Figures:
     """The figures once the launcher has replenished its warm shells (two equal reads)."""
-    last = figures(kurmad, launcher)
+    last = figures(kurmad, launcher, below)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         time.sleep(0.5)
-        now = figures(kurmad, launcher)
+        now = figures(kurmad, launcher, below)
         if (now.fds, now.mounts, now.cgroups) == (last.fds, last.mounts, last.cgroups):
             return now
         last = now
@@ -131,15 +142,16 @@ def main() -> int:
                     raise RuntimeError((work / "kurmad.log").read_text()[-3000:])
                 time.sleep(0.05)
             launcher = int((work / "state" / "launcher.pid").read_text().split()[0])
+            below = (str(run), str(work))
             aci = work / "busybox.aci"
             build_aci(peers.ensure_rootfs(), json.dumps(IMAGE).encode(), aci, mtime=0, owner=(0, 0))
             with Client.connect(str(socket_path), timeout=60) as client:
                 client.import_image(aci)
                 for _ in range(args.warmup):
                     cycle(client)
-                before = settled(proc.pid, launcher)
+                before = settled(proc.pid, launcher, below)
                 times = [cycle(client) for _ in range(args.cycles)]
-                after = settled(proc.pid, launcher)
+                after = settled(proc.pid, launcher, below)
             print(f"{args.cycles} create+start+destroy cycles through kurmad's unix socket")
             print(f"  before: {before.line()}")
             print(f"  after:  {after.line()}")

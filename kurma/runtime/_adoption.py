@@ -138,6 +138,32 @@ def _child_names(cgroup: Cgroup) -> set[str]:
     return names
 
 
+def is_podinit_of(live: LivePod, pid: int) -> bool:
+    """Whether `pid` is the pod's podinit: the recorded pid with its start time, or a
+    kurma-podinit whose title names the pod's directory (podinit sets its command line to
+    `kurma-podinit <basename of POD_DIR>`, the UUID)."""
+    record = live.record
+    if pid == record.podinit_pid and process_start_time(pid) == record.podinit_start:
+        return True
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            title = f.read().split(b"\0", 1)[0]
+    except OSError:
+        return False
+    return title == f"kurma-podinit {live.pod_dir.name}".encode()
+
+
+def ran_nothing(live: LivePod) -> bool:
+    """Whether no app of the pod was ever registered (P1 registers each before it runs)."""
+    if any(a.pid is not None for a in live.record.apps):
+        return False
+    for sub in ("pids", "exits"):
+        with contextlib.suppress(FileNotFoundError):
+            if any(True for _ in os.scandir(live.pod_dir / sub)):
+                return False
+    return True
+
+
 def remove_empty_parent(cgroups: CgroupSystem, relpath: str) -> None:
     """rmdir the runtime's cgroup parent in every hierarchy where it is empty."""
     for _, directory in cgroups.open(relpath).directories():
@@ -167,6 +193,8 @@ class Adoption(RuntimeParts):
 
     def _readopt(self, live: LivePod) -> None:
         record = live.record
+        if record.podinit_pid is None and record.cgroup is not None:
+            self._find_podinit(live)  # the daemon ended before the launcher's answer
         pid = record.podinit_pid
         alive = pid is not None and process_start_time(pid) == record.podinit_start
         if alive:
@@ -177,8 +205,11 @@ class Adoption(RuntimeParts):
                 alive = False
         if not alive:
             self._scan(live)
-            why = "podinit ended while nobody watched" if pid else "its start never got going"
-            self._finalize(live, why)
+            if ran_nothing(live):  # the daemon ended between naming the cgroup and the start
+                self._remove_cgroup(live)
+                self._created_again(live, "kurmad ended before its start reached an app")
+                return
+            self._finalize(live, "podinit ended while nobody watched")
             return
         pids_from_registrations(live)
         self._watch_pod(live)
@@ -199,6 +230,17 @@ class Adoption(RuntimeParts):
             log.warning("pod %s: no plan after re-adoption (no post-stop): %s", record.name, e)
         log.info("pod %s re-adopted (podinit pid %s)", record.name, pid)
         self._scan(live)
+
+    def _find_podinit(self, live: LivePod) -> None:
+        """Learn the podinit of a pod the launcher started without telling (its record
+        names the cgroup only): the one in that cgroup whose title names the pod."""
+        record = live.record
+        assert record.cgroup is not None
+        for pid in sorted(self.cgroups.open(record.cgroup).pids()):
+            if is_podinit_of(live, pid):
+                record.podinit_pid, record.podinit_start = pid, process_start_time(pid)
+                record.save(live.pod_dir)
+                return
 
     def _stored_manifests(self, record: PodRecord) -> dict[str, bytes]:
         return {

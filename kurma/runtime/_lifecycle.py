@@ -35,7 +35,7 @@ from pathlib import Path
 
 from ..aci import PodManifest, parse_pod_manifest
 from ..errors import PodNotFound, PodStateError, ValidationError
-from ._adoption import unnamed_pod_cgroups
+from ._adoption import is_podinit_of, unnamed_pod_cgroups
 from ._confine import check_within, translate_volumes
 from ._etc import HOSTS_NAME, RESOLV_CONF_NAME, EtcFiles, write_pod_etc
 from ._live import LivePod, PodEventKind, RuntimeParts, copy_record
@@ -382,14 +382,16 @@ class Lifecycle(RuntimeParts):
                         self._selector.unregister(fd)
                     os.close(fd)
             live.pidfd = live.notify = None
-            record = live.record
-            record.cgroup = record.podinit_pid = record.podinit_start = None
-            record.started_at = None
-            for app in record.apps:
-                app.state, app.pid, app.started_at = AppState.CREATED, None, None
-            self._transition(
-                live, PodState.CREATED, f"start failed: {error}", PodEventKind.START_FAILED
-            )
+            self._created_again(live, f"start failed: {error}")
+
+    def _created_again(self, live: LivePod, why: str) -> None:
+        """Back to CREATED after a start that ran no app (lock held; its cgroup is gone)."""
+        record = live.record
+        record.cgroup = record.podinit_pid = record.podinit_start = None
+        record.started_at = None
+        for app in record.apps:
+            app.state, app.pid, app.started_at = AppState.CREATED, None, None
+        self._transition(live, PodState.CREATED, why, PodEventKind.START_FAILED)
 
     # --- stop, destroy ---------------------------------------------------------------------
 
@@ -458,7 +460,7 @@ class Lifecycle(RuntimeParts):
         named = {p.record.cgroup for p in self._pods.values() if p.record.cgroup}
         found = []
         for relpath in unnamed_pod_cgroups(self.cgroups, self.config.cgroup_parent, named):
-            if any(_is_podinit_of(live, pid) for pid in self.cgroups.open(relpath).pids()):
+            if any(is_podinit_of(live, pid) for pid in self.cgroups.open(relpath).pids()):
                 found.append(relpath)
         return found
 
@@ -471,21 +473,6 @@ class Lifecycle(RuntimeParts):
             log.warning("%s: clean-up: %s", what, e)
         else:
             log.info("%s: killed and removed", what)
-
-
-def _is_podinit_of(live: LivePod, pid: int) -> bool:
-    """Whether `pid` is the pod's podinit: the recorded pid with its start time, or a
-    kurma-podinit whose title names the pod's directory (podinit sets its command line to
-    `kurma-podinit <basename of POD_DIR>`, the UUID)."""
-    record = live.record
-    if pid == record.podinit_pid and process_start_time(pid) == record.podinit_start:
-        return True
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            title = f.read().split(b"\0", 1)[0]
-    except OSError:
-        return False
-    return title == f"kurma-podinit {live.pod_dir.name}".encode()
 
 
 def _read_errpipes(fds: list[int], timeout: float) -> list[tuple[int, str] | None]:

@@ -143,6 +143,9 @@ class RuntimeParts:
     def _replan(self, live: LivePod) -> PodPlan:
         raise NotImplementedError
 
+    def _created_again(self, live: LivePod, why: str) -> None:
+        raise NotImplementedError
+
     def _transition(
         self, live: LivePod, state: PodState | None, why: str, event: PodEventKind | None = None
     ) -> None:

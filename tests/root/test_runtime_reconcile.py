@@ -98,19 +98,44 @@ def test_running_pods_are_adopted_not_orphaned(pods: PodEnv) -> None:
         assert runtime.cgroups.open(cgroup).pids()
 
 
-def test_a_start_cut_short_is_finished_at_restart(pods: PodEnv) -> None:
+def test_a_start_whose_answer_was_lost_is_adopted(pods: PodEnv) -> None:
     """A record that names a cgroup but no podinit (the daemon died while the launcher
-    made the shell): whatever runs in that cgroup is killed, the pod is EXITED."""
+    started the pod): the podinit running in that cgroup for this pod is adopted."""
     pod = start(pods, sh_app("main", "echo up; sleep 1000"), ready="up")
-    record = pods.runtime.get(pod)
     live = pods.runtime._pods[pod]
+    pid = live.record.podinit_pid
     pods.runtime.close()
     live.record.podinit_pid = live.record.podinit_start = None
     live.record.save(live.pod_dir)
-    cgroup = pods.runtime.cgroups.open(record.cgroup or "")
     with reopened(pods) as runtime:
-        assert runtime.get(pod).state is PodState.EXITED
-        assert not cgroup.exists()
+        adopted = runtime.get(pod)
+        assert adopted.state is PodState.RUNNING
+        assert adopted.podinit_pid == pid
+        assert runtime.stop_pod(pod, grace=1.0).apps[0].exit_code is not None
+
+
+def test_a_start_cut_short_before_any_app_is_created_again(pods: PodEnv) -> None:
+    """The record names a cgroup (a warm shell's, its P1 waiting) but no app was ever
+    registered: whatever is in the cgroup is killed, the pod is CREATED again, and a
+    start then runs it once."""
+    record = pods.runtime.create_pod(pods.manifest(sh_app("main", "echo up; sleep 1000")))
+    live = pods.runtime._pods[record.uuid]
+    shell = pods.runtime.cgroups.create(f"{pods.runtime.config.cgroup_parent}/pod-feedfacecafe")
+    with sleeper() as proc:
+        shell.add_process(proc.pid)
+        pods.runtime.close()
+        live.record.state = PodState.RUNNING
+        live.record.cgroup = shell.relpath
+        live.record.podinit_pid, live.record.podinit_start = proc.pid, 1  # not its start
+        live.record.save(live.pod_dir)
+        with reopened(pods) as runtime:
+            assert proc.wait(5) == -9
+            assert not shell.exists()
+            again = runtime.get(record.uuid)
+            assert again.state is PodState.CREATED and again.cgroup is None
+            runtime.start_pod(record.uuid)
+            wait_for("the app", lambda: "up" in pods.log(again, "main"))
+            assert runtime.get(record.uuid).state is PodState.RUNNING
 
 
 def test_destroy_kills_the_pods_processes_though_its_record_names_no_cgroup(

@@ -24,7 +24,6 @@ from ..runtime.cgroups import Version, parse_limit
 from ._caller import BindsCaller, CallerView
 from ._convert import manifest_from_spec, pod_facts, pod_states, pod_to_proto
 from ._exec import serve_exec
-from ._logfmt import fields
 from ._logs import stream_logs
 from ._quota import Quotas
 from ._status import ApiError, Code, rpc, status_of
@@ -156,6 +155,9 @@ class PodsServicer(BindsCaller, pods_pb2_grpc.PodsServicer):
 
     # --- calls --------------------------------------------------------------------------
 
+    # No log lines here: the runtime logs every change of a pod's state once
+    # (`pod[NAME](STATE): why`, kurma.runtime._lifecycle).
+
     @rpc
     def Create(self, request: pods_pb2.CreatePodRequest, context: grpc.ServicerContext):
         view = self._caller(context)
@@ -177,10 +179,6 @@ class PodsServicer(BindsCaller, pods_pb2_grpc.PodsServicer):
                 )
         finally:
             self._index.release(name)
-        log.info(
-            "pod created",
-            extra=fields(pod=record.name, uuid=record.uuid, parent=record.parent or "host"),
-        )
         if self.on_created is not None:
             self.on_created(record)
         if request.start:
@@ -193,14 +191,12 @@ class PodsServicer(BindsCaller, pods_pb2_grpc.PodsServicer):
                     f"pod {record.name} ({record.uuid}) was created but did not start: "
                     f"{message}; start it again or destroy it",
                 ) from e
-            log.info("pod started", extra=fields(pod=record.name, uuid=record.uuid))
         return self._proto(record)
 
     @rpc
     def Start(self, request: pods_pb2.PodRef, context: grpc.ServicerContext):
         record = self._visible(self._caller(context), request.pod)
         record = self.runtime.start_pod(record.uuid)
-        log.info("pod started", extra=fields(pod=record.name, uuid=record.uuid))
         return self._proto(record)
 
     @rpc
@@ -208,7 +204,6 @@ class PodsServicer(BindsCaller, pods_pb2_grpc.PodsServicer):
         record = self._visible(self._caller(context), request.pod)
         grace = _grace(request.grace_seconds, "grace_seconds")
         record = self.runtime.stop_pod(record.uuid, grace)
-        log.info("pod stopped", extra=fields(pod=record.name, uuid=record.uuid))
         return self._proto(record)
 
     @rpc
@@ -216,9 +211,6 @@ class PodsServicer(BindsCaller, pods_pb2_grpc.PodsServicer):
         record = self._visible(self._caller(context), request.pod)
         grace = _grace(request.grace_seconds, "grace_seconds")
         destroyed = self.runtime.destroy_pod(record.uuid, grace)
-        log.info(
-            "pod destroyed", extra=fields(pod=record.name, uuid=record.uuid, pods=len(destroyed))
-        )
         return pods_pb2.DestroyPodResponse(destroyed=destroyed)
 
     @rpc

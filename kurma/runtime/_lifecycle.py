@@ -440,7 +440,7 @@ class Lifecycle(RuntimeParts):
             live = self._pods.pop(record.uuid, None)
             if live is None:
                 raise PodNotFound(f"pod {record.name} was destroyed meanwhile")
-            self._transition(live, None, "destroyed")
+            self._transition(live, None, "its cgroup, directory and images go")
             strays = [] if live.record.cgroup else self._stray_cgroups(live)
         if self.metadata is not None:
             self.metadata.forget_prepared(record.uuid)  # a pod destroyed before its start

@@ -137,7 +137,7 @@ class RuntimeParts:
     def _scan(self, live: LivePod) -> None:
         raise NotImplementedError
 
-    def _finalize(self, live: LivePod, why: str = "podinit ended") -> None:
+    def _finalize(self, live: LivePod, why: str | None = None) -> None:
         raise NotImplementedError
 
     def _replan(self, live: LivePod) -> PodPlan:

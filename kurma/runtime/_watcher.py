@@ -160,9 +160,11 @@ class Watcher(RuntimeParts):
         live.finishing = True
         self._signal(live, signal.SIGTERM)
 
-    def _finalize(self, live: LivePod, why: str = "podinit ended") -> None:
+    def _finalize(self, live: LivePod, why: str | None = None) -> None:
         """podinit is gone, and with it the pod's namespaces: clean up, record the end."""
         record = live.record
+        if why is None:
+            why = "stopped" if record.state is PodState.STOPPING else "its apps ended"
         for fd in (live.pidfd, live.notify):
             if fd is not None:
                 self._selector.unregister(fd)

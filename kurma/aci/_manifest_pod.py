@@ -307,8 +307,9 @@ class PodManifest:
         ):
             if items:
                 out[key] = [item.to_json() for item in items]
-        if self.annotations:
-            out["annotations"] = pairs_json(self.annotations)
+        # Always present: the metadata service serves the recorded manifest's own value at
+        # /pod/annotations, and a pod with none must read `[]` there, not `null`.
+        out["annotations"] = pairs_json(self.annotations)
         if self.user_annotations:
             out["userAnnotations"] = dict(self.user_annotations)
         if self.user_labels:

@@ -13,6 +13,7 @@ architecture we run on (Linux >= 5.12 for mount_setattr; the VM has 6.1, the hos
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -60,13 +61,21 @@ def _fail(what: str, target: object) -> OSError:
     return OSError(err, f"{what} failed: {os.strerror(err)}", str(target))
 
 
+def _c_path(path: str) -> bytes:
+    """`path` for a C call; EINVAL for a NUL byte (C would cut the path short there)."""
+    data = os.fsencode(path)
+    if b"\0" in data:
+        raise OSError(errno.EINVAL, "a path with a NUL byte", path)
+    return data
+
+
 def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:
     """openat2(2): open `path` relative to `dirfd` under the RESOLVE_* rules; O_CLOEXEC added."""
     how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)
     fd = _libc.syscall(
         ctypes.c_long(_SYS_OPENAT2),
         ctypes.c_int(dirfd),
-        os.fsencode(path),
+        _c_path(path),
         ctypes.byref(how),
         ctypes.c_size_t(ctypes.sizeof(how)),
     )
@@ -80,7 +89,7 @@ def open_tree(dirfd: int, path: str, flags: int) -> int:
     fd = _libc.syscall(
         ctypes.c_long(_SYS_OPEN_TREE),
         ctypes.c_int(dirfd),
-        os.fsencode(path),
+        _c_path(path),
         ctypes.c_uint(flags | os.O_CLOEXEC),
     )
     if fd < 0:

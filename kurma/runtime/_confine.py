@@ -118,12 +118,17 @@ def _translate(volume: Volume, binds: list[VolumeBind], creator: str) -> tuple[V
         found = replace(bind, beneath=steps)
         try:
             os.close(open_source(found))
+        except FileNotFoundError:
+            pass  # not there (yet): the start says so if it still is not
         except OSError as e:
             if e.errno in (errno.EXDEV, errno.ELOOP):
                 raise NotPermitted(
                     f"{what} leads outside pod {creator}'s volume {bind.volume!r}"
                 ) from None
-            # missing (yet) or not a directory: the start says so
+            raise NotPermitted(  # e.g. EACCES from a /proc/<pid>/root on the way
+                f"{what} cannot be opened in pod {creator}'s volume {bind.volume!r}: "
+                f"{e.strerror}"
+            ) from None
         if bind.read_only and volume.read_only is not True:
             raise NotPermitted(
                 f"{what} is in pod {creator}'s read-only volume {bind.volume!r}: "

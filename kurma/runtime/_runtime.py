@@ -393,7 +393,8 @@ class Runtime:
             metadata_url=url,
             pids_max=self.config.pids_max,
             api_dir=str(live.pod_dir / API_DIR) if self.config.api_sockets else None,
-            beneath=record.beneath,  # type: ignore[arg-type]
+            # a child's host sources only as its record maps them (none: refused)
+            beneath=record.beneath if record.parent is None else (record.beneath or {}),
         )
 
     def _replan(self, live: _Live) -> PodPlan:

@@ -43,7 +43,14 @@ from kurma.client import (
     ResourceExhausted,
 )
 from kurma.runtime.linux import MNT_DETACH, mount, umount2
-from tests.root.test_kurmad import REPO, Daemon, daemon_with_image, host_client
+from tests.root.test_kurmad import (
+    REPO,
+    Daemon,
+    daemon_with_image,
+    host_client,
+    make_daemon,
+    until,
+)
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -553,6 +560,33 @@ def test_grandchild_sources_are_resolved_through_each_level(
         assert code == 0, out
         assert re.search(r"'x'.*leads outside", start_error(it, grand))
     assert not (volume / "other" / "written").exists()
+
+
+def test_the_steps_survive_a_kurmad_restart(busybox_aci: Path, layout: tuple[Path, Path]) -> None:
+    """Children created before kurmad restarts are planned again from their records after
+    it: the record, not the manifest's joined path, says where their sources are. The
+    first starts with V's directory; V/d is swapped for a symlink to Outside and the second
+    is refused."""
+    volume, outside = layout
+    for d in make_daemon():
+        with d.start() as client:
+            image_id = client.import_image(busybox_aci).image.id
+            top = attacker(client, image_id, volume, "restart-top")
+            with as_pod(d, top) as me:
+                first = me.create_pod(manifest_json=reader(image_id, "/v/d/outside")).uuid
+                second = me.create_pod(manifest_json=reader(image_id, "/v/d/outside")).uuid
+        d.stop()
+        with d.start() as client:
+            sock = d.work / "pods" / top / "api" / "api.sock"
+            until(sock.exists, 20, "the pod socket again")
+            with as_pod(d, top) as me:
+                me.start(first)
+                assert sh(client, first, "cat /x/marker") == (0, INSIDE)
+                os.rename(volume / "d", volume / "d.real")
+                os.symlink(str(outside), volume / "d")
+                assert re.search(r"'x'.*leads outside", start_error(me, second))
+            client.destroy(top, grace=1)
+    never_written(outside)
 
 
 # --- the existing defences, where tests/root/test_recursion.py has none ------------------

@@ -371,7 +371,8 @@ def test_sources_that_lead_outside_are_refused_at_create(
     """Each way out of V a source may take is refused at create (PERMISSION_DENIED naming
     the volume) and leaves no pod and no pod directory: a symlink as the last component,
     one in the middle, absolute and relative, `..` past the volume, magic links
-    (/proc/self/root, /proc/self/fd/N, as symlinks in V and as sources)."""
+    (/proc/self/root, /proc/self/fd/N, as symlinks in V and as sources), /etc (the
+    probe's aim). A symlink that stays inside V is followed: that child runs."""
     d, image_id = daemon
     volume, outside = layout
     (volume / "in").mkdir()
@@ -382,6 +383,8 @@ def test_sources_that_lead_outside_are_refused_at_create(
         "deep": "in/../../outside",  # `..` inside the link
         "self-root": "/proc/self/root",
         "self-fd": "/proc/self/fd/0",
+        "etc": "/etc",  # the probe's aim: /etc/ssl
+        "alias": "d",  # stays inside: followed
     }
     for name, target in links.items():
         os.symlink(target, volume / name)
@@ -394,6 +397,7 @@ def test_sources_that_lead_outside_are_refused_at_create(
         "/v/deep": "leads outside",
         "/v/self-root/etc": "leads outside",
         "/v/self-fd": "leads outside",
+        "/v/etc/ssl": "leads outside",
         "/v/../outside": "not inside",
         "/v/d/../../outside": "not inside",
         "/proc/self/root/etc": "not inside",
@@ -403,10 +407,14 @@ def test_sources_that_lead_outside_are_refused_at_create(
     }
     with as_pod(d, top) as me:
         for source, says in sources.items():
-            call = lambda s=source: me.create_pod(manifest_json=reader(image_id, s), name="bad")  # noqa: E731
-            refused(call, PermissionDenied, rf"'x'.*{says}", source)
-    assert not [p for p in kurma.list_pods() if p.name == "bad"]
-    assert pod_dirs(d) == before
+            doc = reader(image_id, source)
+            refused(lambda m=doc: me.create_pod(manifest_json=m, name="bad"), PermissionDenied,
+                    rf"'x'.*{says}", source)  # fmt: skip
+        assert not [p for p in kurma.list_pods() if p.name == "bad"]
+        assert pod_dirs(d) == before
+        child = me.create_pod(manifest_json=reader(image_id, "/v/alias/outside")).uuid
+        me.start(child)
+        assert sh(kurma, child, "cat /x/marker") == (0, INSIDE)
     never_written(outside)
 
 
@@ -428,7 +436,7 @@ def test_magic_links_inside_the_volume_are_not_followed(
             for source in ("/v/proc/self/root", "/v/proc/1/root/etc", "/v/proc/self/fd/0",
                            "/v/proc/self/cwd"):  # fmt: skip
                 doc = reader(image_id, source, read_only=True)
-                refused(lambda d=doc: me.create_pod(manifest_json=d), PermissionDenied,
+                refused(lambda m=doc: me.create_pod(manifest_json=m), PermissionDenied,
                         r"'x'.*(leads outside|Permission denied)", source)  # fmt: skip
         kurma.destroy(top, grace=1)
     finally:
@@ -454,7 +462,7 @@ def test_mounts_below_a_non_recursive_volume_stay_hidden(
         with as_pod(d, top) as me:
             for source in ("/v/mnt", "/v/mnt/"):
                 doc = reader(image_id, source)
-                refused(lambda d=doc: me.create_pod(manifest_json=d), PermissionDenied,
+                refused(lambda m=doc: me.create_pod(manifest_json=m), PermissionDenied,
                         r"'x'.*leads outside", source)  # fmt: skip
             me.create_pod(manifest_json=reader(image_id, "/v/d"), name="xdev-ok")
         kurma.destroy(top, grace=1)
@@ -689,13 +697,13 @@ def test_escalation_through_each_remaining_field_is_refused(
     with as_pod(d, top) as me:
         for name, (kw, says) in cases.items():
             doc = pod_doc(image_id, **kw)
-            refused(lambda d=doc: me.create_pod(manifest_json=d), PermissionDenied, says, name)
+            refused(lambda m=doc: me.create_pod(manifest_json=m), PermissionDenied, says, name)
         child = me.create_pod(manifest_json=fine, name="esc-child").uuid
         me.start(child)
     with as_pod(d, child) as it:
         for name, (kw, says) in cases.items():
             doc = pod_doc(image_id, **kw)
-            refused(lambda d=doc: it.create_pod(manifest_json=d), PermissionDenied, says, name)
+            refused(lambda m=doc: it.create_pod(manifest_json=m), PermissionDenied, says, name)
     assert not [p for p in kurma.list_pods() if p.name.startswith("bad-")]
 
 

@@ -188,3 +188,24 @@ def test_open_source_resolves_each_step_beneath_the_one_before(tmp_path: Path) -
         open_source(source(("gone/nope", True)))
     with pytest.raises(OSError, match="NUL"):
         open_source(source(("gone\0/../..", True)))
+
+
+@pytest.mark.parametrize(
+    ("source", "says"),
+    [
+        ("/srv/a\0b", "NUL byte"),
+        ("/srv/\ud800", "valid UTF-8"),
+        ("/srv/" + "a" * 256, "too long"),
+        ("/srv" + "/a" * 2048, "too long"),
+    ],
+)
+def test_an_invalid_host_source_is_refused_by_the_parser_naming_the_volume(
+    source: str, says: str
+) -> None:
+    """Refused when the manifest is read (create), not when the mount fails (start)."""
+    with pytest.raises(ValidationError, match=f"volumes\\[0\\].source: volume 'data': .*{says}"):
+        pod([], [{"name": "data", "kind": "host", "source": source}])
+    mounts = [{"volume": "x", "path": "/x", "appVolume": {"name": "x", "kind": "host",
+                                                          "source": source}}]  # fmt: skip
+    with pytest.raises(ValidationError, match=f"appVolume.source: volume 'x': .*{says}"):
+        pod(mounts, [])

@@ -126,8 +126,7 @@ def _translate(volume: Volume, binds: list[VolumeBind], creator: str) -> tuple[V
                     f"{what} leads outside pod {creator}'s volume {bind.volume!r}"
                 ) from None
             raise NotPermitted(  # e.g. EACCES from a /proc/<pid>/root on the way
-                f"{what} cannot be opened in pod {creator}'s volume {bind.volume!r}: "
-                f"{e.strerror}"
+                f"{what} cannot be opened in pod {creator}'s volume {bind.volume!r}: {e.strerror}"
             ) from None
         if bind.read_only and volume.read_only is not True:
             raise NotPermitted(

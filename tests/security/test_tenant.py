@@ -597,8 +597,11 @@ def test_the_steps_survive_a_kurmad_restart(busybox_aci: Path, layout: tuple[Pat
     never_written(outside)
 
 
-@pytest.mark.xfail(reason="no devices cgroup: CAP_MKNOD (appc's default set) opens any host "
-                   "device a pod makes a node for; not item 1's to fix", strict=False)
+@pytest.mark.xfail(
+    reason="no devices cgroup: CAP_MKNOD (appc's default set) opens any host "
+    "device a pod makes a node for; not item 1's to fix",
+    strict=False,
+)
 def test_a_pod_cannot_open_a_host_device_it_makes_a_node_for(
     kurma: Client, daemon: tuple[Daemon, str]
 ) -> None:

@@ -522,6 +522,30 @@ def test_app_volumes_are_held_to_the_creators_volumes(
     never_written(outside)
 
 
+def test_sources_in_the_creators_empty_volume_are_resolved_beneath_it(
+    kurma: Client, daemon: tuple[Daemon, str]
+) -> None:
+    """An empty volume's root is kurma's directory in the creator's pod dir: a child gets
+    a directory below it, and once the creator swaps that directory for a symlink to `/`
+    (absolute) or out of the volume (relative), the next child's start is refused."""
+    d, image_id = daemon
+    volumes = [{"name": "e", "kind": "empty"}]
+    top_doc = pod_doc(image_id, api="subtree", volumes=volumes)
+    top = kurma.create_pod(manifest_json=top_doc, name="empty-top", start=True).uuid
+    assert sh(kurma, top, "mkdir -p /e/sub && echo inside > /e/sub/marker")[0] == 0
+    with as_pod(d, top) as me:
+        child = me.create_pod(manifest_json=reader(image_id, "/e/sub")).uuid
+        me.start(child)
+        assert sh(kurma, child, "cat /x/marker") == (0, INSIDE)
+        for link in ("/", "../../.."):
+            late = me.create_pod(manifest_json=reader(image_id, "/e/sub")).uuid
+            code, out = sh(kurma, top, f"rm -rf /e/sub && ln -s {link} /e/sub")
+            assert code == 0, out
+            assert re.search(r"'x'.*leads outside", start_error(me, late))
+            assert sh(kurma, top, "rm /e/sub && mkdir /e/sub")[0] == 0
+    assert not os.path.exists("/written")
+
+
 def test_invalid_paths_are_refused_at_create_naming_the_volume(
     kurma: Client, daemon: tuple[Daemon, str], layout: tuple[Path, Path]
 ) -> None:
@@ -623,7 +647,7 @@ def test_a_pod_cannot_open_a_host_device_it_makes_a_node_for(
 
 
 def test_a_pod_cannot_reach_its_siblings_or_parents_pods(
-    kurma: Client, daemon: tuple[Daemon, str], work: Path
+    kurma: Client, daemon: tuple[Daemon, str]
 ) -> None:
     """Through its socket, a child pod gets NOT_FOUND for every call naming its sibling,
     the sibling's child, its parent or a host pod (by UUID, prefix or name): get, start,

@@ -41,7 +41,7 @@ from ..errors import ValidationError
 from ._etc import EtcFiles
 from ._identity import Identity, resolve_identity
 from ._rootfs import RootfsSpec, rootfs_spec
-from ._volumes import VolumeBind
+from ._volumes import Beneath, VolumeBind, place_beneath
 from .linux import Capability
 
 API_MOUNT = "/run/kurma"  # where a pod with host/api-access finds its API directory
@@ -162,12 +162,14 @@ def plan_pod(
     metadata_url: str | None,
     pids_max: int | None = None,
     api_dir: str | None = None,
+    beneath: Beneath | None = None,
 ) -> PodPlan:
     """Judge every isolator and resolve every app; raises ValidationError naming the culprit.
 
     `api_dir`: the pod's API directory (kurmad serves `api.sock` in it). A pod with
     host/api-access gets it bound read-only at /run/kurma in every app, and KURMA_HOST set;
     without `api_dir` (a runtime without kurmad) the isolator is reported as ignored.
+    `beneath`: a pod that a pod created: where its host sources really are (`_confine`).
     """
     report: list[IsolatorOutcome] = []
     host_ns = _host_namespaces(pod, apps, report)
@@ -177,7 +179,9 @@ def plan_pod(
     if api is None:
         api_dir = None
     planned = tuple(
-        _plan_app(pod, item, pod_dir, etc, metadata_url, host_ns, pod_caps, report, api_dir)
+        _plan_app(
+            pod, item, pod_dir, etc, metadata_url, host_ns, pod_caps, report, api_dir, beneath
+        )
         for item in apps
     )
     if api is not None and api_dir is not None:
@@ -211,6 +215,7 @@ def _plan_app(
     pod_grants: _Grants,
     report: list[IsolatorOutcome],
     api_dir: str | None = None,
+    beneath: Beneath | None = None,
 ) -> AppPlan:
     name = item.app.name
     app = _effective_app(item)
@@ -241,7 +246,9 @@ def _plan_app(
     )
     # The namespaces are the pod's: one app's {"net": "host"} puts every app there, so each
     # gets the host's /sys (rootfs_spec sees only the pod's and this app's isolators).
-    spec = replace(spec, own_netns="net" not in host_ns)
+    spec = replace(
+        spec, own_netns="net" not in host_ns, volumes=place_beneath(spec.volumes, beneath)
+    )
     env = app_environment(name, app.environment, metadata_url)
     if api_dir is not None:
         bind = VolumeBind(API_VOLUME, VolumeKind.HOST, api_dir, API_MOUNT, True, False)

@@ -290,12 +290,13 @@ class Runtime:
                     f"{self.config.max_depth} levels of pods"
                 )
         confiner = self._confiner(confine_to or parent)
+        beneath = None
         if confiner is not None:
-            manifest = translate_volumes(manifest, confiner)
+            manifest, beneath = translate_volumes(manifest, confiner)
         pod_dir = self.pods_dir / pod_uuid
         pod_dir.mkdir(mode=0o711)
         try:
-            live = self._prepare(pod_uuid, pod_name, manifest, pod_dir, ancestors)
+            live = self._prepare(pod_uuid, pod_name, manifest, pod_dir, ancestors, beneath)
             if confiner is not None:
                 assert live.plan is not None
                 check_within(live.plan, confiner)
@@ -329,6 +330,7 @@ class Runtime:
         manifest: PodManifest,
         pod_dir: Path,
         ancestors: tuple[str, ...] = (),
+        beneath: dict | None = None,  # type: ignore[type-arg]
     ) -> _Live:
         inputs, manifests = self._acquire(pod_uuid, manifest)
         # P1 registers apps in pids/ before podinit runs; podinit makes exits/ and logs/,
@@ -348,6 +350,7 @@ class Runtime:
             metadata_token=new_token(),
             parent=ancestors[0] if ancestors else None,
             ancestors=ancestors,
+            beneath=beneath,
         )
         live = _Live(record, pod_dir)
         live.image_manifests = manifests
@@ -390,6 +393,8 @@ class Runtime:
             metadata_url=url,
             pids_max=self.config.pids_max,
             api_dir=str(live.pod_dir / API_DIR) if self.config.api_sockets else None,
+            # a child's host sources only as its record maps them (none: refused)
+            beneath=record.beneath if record.parent is None else (record.beneath or {}),
         )
 
     def _replan(self, live: _Live) -> PodPlan:

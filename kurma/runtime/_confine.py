@@ -10,6 +10,9 @@ what the launcher would really do:
 - `host/api-access` at most `subtree` (host-read and host come only from a host admin);
 - capabilities only within the union of the creator's apps' sets;
 - no-new-privileges stays on when every app of the creator has it;
+- oom-score-adj no lower than the lowest of the creator's apps (an app without the
+  isolator has kurmad's own score, so under a creator with a higher score the new pod's
+  apps must ask for one);
 - seccomp: every app of the new pod must be at least as filtered as some app of the
   creator: no filter only under an unfiltered creator; under a remove-set (blocked list) it
   must block all of those too (a remove-set that is a superset, or a retain-set allowing
@@ -121,7 +124,18 @@ def check_within(child: PodPlan, parent: PodPlan) -> None:
         )
     caps = frozenset().union(*(a.capabilities for a in parent.apps))
     nnp = all(a.no_new_privileges for a in parent.apps)
+    lowest = min(_oom(a.oom_score_adj) for a in parent.apps)
     for app in child.apps:
+        if _oom(app.oom_score_adj) < lowest:
+            asked = (
+                f"unset (kurmad's own, {_oom(None)})"
+                if app.oom_score_adj is None
+                else str(app.oom_score_adj)
+            )
+            raise NotPermitted(
+                f"app {app.name!r}: os/linux/oom-score-adj {asked} is below {who}'s "
+                f"({lowest}); give it {lowest} or more"
+            )
         extra_caps = app.capabilities - caps
         if extra_caps:
             raise NotPermitted(
@@ -136,6 +150,17 @@ def check_within(child: PodPlan, parent: PodPlan) -> None:
                 f"app {app.name!r}: its seccomp filter is looser than any of {who}'s apps' "
                 f"(give it {who}'s filter or a stricter one)"
             )
+
+
+def _oom(score: int | None) -> int:
+    """An app's oom_score_adj: its isolator's, else what it inherits (kurmad's own)."""
+    if score is not None:
+        return score
+    try:
+        with open("/proc/self/oom_score_adj") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 0
 
 
 def _within(child: SeccompPlan | None, parent: SeccompPlan | None) -> bool:

@@ -737,16 +737,28 @@ def _sysctls(
     return tuple(result.items())
 
 
+MIN_MEMORY_BYTES = 1 << 20  # a pod's own init and shell need more than this
+
+
 def _limits(
     isolators: Iterable[Isolator],
     scope: str,
     report: list[IsolatorOutcome],
     pids_max: int | None,
 ) -> Limits:
+    """cgroup limits; a limit no cgroup can enforce (a memory limit below 1 MiB, a CPU
+    limit of 0) is a ValidationError here, not a failed start."""
     memory = cpu = shares = None
+    who = "pod" if scope == "pod" else f"app {scope!r}"
     for iso in isolators:
         if isinstance(iso, MemoryIsolator):
             memory = iso.limit.value if iso.limit is not None else None
+            if memory is not None and memory < MIN_MEMORY_BYTES:
+                raise ValidationError(
+                    f"{who} isolator {iso.name} limit",
+                    f"cannot be enforced: {iso.limit.text} is below {MIN_MEMORY_BYTES} bytes, "
+                    f"less than a pod's own init needs",
+                )
             report.append(
                 IsolatorOutcome(
                     scope,
@@ -759,6 +771,11 @@ def _limits(
             )
         elif isinstance(iso, CPUIsolator):
             cpu = iso.limit.milli_value if iso.limit is not None else None
+            if cpu is not None and cpu < 1:
+                raise ValidationError(
+                    f"{who} isolator {iso.name} limit",
+                    f"cannot be enforced: {iso.limit.text} CPUs (give 1m at least)",
+                )
             report.append(
                 IsolatorOutcome(
                     scope,

@@ -628,3 +628,13 @@ def test_report_says_what_was_enforced_and_what_ignored(tree: Path) -> None:
 
 def test_report_is_empty_without_isolators(tree: Path) -> None:
     assert plan_of(tree, manifest({"name": "web"})).report == ()
+
+
+def test_limits_no_cgroup_can_enforce_are_refused(tree: Path) -> None:
+    """A memory limit below 1 MiB or a CPU limit of 0 would fail only at start: refused
+    here, naming the isolator."""
+    for name, limit in (("resource/memory", "0"), ("resource/memory", "1K"), ("resource/cpu", "0")):
+        with pytest.raises(ValidationError, match="cannot be enforced") as e:
+            app_plan(tree, pod_isolators=[iso(name, {"limit": limit})])
+        assert name in e.value.path
+    assert app_plan(tree, isolators=[iso("resource/memory", {"limit": "1Mi"})]).limits.memory_bytes

@@ -124,18 +124,8 @@ def check_within(child: PodPlan, parent: PodPlan) -> None:
         )
     caps = frozenset().union(*(a.capabilities for a in parent.apps))
     nnp = all(a.no_new_privileges for a in parent.apps)
-    lowest = min(_oom(a.oom_score_adj) for a in parent.apps)
+    check_oom_within({a.name: a.oom_score_adj for a in child.apps}, parent)
     for app in child.apps:
-        if _oom(app.oom_score_adj) < lowest:
-            asked = (
-                f"unset (kurmad's own, {_oom(None)})"
-                if app.oom_score_adj is None
-                else str(app.oom_score_adj)
-            )
-            raise NotPermitted(
-                f"app {app.name!r}: os/linux/oom-score-adj {asked} is below {who}'s "
-                f"({lowest}); give it {lowest} or more"
-            )
         extra_caps = app.capabilities - caps
         if extra_caps:
             raise NotPermitted(
@@ -149,6 +139,20 @@ def check_within(child: PodPlan, parent: PodPlan) -> None:
             raise NotPermitted(
                 f"app {app.name!r}: its seccomp filter is looser than any of {who}'s apps' "
                 f"(give it {who}'s filter or a stricter one)"
+            )
+
+
+def check_oom_within(scores: dict[str, int | None], parent: PodPlan) -> None:
+    """NotPermitted for an app of a new pod whose oom_score_adj (None: kurmad's own, which
+    it inherits) is below the lowest of `parent`'s apps (called at create before anything
+    exists, and again by check_within on the plan)."""
+    lowest = min(_oom(a.oom_score_adj) for a in parent.apps)
+    for name, score in scores.items():
+        if _oom(score) < lowest:
+            asked = f"unset (kurmad's own, {_oom(None)})" if score is None else str(score)
+            raise NotPermitted(
+                f"app {name!r}: os/linux/oom-score-adj {asked} is below pod {parent.name}'s "
+                f"({lowest}); give it {lowest} or more"
             )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno as errnos
 import functools
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from ..aci import (
@@ -199,6 +199,53 @@ def plan_pod(
             for o in report
         ]
     return PodPlan(uuid, name, pod_dir, host_ns, pod_limits, planned, tuple(report), api)
+
+
+def precheck_pod(
+    pod: PodManifest,
+    image_app: Callable[[RuntimeApp], App | None],
+    *,
+    bounding: frozenset[int] | None = None,
+) -> dict[str, int | None]:
+    """Judge what can be judged from the manifests alone, before anything exists (no pod
+    directory, no held image, no cgroup): NUL bytes, an app with nothing to run, and every
+    isolator (capabilities and seccomp within the pod's, sysctls, limits), as `plan_pod`
+    will. `image_app(app)`: the `app` section of the app's image (ImageNotFound if none).
+    Returns each app's oom_score_adj (None: inherited), for `_confine.check_oom_within`."""
+    check_strings(pod, "pod manifest")
+    report: list[IsolatorOutcome] = []
+    bounding = held_capabilities() if bounding is None else bounding
+    inputs = []
+    for runtime_app in pod.apps:
+        app = runtime_app.app or image_app(runtime_app)
+        if app is None:
+            raise ValidationError(
+                f"app {runtime_app.name!r}",
+                "neither the pod nor the image says how to run it (no `app` section)",
+            )
+        if not app.exec:
+            raise ValidationError(f"app {runtime_app.name!r} exec", "no command to run")
+        check_app_strings(runtime_app.name, app)
+        inputs.append((runtime_app.name, app))
+    host_ns = frozenset(
+        ns
+        for iso in (*pod.isolators, *(i for _, app in inputs for i in app.isolators))
+        if isinstance(iso, NamespacesIsolator)
+        for ns in iso.host
+    )
+    pod_grants = _pod_grants(pod.isolators, "pod", report)
+    security = _pod_security(pod.isolators, report, bounding)
+    _limits(pod.isolators, "pod", report, None)
+    scores: dict[str, int | None] = {}
+    for name, app in inputs:
+        privileged = _pod_grants(app.isolators, name, report).over(pod_grants).privileged
+        _capabilities(app.isolators, name, report, privileged, security)
+        _seccomp(app.isolators, name, report, privileged, security)
+        _sysctls((*pod.isolators, *app.isolators), name, report, host_ns)
+        _limits(app.isolators, name, report, None)
+        oom = _last(app.isolators, OOMScoreAdjIsolator) or _last(pod.isolators, OOMScoreAdjIsolator)
+        scores[name] = oom.score if isinstance(oom, OOMScoreAdjIsolator) else None
+    return scores
 
 
 def _effective_app(item: AppInput) -> App:

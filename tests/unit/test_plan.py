@@ -638,3 +638,35 @@ def test_limits_no_cgroup_can_enforce_are_refused(tree: Path) -> None:
             app_plan(tree, pod_isolators=[iso(name, {"limit": limit})])
         assert name in e.value.path
     assert app_plan(tree, isolators=[iso("resource/memory", {"limit": "1Mi"})]).limits.memory_bytes
+
+
+def test_precheck_judges_isolators_and_strings_from_the_manifests_alone() -> None:
+    """precheck_pod runs before the pod has a directory or a tree: it refuses what
+    plan_pod would (here: an app set wider than the pod's, an unenforceable capability, a
+    NUL byte, nothing to run) and returns each app's oom_score_adj."""
+    from kurma.runtime._plan import precheck_pod
+
+    def image_app(_: Any) -> Any:
+        return None
+
+    pod = manifest(
+        {"name": "a", "isolators": [iso("os/linux/oom-score-adj", 7)]},
+        {"name": "b"},
+        isolators=[iso(RETAIN, {"set": ["CAP_CHOWN"]})],
+    )
+    assert precheck_pod(pod, image_app, bounding=ALL_CAPS) == {"a": 7, "b": None}
+    wider = manifest(
+        {"name": "a", "isolators": [iso(RETAIN, {"set": ["CAP_KILL"]})]},
+        isolators=[iso(RETAIN, {"set": ["CAP_CHOWN"]})],
+    )
+    with pytest.raises(ValidationError, match="beyond the pod-level"):
+        precheck_pod(wider, image_app, bounding=ALL_CAPS)
+    held = ALL_CAPS - caps("CAP_SYS_RESOURCE")
+    unheld = manifest({"name": "a"}, isolators=[iso(RETAIN, {"set": ["CAP_SYS_RESOURCE"]})])
+    with pytest.raises(ValidationError, match="cannot be enforced"):
+        precheck_pod(unheld, image_app, bounding=held)
+    app = App(user="0", group="0", exec=("/bin/true", "a\0b"))
+    with pytest.raises(ValidationError, match="NUL"):
+        precheck_pod(PodManifest(apps=(RuntimeApp("web", RuntimeImage(ID), app),)), image_app)
+    with pytest.raises(ValidationError, match="no `app` section"):
+        precheck_pod(manifest({"name": "web", "app": False}), image_app)

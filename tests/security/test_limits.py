@@ -277,7 +277,8 @@ def test_child_oom_score_adj_below_the_creators_is_refused(
 def test_default_image_quota_stops_a_gzip_bomb_of_a_subtree_pod(
     kurma: Client, daemon: tuple[Daemon, str], tmp_path: Path
 ) -> None:
-    """A subtree pod given no quota still has kurmad's default imageBytes (1 GiB): a 4 MB
+    """A subtree pod given no quota still has kurmad's defaults (1 GiB of images, 256 MiB
+    of logs); its imageBytes stops the attack: a 4 MB
     gzip of a 4 GiB zero layer, imported on the pod's socket, is RESOURCE_EXHAUSTED
     naming imageBytes as soon as the uncompressed bytes pass the limit (long before 4 GiB
     are decompressed), and the store is as it was: no image, no staging."""
@@ -285,7 +286,8 @@ def test_default_image_quota_stops_a_gzip_bomb_of_a_subtree_pod(
     bomb = zero_bomb_aci(tmp_path / "bomb.aci", 4 << 30)
     assert bomb.stat().st_size < 8 << 20
     top = kurma.create_pod(manifest_json=subtree_pod(image_id), name="bomb-top", start=True)
-    assert kurma.get(top.uuid).quota.image_bytes.limit == 1 << 30
+    quota = kurma.get(top.uuid).quota
+    assert (quota.image_bytes.limit, quota.log_bytes.limit) == (1 << 30, 256 << 20)
     images = {i.id for i in kurma.list_images()}
     before = sorted(os.listdir(d.state / "tmp"))
     started = time.monotonic()

@@ -42,7 +42,7 @@ from dataclasses import replace
 
 from ..aci import ApiScope, PodManifest, SubtreeQuota, Volume, VolumeKind
 from ..errors import KurmaError
-from ._plan import API_VOLUME, PodPlan, SeccompPlan
+from ._plan import API_VOLUME, PodPlan, SeccompPlan, own_oom_score_adj
 from ._volumes import VolumeBind
 from .linux import Capability
 
@@ -158,13 +158,7 @@ def check_oom_within(scores: dict[str, int | None], parent: PodPlan) -> None:
 
 def _oom(score: int | None) -> int:
     """An app's oom_score_adj: its isolator's, else what it inherits (kurmad's own)."""
-    if score is not None:
-        return score
-    try:
-        with open("/proc/self/oom_score_adj") as f:
-            return int(f.read())
-    except (OSError, ValueError):
-        return 0
+    return own_oom_score_adj() if score is None else score
 
 
 def _within(child: SeccompPlan | None, parent: SeccompPlan | None) -> bool:

@@ -35,6 +35,7 @@ from ..aci import (
     SeccompRemoveSet,
     SeccompRetainSet,
     SysctlIsolator,
+    UnknownIsolator,
     VolumeKind,
 )
 from ..errors import ValidationError
@@ -243,8 +244,8 @@ def precheck_pod(
         _seccomp(app.isolators, name, report, privileged, security)
         _sysctls((*pod.isolators, *app.isolators), name, report, host_ns)
         _limits(app.isolators, name, report, None)
-        oom = _last(app.isolators, OOMScoreAdjIsolator) or _last(pod.isolators, OOMScoreAdjIsolator)
-        scores[name] = oom.score if isinstance(oom, OOMScoreAdjIsolator) else None
+        oom = _oom_score(app.isolators, pod.isolators, name, bounding)
+        scores[name] = None if oom is None else oom.score
     return scores
 
 
@@ -283,7 +284,7 @@ def _plan_app(
     nnp = _no_new_privileges(isolators, pod.isolators, name, report, privileged)
     seccomp = _seccomp(isolators, name, report, privileged, security)
     sysctls = _sysctls((*pod.isolators, *isolators), name, report, host_ns)
-    oom = _last(isolators, OOMScoreAdjIsolator) or _last(pod.isolators, OOMScoreAdjIsolator)
+    oom = _oom_score(isolators, pod.isolators, name, security.bounding)
     if oom is not None:
         report.append(IsolatorOutcome(name, oom.name, True, f"oom_score_adj {oom.score}"))
     identity = resolve_identity(item.tree, name, app)
@@ -411,8 +412,27 @@ def _pod_grants(
                 )
             )
         elif not _is_judged_elsewhere(iso):
-            report.append(IsolatorOutcome(scope, iso.name, False, "not supported by this executor"))
+            _unsupported(iso, scope, report)
     return _Grants(privileged)
+
+
+# Namespaces of isolator names the spec and Kurma own: an unknown name there is a typo or a
+# newer spec's isolator, and running without it would be running without what was asked.
+_OWN_NAMESPACES = ("resource/", "os/", "host/")
+
+
+def _unsupported(iso: Isolator, scope: str, report: list[IsolatorOutcome]) -> None:
+    """An isolator this executor does not enforce: an error when it is one it knows (a
+    block-IO or network bandwidth limit, an SELinux context) or one in the spec's or Kurma's
+    namespaces; another party's isolator is ignored and reported (ace.md allows that)."""
+    where = f"{'pod' if scope == 'pod' else f'app {scope!r}'} isolator {iso.name}"
+    if not isinstance(iso, UnknownIsolator):
+        raise ValidationError(where, "cannot be enforced: this executor does not support it")
+    if iso.name.startswith(_OWN_NAMESPACES):
+        raise ValidationError(
+            where, "cannot be enforced: not an isolator this executor knows (a typo?)"
+        )
+    report.append(IsolatorOutcome(scope, iso.name, False, "not supported by this executor"))
 
 
 _JUDGED_ELSEWHERE = (
@@ -753,7 +773,38 @@ def _errno(name: str | None, where: str) -> int | None:
     return value
 
 
-# --- sysctl, resources ------------------------------------------------------------------------
+# --- sysctl, oom, resources -------------------------------------------------------------------
+
+
+def _oom_score(
+    isolators: Sequence[Isolator],
+    pod_isolators: Sequence[Isolator],
+    app: str,
+    bounding: frozenset[int],
+) -> OOMScoreAdjIsolator | None:
+    """The app's oom-score-adj isolator, else the pod's. A score below kurmad's own needs
+    CAP_SYS_RESOURCE to write (the kernel says EACCES otherwise): without it, refused."""
+    oom = _last(isolators, OOMScoreAdjIsolator) or _last(pod_isolators, OOMScoreAdjIsolator)
+    if not isinstance(oom, OOMScoreAdjIsolator):
+        return None
+    own = own_oom_score_adj()
+    if oom.score < own and int(Capability.CAP_SYS_RESOURCE) not in bounding:
+        where = "pod" if oom in pod_isolators and oom not in isolators else f"app {app!r}"
+        raise ValidationError(
+            f"{where} isolator {oom.name}",
+            f"cannot be enforced: {oom.score} is below kurmad's own oom_score_adj ({own}), "
+            f"which only a holder of CAP_SYS_RESOURCE may go below (kurmad does not hold it)",
+        )
+    return oom
+
+
+def own_oom_score_adj() -> int:
+    """This process's oom_score_adj (what a pod's processes inherit)."""
+    try:
+        with open("/proc/self/oom_score_adj") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 0
 
 
 def _sysctls(

@@ -251,7 +251,7 @@ def test_child_oom_score_adj_below_the_creators_is_refused(
     kurma: Client, daemon: tuple[Daemon, str]
 ) -> None:
     """A pod whose apps run at oom_score_adj 500 cannot, on its own socket, create a child
-    at -1000 (one the OOM killer would spare in its place): PERMISSION_DENIED naming the
+    at 100 (one the OOM killer would spare in its place): PERMISSION_DENIED naming the
     isolator, nothing created; a child at 500 or more is fine."""
     d, image_id = daemon
     top = kurma.create_pod(
@@ -259,9 +259,9 @@ def test_child_oom_score_adj_below_the_creators_is_refused(
     )
     with as_pod(d, top.uuid) as me:
         before = snapshot(d, kurma)
-        with pytest.raises(PermissionDenied, match=f"{OOM} -1000 is below pod oom-top's"):
+        with pytest.raises(PermissionDenied, match=f"{OOM} 100 is below pod oom-top's"):
             me.create_pod(
-                manifest_json=subtree_pod(image_id, {"name": OOM, "value": -1000}, api=False),
+                manifest_json=subtree_pod(image_id, {"name": OOM, "value": 100}, api=False),
                 name="oom-low",
             )
         nothing_left(d, kurma, before)
@@ -269,6 +269,24 @@ def test_child_oom_score_adj_below_the_creators_is_refused(
             manifest_json=subtree_pod(image_id, {"name": OOM, "value": 600}, api=False),
             name="oom-high",
         )
+
+
+def test_oom_score_adj_kurmad_cannot_write_is_refused_at_create(
+    kurma: Client, daemon: tuple[Daemon, str]
+) -> None:
+    """Below kurmad's own oom_score_adj only a holder of CAP_SYS_RESOURCE may go (these
+    hosts' bounding set lacks it): such a score, asked by the host itself, is
+    INVALID_ARGUMENT at Create naming the isolator, not a failed start; nothing is left."""
+    d, image_id = daemon
+    held = status_caps(Path("/proc/self/status").read_text(), "CapBnd")
+    own = int(Path(f"/proc/{d.proc.pid}/oom_score_adj").read_text())
+    if Capability.CAP_SYS_RESOURCE in held or own <= -1000:
+        pytest.skip("kurmad may lower oom_score_adj here")
+    before = snapshot(d, kurma)
+    doc = subtree_pod(image_id, {"name": OOM, "value": own - 1}, api=False)
+    with pytest.raises(InvalidArgument, match=f"{OOM}: cannot be enforced"):
+        kurma.create_pod(manifest_json=doc, start=True)
+    nothing_left(d, kurma, before)
 
 
 # --- item 6: bounded by default -------------------------------------------------------------

@@ -16,8 +16,8 @@ grandparent, and a child's own quota can never let it escape its ancestors'.
   (the archive is hashed once), so a refused import leaves the store unchanged. That
   hashing pass stops as soon as the uncompressed bytes pass what the subtree has left
   (`image_room`), or the largest stored image when that is more (so an image already
-  stored is still recognised): a 4 MB gzip of 4 GiB of zeros is refused after a few MiB
-  decompressed, none of them written.
+  stored is still recognised): a 4 MB gzip of 4 GiB of zeros is refused once the bytes
+  it inflates to pass the room (1 GiB by default), none of them written.
 - logBytes: not counted at write time; instead it caps each pod's rotating logs. A pod of
   a subtree with logBytes L (and pods N, when given) keeps at most L/N bytes of logs in
   all: each app's log file rotates at L/N / ((1 + log_keep) x apps), never below podinit's

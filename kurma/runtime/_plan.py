@@ -241,6 +241,7 @@ def precheck_pod(
     for name, app in inputs:
         privileged = _pod_grants(app.isolators, name, report).over(pod_grants).privileged
         _capabilities(app.isolators, name, report, privileged, security)
+        _no_new_privileges(app.isolators, pod.isolators, name, report, privileged)
         _seccomp(app.isolators, name, report, privileged, security)
         _sysctls((*pod.isolators, *app.isolators), name, report, host_ns)
         _limits(app.isolators, name, report, None)
@@ -624,8 +625,18 @@ def _no_new_privileges(
     report: list[IsolatorOutcome],
     privileged: bool,
 ) -> bool:
-    """On unless the app (or pod) asks otherwise; a privileged pod has it off by default."""
-    iso = _last(isolators, NoNewPrivilegesIsolator) or _last(pod_isolators, NoNewPrivilegesIsolator)
+    """On unless the app (or pod) asks otherwise; a privileged pod has it off by default.
+    An app may turn it on where the pod has it off, not off where the pod turns it on."""
+    own = _last(isolators, NoNewPrivilegesIsolator)
+    pod = _last(pod_isolators, NoNewPrivilegesIsolator)
+    lifted = isinstance(own, NoNewPrivilegesIsolator) and not own.enabled
+    if lifted and isinstance(pod, NoNewPrivilegesIsolator) and pod.enabled:
+        raise ValidationError(
+            f"app {app!r} isolator {NoNewPrivilegesIsolator.name}",
+            "off would lift the pod-level one, which is on (an app's isolators narrow "
+            "the pod's, they cannot widen them)",
+        )
+    iso = own or pod
     if isinstance(iso, NoNewPrivilegesIsolator):
         report.append(IsolatorOutcome(app, iso.name, True, "on" if iso.enabled else "off"))
         return iso.enabled

@@ -242,6 +242,9 @@ def test_no_new_privileges_defaults(tree: Path) -> None:
     # the app's own value wins over the pod's
     both = app_plan(tree, pod_isolators=[iso(nnp, False)], isolators=[iso(nnp, True)])
     assert both.no_new_privileges is True
+    # ... but never lifts the pod's
+    with pytest.raises(ValidationError, match="would lift the pod-level one"):
+        app_plan(tree, pod_isolators=[iso(nnp, True)], isolators=[iso(nnp, False)])
 
 
 # --- seccomp ----------------------------------------------------------------------------------

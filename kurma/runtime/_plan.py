@@ -354,8 +354,11 @@ def check_strings(value: object, path: str) -> None:
 
 
 def check_app_strings(name: str, app: App) -> None:
-    """`check_strings` for one app's effective `app` section (the image's or the pod's)."""
+    """`check_strings` for one app's effective `app` section (the image's or the pod's),
+    and a program to run (an empty exec[0] would fail only at start, as ENOENT)."""
     check_strings(app, f"app {name!r}")
+    if app.exec and not app.exec[0]:
+        raise ValidationError(f"app {name!r} exec[0]", "is empty: give the program to run")
 
 
 def app_environment(

@@ -685,6 +685,8 @@ def test_precheck_judges_isolators_and_strings_from_the_manifests_alone() -> Non
         precheck_pod(PodManifest(apps=(RuntimeApp("web", RuntimeImage(ID), app),)), image_app)
     with pytest.raises(ValidationError, match="no `app` section"):
         precheck_pod(manifest({"name": "web", "app": False}), image_app)
+    with pytest.raises(ValidationError, match="is empty"):
+        precheck_pod(manifest({"name": "web", "exec": [""]}), image_app)
 
 
 def test_oom_score_adj_below_kurmads_needs_cap_sys_resource(tree: Path) -> None:

@@ -21,6 +21,9 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 DEFAULT_CONFIG = "/etc/kurma/kurmad.yml"
+DEFAULT_SUBTREE_IMAGE_BYTES = 1 << 30
+DEFAULT_SUBTREE_LOG_BYTES = 256 << 20
+DEFAULT_STATE_MIN_FREE = 0.10
 
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 _CGROUP_PART = re.compile(r"[A-Za-z0-9_.:@-]+")
@@ -55,9 +58,12 @@ class DaemonConfig:
     boot_log_file: str | None = None
     init_pid: int = 1
     # Quotas of a `subtree` pod whose host/api-access gives none (None: unlimited); see _quota.
+    # Bounded by default: 1 GiB of imported images and 256 MiB of logs per subtree.
     subtree_max_pods: int | None = None
-    subtree_max_image_bytes: int | None = None
-    subtree_max_log_bytes: int | None = None
+    subtree_max_image_bytes: int | None = DEFAULT_SUBTREE_IMAGE_BYTES
+    subtree_max_log_bytes: int | None = DEFAULT_SUBTREE_LOG_BYTES
+    # The share of the state filesystem an image import must leave free (0: no reserve).
+    state_min_free: float = DEFAULT_STATE_MIN_FREE
 
     @property
     def log_level_number(self) -> int:
@@ -189,6 +195,18 @@ def _optional_bytes(value: Any) -> int | None:
         raise ValueError(e.message) from None
 
 
+def _share(value: Any) -> float:
+    """A share of a filesystem: 0.1, "10%" or 0 (none); at most 0.9."""
+    text = value.strip() if isinstance(value, str) else value
+    percent = isinstance(text, str) and text.endswith("%")
+    number = _number(text[:-1] if percent else text, float)
+    if percent:
+        number /= 100
+    if not 0 <= number <= 0.9:
+        raise ValueError(f"must be a share in 0..0.9 (or 0%..90%), got {value!r}")
+    return number
+
+
 @dataclass(frozen=True)
 class Key:
     """One configuration key: its parser and what it means (the flag's help)."""
@@ -231,12 +249,17 @@ KEYS: tuple[Key, ...] = (
     Key(
         "subtree_max_image_bytes",
         _optional_bytes,
-        "bytes of images a subtree pod's subtree may import (e.g. 1G)",
+        "bytes of images a subtree pod's subtree may import (default 1Gi; '' or null: unlimited)",
     ),
     Key(
         "subtree_max_log_bytes",
         _optional_bytes,
-        "log bytes a subtree pod's subtree may keep (e.g. 64M)",
+        "log bytes a subtree pod's subtree may keep (default 256Mi; '' or null: unlimited)",
+    ),
+    Key(
+        "state_min_free",
+        _share,
+        "share of the state filesystem an image import leaves free (default 10%; 0: none)",
     ),
 )
 _BY_NAME = {k.name: k for k in KEYS}

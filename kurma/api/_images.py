@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import grpc
 
 from ..aci._ids import image_id_from_digest
-from ..aci._stream import hash_stream
+from ..aci._stream import SizeLimitExceeded, hash_stream
 from ..store import ImageRecord, ImageStore
 from ..store._atomic import TEMP_PREFIX
 from ._caller import BindsCaller, CallerView
@@ -59,6 +59,7 @@ class ImagesServicer(BindsCaller, images_pb2_grpc.ImagesServicer):
                     done += len(request.data)
                     if done - reported >= PROGRESS_EVERY:
                         reported = done
+                        self.store.check_space()  # the upload stops short of a full disk
                         yield images_pb2.ImportProgress(bytes_done=done, bytes_total=total)
             result = self._import(view, tmp)
         finally:
@@ -79,11 +80,20 @@ class ImagesServicer(BindsCaller, images_pb2_grpc.ImagesServicer):
 
     def _import(self, view: CallerView, path: str) -> ImportResult:
         """Import the archive at `path`, within the caller's imageBytes quota (the archive
-        is hashed first, so a refused import leaves the store unchanged)."""
+        is hashed first, so a refused import leaves the store unchanged; the hashing stops
+        as soon as it passes what the subtree has left, see `_quota`)."""
         if self.quotas is None or view.subtree_of is None:
             return self.store.import_image(path)
-        with open(path, "rb") as f:
-            digest, size = hash_stream(f)
+        room = self.quotas.image_room(view)
+        limit = None
+        if room is not None:  # an image already stored costs nothing: recognise those too
+            limit = max([room.left, *(r.size for r in self.store.list())])
+        try:
+            with open(path, "rb") as f:
+                digest, size = hash_stream(f, limit)
+        except SizeLimitExceeded as e:
+            assert room is not None
+            raise room.exceeded() from e
         with self.quotas.importing(view, image_id_from_digest(digest), size):
             result = self.store.import_image(path)
             if result.created:

@@ -68,6 +68,7 @@ class ApiServer:
         )
         self.quotas = Quotas(runtime, subtree_defaults(config))
         runtime.log_cap = self.quotas.log_cap
+        runtime.store.min_free = config.state_min_free  # imports stop short of a full disk
         self.pods = PodsServicer(runtime, on_created=self.pod_sockets.open, quotas=self.quotas)
         self.images = ImagesServicer(runtime.store, self.events, self.quotas)
         self.trust = TrustServicer()

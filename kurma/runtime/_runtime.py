@@ -30,9 +30,9 @@ from pathlib import Path
 from ..aci import PodManifest, parse_pod_manifest
 from ..errors import KurmaError, ValidationError
 from ..store import ImageStore
-from ._confine import check_within, translate_volumes
+from ._confine import check_oom_within, check_within, translate_volumes
 from ._etc import HOSTS_NAME, RESOLV_CONF_NAME, EtcFiles, write_pod_etc
-from ._plan import AppInput, PodPlan, host_namespaces, plan_pod
+from ._plan import AppInput, PodPlan, host_namespaces, plan_pod, precheck_pod
 from ._podinit import (
     SIGNAL_KILL_APPS,
     SIGNAL_TERMINATE_APPS,
@@ -293,6 +293,10 @@ class Runtime:
         beneath = None
         if confiner is not None:
             manifest, beneath = translate_volumes(manifest, confiner)
+        # Every Create-time check that needs no tree, before anything exists (_plan).
+        scores = precheck_pod(manifest, lambda a: self.store.get_by_id(a.image.id).manifest.app)
+        if confiner is not None:
+            check_oom_within(scores, confiner)
         pod_dir = self.pods_dir / pod_uuid
         pod_dir.mkdir(mode=0o711)
         try:

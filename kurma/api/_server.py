@@ -30,6 +30,7 @@ from ._images import ImagesServicer, TrustServicer
 from ._logfmt import fields
 from ._pods import PodsServicer
 from ._podsockets import PodSockets
+from ._policy import Policy
 from ._quota import Quotas, subtree_defaults
 from ._tcp import interceptors, tcp_server_credentials
 from .v1 import host_pb2, host_pb2_grpc, images_pb2, images_pb2_grpc, pods_pb2, pods_pb2_grpc
@@ -68,7 +69,12 @@ class ApiServer:
         )
         self.quotas = Quotas(runtime, subtree_defaults(config))
         runtime.log_cap = self.quotas.log_cap
-        self.pods = PodsServicer(runtime, on_created=self.pod_sockets.open, quotas=self.quotas)
+        self.pods = PodsServicer(
+            runtime,
+            on_created=self.pod_sockets.open,
+            quotas=self.quotas,
+            policy=Policy(config.operator_host_volumes),
+        )
         self.images = ImagesServicer(runtime.store, self.events, self.quotas)
         self.trust = TrustServicer()
         self.supervisor = supervisor

@@ -1,0 +1,324 @@
+"""Who may do what: one table of the kinds of caller, one function that decides.
+
+Every call comes from one kind of caller (`kind_of(view)`), and `TABLE` says what that kind
+may do; `authorize` checks a planned pod (every isolator already judged, see the runtime's
+`_plan`) against that row, for Create and for Exec alike, whether the caller holds a
+certificate or calls on a pod's own socket.
+
+    caller             methods             grants host   its pods must stay    exec into
+                       (METHOD_ROLES)      api-access    within
+    system socket      admin               yes           -                     any pod
+    admin cert         admin               yes           -                     any pod
+    operator cert      operator            no            the operator policy   pods within it
+    reader cert        reader              no            (creates nothing)     (none)
+    pod, subtree       operator but        no            its creator (*)       its descendants
+                       RestartService
+    pod, host-read     reader              no            (creates nothing)     (none)
+    pod, host          admin               no            -                     any pod
+
+(*) The least-privilege comparison of `runtime._confine.check_within`: a pod never gives a
+child more than it holds itself (the runtime applies it, with `confine_to`). A `host` pod
+is the console: the person logged in on the machine's own terminal, who may do what root
+on the system socket may, except grant host api-access to new pods.
+
+The operator policy is a fixed ceiling (`Ceiling`), so an operator certificate is not host
+root: no `os/linux/privileged`, no host namespace, no host device, no capability beyond the
+default bounding set (DESIGN.md), a seccomp filter at least as strict as the default one (no
+"seccomp off", no retain-set allowing what the default blocks), `os/linux/oom-score-adj`
+>= 0, `host/api-access` at most `subtree`, and `host` volumes only inside the prefixes the
+admin lists in kurmad.yml (`operator_host_volumes`, default none). Sysctls need no rule of
+their own: without host namespaces the plan admits only those of the pod's own namespaces.
+
+Exec is checked too: an operator may exec only into a pod that is itself within the
+operator policy. Otherwise any pod an admin or the boot made (the console, with `host`
+api-access and a host device; a privileged service; a pod with `/` mounted) would be a door
+to the host. Start, Stop, Destroy and Logs of such pods stay open to an operator: they
+run or end what an admin defined, and give no shell in it.
+
+Host volume sources are resolved once, at create (`admit`): symlinks followed, `..`
+collapsed, and the result must lie inside an allowed prefix (`/srv/ok` allows `/srv/ok` and
+below, never `/srv/okay`); what is recorded and later mounted is the resolved path, and the
+launcher refuses a source that has become a symlink by then (`_volumes.open_source`).
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import posixpath
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from ..aci import (
+    DEFAULT_CAPABILITIES,
+    ApiAccessIsolator,
+    ApiScope,
+    PodManifest,
+    Volume,
+    VolumeKind,
+)
+from ..runtime._confine import NotPermitted
+from ._pki import Role
+
+if TYPE_CHECKING:
+    from ..runtime._plan import PodPlan
+    from ._caller import CallerView
+
+__all__ = [
+    "OPERATOR_POLICY",
+    "TABLE",
+    "Ceiling",
+    "Kind",
+    "Policy",
+    "Rights",
+    "authorize",
+    "kind_of",
+    "may_call",
+]
+
+
+class Kind(enum.StrEnum):
+    """The kinds of caller the table distinguishes."""
+
+    SYSTEM = "system socket"
+    ADMIN = "admin certificate"
+    OPERATOR = "operator certificate"
+    READER = "reader certificate"
+    POD_SUBTREE = "pod socket (subtree)"
+    POD_HOST_READ = "pod socket (host-read)"
+    POD_HOST = "pod socket (host)"
+
+
+class Action(enum.StrEnum):
+    CREATE = "create"
+    EXEC = "exec"
+
+
+_SCOPE_RANK = {ApiScope.SUBTREE: 0, ApiScope.HOST_READ: 1, ApiScope.HOST: 2}
+
+
+@dataclass(frozen=True)
+class Ceiling:
+    """A fixed limit on what a pod may hold (the operator policy)."""
+
+    privileged: bool = False
+    host_namespaces: frozenset[str] = frozenset()
+    devices: bool = False
+    capabilities: frozenset[str] = frozenset(DEFAULT_CAPABILITIES)
+    seccomp_off: bool = False  # False: at least as filtered as the default filter
+    min_oom_score_adj: int = 0
+    api_scope: ApiScope = ApiScope.SUBTREE
+    host_volumes: tuple[str, ...] = ()  # allowed prefixes of host volume sources
+
+
+@dataclass(frozen=True)
+class Rights:
+    """One row of the table: what one kind of caller may do."""
+
+    methods: Role  # the least role (METHOD_ROLES) of the methods it may call
+    denied: frozenset[str] = frozenset()  # methods refused despite that role
+    grants_host_api: bool = False  # may create pods with host/api-access host-read or host
+    ceiling: Ceiling | None = None  # what its pods (and pods it execs into) stay within
+    within_creator: bool = False  # its pods are held to what its own pod holds
+
+
+OPERATOR_POLICY = Ceiling()
+
+TABLE: dict[Kind, Rights] = {
+    Kind.SYSTEM: Rights(Role.ADMIN, grants_host_api=True),
+    Kind.ADMIN: Rights(Role.ADMIN, grants_host_api=True),
+    Kind.OPERATOR: Rights(Role.OPERATOR, ceiling=OPERATOR_POLICY),
+    Kind.READER: Rights(Role.READER),
+    Kind.POD_SUBTREE: Rights(
+        Role.OPERATOR, denied=frozenset({"/kurma.v1.Host/RestartService"}), within_creator=True
+    ),
+    Kind.POD_HOST_READ: Rights(Role.READER),
+    Kind.POD_HOST: Rights(Role.ADMIN),
+}
+
+_POD_KINDS = {
+    ApiScope.SUBTREE.value: Kind.POD_SUBTREE,
+    ApiScope.HOST_READ.value: Kind.POD_HOST_READ,
+    ApiScope.HOST.value: Kind.POD_HOST,
+}
+_CERT_KINDS = {Role.ADMIN: Kind.ADMIN, Role.OPERATOR: Kind.OPERATOR, Role.READER: Kind.READER}
+
+
+def kind_of(view: CallerView) -> Kind:
+    """The kind of caller a view belongs to (an unknown role or scope: the least)."""
+    from ._caller import HOST_VIEW
+
+    if view.pod is not None:
+        return _POD_KINDS.get(view.scope, Kind.POD_HOST_READ)
+    if view == HOST_VIEW:
+        return Kind.SYSTEM
+    try:
+        return _CERT_KINDS[Role(view.role)]
+    except ValueError:
+        return Kind.READER
+
+
+def pod_kind(scope: str) -> Kind:
+    """The kind of a call on a pod's socket with api-access `scope`."""
+    return _POD_KINDS.get(scope, Kind.POD_HOST_READ)
+
+
+def cert_kind(role: Role) -> Kind:
+    return _CERT_KINDS[role]
+
+
+def may_call(kind: Kind, method: str, table: dict[str, Role] | None = None) -> bool:
+    """Whether a caller of `kind` may call `method` at all (a method nobody knows: no)."""
+    from ._authz import METHOD_ROLES
+
+    needed = (METHOD_ROLES if table is None else table).get(method)
+    rights = TABLE[kind]
+    return needed is not None and rights.methods.allows(needed) and method not in rights.denied
+
+
+# --------------------------------------------------------------------------- the decision
+
+
+def authorize(kind: Kind, action: Action, plan: PodPlan, ceiling: Ceiling | None = None) -> None:
+    """NotPermitted naming the first thing `plan` holds that a caller of `kind` may not give
+    (CREATE) or reach (EXEC); `ceiling` stands for the row's own (kurmad.yml's prefixes)."""
+    rights = TABLE[kind]
+    if action is Action.CREATE and not may_call(kind, "/kurma.v1.Pods/Create"):
+        raise NotPermitted(f"a caller with a {kind} creates no pods")
+    if action is Action.EXEC and not may_call(kind, "/kurma.v1.Pods/Exec"):
+        raise NotPermitted(f"a caller with a {kind} execs into no pods")
+    api = plan.api_access
+    if (
+        action is Action.CREATE
+        and api is not None
+        and api.scope is not ApiScope.SUBTREE
+        and not rights.grants_host_api
+    ):
+        raise NotPermitted(
+            f"host/api-access scope {api.scope.value}: only a host-level admin (the system "
+            f"socket or an admin certificate) grants it"
+        )
+    if rights.ceiling is None:
+        return
+    problem = beyond(plan, ceiling or rights.ceiling)
+    if problem is None:
+        return
+    if action is Action.CREATE:
+        raise NotPermitted(f"{problem}: beyond what an {kind} may create (the operator policy)")
+    raise NotPermitted(
+        f"pod {plan.name}: {problem}: an {kind} may exec only into pods within the operator "
+        f"policy (this one reaches the host)"
+    )
+
+
+def beyond(plan: PodPlan, ceiling: Ceiling) -> str | None:
+    """The first thing `plan` holds beyond `ceiling`, in words; None when it stays within."""
+    from ..runtime._confine import _within
+    from ..runtime._plan import API_VOLUME, default_seccomp
+    from ..runtime.linux import Capability
+
+    if not ceiling.privileged and any(a.rootfs.privileged for a in plan.apps):
+        return "os/linux/privileged"
+    extra_ns = plan.host_namespaces - ceiling.host_namespaces
+    if extra_ns:
+        return f"os/linux/namespaces: the host's {', '.join(sorted(extra_ns))} namespace"
+    devices = sorted({d for a in plan.apps for d in a.rootfs.devices})
+    if devices and not ceiling.devices:
+        return f"os/linux/devices {', '.join(devices)}"
+    api = plan.api_access
+    if api is not None and _SCOPE_RANK[api.scope] > _SCOPE_RANK[ceiling.api_scope]:
+        return f"host/api-access scope {api.scope.value} (at most {ceiling.api_scope.value})"
+    allowed_caps = {int(Capability[c]) for c in ceiling.capabilities}
+    for app in plan.apps:
+        extra = app.capabilities - allowed_caps
+        if extra:
+            names = ", ".join(sorted(Capability(c).name for c in extra))
+            return f"app {app.name!r}: capabilities {names} (beyond the default set)"
+        if not ceiling.seccomp_off and not _within(app.seccomp, default_seccomp()):
+            what = "off" if app.seccomp is None else "looser than the default filter"
+            return f"app {app.name!r}: seccomp {what}"
+        if app.oom_score_adj is not None and app.oom_score_adj < ceiling.min_oom_score_adj:
+            return (
+                f"app {app.name!r}: os/linux/oom-score-adj {app.oom_score_adj} "
+                f"(at least {ceiling.min_oom_score_adj})"
+            )
+        for bind in app.rootfs.volumes:
+            if bind.kind is not VolumeKind.HOST or bind.volume == API_VOLUME:
+                continue
+            if inside(os.path.realpath(bind.source), ceiling.host_volumes) is None:
+                return f"volume {bind.volume!r}: host source {bind.source} {_where(ceiling)}"
+    return None
+
+
+def inside(path: str, prefixes: Iterable[str]) -> str | None:
+    """The prefix (itself resolved) that the resolved `path` lies in, or None."""
+    for prefix in prefixes:
+        base = os.path.realpath(prefix)
+        if path == base or path.startswith(base.rstrip("/") + "/"):
+            return prefix
+    return None
+
+
+def _where(ceiling: Ceiling) -> str:
+    if not ceiling.host_volumes:
+        return "(no host paths are open to operators: see operator_host_volumes in kurmad.yml)"
+    return f"is not inside {', '.join(ceiling.host_volumes)} (operator_host_volumes)"
+
+
+# --------------------------------------------------------------------------- the servicers' side
+
+
+class Policy:
+    """The table with kurmad.yml's settings, as the Pods servicer applies it."""
+
+    def __init__(self, operator_host_volumes: Sequence[str] = ()) -> None:
+        self.operator = replace(OPERATOR_POLICY, host_volumes=tuple(operator_host_volumes))
+
+    def _ceiling(self, kind: Kind) -> Ceiling | None:
+        return self.operator if TABLE[kind].ceiling is OPERATOR_POLICY else TABLE[kind].ceiling
+
+    def confine_to(self, view: CallerView) -> str | None:
+        """The pod whose privileges bound the caller's new pods (the runtime's confine_to)."""
+        return view.subtree_of if TABLE[kind_of(view)].within_creator else None
+
+    def admit(self, view: CallerView, manifest: PodManifest) -> PodManifest:
+        """Before planning: refuse what the manifest alone shows (host api-access), and
+        resolve host volume sources for a caller with a ceiling (see the module)."""
+        kind = kind_of(view)
+        rights = TABLE[kind]
+        api = next((i for i in manifest.isolators if isinstance(i, ApiAccessIsolator)), None)
+        if api is not None and api.scope is not ApiScope.SUBTREE and not rights.grants_host_api:
+            raise NotPermitted(
+                f"host/api-access scope {api.scope.value}: only a host-level admin (the "
+                f"system socket or an admin certificate) grants it"
+            )
+        ceiling = self._ceiling(kind)
+        if ceiling is None or not any(v.kind is VolumeKind.HOST for v in manifest.volumes):
+            return manifest
+        volumes = tuple(
+            _resolve(v, ceiling) if v.kind is VolumeKind.HOST else v for v in manifest.volumes
+        )
+        return replace(manifest, volumes=volumes)
+
+    def check_create(self, view: CallerView) -> Callable[[PodPlan], None]:
+        """`check` for Runtime.create_pod: the planned pod within the caller's row."""
+        kind = kind_of(view)
+        ceiling = self._ceiling(kind)
+        return lambda plan: authorize(kind, Action.CREATE, plan, ceiling)
+
+    def check_exec(self, view: CallerView, plan: PodPlan) -> None:
+        kind = kind_of(view)
+        authorize(kind, Action.EXEC, plan, self._ceiling(kind))
+
+
+def _resolve(volume: Volume, ceiling: Ceiling) -> Volume:
+    source = volume.source or ""
+    what = f"volume {volume.name!r}: host source {source}"
+    if not source.startswith("/"):
+        raise NotPermitted(f"{what}: must be an absolute path")
+    resolved = os.path.realpath(posixpath.normpath(source))
+    if inside(resolved, ceiling.host_volumes) is None:
+        shown = "" if resolved == source else f" (resolves to {resolved})"
+        raise NotPermitted(f"{what}{shown} {_where(ceiling)}")
+    return replace(volume, source=resolved)

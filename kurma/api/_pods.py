@@ -27,7 +27,7 @@ from ._convert import manifest_from_spec, pod_facts, pod_states, pod_to_proto
 from ._exec import serve_exec
 from ._logfmt import fields
 from ._logs import stream_logs
-from ._policy import Policy
+from ._policy import Action, Policy
 from ._quota import Quotas
 from ._status import ApiError, Code, rpc, status_of
 from .v1 import pods_pb2, pods_pb2_grpc
@@ -199,7 +199,9 @@ class PodsServicer(BindsCaller, pods_pb2_grpc.PodsServicer):
 
     @rpc
     def Start(self, request: pods_pb2.PodRef, context: grpc.ServicerContext):
-        record = self._visible(self._caller(context), request.pod)
+        view = self._caller(context)
+        record = self._visible(view, request.pod)
+        self.policy.check(view, Action.START, self.runtime.pod_plan(record.uuid))
         record = self.runtime.start_pod(record.uuid)
         log.info("pod started", extra=fields(pod=record.name, uuid=record.uuid))
         return self._proto(record)
@@ -285,7 +287,7 @@ class PodsServicer(BindsCaller, pods_pb2_grpc.PodsServicer):
             raise ApiError(Code.INVALID_ARGUMENT, "exec: the first request must carry `start`")
         view = self._caller(context)
         record = self._visible(view, first.start.pod)
-        self.policy.check_exec(view, self.runtime.pod_plan(record.uuid))
+        self.policy.check(view, Action.EXEC, self.runtime.pod_plan(record.uuid))
         yield from serve_exec(self.runtime, record.uuid, first.start, request_iterator, context)
 
     @rpc

@@ -29,16 +29,20 @@ default bounding set (DESIGN.md), a seccomp filter at least as strict as the def
 admin lists in kurmad.yml (`operator_host_volumes`, default none). Sysctls need no rule of
 their own: without host namespaces the plan admits only those of the pod's own namespaces.
 
-Exec is checked too: an operator may exec only into a pod that is itself within the
-operator policy. Otherwise any pod an admin or the boot made (the console, with `host`
-api-access and a host device; a privileged service; a pod with `/` mounted) would be a door
-to the host. Start, Stop, Destroy and Logs of such pods stay open to an operator: they
-run or end what an admin defined, and give no shell in it.
+Exec and Start are checked too: an operator may exec into, and start, only a pod that is
+itself within the operator policy. Otherwise any pod an admin or the boot made (the
+console, with `host` api-access and a host device; a privileged service; a pod with `/`
+mounted) would be a door to the host. Stop, Destroy and Logs of such pods stay open to an
+operator (they end or show what an admin defined; RestartService is the operator's too).
 
 Host volume sources are resolved once, at create (`admit`): symlinks followed, `..`
 collapsed, and the result must lie inside an allowed prefix (`/srv/ok` allows `/srv/ok` and
-below, never `/srv/okay`); what is recorded and later mounted is the resolved path, and the
-launcher refuses a source that has become a symlink by then (`_volumes.open_source`).
+below, never `/srv/okay`); what is recorded and later mounted is the resolved path. An
+operator's Start checks again that the path still resolves to itself (a directory on the way
+swapped for a symlink by another of its pods is refused), and the launcher refuses a source
+that is a symlink itself (`_volumes.open_source`). What remains is the moment between that
+check and the mount: closing it needs the launcher to open the source without following
+any symlink (openat2 RESOLVE_NO_SYMLINKS), which is the volumes code's business.
 """
 
 from __future__ import annotations
@@ -91,8 +95,15 @@ class Kind(enum.StrEnum):
 
 
 class Action(enum.StrEnum):
-    CREATE = "create"
-    EXEC = "exec"
+    """What a caller does with a planned pod; the value is the method it comes with."""
+
+    CREATE = "/kurma.v1.Pods/Create"
+    START = "/kurma.v1.Pods/Start"
+    EXEC = "/kurma.v1.Pods/Exec"
+
+    @property
+    def verb(self) -> str:
+        return {"Create": "create", "Start": "start", "Exec": "exec into"}[self.rsplit("/")[-1]]
 
 
 _SCOPE_RANK = {ApiScope.SUBTREE: 0, ApiScope.HOST_READ: 1, ApiScope.HOST: 2}
@@ -182,12 +193,11 @@ def may_call(kind: Kind, method: str, table: dict[str, Role] | None = None) -> b
 
 def authorize(kind: Kind, action: Action, plan: PodPlan, ceiling: Ceiling | None = None) -> None:
     """NotPermitted naming the first thing `plan` holds that a caller of `kind` may not give
-    (CREATE) or reach (EXEC); `ceiling` stands for the row's own (kurmad.yml's prefixes)."""
+    (CREATE) or reach (START, EXEC); `ceiling` stands for the row's own (kurmad.yml's
+    prefixes). The one decision for every caller: certificates and pods' sockets alike."""
     rights = TABLE[kind]
-    if action is Action.CREATE and not may_call(kind, "/kurma.v1.Pods/Create"):
-        raise NotPermitted(f"a caller with a {kind} creates no pods")
-    if action is Action.EXEC and not may_call(kind, "/kurma.v1.Pods/Exec"):
-        raise NotPermitted(f"a caller with a {kind} execs into no pods")
+    if not may_call(kind, action.value):
+        raise NotPermitted(f"a caller with a {kind} may not {action.verb} pods")
     api = plan.api_access
     if (
         action is Action.CREATE
@@ -207,8 +217,8 @@ def authorize(kind: Kind, action: Action, plan: PodPlan, ceiling: Ceiling | None
     if action is Action.CREATE:
         raise NotPermitted(f"{problem}: beyond what an {kind} may create (the operator policy)")
     raise NotPermitted(
-        f"pod {plan.name}: {problem}: an {kind} may exec only into pods within the operator "
-        f"policy (this one reaches the host)"
+        f"pod {plan.name}: {problem}: an {kind} may {action.verb} a pod only when it is "
+        f"within the operator policy"
     )
 
 
@@ -246,8 +256,12 @@ def beyond(plan: PodPlan, ceiling: Ceiling) -> str | None:
         for bind in app.rootfs.volumes:
             if bind.kind is not VolumeKind.HOST or bind.volume == API_VOLUME:
                 continue
-            if inside(os.path.realpath(bind.source), ceiling.host_volumes) is None:
+            real = os.path.realpath(bind.source)
+            if inside(real, ceiling.host_volumes) is None:
                 return f"volume {bind.volume!r}: host source {bind.source} {_where(ceiling)}"
+            if real != posixpath.normpath(bind.source):
+                # resolved at create: a directory on the way became a symlink since
+                return f"volume {bind.volume!r}: host source {bind.source} leads to {real} now"
     return None
 
 
@@ -307,9 +321,10 @@ class Policy:
         ceiling = self._ceiling(kind)
         return lambda plan: authorize(kind, Action.CREATE, plan, ceiling)
 
-    def check_exec(self, view: CallerView, plan: PodPlan) -> None:
+    def check(self, view: CallerView, action: Action, plan: PodPlan) -> None:
+        """Whether the caller may start or exec into the planned pod (NotPermitted)."""
         kind = kind_of(view)
-        authorize(kind, Action.EXEC, plan, self._ceiling(kind))
+        authorize(kind, action, plan, self._ceiling(kind))
 
 
 def _resolve(volume: Volume, ceiling: Ceiling) -> Volume:

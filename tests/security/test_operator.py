@@ -32,6 +32,7 @@ import pytest
 from kurma.aci import DEFAULT_CAPABILITIES, build_aci
 from kurma.aci._manifest_isolator_types import CAPABILITIES
 from kurma.api._pki import CertPaths, init_ca, issue_client, issue_server
+from kurma.api.v1 import pods_pb2
 from kurma.client import (
     Client,
     InvalidArgument,
@@ -374,7 +375,32 @@ def test_operator_host_volume_inside_the_allowed_prefix_works(site: Site, operat
             (sub / "by-operator").unlink()
 
 
-# --- exec: only into pods within the policy -----------------------------------------------------
+def test_operator_cannot_start_through_a_directory_swapped_for_a_symlink(
+    site: Site, operator: Client, host: Client
+) -> None:
+    """Created with `<srv>/ok/swap/data` (a real directory then), the pod's directory
+    `swap` is replaced by a symlink to / before the operator starts it (as another of its
+    pods with `<srv>/ok` mounted could do): the Start is refused, naming the volume that
+    leads outside the prefix now, and the pod does not run."""
+    swap = site.srv / "ok" / "swap"
+    (swap / "data").mkdir(parents=True)
+    try:
+        doc = manifest(site.image_id, volumes=[("data", f"{swap}/data", False)])
+        pod = operator.create_pod(manifest_json=doc, name="op-swap")
+        shutil.rmtree(swap)
+        os.symlink("/", swap)
+        with pytest.raises(
+            PermissionDenied, match=r"volume 'data': host source .*/swap/data is not inside"
+        ):
+            operator.start(pod.uuid)
+        assert host.get(pod.uuid).state != pods_pb2.POD_STATE_RUNNING
+    finally:
+        if swap.is_symlink():
+            swap.unlink()
+        shutil.rmtree(swap, ignore_errors=True)
+
+
+# --- start and exec: only pods within the policy --------------------------------------------------
 
 
 def test_operator_cannot_exec_into_a_host_level_service_pod(
@@ -391,7 +417,7 @@ def test_operator_cannot_exec_into_a_host_level_service_pod(
         ],
     )
     pod = host.create_pod(manifest_json=doc, name="console-like", start=True)
-    with pytest.raises(PermissionDenied, match="exec only into pods within"):
+    with pytest.raises(PermissionDenied, match="exec into a pod only when it is within"):
         run(operator, pod.uuid, ["/bin/id"])
     list(operator.logs(pod.uuid))
 
@@ -409,6 +435,17 @@ def test_operator_cannot_exec_into_the_probes_pod_made_by_an_admin(
     pod = admin.create_pod(manifest_json=doc, name="admins-probe", start=True)
     with pytest.raises(PermissionDenied, match="os/linux/privileged"):
         run(operator, pod.uuid, ["/bin/cat", "/mnt/host/etc/hostname"])
+
+
+def test_operator_cannot_start_a_privileged_pod_made_by_an_admin(
+    site: Site, operator: Client, admin: Client
+) -> None:
+    """A privileged pod an admin created and left stopped: the operator's Start is refused
+    (it would run with every capability, under the operator's hand)."""
+    doc = manifest(site.image_id, isolators=[{"name": "os/linux/privileged", "value": True}])
+    pod = admin.create_pod(manifest_json=doc, name="admins-stopped")
+    with pytest.raises(PermissionDenied, match="start a pod only when it is within"):
+        operator.start(pod.uuid)
 
 
 def test_operator_may_exec_into_a_pod_within_the_policy(site: Site, operator: Client) -> None:

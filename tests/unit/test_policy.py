@@ -139,6 +139,19 @@ def test_beyond_names_what_reaches_the_host(pod: SimpleNamespace, says: str) -> 
     assert problem is not None and says in problem
 
 
+def test_a_source_that_no_longer_resolves_to_itself_is_beyond(tmp_path: Path) -> None:
+    """Resolved at create, a host source must still be its own real path when the pod
+    starts or is exec'd into: a directory on the way swapped for a symlink is refused."""
+    from dataclasses import replace
+
+    (tmp_path / "ok" / "real").mkdir(parents=True)
+    os.symlink("real", tmp_path / "ok" / "link")
+    ceiling = replace(OPERATOR_POLICY, host_volumes=(str(tmp_path / "ok"),))
+    assert beyond(plan(app(volumes=(bind(f"{tmp_path}/ok/real"),))), ceiling) is None
+    problem = beyond(plan(app(volumes=(bind(f"{tmp_path}/ok/link/x"),))), ceiling)
+    assert problem is not None and "leads to" in problem
+
+
 def test_the_api_directory_is_no_host_volume_of_the_operators() -> None:
     pod = plan(app(volumes=(bind("/run/kurma/pods/x/api", API_VOLUME),)), api="subtree")
     assert beyond(pod, OPERATOR_POLICY) is None  # type: ignore[arg-type]
@@ -151,9 +164,12 @@ def test_authorize_by_kind_and_action() -> None:
         authorize(kind, Action.EXEC, privileged)  # type: ignore[arg-type]
     with pytest.raises(NotPermitted, match="may create"):
         authorize(Kind.OPERATOR, Action.CREATE, privileged)  # type: ignore[arg-type]
-    with pytest.raises(NotPermitted, match="exec only into pods within"):
+    with pytest.raises(NotPermitted, match="exec into a pod only when it is within"):
         authorize(Kind.OPERATOR, Action.EXEC, privileged)  # type: ignore[arg-type]
-    with pytest.raises(NotPermitted, match="creates no pods"):
+    with pytest.raises(NotPermitted, match="start a pod only when it is within"):
+        authorize(Kind.OPERATOR, Action.START, privileged)  # type: ignore[arg-type]
+    authorize(Kind.OPERATOR, Action.START, plan())  # type: ignore[arg-type]
+    with pytest.raises(NotPermitted, match="reader certificate may not create pods"):
         authorize(Kind.READER, Action.CREATE, plan())  # type: ignore[arg-type]
     with pytest.raises(NotPermitted, match="only a host-level admin"):
         authorize(Kind.POD_HOST, Action.CREATE, plan(api="host"))  # type: ignore[arg-type]

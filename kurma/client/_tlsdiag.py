@@ -4,7 +4,7 @@ When a call over tcp:// fails as UNAVAILABLE, `diagnose` redoes the handshake wi
 `ssl` (nothing verified, so that it gets to see kurmad's certificate), then checks what the
 TLS library checked, one by one, naming the certificate and the check that fails:
 
-- our own client certificate: readable, not expired, not yet valid, carries a role;
+- our own client certificate: readable, in its validity period, with its own key;
 - kurmad's server certificate against the CA we were given (`--ca`): signed by it, in its
   validity period, issued for the host name or address we connect to;
 - when all of that holds, kurmad refused *our* certificate: issued by another CA than the
@@ -38,6 +38,8 @@ def diagnose(address: str, cert: str, key: str, ca: str) -> str | None:
     problem = _validity(ours, f"our client certificate {cert} ({_cn(ours)})")
     if problem:
         return problem
+    if not _key_matches(ours, key):
+        return f"the key {key} does not belong to our client certificate {cert} ({_cn(ours)})"
     host, port = _split(address)
     try:
         server_der = _server_certificate(host, port, cert, key)
@@ -118,6 +120,18 @@ def _refusal(host: str, port: int, cert: str, key: str, ca: str) -> str | None:
     except (OSError, ValueError):
         return None
     return None if data else "the connection was closed"
+
+
+def _key_matches(cert: Any, key: str) -> bool:
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        private = serialization.load_pem_private_key(_read(key), password=None)
+    except (OSError, ValueError, TypeError):
+        return False
+    pem, spki = serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    mine = private.public_key().public_bytes(pem, spki)
+    return mine == cert.public_key().public_bytes(pem, spki)
 
 
 def _validity(cert: Any, what: str) -> str | None:

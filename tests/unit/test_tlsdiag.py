@@ -115,3 +115,10 @@ def test_expired_client_certificate_is_named(pki: Pki, serve) -> None:
 def test_nobody_listening_is_no_certificate_problem(pki: Pki) -> None:
     with pytest.raises(Unavailable, match="no kurmad answers"):
         connect("tcp://127.0.0.1:1", pki.client, pki.server.ca)
+
+
+def test_a_key_of_another_certificate_is_named(pki: Pki, serve) -> None:
+    port = serve(pki.server)
+    wrong = CertPaths(pki.client.cert, pki.server.key, pki.client.ca)
+    with pytest.raises(Unavailable, match=r"the key .*server\.key does not belong to our"):
+        connect(f"tcp://127.0.0.1:{port}", wrong, pki.server.ca)

@@ -2,11 +2,13 @@
 
 Every call comes from one kind of caller (`kind_of(view)`), and `TABLE` says what that kind
 may do; `authorize` checks a planned pod (every isolator already judged, see the runtime's
-`_plan`) against that row, for Create and for Exec alike, whether the caller holds a
-certificate or calls on a pod's own socket.
+`_plan`) against that row, for Create, Start and Exec alike, whether the caller holds a
+certificate or calls on a pod's own socket. The method interceptors ask the same table
+(`may_call`): `_authz.RoleInterceptor` for certificates, `_podsockets.ScopeInterceptor`
+for pods' sockets.
 
-    caller             methods             grants host   its pods must stay    exec into
-                       (METHOD_ROLES)      api-access    within
+    caller             methods             grants host   its pods must stay    starts and
+                       (METHOD_ROLES)      api-access    within                execs into
     system socket      admin               yes           -                     any pod
     admin cert         admin               yes           -                     any pod
     operator cert      operator            no            the operator policy   pods within it
@@ -72,6 +74,7 @@ if TYPE_CHECKING:
 __all__ = [
     "OPERATOR_POLICY",
     "TABLE",
+    "Action",
     "Ceiling",
     "Kind",
     "Policy",
@@ -130,7 +133,7 @@ class Rights:
     methods: Role  # the least role (METHOD_ROLES) of the methods it may call
     denied: frozenset[str] = frozenset()  # methods refused despite that role
     grants_host_api: bool = False  # may create pods with host/api-access host-read or host
-    ceiling: Ceiling | None = None  # what its pods (and pods it execs into) stay within
+    ceiling: Ceiling | None = None  # what its pods (and pods it starts, execs into) stay within
     within_creator: bool = False  # its pods are held to what its own pod holds
 
 

@@ -206,6 +206,41 @@ def assert_none_named(host: Client, name: str) -> None:
     assert not [p for p in host.list_pods() if p.name == name], f"pod {name} exists"
 
 
+def kurmactl_as(site: Site, who: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """kurmactl over the TCP listener with `who`'s certificate."""
+    paths = site.certs[who]
+    flags = ["--host", site.target, "--cert", str(paths.cert), "--key", str(paths.key)]
+    return subprocess.run(
+        [*KURMACTL, *flags, "--ca", str(site.ca), *args],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_the_probe_is_refused(site: Site, host: Client) -> None:
+    """The probe as it was run: `kurmactl run` over mTLS with an operator certificate, a
+    privileged pod with the host's `/` mounted read-write. kurmactl fails naming the
+    volume (the first thing checked), and no pod exists."""
+    done = kurmactl_as(
+        site, "operator", "run", "-d", "--name", "probe", "--isolator",
+        "os/linux/privileged=true", "-v", "/:/host", "example.com/busybox", "--",
+        "/bin/cat", "/host/etc/shadow",
+    )  # fmt: skip
+    assert done.returncode != 0, done.stdout
+    assert "host source / is not inside" in done.stderr, done.stderr
+    assert_none_named(host, "probe")
+
+
+def test_the_probe_without_its_volume_is_refused_for_privileged(site: Site, host: Client) -> None:
+    """The probe's other half alone: `kurmactl run --isolator os/linux/privileged=true`."""
+    done = kurmactl_as(
+        site, "operator", "run", "-d", "--name", "probe-priv", "--isolator",
+        "os/linux/privileged=true", "example.com/busybox", "--", "/bin/sleep", "1000",
+    )  # fmt: skip
+    assert done.returncode != 0, done.stdout
+    assert "os/linux/privileged" in done.stderr, done.stderr
+    assert_none_named(host, "probe-priv")
+
+
 # --- the operator policy: what a pod may hold ---------------------------------------------------
 
 NS = "os/linux/namespaces"

@@ -40,8 +40,10 @@ from kurma.client import (
     PermissionDenied,
     Unavailable,
 )
+from kurma.services import parse_services, write_services_file
 from tests.root.runtime_support import busybox_rootfs, image_manifest
-from tests.root.test_kurmad import REPO, Daemon, daemon_with_image, make_daemon
+from tests.root.test_kurmad import REPO, Daemon, daemon_with_image, make_daemon, until
+from tests.root.test_services import sh, wait_state
 
 pytestmark = [pytest.mark.timeout(240)]
 
@@ -63,6 +65,7 @@ class Site:
     certs: dict[str, CertPaths]  # admin, operator, reader, and rogue (another CA's admin)
     rogue_ca: Path
     srv: Path  # <work>/srv: ok/ (operators' prefix), okay/, ok/escape -> /etc
+    services: Path  # kurmad's services file (none until a test writes it)
 
     @property
     def target(self) -> str:
@@ -77,6 +80,13 @@ class Site:
             ca=str(ca or self.ca),
             timeout=timeout,
         )
+
+
+def write_services(site: Site, **services: dict[str, Any]) -> None:
+    """Replace the daemon's system services (its supervisor reconciles within a second)."""
+    loaded = parse_services({"services": services})
+    assert not loaded.problems, loaded.problems
+    write_services_file(site.services, loaded)
 
 
 def free_port() -> int:
@@ -118,11 +128,12 @@ def site(busybox_aci: Path) -> Iterator[Site]:
                     "tls_key": str(server.key),
                     "tls_ca": str(server.ca),
                     "operator_host_volumes": [str(srv / "ok")],
+                    "services_file": str(work / "services.yml"),  # see write_services
                 }
             )
         )
         for daemon, image_id in daemon_with_image(busybox_aci, "--config", str(config)):
-            yield Site(daemon, image_id, port, server.ca, certs, rogue, srv)
+            yield Site(daemon, image_id, port, server.ca, certs, rogue, srv, work / "services.yml")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -455,6 +466,27 @@ def test_operator_cannot_exec_into_a_host_level_service_pod(
     with pytest.raises(PermissionDenied, match="exec into a pod only when it is within"):
         run(operator, pod.uuid, ["/bin/id"])
     list(operator.logs(pod.uuid))
+
+
+def test_operator_cannot_exec_into_a_running_system_service(
+    site: Site, operator: Client, host: Client
+) -> None:
+    """A system service run by kurmad's supervisor like the console (host/api-access
+    `host`, the host's network): the operator sees it in the service list, but its Exec
+    into the service's pod is refused (PERMISSION_DENIED)."""
+    console = sh(
+        "exec sleep 1000",
+        isolators={"host/api-access": {"scope": "host"}, NS: {"net": "host"}},
+    )
+    write_services(site, console=console)
+    try:
+        service = wait_state(host, "console", "RUNNING")
+        assert [s.name for s in operator.services()] == ["console"]
+        with pytest.raises(PermissionDenied, match="exec into a pod only when it is within"):
+            run(operator, service.pod, ["/bin/id"])
+    finally:
+        write_services(site)
+        until(lambda: not host.services(), 20, "the console service to go")
 
 
 def test_operator_cannot_exec_into_the_probes_pod_made_by_an_admin(

@@ -365,35 +365,30 @@ def test_operator_cannot_set_a_sysctl_of_the_host(
 # --- host volumes: only under operator_host_volumes --------------------------------------------
 
 
-def volume_attacks(srv: Path) -> dict[str, str]:
-    ok = srv / "ok"
-    return {
-        "root": "/",
-        "etc": "/etc",
-        "dotdot": f"{ok}/../..",
-        "dotdot-inside": f"{ok}/sub/../../okay",
-        "sibling-prefix": f"{srv}/okay",
-        "parent": str(srv),
-        "symlink-out": f"{ok}/escape",
-        "below-symlink-out": f"{ok}/escape/ssl",
-    }
+VOLUME_ATTACKS = {  # host volume sources (readOnly or not) an operator may not mount
+    "root": ("/", False),
+    "etc-read-only": ("/etc", True),
+    "dotdot": ("{srv}/ok/../..", False),
+    "dotdot-inside": ("{srv}/ok/sub/../../okay", False),
+    "sibling-prefix": ("{srv}/okay", False),
+    "parent": ("{srv}", False),
+    "symlink-out": ("{srv}/ok/escape", True),
+    "below-symlink-out": ("{srv}/ok/escape/ssl", True),
+}
 
 
-@pytest.mark.parametrize(
-    "attack",
-    ["root", "etc", "dotdot", "dotdot-inside", "sibling-prefix", "parent", "symlink-out",
-     "below-symlink-out"],
-)  # fmt: skip
+@pytest.mark.parametrize("attack", list(VOLUME_ATTACKS))
 def test_operator_cannot_mount_a_host_path_outside_the_allowed_prefixes(
     site: Site, operator: Client, host: Client, attack: str
 ) -> None:
     """A host volume whose source, `..` collapsed and symlinks followed, is not inside one
-    of kurmad.yml's operator_host_volumes (`<srv>/ok`) is refused (PERMISSION_DENIED naming
-    the volume): `/`, `/etc`, `<srv>/ok/../..`, `<srv>/okay` (a longer name, not a path
-    below), and `<srv>/ok/escape`, a symlink to /etc under the prefix."""
-    source = volume_attacks(site.srv)[attack]
+    of kurmad.yml's operator_host_volumes (`<srv>/ok`) is refused, read-only or not
+    (PERMISSION_DENIED naming the volume): `/`, `/etc`, `<srv>/ok/../..`, `<srv>/okay` (a
+    longer name, not a path below), and `<srv>/ok/escape`, a symlink to /etc under the
+    prefix."""
+    template, read_only = VOLUME_ATTACKS[attack]
     name = f"op-vol-{attack}"
-    doc = manifest(site.image_id, volumes=[("host", source, False)])
+    doc = manifest(site.image_id, volumes=[("host", template.format(srv=site.srv), read_only)])
     with pytest.raises(PermissionDenied, match="volume 'host'"):
         operator.create_pod(manifest_json=doc, name=name)
     assert_none_named(host, name)
@@ -449,7 +444,7 @@ def test_operator_cannot_start_through_a_directory_swapped_for_a_symlink(
 # --- start and exec: only pods within the policy --------------------------------------------------
 
 
-def test_operator_cannot_exec_into_a_host_level_service_pod(
+def test_operator_cannot_exec_into_a_host_level_pod(
     site: Site, operator: Client, host: Client
 ) -> None:
     """A pod the host made like the console (host/api-access `host`, the host's network): an

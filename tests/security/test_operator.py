@@ -441,6 +441,27 @@ def test_operator_cannot_start_through_a_directory_swapped_for_a_symlink(
         shutil.rmtree(swap, ignore_errors=True)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="volumes are bound without nodev (runtime/_volumes.mount_volume, the paths "
+    "helper's): with CAP_MKNOD in the default set and no devices cgroup, a writable volume "
+    "on a filesystem that allows device nodes opens the host's disks",
+)
+def test_operator_volumes_carry_no_device_nodes(site: Site, operator: Client) -> None:
+    """An operator's writable host volume (inside the prefix) and empty volume are mounted
+    nodev: CAP_MKNOD is in the default set, so a block device node made there must not
+    open (the host's disk)."""
+    doc = json.loads(manifest(site.image_id, volumes=[("data", f"{site.srv}/ok/sub", False)]))
+    doc["volumes"].append({"name": "scratch", "kind": "empty"})
+    doc["apps"][0]["mounts"].append({"volume": "scratch", "path": "/mnt/scratch"})
+    pod = operator.create_pod(manifest_json=json.dumps(doc).encode(), name="op-nodev", start=True)
+    code, out = run(operator, pod.uuid, ["/bin/cat", "/proc/self/mountinfo"])
+    assert code == 0
+    options = {line.split()[4]: line.split()[5] for line in out.decode().splitlines()}
+    for target in ("/mnt/data", "/mnt/scratch"):
+        assert "nodev" in options[target].split(","), (target, options[target])
+
+
 # --- start and exec: only pods within the policy --------------------------------------------------
 
 

@@ -18,8 +18,8 @@ A `reader` certificate reads; an `admin` one may do everything the system socket
 `operator` one manages pods and images within the operator policy (kurma.api._policy): no
 privileged pods, host namespaces, host devices, capabilities beyond the default set, seccomp
 off or loosened, negative oom-score-adj or api-access above `subtree`, and host volumes only
-inside `operator_host_volumes` (symlinks resolved). It may exec only into pods within that
-policy.
+inside `operator_host_volumes` (symlinks resolved). It may start and exec into only pods
+within that policy, and imports no image under a name the system services run.
 
 No gRPC here: the daemon reads its configuration before it forks the launcher.
 """

@@ -7,6 +7,7 @@ store unpack and validate it; the last message carries the image.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import tempfile
@@ -23,6 +24,7 @@ from ._caller import BindsCaller, CallerView
 from ._convert import image_to_proto
 from ._events import EventHub
 from ._logfmt import fields
+from ._policy import Policy
 from ._status import rpc, unimplemented
 from .v1 import images_pb2, images_pb2_grpc
 
@@ -36,10 +38,17 @@ PROGRESS_EVERY = 1 << 20
 
 
 class ImagesServicer(BindsCaller, images_pb2_grpc.ImagesServicer):
-    def __init__(self, store: ImageStore, events: EventHub, quotas: Quotas | None = None) -> None:
+    def __init__(
+        self,
+        store: ImageStore,
+        events: EventHub,
+        quotas: Quotas | None = None,
+        policy: Policy | None = None,
+    ) -> None:
         self.store = store
         self.events = events
         self.quotas = quotas  # None: no subtree accounting (a servicer without kurmad)
+        self.policy = policy or Policy()  # which names a caller may import (_policy)
 
     @rpc
     def Import(
@@ -80,12 +89,13 @@ class ImagesServicer(BindsCaller, images_pb2_grpc.ImagesServicer):
     def _import(self, view: CallerView, path: str) -> ImportResult:
         """Import the archive at `path`, within the caller's imageBytes quota (the archive
         is hashed first, so a refused import leaves the store unchanged)."""
+        admit = functools.partial(self.policy.check_import, view)
         if self.quotas is None or view.subtree_of is None:
-            return self.store.import_image(path)
+            return self.store.import_image(path, admit)
         with open(path, "rb") as f:
             digest, size = hash_stream(f)
         with self.quotas.importing(view, image_id_from_digest(digest), size):
-            result = self.store.import_image(path)
+            result = self.store.import_image(path, admit)
             if result.created:
                 self.quotas.imported(view, result.record.image_id, result.record.size)
         return result

@@ -37,6 +37,11 @@ console, with `host` api-access and a host device; a privileged service; a pod w
 mounted) would be a door to the host. Stop, Destroy and Logs of such pods stay open to an
 operator (they end or show what an admin defined; RestartService is the operator's too).
 
+Images: an operator (and a pod) imports images, but never under a name the system's
+services run or a `kurma.io/` name (`Policy.check_import`): a service finds its image by
+name, highest version first, so a newer version under that name would become the service
+(the console, with `host` api-access) at its next restart, which an operator may ask for.
+
 Host volume sources are resolved once, at create (`admit`): symlinks followed, `..`
 collapsed, and the result must lie inside an allowed prefix (`/srv/ok` allows `/srv/ok` and
 below, never `/srv/okay`); what is recorded and later mounted is the resolved path. An
@@ -60,6 +65,7 @@ from ..aci import (
     DEFAULT_CAPABILITIES,
     ApiAccessIsolator,
     ApiScope,
+    ImageManifest,
     PodManifest,
     Volume,
     VolumeKind,
@@ -135,21 +141,25 @@ class Rights:
     grants_host_api: bool = False  # may create pods with host/api-access host-read or host
     ceiling: Ceiling | None = None  # what its pods (and pods it starts, execs into) stay within
     within_creator: bool = False  # its pods are held to what its own pod holds
+    system_images: bool = False  # may import under the names the system's services run
 
 
 OPERATOR_POLICY = Ceiling()
 
 TABLE: dict[Kind, Rights] = {
-    Kind.SYSTEM: Rights(Role.ADMIN, grants_host_api=True),
-    Kind.ADMIN: Rights(Role.ADMIN, grants_host_api=True),
+    Kind.SYSTEM: Rights(Role.ADMIN, grants_host_api=True, system_images=True),
+    Kind.ADMIN: Rights(Role.ADMIN, grants_host_api=True, system_images=True),
     Kind.OPERATOR: Rights(Role.OPERATOR, ceiling=OPERATOR_POLICY),
     Kind.READER: Rights(Role.READER),
     Kind.POD_SUBTREE: Rights(
         Role.OPERATOR, denied=frozenset({"/kurma.v1.Host/RestartService"}), within_creator=True
     ),
     Kind.POD_HOST_READ: Rights(Role.READER),
-    Kind.POD_HOST: Rights(Role.ADMIN),
+    Kind.POD_HOST: Rights(Role.ADMIN, system_images=True),
 }
+# Image names only the host imports: the system images' (images/), besides the names of the
+# images the running system services use (`Policy(service_images=...)`).
+SYSTEM_IMAGE_PREFIXES = ("kurma.io/",)
 
 _POD_KINDS = {
     ApiScope.SUBTREE.value: Kind.POD_SUBTREE,
@@ -287,10 +297,21 @@ def _where(ceiling: Ceiling) -> str:
 
 
 class Policy:
-    """The table with kurmad.yml's settings, as the Pods servicer applies it."""
+    """The table with kurmad.yml's settings, as the Pods and Images servicers apply it.
 
-    def __init__(self, operator_host_volumes: Sequence[str] = ()) -> None:
+    `service_images()`: the image references the system services run (the supervisor's
+    specs), whose names only the host may import: a service finds its image by name, highest
+    version first, so an operator's `kurma.io/console` version 99 would otherwise become the
+    console at its next restart, with its `host` api-access.
+    """
+
+    def __init__(
+        self,
+        operator_host_volumes: Sequence[str] = (),
+        service_images: Callable[[], Iterable[str]] = tuple,
+    ) -> None:
         self.operator = replace(OPERATOR_POLICY, host_volumes=tuple(operator_host_volumes))
+        self.service_images = service_images
 
     def _ceiling(self, kind: Kind) -> Ceiling | None:
         return self.operator if TABLE[kind].ceiling is OPERATOR_POLICY else TABLE[kind].ceiling
@@ -323,6 +344,19 @@ class Policy:
         kind = kind_of(view)
         ceiling = self._ceiling(kind)
         return lambda plan: authorize(kind, Action.CREATE, plan, ceiling)
+
+    def check_import(self, view: CallerView, manifest: ImageManifest) -> None:
+        """NotPermitted when the caller may not add an image under `manifest`'s name."""
+        kind = kind_of(view)
+        if TABLE[kind].system_images:
+            return
+        name = manifest.name
+        taken = {ref.split(":", 1)[0] for ref in self.service_images()}
+        if name.startswith(SYSTEM_IMAGE_PREFIXES) or name in taken:
+            raise NotPermitted(
+                f"image name {name}: the system's services run images of that name, and only "
+                f"the host imports them (an {kind} may not)"
+            )
 
     def check(self, view: CallerView, action: Action, plan: PodPlan) -> None:
         """Whether the caller may start or exec into the planned pod (NotPermitted)."""

@@ -69,13 +69,11 @@ class ApiServer:
         )
         self.quotas = Quotas(runtime, subtree_defaults(config))
         runtime.log_cap = self.quotas.log_cap
+        policy = Policy(config.operator_host_volumes, self._service_images)
         self.pods = PodsServicer(
-            runtime,
-            on_created=self.pod_sockets.open,
-            quotas=self.quotas,
-            policy=Policy(config.operator_host_volumes),
+            runtime, on_created=self.pod_sockets.open, quotas=self.quotas, policy=policy
         )
-        self.images = ImagesServicer(runtime.store, self.events, self.quotas)
+        self.images = ImagesServicer(runtime.store, self.events, self.quotas, policy)
         self.trust = TrustServicer()
         self.supervisor = supervisor
         self.host = HostServicer(runtime, self.events, config, self.supervisor)
@@ -88,6 +86,11 @@ class ApiServer:
         reflection.enable_server_reflection(
             (*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
         )
+
+    def _service_images(self) -> list[str]:
+        """The images the system services run (their names are the host's to import)."""
+        supervisor = getattr(self, "supervisor", None)
+        return [s.image for s in supervisor.services()] if supervisor is not None else []
 
     def _add_pod_servicers(self, server: grpc.Server, view: CallerView) -> None:
         """A pod's server: the same servicers, bound to the pod's view (no health or

@@ -29,8 +29,9 @@ ROLES_HELP = """roles (kurma.api._policy.TABLE decides, for certificates and pod
             namespaces, no host devices, no capabilities beyond the default set, no seccomp
             off or loosened, oom-score-adj >= 0, host/api-access at most subtree, and host
             volumes only under the prefixes kurmad.yml lists in operator_host_volumes
-            (default: none; symlinks resolved). Exec only into pods within that policy;
-            restart services. No trust, no reboot or power off.
+            (default: none; symlinks resolved). Start and exec only pods within that
+            policy; import images, but not under the names system services run (nor
+            kurma.io/...); restart services. No trust, no reboot or power off.
   admin     everything, like root on kurmad's unix socket: privileged pods, any volume,
             host-read/host api-access, trust, reboot and power off."""
 

@@ -340,6 +340,31 @@ def test_operator_cannot_get_privileged_through_the_image(
         host.delete_image(image.id)
 
 
+def test_operator_cannot_take_over_a_system_services_image_name(
+    site: Site, operator: Client, host: Client, tmp_path: Path
+) -> None:
+    """A service finds its image by name, highest version first: an operator's import of
+    a newer version of the image a system service runs (here `example.com/busybox`, and
+    any `kurma.io/` name) would become that service at its next restart, with the service's
+    host api-access. Refused (PERMISSION_DENIED), and the store is unchanged."""
+    write_services(site, console=sh("exec sleep 1000"))
+    try:
+        wait_state(host, "console", "RUNNING")
+        before = {i.id for i in host.list_images()}
+        rootfs = busybox_rootfs(tmp_path / "rootfs")
+        for name in ("example.com/busybox", "kurma.io/console"):
+            aci = tmp_path / f"{name.replace('/', '_')}.aci"
+            app = {"exec": SLEEP, "user": "0", "group": "0"}
+            manifest_ = image_manifest(name, app, version="99")
+            build_aci(rootfs, manifest_, aci)
+            with pytest.raises(PermissionDenied, match=f"image name {name}"):
+                operator.import_image(aci)
+        assert {i.id for i in host.list_images()} == before
+    finally:
+        write_services(site)
+        until(lambda: not host.services(), 20, "the console service to go")
+
+
 SYSCTLS = {  # sysctls that would change the host (with the host namespace they need)
     "kernel": [{"name": "os/unix/sysctl", "value": {"kernel.domainname": "x"}}],
     "net-with-host-net": [{"name": "os/unix/sysctl", "value": {"net.ipv4.ip_forward": "1"}},

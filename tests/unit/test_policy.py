@@ -223,3 +223,22 @@ def test_operator_host_volumes_setting() -> None:
     for bad in (["srv"], ["/srv/../etc"], 5):
         with pytest.raises(ConfigError, match="operator_host_volumes"):
             parse(bad)
+
+
+def test_only_the_host_imports_the_system_services_image_names() -> None:
+    from kurma.aci import parse_image_manifest
+
+    def image(name: str) -> Any:
+        doc = {"acKind": "ImageManifest", "acVersion": "0.8.11", "name": name}
+        return parse_image_manifest(json.dumps(doc).encode())
+
+    policy = Policy(service_images=lambda: ["example.com/ntp:1.2", "sha512-" + "0" * 128])
+    operator = CallerView(name="o", role="operator")
+    for name in ("example.com/ntp", "kurma.io/anything"):
+        with pytest.raises(NotPermitted, match=f"image name {name}"):
+            policy.check_import(operator, image(name))
+        with pytest.raises(NotPermitted):
+            policy.check_import(pod_view("u", "subtree"), image(name))
+        policy.check_import(HOST_VIEW, image(name))
+        policy.check_import(CallerView(name="a", role="admin"), image(name))
+    policy.check_import(operator, image("example.com/ntp-tools"))

@@ -12,6 +12,7 @@ for the API's TCP listener (mutual TLS only). Offline: files in, files out, no d
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -115,7 +116,8 @@ def run_init(args: argparse.Namespace) -> int:
 
     paths = init_ca(args.dir, common_name=args.common_name, days=args.days, force=args.force)
     _print_written(paths, ca_is_cert=True)
-    print(f"next: kurmactl pki issue server --dir {args.dir} --host NAME --ip ADDR")
+    directory = shlex.quote(str(Path(args.dir).absolute()))
+    print(f"next: kurmactl pki issue server --dir {directory} --host NAME --ip ADDR")
     return 0
 
 
@@ -155,8 +157,6 @@ def kurmad_settings(paths: CertPaths, ips: list[str], port: int) -> dict[str, st
 
 def kurmad_line(paths: CertPaths, ips: list[str], port: int) -> str:
     """`kurmad --listen ... --tls-cert ... --tls-key ... --tls-ca ...`, quoted for a shell."""
-    import shlex
-
     words = ["kurmad"]
     for key, value in kurmad_settings(paths, ips, port).items():
         words += ["--" + key.replace("_", "-"), value]

@@ -8,11 +8,12 @@ the table is refused for everyone (fail closed); tests/unit/test_authz.py checks
 covers every method of every service kurmad serves.
 
 What a role means beyond the method table is one row of `_policy.TABLE` (the same table
-decides for pods' own sockets): a `reader` reads; an `operator` creates and execs into pods only
-within the operator policy (no privileged, host namespaces, devices, extra capabilities...,
-host volumes only under kurmad.yml's `operator_host_volumes`); an `admin` may do everything,
-including granting `host/api-access` `host-read`/`host`. Servicers read the caller's role
-with `role_from_context(context)`.
+decides for pods' own sockets): a `reader` reads; an `operator` creates, starts and execs into
+pods only within the operator policy (no privileged, host namespaces, devices, extra
+capabilities..., host volumes only under kurmad.yml's `operator_host_volumes`) and imports no
+image under a name the system services run; an `admin` may do everything, including granting
+`host/api-access` `host-read`/`host`. Servicers read the caller's role with
+`role_from_context(context)`.
 
 How kurmad wires it (the unix sockets have their own model, by socket, not by certificate):
 

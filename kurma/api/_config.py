@@ -5,6 +5,22 @@ and the command line go through the same parsers, so a bad value is reported the
 from both, naming the key (or the flag) and what was expected. Unknown keys are errors: a
 misspelt `stop_pods_on_exti: true` must not silently leave pods to die.
 
+The TCP listener and what its certificates may do, in kurmad.yml:
+
+    listen: 127.0.0.1:7443          # mutual TLS only (kurmactl pki issue server prints these)
+    tls_cert: /etc/kurma/pki/server.crt
+    tls_key: /etc/kurma/pki/server.key
+    tls_ca: /etc/kurma/pki/ca.crt
+    operator_host_volumes:          # default: none
+      - /srv/shared
+
+A `reader` certificate reads; an `admin` one may do everything the system socket may; an
+`operator` one manages pods and images within the operator policy (kurma.api._policy): no
+privileged pods, host namespaces, host devices, capabilities beyond the default set, seccomp
+off or loosened, negative oom-score-adj or api-access above `subtree`, and host volumes only
+inside `operator_host_volumes` (symlinks resolved). It may start and exec into only pods
+within that policy, and imports no image under a name the system services run.
+
 No gRPC here: the daemon reads its configuration before it forks the launcher.
 """
 
@@ -64,6 +80,8 @@ class DaemonConfig:
     subtree_max_log_bytes: int | None = DEFAULT_SUBTREE_LOG_BYTES
     # The share of the state filesystem an image import must leave free (0: no reserve).
     state_min_free: float = DEFAULT_STATE_MIN_FREE
+    # Where an operator certificate's pods may have host volumes (see _policy); none by default.
+    operator_host_volumes: tuple[str, ...] = ()
 
     @property
     def log_level_number(self) -> int:
@@ -207,6 +225,25 @@ def _share(value: Any) -> float:
     return number
 
 
+def _path_prefixes(value: Any) -> tuple[str, ...]:
+    """Absolute directories: a YAML list, or one string of them separated by commas."""
+    if value in (None, ""):
+        return ()
+    if isinstance(value, str):
+        items: list[Any] = [v.strip() for v in value.split(",") if v.strip()]
+    elif isinstance(value, list):
+        items = value
+    else:
+        raise ValueError(f"must be a list of absolute paths, got {value!r}")
+    prefixes = []
+    for item in items:
+        path = _absolute_path(item)
+        if ".." in _text(item).split("/"):
+            raise ValueError(f"must not contain '..', got {item!r}")
+        prefixes.append(path)
+    return tuple(dict.fromkeys(prefixes))
+
+
 @dataclass(frozen=True)
 class Key:
     """One configuration key: its parser and what it means (the flag's help)."""
@@ -260,6 +297,12 @@ KEYS: tuple[Key, ...] = (
         "state_min_free",
         _share,
         "share of the state filesystem an image import leaves free (default 10%; 0: none)",
+    ),
+    Key(
+        "operator_host_volumes",
+        _path_prefixes,
+        "host directories whose paths an operator certificate may mount as host volumes "
+        "(comma-separated; default none); everything else of the operator policy is fixed",
     ),
 )
 _BY_NAME = {k.name: k for k in KEYS}

@@ -7,6 +7,7 @@ store unpack and validate it; the last message carries the image.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import tempfile
@@ -23,6 +24,7 @@ from ._caller import BindsCaller, CallerView
 from ._convert import image_to_proto
 from ._events import EventHub
 from ._logfmt import fields
+from ._policy import Policy
 from ._status import rpc, unimplemented
 from .v1 import images_pb2, images_pb2_grpc
 
@@ -36,10 +38,17 @@ PROGRESS_EVERY = 1 << 20
 
 
 class ImagesServicer(BindsCaller, images_pb2_grpc.ImagesServicer):
-    def __init__(self, store: ImageStore, events: EventHub, quotas: Quotas | None = None) -> None:
+    def __init__(
+        self,
+        store: ImageStore,
+        events: EventHub,
+        quotas: Quotas | None = None,
+        policy: Policy | None = None,
+    ) -> None:
         self.store = store
         self.events = events
         self.quotas = quotas  # None: no subtree accounting (a servicer without kurmad)
+        self.policy = policy or Policy()  # which names a caller may import (_policy)
 
     @rpc
     def Import(
@@ -82,8 +91,9 @@ class ImagesServicer(BindsCaller, images_pb2_grpc.ImagesServicer):
         """Import the archive at `path`, within the caller's imageBytes quota (the archive
         is hashed first, so a refused import leaves the store unchanged; the hashing stops
         as soon as it passes what the subtree has left, see `_quota`)."""
+        admit = functools.partial(self.policy.check_import, view)
         if self.quotas is None or view.subtree_of is None:
-            return self.store.import_image(path)
+            return self.store.import_image(path, admit)
         room = self.quotas.image_room(view)
         limit = None
         if room is not None:  # an image already stored costs nothing: recognise those too
@@ -95,7 +105,7 @@ class ImagesServicer(BindsCaller, images_pb2_grpc.ImagesServicer):
             assert room is not None
             raise room.exceeded() from e
         with self.quotas.importing(view, image_id_from_digest(digest), size):
-            result = self.store.import_image(path)
+            result = self.store.import_image(path, admit)
             if result.created:
                 self.quotas.imported(view, result.record.image_id, result.record.size)
         return result

@@ -25,7 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from kurma.aci import UnpackLimits, image_id_matches, is_image_id, parse_image_manifest, unpack_aci
+from kurma.aci import (
+    ImageManifest,
+    UnpackLimits,
+    image_id_matches,
+    is_image_id,
+    parse_image_manifest,
+    unpack_aci,
+)
 from kurma.errors import AmbiguousImage, ImageInUse, ImageNotFound, StoreError
 
 from ._atomic import TEMP_PREFIX, make_temp_name, write_atomic
@@ -104,13 +111,20 @@ class ImageStore:
 
     # --- import -------------------------------------------------------------------------
 
-    def import_image(self, source: BinaryIO | os.PathLike | str) -> ImportResult:
-        """Unpack, validate and store an ACI; the store is unchanged if anything fails."""
+    def import_image(
+        self,
+        source: BinaryIO | os.PathLike | str,
+        admit: Callable[[ImageManifest], None] | None = None,
+    ) -> ImportResult:
+        """Unpack, validate and store an ACI; the store is unchanged if anything fails.
+        `admit(manifest)` may refuse it (raise) before it is stored (the API's policy)."""
         staging = make_temp_name(self.layout.tmp, "import")
         watch = self.space_watch()
         try:
             unpacked = unpack_aci(source, staging, self.limits, watch)
             manifest = parse_image_manifest(unpacked.manifest_bytes)
+            if admit is not None:
+                admit(manifest)
             record = ImageRecord(
                 image_id=unpacked.image_id,
                 path=self.layout.image_dir(unpacked.image_id),

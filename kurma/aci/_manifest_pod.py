@@ -68,7 +68,10 @@ class Volume:
         kind = required_text(node, "kind")
         read_only = node.flag("readOnly")
         if kind == VolumeKind.HOST:
-            source = check_absolute(required_text(node, "source"), node.at("source"))
+            try:
+                source = check_absolute(required_text(node, "source"), node.at("source"))
+            except ValidationError as e:
+                raise ValidationError(e.path, f"volume {name!r}: {e.message}") from None
             return cls(name, VolumeKind.HOST, source, read_only, node.flag("recursive"))
         if kind != VolumeKind.EMPTY:
             raise ValidationError(node.at("kind"), f"must be 'host' or 'empty', got {kind!r}")
@@ -307,8 +310,9 @@ class PodManifest:
         ):
             if items:
                 out[key] = [item.to_json() for item in items]
-        if self.annotations:
-            out["annotations"] = pairs_json(self.annotations)
+        # Always present: the metadata service serves the recorded manifest's own value at
+        # /pod/annotations, and a pod with none must read `[]` there, not `null`.
+        out["annotations"] = pairs_json(self.annotations)
         if self.user_annotations:
             out["userAnnotations"] = dict(self.user_annotations)
         if self.user_labels:

@@ -47,10 +47,23 @@ def check_name(value: str, path: str) -> str:
     return value
 
 
+_PATH_MAX = 4096  # Linux, with the terminating NUL
+_NAME_MAX = 255
+
+
 def check_absolute(value: str, path: str) -> str:
-    """`value`, which must be an absolute path."""
+    """`value`, which must be an absolute path the kernel can take: no NUL byte, valid
+    UTF-8 (no lone surrogates), shorter than PATH_MAX, each component at most NAME_MAX."""
     if not value.startswith("/"):
         raise ValidationError(path, f"must be an absolute path, got {value!r}")
+    if "\0" in value:
+        raise ValidationError(path, f"must not contain a NUL byte, got {value!r}")
+    try:
+        data = value.encode()
+    except UnicodeEncodeError:
+        raise ValidationError(path, f"must be valid UTF-8, got {value!r}") from None
+    if len(data) >= _PATH_MAX or any(len(part) > _NAME_MAX for part in data.split(b"/")):
+        raise ValidationError(path, f"is too long for a path ({len(data)} bytes)")
     return value
 
 

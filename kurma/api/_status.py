@@ -30,6 +30,7 @@ from ..errors import (
 )
 from ..runtime import NotPermitted, PodNotFound, PodStateError
 from ..runtime.launcher import LauncherError
+from ..store import StoreFull
 from ._logfmt import fields
 
 log = logging.getLogger("kurma.api.rpc")
@@ -61,6 +62,7 @@ _RULES: tuple[tuple[type[BaseException], grpc.StatusCode, str], ...] = (
     (AmbiguousImage, Code.INVALID_ARGUMENT, ""),
     (ImageInUse, Code.FAILED_PRECONDITION, "destroy the pods using it first"),
     (DependencyError, Code.FAILED_PRECONDITION, "import its dependencies first"),
+    (StoreFull, Code.RESOURCE_EXHAUSTED, ""),
     (StoreError, Code.FAILED_PRECONDITION, ""),
     (KurmaError, Code.FAILED_PRECONDITION, ""),
     (TimeoutError, Code.DEADLINE_EXCEEDED, ""),

@@ -15,8 +15,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-_EXPORTS = {
+# name -> module (and the attribute there, when it is not the same name)
+_EXPORTS: dict[str, str | tuple[str, str]] = {
     "API_DIR": "._poddir",
+    "API_VOLUME": "._plan",
     "API_SOCKET_NAME": "._plan",
     "AppRecord": "._podrecord",
     "AppState": "._podrecord",
@@ -24,6 +26,7 @@ _EXPORTS = {
     "NotPermitted": "._confine",
     "PodEvent": "._live",
     "PodEventKind": "._live",
+    "PodPlan": "._plan",
     "PodNotFound": "..errors",
     "PodRecord": "._podrecord",
     "PodState": "._podrecord",
@@ -31,16 +34,19 @@ _EXPORTS = {
     "Runtime": "._runtime",
     "RuntimeConfig": "._live",
     "check_quota_within": "._confine",
+    "default_seccomp": "._plan",
+    "seccomp_within": ("._confine", "_within"),  # a seccomp plan no looser than another's
 }
 
 __all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
+    where = _EXPORTS.get(name)
+    if where is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
+    module, attr = where if isinstance(where, tuple) else (where, name)
+    value = getattr(importlib.import_module(module, __name__), attr)
     globals()[name] = value
     return value
 
@@ -53,12 +59,16 @@ if TYPE_CHECKING:
     from ..errors import PodNotFound as PodNotFound
     from ..errors import PodStateError as PodStateError
     from ._confine import NotPermitted as NotPermitted
+    from ._confine import _within as seccomp_within  # noqa: F401
     from ._confine import check_quota_within as check_quota_within
     from ._live import ExecProcess as ExecProcess
     from ._live import PodEvent as PodEvent
     from ._live import PodEventKind as PodEventKind
     from ._live import RuntimeConfig as RuntimeConfig
     from ._plan import API_SOCKET_NAME as API_SOCKET_NAME
+    from ._plan import API_VOLUME as API_VOLUME
+    from ._plan import PodPlan as PodPlan
+    from ._plan import default_seccomp as default_seccomp
     from ._poddir import API_DIR as API_DIR
     from ._podrecord import AppRecord as AppRecord
     from ._podrecord import AppState as AppState

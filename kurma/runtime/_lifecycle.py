@@ -30,16 +30,17 @@ import signal
 import socket
 import time
 import uuid as uuidlib
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 from ..aci import PodManifest, parse_pod_manifest
 from ..errors import PodNotFound, PodStateError, ValidationError
 from ._adoption import is_podinit_of, unnamed_pod_cgroups
-from ._confine import check_within, translate_volumes
+from ._confine import check_oom_within, check_within, translate_volumes
 from ._etc import HOSTS_NAME, RESOLV_CONF_NAME, EtcFiles, write_pod_etc
 from ._live import LivePod, PodEventKind, RuntimeParts, copy_record
-from ._plan import AppInput, PodPlan, host_namespaces, plan_pod
+from ._plan import AppInput, PodPlan, host_namespaces, plan_pod, precheck_pod
 from ._poddir import API_DIR, check_pod_name, mount_apps_tmpfs, remove_pod_dir
 from ._podinit import SIGNAL_KILL_APPS, SIGNAL_TERMINATE_APPS
 from ._podrecord import AppRecord, AppState, PodRecord, PodState, process_start_time
@@ -98,6 +99,7 @@ class Lifecycle(RuntimeParts):
         name: str | None = None,
         parent: str | None = None,
         confine_to: str | None = None,
+        check: Callable[[PodPlan], None] | None = None,
     ) -> PodRecord:
         """Prepare a pod: hold its images, check every app and isolator, write its record.
 
@@ -105,7 +107,8 @@ class Lifecycle(RuntimeParts):
         parent's, destroying the parent destroys it, and it may hold no more than the parent
         (`_confine`: its host volumes are paths in the parent's view). `confine_to` applies
         those limits for another pod (default: the parent). NotPermitted when it asks for
-        more; PodStateError past `max_depth` or when the parent has exited.
+        more; PodStateError past `max_depth` or when the parent has exited. `check(plan)`
+        may refuse the planned pod (the API's authorization) before anything is recorded.
         """
         if not manifest.apps:
             raise ValidationError("apps", "a pod needs at least one app")
@@ -125,15 +128,22 @@ class Lifecycle(RuntimeParts):
                     f"{self.config.max_depth} levels of pods"
                 )
         confiner = self._confiner(confine_to or parent)
+        beneath = None
         if confiner is not None:
-            manifest = translate_volumes(manifest, confiner)
+            manifest, beneath = translate_volumes(manifest, confiner)
+        # Every Create-time check that needs no tree, before anything exists (_plan).
+        scores = precheck_pod(manifest, lambda a: self.store.get_by_id(a.image.id).manifest.app)
+        if confiner is not None:
+            check_oom_within(scores, confiner)
         pod_dir = self.pods_dir / pod_uuid
         pod_dir.mkdir(mode=0o711)  # no record yet: an orphan to reconcile until there is one
         try:
-            live = self._prepare(pod_uuid, pod_name, manifest, pod_dir, ancestors)
+            live = self._prepare(pod_uuid, pod_name, manifest, pod_dir, ancestors, beneath)
             if confiner is not None:
                 assert live.plan is not None
                 check_within(live.plan, confiner)
+            if check is not None and live.plan is not None:
+                check(live.plan)
             with self._lock:
                 self._pods[pod_uuid] = live
                 try:
@@ -156,6 +166,12 @@ class Lifecycle(RuntimeParts):
             live = self._find(ref)
             return live.plan or self._replan(live)
 
+    def pod_plan(self, ref: str) -> PodPlan:
+        """What the launcher does for pod `ref` (every isolator judged): for authorization."""
+        plan = self._confiner(ref)
+        assert plan is not None
+        return plan
+
     def children(self, ref: str) -> list[str]:
         """The UUIDs of a pod's children (its direct descendants)."""
         with self._lock:
@@ -169,6 +185,7 @@ class Lifecycle(RuntimeParts):
         manifest: PodManifest,
         pod_dir: Path,
         ancestors: tuple[str, ...] = (),
+        beneath: dict | None = None,  # type: ignore[type-arg]
     ) -> LivePod:
         """Everything a start needs but the processes (the record is written by the caller)."""
         inputs, manifests = self._acquire(pod_uuid, manifest)
@@ -189,6 +206,7 @@ class Lifecycle(RuntimeParts):
             metadata_token=new_token(),
             parent=ancestors[0] if ancestors else None,
             ancestors=ancestors,
+            beneath=beneath,
         )
         live = LivePod(record, pod_dir)
         live.image_manifests = manifests
@@ -230,6 +248,8 @@ class Lifecycle(RuntimeParts):
             metadata_url=url,
             pids_max=self.config.pids_max,
             api_dir=str(live.pod_dir / API_DIR) if self.config.api_sockets else None,
+            # a child's host sources only as its record maps them (none: refused)
+            beneath=record.beneath if record.parent is None else (record.beneath or {}),
         )
 
     def _replan(self, live: LivePod) -> PodPlan:

@@ -4,15 +4,21 @@ Why these and not only mount(2): a bind made with open_tree + mount_setattr is r
 *before* it is attached (mount(2) needs a second, racy remount), `AT_RECURSIVE` makes a whole
 recursive bind read-only in one call (mount(2) ignores MS_REC on a remount), and move_mount
 attaches onto an O_PATH fd, so a target resolved safely inside a rootfs is never looked up
-by name again. openat2's RESOLVE_IN_ROOT resolves symlinks as if a directory were `/`.
+by name again. openat2's RESOLVE_IN_ROOT resolves symlinks as if a directory were `/`
+(mount targets in an app's root); RESOLVE_BENEATH refuses (EXDEV) whatever leads out of a
+directory, RESOLVE_NO_MAGICLINKS (ELOOP) /proc's magic links, RESOLVE_NO_XDEV (EXDEV) any
+mount crossed (host sources that a pod named, below its creator's volume: `_volumes`).
+A path with a NUL byte is EINVAL here: C would silently cut it short.
 
 These syscalls came after the unified syscall table, so their numbers are the same on every
-architecture we run on (Linux >= 5.12 for mount_setattr; the VM has 6.1, the host 6.18).
+architecture we run on (Linux >= 5.2 for open_tree/move_mount, 5.6 for openat2, 5.12 for
+mount_setattr; the VM has 6.1, the host 6.18).
 """
 
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -60,13 +66,21 @@ def _fail(what: str, target: object) -> OSError:
     return OSError(err, f"{what} failed: {os.strerror(err)}", str(target))
 
 
+def _c_path(path: str) -> bytes:
+    """`path` for a C call; EINVAL for a NUL byte (C would cut the path short there)."""
+    data = os.fsencode(path)
+    if b"\0" in data:
+        raise OSError(errno.EINVAL, "a path with a NUL byte", path)
+    return data
+
+
 def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:
     """openat2(2): open `path` relative to `dirfd` under the RESOLVE_* rules; O_CLOEXEC added."""
     how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)
     fd = _libc.syscall(
         ctypes.c_long(_SYS_OPENAT2),
         ctypes.c_int(dirfd),
-        os.fsencode(path),
+        _c_path(path),
         ctypes.byref(how),
         ctypes.c_size_t(ctypes.sizeof(how)),
     )
@@ -80,7 +94,7 @@ def open_tree(dirfd: int, path: str, flags: int) -> int:
     fd = _libc.syscall(
         ctypes.c_long(_SYS_OPEN_TREE),
         ctypes.c_int(dirfd),
-        os.fsencode(path),
+        _c_path(path),
         ctypes.c_uint(flags | os.O_CLOEXEC),
     )
     if fd < 0:

@@ -67,6 +67,9 @@ class PodRecord:
     parent: str | None = None
     ancestors: tuple[str, ...] = ()
     api_access: str | None = None
+    # A pod a pod created: its host sources as (root, [[relative path, recursive], ...]),
+    # resolved beneath the root at mount time (`_confine`); None: the host's pod.
+    beneath: dict | None = None  # type: ignore[type-arg]
 
     def app(self, name: str) -> AppRecord:
         for app in self.apps:

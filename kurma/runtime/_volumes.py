@@ -5,6 +5,20 @@ Matching (pods.md v0.8.11): each `mounts` entry of the runtime app names a volum
 satisfied by such a mount, either at the same path or naming the mount point's name; the spec
 lets an executor fail otherwise, and we do, naming the mount point. A volume's `readOnly`, when
 set, overrides the mount point's. `recursive` defaults to true ("SHOULD default to recursive").
+
+Host sources a pod chose (recursion, `_confine`) are never mounted by name. Such a bind keeps
+`source` = the root of the volume an admin (or kurma, for an empty volume) chose, and in
+`beneath` the relative paths below it, one per level of pods that handed it down. At mount
+time (`open_source`, in the app's process) the root is opened, each step is resolved beneath
+the fd before it with openat2(2) `RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS` (and
+`RESOLVE_NO_XDEV` where the volume it lies in is bound non-recursively: the pod never saw the
+mounts below it), and the bind is cloned from the last fd (open_tree(OPEN_TREE_CLONE) +
+move_mount, `_mountapi.bind_clone`). So a directory swapped for a symlink, a `..`, an
+absolute symlink or a magic link that leads out of the volume is refused (EXDEV/ELOOP)
+whenever it happens, and what is checked is what is mounted: no path string is looked up
+twice. Kernel features: openat2 with RESOLVE_BENEATH/NO_MAGICLINKS/NO_XDEV (Linux 5.6) and
+the new mount API (5.2; mount_setattr for read-only binds, 5.12). Without them the syscalls
+fail (ENOSYS) and so does the app's start: there is no fallback to a path-based mount.
 """
 
 from __future__ import annotations
@@ -13,20 +27,33 @@ import errno
 import os
 import posixpath
 import stat
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 
 from ..aci import App, MountPoint, PodManifest, RuntimeApp, Volume, VolumeKind
 from ..errors import ValidationError
 from ._inroot import Kind, ensure_in_root
-from ._mountapi import MOUNT_ATTR_RDONLY, bind_clone
+from ._mountapi import (
+    MOUNT_ATTR_RDONLY,
+    RESOLVE_BENEATH,
+    RESOLVE_NO_MAGICLINKS,
+    RESOLVE_NO_XDEV,
+    bind_clone,
+    openat2,
+)
 
+Steps = tuple[tuple[str, bool], ...]
 _APP_VOLUME_SEPARATOR = "~"  # not allowed in an AC Name, so never clashes with a pod volume
 
 
 @dataclass(frozen=True)
 class VolumeBind:
-    """One bind of an app: a host directory or file onto a path inside the app's rootfs."""
+    """One bind of an app: a host directory or file onto a path inside the app's rootfs.
+
+    `beneath` (pods that pods create): the steps from `source`, the root of the volume an
+    admin chose, to what is mounted: (relative path, whether the volume it is resolved in
+    is recursive), each resolved beneath the one before at mount time (see the module).
+    """
 
     volume: str
     kind: VolumeKind
@@ -37,6 +64,36 @@ class VolumeBind:
     mode: int = 0o755
     uid: int = 0
     gid: int = 0
+    beneath: Steps = ()
+
+    @property
+    def shown(self) -> str:
+        """The host path as a string (for messages and the manifest; never opened)."""
+        return posixpath.join(self.source, *(rel for rel, _ in self.beneath))
+
+
+Beneath = Mapping[str, tuple[str, Steps]]
+"""What a created pod's host sources are: the manifest's source -> (root, steps)."""
+
+
+def place_beneath(binds: tuple[VolumeBind, ...], beneath: Beneath | None) -> tuple[VolumeBind, ...]:
+    """The binds with each host source replaced by its root and steps (`beneath` None: a pod
+    the host created, whose sources are an admin's paths). A host source with no entry is
+    refused: it was never checked against the creator's volumes."""
+    if beneath is None:
+        return binds
+    placed = []
+    for bind in binds:
+        if bind.kind is VolumeKind.HOST:
+            if bind.source not in beneath:
+                raise ValidationError(
+                    f"volume {bind.volume!r}",
+                    f"host source {bind.source} was not checked against the creating pod's volumes",
+                )
+            root, steps = beneath[bind.source]
+            bind = replace(bind, source=root, beneath=tuple((r, bool(c)) for r, c in steps))
+        placed.append(bind)
+    return tuple(placed)
 
 
 def plan_volumes(
@@ -118,10 +175,12 @@ def ensure_empty_volume(bind: VolumeBind) -> None:
 
 
 def open_source(bind: VolumeBind) -> int:
-    """An O_PATH fd of a bind's host source; a missing or symlinked source is an error.
+    """An O_PATH fd of a bind's host source; a missing or symlinked source is an error, and
+    so is a step of `beneath` that leads out of the volume it lies in.
 
-    A symlink is refused rather than followed: the admin named that path, and a symlink
-    there could be swapped to point anywhere between check and mount.
+    A symlink at the root is refused rather than followed: the admin named that path, and a
+    symlink there could be swapped to point anywhere between check and mount. The steps
+    are resolved beneath it (see the module): symlinks that stay inside are followed.
     """
     try:
         fd = os.open(bind.source, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -132,7 +191,32 @@ def open_source(bind: VolumeBind) -> int:
     if stat.S_ISLNK(os.fstat(fd).st_mode):
         os.close(fd)
         raise OSError(errno.ELOOP, f"volume {bind.volume!r}: host source is a symlink", bind.source)
+    for rel, recursive in bind.beneath:
+        try:
+            fd = _step(fd, rel, recursive)
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                errno.ENOENT, f"volume {bind.volume!r}: host source does not exist", bind.shown
+            ) from None
+        except OSError as e:
+            if e.errno not in (errno.EXDEV, errno.ELOOP):
+                raise OSError(e.errno, f"volume {bind.volume!r}: {e.strerror}", bind.shown) from e
+            raise OSError(
+                e.errno,
+                f"volume {bind.volume!r}: host source leads outside the volume it lies in "
+                f"(a symlink, `..`, a magic link or a mount on the way)",
+                bind.shown,
+            ) from e
     return fd
+
+
+def _step(dirfd: int, rel: str, recursive: bool) -> int:
+    """openat2 `rel` beneath `dirfd` (which it closes); the new O_PATH fd."""
+    resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | (0 if recursive else RESOLVE_NO_XDEV)
+    try:
+        return openat2(dirfd, rel, os.O_PATH, resolve)
+    finally:
+        os.close(dirfd)
 
 
 def mount_volume(rootfd: int, bind: VolumeBind) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import ipaddress
 import json
 import os
 import re
@@ -34,6 +35,10 @@ from kurma.runtime.linux import CLONE_NEWNET, setns
 from kurma.runtime.metadata import MetadataConfig
 
 from .runtime_support import PodEnv, make_env, wait_for
+
+# udhcpd's pool in the test's network: a lease is any address from the first to the last.
+_POOL_START = ipaddress.IPv4Address("169.254.77.100")
+_POOL_END = ipaddress.IPv4Address("169.254.77.150")
 
 pytestmark = pytest.mark.root
 
@@ -132,7 +137,7 @@ def _dhcp_network(work: Path) -> Iterator[tuple[str, str]]:
         subprocess.run(["ip", "-n", client, "link", "set", "lo", "up"], check=True)
         conf = work / "udhcpd.conf"
         conf.write_text(
-            "start 169.254.77.100\nend 169.254.77.150\ninterface vs\n"
+            f"start {_POOL_START}\nend {_POOL_END}\ninterface vs\n"
             f"lease_file {work}/leases\npidfile {work}/udhcpd.pid\n"
             "option subnet 255.255.255.0\noption router 169.254.77.1\n"
             "option dns 169.254.77.53\noption domain kurma.test\noption lease 120\n"
@@ -205,12 +210,14 @@ def test_dhcp_gets_a_lease_and_configures_address_route_and_resolv(
         assert lines[1:] == ["search kurma.test", "nameserver 169.254.77.53"]
         addr = subprocess.run(["ip", "-n", netns, "-4", "-o", "addr", "show", "dev", iface],
                               capture_output=True, text=True, check=True).stdout  # fmt: skip
-        assert re.search(r"inet 169\.254\.77\.1[0-4]\d/24", addr), addr
+        leased = re.search(r"inet (169\.254\.77\.\d+)/24", addr)
+        assert leased is not None, addr
+        assert _POOL_START <= ipaddress.IPv4Address(leased[1]) <= _POOL_END, addr
         route = subprocess.run(["ip", "-n", netns, "route", "show", "default"],
                                capture_output=True, text=True, check=True).stdout  # fmt: skip
         assert "default via 169.254.77.1 dev vc" in route
         log = pods.log(record, "dhcp")
-        assert re.search(r"dhcp\[vc\]: bound 169\.254\.77\.1\d\d/24 via 169\.254\.77\.1", log), log
+        assert f"dhcp[vc]: bound {leased[1]}/24 via 169.254.77.1" in log, log
 
 
 # --- console -----------------------------------------------------------------------------------

@@ -74,6 +74,19 @@ def test_pod_and_app_annotations(pods: PodEnv) -> None:
     assert {"name": "role", "value": "frontend"} in app_annotations
 
 
+def test_a_pod_without_annotations_reads_an_empty_list(pods: PodEnv) -> None:
+    """A pod manifest with no annotations: pod/annotations is `[]` (a list an app can iterate),
+    never `null`, and the served manifest says the same (Go's DeepEqual in the ACE validator
+    compares the two)."""
+    script = f"{GET} {V1}/pod/annotations; echo; {GET} {V1}/pod/manifest"
+    record = pods.run({"name": "bare", "exec": ["/bin/sh", "-c", script]})
+    log = pods.log(record, "bare")
+    assert record.apps[0].exit_code == 0, (record.apps[0].error, log)
+    annotations, manifest = (json.loads(line) for line in log.splitlines())
+    assert annotations == []
+    assert manifest["annotations"] == []
+
+
 def test_app_image_id_and_manifest(pods: PodEnv) -> None:
     app, log = pods.sh(
         f"{GET} {V1}/apps/$AC_APP_NAME/image/id; echo; {GET} {V1}/apps/$AC_APP_NAME/image/manifest"

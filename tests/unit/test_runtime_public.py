@@ -19,6 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 RUNTIME_NAMES = {
     "API_DIR",
+    "API_VOLUME",
     "API_SOCKET_NAME",
     "AppRecord",
     "AppState",
@@ -26,6 +27,7 @@ RUNTIME_NAMES = {
     "NotPermitted",
     "PodEvent",
     "PodEventKind",
+    "PodPlan",
     "PodNotFound",
     "PodRecord",
     "PodState",
@@ -33,6 +35,8 @@ RUNTIME_NAMES = {
     "Runtime",
     "RuntimeConfig",
     "check_quota_within",
+    "default_seccomp",
+    "seccomp_within",
 }
 
 

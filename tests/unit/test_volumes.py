@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -148,3 +149,63 @@ def test_open_source_refuses_missing_and_symlinked_sources(tmp_path: Path) -> No
     with pytest.raises(OSError, match="symlink") as info:
         open_source(linked)
     assert info.value.filename == str(tmp_path / "link")
+
+
+def test_open_source_resolves_each_step_beneath_the_one_before(tmp_path: Path) -> None:
+    """The steps of a created pod's source are opened beneath the volume root through fds:
+    what leads outside (symlink swapped in, absolute or relative, `..`, a magic link) is
+    refused whenever it happens; a symlink that stays inside is followed."""
+    root = tmp_path / "v"
+    (root / "d" / "in").mkdir(parents=True)
+    os.symlink("d", root / "alias")
+
+    def source(*steps: tuple[str, bool]) -> VolumeBind:
+        return VolumeBind("v", VolumeKind.HOST, str(root), "/v", beneath=steps)
+
+    fd = open_source(source(("alias/in", True)))
+    try:
+        assert os.path.samestat(os.fstat(fd), os.stat(root / "d" / "in"))
+    finally:
+        os.close(fd)
+    fd = open_source(source(("d", True), ("in", True)))
+    os.close(fd)
+    os.rename(root / "d", root / "gone")
+    os.symlink(str(tmp_path), root / "d")  # the swap: d is now a symlink out of the volume
+    for steps in (
+        (("d/in", True),),
+        (("d", True), ("in", True)),
+        (("gone/../../v/gone", True),),
+        (("gone", True), ("../gone", True)),  # `..` above a step's own directory
+        (("/proc/self/root", True),),
+    ):
+        with pytest.raises(OSError, match="leads outside") as info:
+            open_source(source(*steps))
+        assert info.value.errno in (errno.EXDEV, errno.ELOOP), steps
+    os.symlink("/proc/self/root", root / "magic")
+    with pytest.raises(OSError, match="leads outside"):
+        open_source(source(("magic", True)))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        open_source(source(("gone/nope", True)))
+    with pytest.raises(OSError, match="NUL"):
+        open_source(source(("gone\0/../..", True)))
+
+
+@pytest.mark.parametrize(
+    ("source", "says"),
+    [
+        ("/srv/a\0b", "NUL byte"),
+        ("/srv/\ud800", "valid UTF-8"),
+        ("/srv/" + "a" * 256, "too long"),
+        ("/srv" + "/a" * 2048, "too long"),
+    ],
+)
+def test_an_invalid_host_source_is_refused_by_the_parser_naming_the_volume(
+    source: str, says: str
+) -> None:
+    """Refused when the manifest is read (create), not when the mount fails (start)."""
+    with pytest.raises(ValidationError, match=f"volumes\\[0\\].source: volume 'data': .*{says}"):
+        pod([], [{"name": "data", "kind": "host", "source": source}])
+    mounts = [{"volume": "x", "path": "/x", "appVolume": {"name": "x", "kind": "host",
+                                                          "source": source}}]  # fmt: skip
+    with pytest.raises(ValidationError, match=f"appVolume.source: volume 'x': .*{says}"):
+        pod(mounts, [])

@@ -138,6 +138,7 @@ def _extra(service: Service) -> dict[str, Any]:
             "interval": service.health.interval,
             "timeout": service.health.timeout,
             "retries": service.health.retries,
+            "start_timeout": service.health.start_timeout,
         }
     return entry
 

@@ -59,12 +59,17 @@ class Backoff:
 
 @dataclass(frozen=True)
 class HealthCheck:
-    """A command run inside the pod every `interval` s; `retries` failures in a row fail it."""
+    """A command run inside the pod every `interval` s; `retries` failures in a row fail it.
 
-    command: tuple[str, ...]
+    A pod whose first check has not passed within `start_timeout` s of its start failed to
+    start: it is stopped and its restart policy applies (it never stays STARTING forever).
+    """
+
+    command: tuple[str, ...] = ()
     interval: float = 10.0
     timeout: float = 5.0
     retries: int = 3
+    start_timeout: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -159,7 +164,7 @@ def _health(value: Any, where: str) -> HealthCheck | None:
     if value is None:
         return None
     doc = _mapping(value, where)
-    _only(doc, {"command", "interval", "timeout", "retries"}, where)
+    _only(doc, {"command", "interval", "timeout", "retries", "start_timeout"}, where)
     command = _strings(doc.get("command"), f"{where}.command")
     if not command:
         raise ServiceSpecError(f"{where}.command: give the command to run (an argv list)")
@@ -171,6 +176,7 @@ def _health(value: Any, where: str) -> HealthCheck | None:
         interval=_number(doc.get("interval", 10.0), f"{where}.interval"),
         timeout=_number(doc.get("timeout", 5.0), f"{where}.timeout"),
         retries=retries,
+        start_timeout=_number(doc.get("start_timeout", 60.0), f"{where}.start_timeout"),
     )
 
 

@@ -25,9 +25,10 @@ import pytest
 from kurma.client import Client, FailedPrecondition, NotFound
 from kurma.services import load_services_file, parse_services, write_services_file
 
+from ..waiting import wait_for
 from .runtime_support import IMAGE_NAME
 from .test_kurmactl import kurmactl, ok
-from .test_kurmad import RUNNING, Daemon, make_daemon, pod_processes, until
+from .test_kurmad import EXITED, RUNNING, Daemon, make_daemon, pod_processes, until
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(240)]
 
@@ -165,6 +166,29 @@ def test_failing_health_check_restarts_the_service(shared: tuple[Daemon, Client]
     assert "health check failed 2 times" in failed.message
     again = wait_state(client, "flaky", "RUNNING")
     assert again.pod != first.pod and again.restarts == 1
+
+
+def test_a_health_check_that_never_passes_restarts_after_the_start_timeout(
+    shared: tuple[Daemon, Client],
+) -> None:
+    """A service whose check never passes is STARTING for `start_timeout` s, then its pod
+    is stopped and restarted by its policy (BACKOFF, restarts counting up), never STARTING
+    forever."""
+    daemon, client = shared
+    health = {"command": ["false"], "interval": 0.2, "timeout": 2, "start_timeout": 1.5}
+    try:
+        write(daemon, sick=sh("exec sleep 1000", health=health))
+        first = wait_state(client, "sick", "STARTING")
+        assert first.message.startswith("waiting for the first health check")
+        failed = wait_state(client, "sick", "BACKOFF", timeout=10)
+        assert failed.message.startswith("no health check passed within 1.5 s; last: exit code 1")
+        assert client.get(failed.pod).state == EXITED  # stopped, kept for its logs
+        again = wait_for(lambda: state_of(client, "sick", "STARTING", "BACKOFF"), "a restart")
+        wait_for(lambda: by_name(client)["sick"].restarts >= 2, "two restarts", 20)
+        assert again.state in ("STARTING", "BACKOFF")
+    finally:
+        write(daemon)
+        wait_for(lambda: "sick" not in by_name(client), "the service removed")
 
 
 def test_a_service_with_api_access_gets_its_socket(shared: tuple[Daemon, Client]) -> None:

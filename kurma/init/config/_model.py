@@ -168,6 +168,12 @@ class HealthCheck:
     interval: float = setting(10.0, Scalar(v.seconds(0.1, 86400)), "seconds between checks")
     timeout: float = setting(5.0, Scalar(v.seconds(0.1, 3600)), "seconds a check may take")
     retries: int = setting(3, Scalar(v.integer(1, 100)), "failures in a row that mean unhealthy")
+    start_timeout: float = setting(
+        60.0,
+        Scalar(v.seconds(0.1, 86400)),
+        "seconds for the first check to pass after a start; then the pod failed to start "
+        "and `restart` applies",
+    )
 
 
 def _dependency(value: Any) -> str:

@@ -1,0 +1,82 @@
+"""Atomic file writes: the one implementation for the whole tree.
+
+A write goes to a temporary name in the same directory (so the rename cannot cross a
+filesystem), is fsynced, and renamed over the target: a reader sees the old file or the new
+one, never half of one. A crash can leave a temporary behind; they all start with
+`TEMP_PREFIX`, so an owner of a directory can sweep them (the image store does on open).
+
+Callers differ in what they need, so these are choices, not copies:
+- `sync=False` skips the file's fsync (a file in tmpfs, or rewritten many times a second,
+  where losing it in a power cut is harmless);
+- `sync_dir=True` fsyncs the directory too, so the rename itself survives a power cut;
+- `mode` is set before the rename (0644 by default; None keeps the replaced file's mode and
+  owner, for editing someone else's file in place); `owner` = (uid, gid) chowns it;
+- `dir_fd` makes `path` relative to an open directory (a caller in another mount namespace).
+
+Pure stdlib: every layer imports it (PID 1, the runtime, the store, kurmad, build scripts).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+TEMP_PREFIX = ".tmp-"
+
+
+def write_atomic(
+    path: str | os.PathLike[str],
+    data: bytes | str,
+    mode: int | None = 0o644,
+    *,
+    sync: bool = True,
+    sync_dir: bool = False,
+    owner: tuple[int, int] | None = None,
+    dir_fd: int | None = None,
+) -> None:
+    """Replace `path` with `data` (text is written as UTF-8) atomically (module docstring)."""
+    path = os.fspath(path)
+    directory, name = os.path.split(path)
+    tmp = os.path.join(directory, f"{TEMP_PREFIX}{name}.{os.urandom(4).hex()}")
+    if mode is None:
+        mode, keep = _existing(path, dir_fd)
+        owner = owner or keep
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
+    fd = os.open(tmp, flags, 0o600, dir_fd=dir_fd)
+    try:
+        try:
+            view = memoryview(data.encode() if isinstance(data, str) else data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fchmod(fd, mode)  # not the umask's say: what the caller asked for
+            if owner is not None:
+                os.fchown(fd, *owner)
+            if sync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp, dir_fd=dir_fd)
+        raise
+    if sync_dir:
+        fsync_dir(directory or ".", dir_fd=dir_fd)
+
+
+def fsync_dir(path: str | os.PathLike[str], *, dir_fd: int | None = None) -> None:
+    """Make a rename (or a new entry) inside the directory `path` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _existing(path: str, dir_fd: int | None) -> tuple[int, tuple[int, int] | None]:
+    """The mode and owner of the file being replaced; 0644 and None for a new one."""
+    try:
+        st = os.stat(path, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return 0o644, None
+    return st.st_mode & 0o7777, (st.st_uid, st.st_gid)

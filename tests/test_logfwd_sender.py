@@ -234,10 +234,7 @@ def test_udp_target_down_then_up(receivers, senders) -> None:
     assert [m for m in receiver.messages if m.startswith(b"u")] == [b"u%d" % i for i in range(5)]
 
 
-def test_backoff_doubles_to_its_maximum_and_resets() -> None:
+def test_backoff_doubles_to_its_maximum() -> None:
+    """The tree's one Backoff: the n-th failure in a row waits initial * 2**(n-1), capped."""
     b = Backoff(0.2, 1.0)
-    assert [b.next() for _ in range(5)] == [0.2, 0.4, 0.8, 1.0, 1.0]
-    b.reset()
-    assert b.next() == 0.2
-    with pytest.raises(ValueError, match="initial"):
-        Backoff(2.0, 1.0)
+    assert [b.delay(n) for n in range(6)] == [0.0, 0.2, 0.4, 0.8, 1.0, 1.0]

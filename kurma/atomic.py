@@ -11,7 +11,8 @@ Callers differ in what they need, so these are choices, not copies:
 - `sync_dir=True` fsyncs the directory too, so the rename itself survives a power cut;
 - `mode` is set before the rename (0644 by default; None keeps the replaced file's mode and
   owner, for editing someone else's file in place); `owner` = (uid, gid) chowns it;
-- `dir_fd` makes `path` relative to an open directory (a caller in another mount namespace).
+- `dir_fd` makes `path` relative to an open directory (a caller in another mount namespace);
+- `open_atomic` is the same for a writer that streams (an archive) instead of handing bytes.
 
 Pure stdlib: every layer imports it (PID 1, the runtime, the store, kurmad, build scripts).
 """
@@ -19,9 +20,13 @@ Pure stdlib: every layer imports it (PID 1, the runtime, the store, kurmad, buil
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
+from collections.abc import Iterator
+from typing import BinaryIO
 
 TEMP_PREFIX = ".tmp-"
+_serial = itertools.count()  # with the pid, a temporary name no other writer uses now
 
 
 def write_atomic(
@@ -35,26 +40,43 @@ def write_atomic(
     dir_fd: int | None = None,
 ) -> None:
     """Replace `path` with `data` (text is written as UTF-8) atomically (module docstring)."""
+    payload = data.encode() if isinstance(data, str) else data
+    with open_atomic(path, mode, sync=sync, sync_dir=sync_dir, owner=owner, dir_fd=dir_fd) as f:
+        f.write(payload)
+
+
+@contextlib.contextmanager
+def open_atomic(
+    path: str | os.PathLike[str],
+    mode: int | None = 0o644,
+    *,
+    sync: bool = True,
+    sync_dir: bool = False,
+    owner: tuple[int, int] | None = None,
+    dir_fd: int | None = None,
+) -> Iterator[BinaryIO]:
+    """A binary file to write `path`'s new content into (a writer that streams: an
+    archive); it replaces `path` when the block ends, and is removed if the block raises."""
     path = os.fspath(path)
     directory, name = os.path.split(path)
-    tmp = os.path.join(directory, f"{TEMP_PREFIX}{name}.{os.urandom(4).hex()}")
+    # pid and a counter, not random bytes: an app's registration runs in a pod's process
+    # that may have neither getrandom(2) nor /dev/urandom.
+    tmp = os.path.join(directory, f"{TEMP_PREFIX}{name}.{os.getpid()}.{next(_serial)}")
     if mode is None:
         mode, keep = _existing(path, dir_fd)
         owner = owner or keep
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
+    # No O_EXCL: a crashed writer's temporary of the same name (a recycled pid) is reused.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
     fd = os.open(tmp, flags, 0o600, dir_fd=dir_fd)
     try:
-        try:
-            view = memoryview(data.encode() if isinstance(data, str) else data)
-            while view:
-                view = view[os.write(fd, view) :]
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
             os.fchmod(fd, mode)  # not the umask's say: what the caller asked for
             if owner is not None:
                 os.fchown(fd, *owner)
             if sync:
                 os.fsync(fd)
-        finally:
-            os.close(fd)
         os.replace(tmp, path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

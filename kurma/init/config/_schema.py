@@ -260,8 +260,9 @@ class Record(Spec):
         self.cls = cls
         self.whole = whole
         self.check = check
-        fields = dataclasses.fields(cls)
-        self.fields = {f.name: f for f in fields if settings is None or f.name in settings}
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        # With `settings`, their order is the key table's (and every one names a field).
+        self.fields = fields if settings is None else {name: fields[name] for name in settings}
         self.meta = {
             name: f.metadata if settings is None else settings[name]
             for name, f in self.fields.items()

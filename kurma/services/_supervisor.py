@@ -421,7 +421,6 @@ class Supervisor:
         entry.pod = pod  # kept for its logs until the restart destroys it
         entry.started = None  # never healthy: a quick failure however long it took
         last = f"; last: {entry.last_health}" if entry.last_health else ""
-        log.info("health check never passed", extra=_kv(service=entry.spec.name, pod=pod))
         self._ended(entry, None, f"no health check passed within {health.start_timeout:g} s{last}")
 
     def _probe_due(self) -> None:

@@ -12,6 +12,8 @@ Callers differ in what they need, so these are choices, not copies:
 - `mode` is set before the rename (0644 by default; None keeps the replaced file's mode and
   owner, for editing someone else's file in place); `owner` = (uid, gid) chowns it;
 - `dir_fd` makes `path` relative to an open directory (a caller in another mount namespace);
+- `replace=False` only creates: the finished file is linked into place, and if `path`
+  exists already it stays (whoever links first wins: a key made once, by racing callers);
 - `open_atomic` is the same for a writer that streams (an archive) instead of handing bytes.
 
 Pure stdlib: every layer imports it (PID 1, the runtime, the store, kurmad, build scripts).
@@ -38,10 +40,13 @@ def write_atomic(
     sync_dir: bool = False,
     owner: tuple[int, int] | None = None,
     dir_fd: int | None = None,
+    replace: bool = True,
 ) -> None:
     """Replace `path` with `data` (text is written as UTF-8) atomically (module docstring)."""
     payload = data.encode() if isinstance(data, str) else data
-    with open_atomic(path, mode, sync=sync, sync_dir=sync_dir, owner=owner, dir_fd=dir_fd) as f:
+    with open_atomic(
+        path, mode, sync=sync, sync_dir=sync_dir, owner=owner, dir_fd=dir_fd, replace=replace
+    ) as f:
         f.write(payload)
 
 
@@ -54,20 +59,16 @@ def open_atomic(
     sync_dir: bool = False,
     owner: tuple[int, int] | None = None,
     dir_fd: int | None = None,
+    replace: bool = True,
 ) -> Iterator[BinaryIO]:
     """A binary file to write `path`'s new content into (a writer that streams: an
     archive); it replaces `path` when the block ends, and is removed if the block raises."""
     path = os.fspath(path)
     directory, name = os.path.split(path)
-    # pid and a counter, not random bytes: an app's registration runs in a pod's process
-    # that may have neither getrandom(2) nor /dev/urandom.
-    tmp = os.path.join(directory, f"{TEMP_PREFIX}{name}.{os.getpid()}.{next(_serial)}")
     if mode is None:
         mode, keep = _existing(path, dir_fd)
         owner = owner or keep
-    # No O_EXCL: a crashed writer's temporary of the same name (a recycled pid) is reused.
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
-    fd = os.open(tmp, flags, 0o600, dir_fd=dir_fd)
+    tmp, fd = _create_temporary(directory, name, dir_fd)
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
@@ -77,13 +78,34 @@ def open_atomic(
                 os.fchown(fd, *owner)
             if sync:
                 os.fsync(fd)
-        os.replace(tmp, path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        if replace:
+            os.replace(tmp, path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        else:
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            os.unlink(tmp, dir_fd=dir_fd)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp, dir_fd=dir_fd)
         raise
     if sync_dir:
         fsync_dir(directory or ".", dir_fd=dir_fd)
+
+
+def _create_temporary(directory: str, name: str, dir_fd: int | None) -> tuple[str, int]:
+    """A new file beside the target, 0600 until the writer is done, and its name.
+
+    The name is the pid and a counter, not random bytes (an app's registration runs in a
+    pod's process that may have neither getrandom(2) nor /dev/urandom); O_EXCL makes it
+    ours alone, past a crashed writer's leftover or a namesake in another pid namespace."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
+    for _ in range(100):
+        tmp = os.path.join(directory, f"{TEMP_PREFIX}{name}.{os.getpid()}.{next(_serial)}")
+        try:
+            return tmp, os.open(tmp, flags, 0o600, dir_fd=dir_fd)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {os.path.join(directory, name)}")
 
 
 def fsync_dir(path: str | os.PathLike[str], *, dir_fd: int | None = None) -> None:

@@ -62,3 +62,23 @@ def test_backoff_grows_caps_and_says_when_the_count_resets() -> None:
     assert b.reset_after == 16.0 and Backoff(maximum=300).reset_after == 60.0
     assert Backoff(reset=5.0).reset_after == 5.0
     assert Backoff(factor=10.0).delay(10_000) == 60.0  # no float overflow
+
+
+def test_create_only_keeps_what_is_there(tmp_path: Path) -> None:
+    """`replace=False`: the first writer's file stays; a later one is dropped, no temporary."""
+    target = tmp_path / "key"
+    write_atomic(target, b"first", 0o600, replace=False)
+    write_atomic(target, b"second", 0o600, replace=False)
+    assert target.read_bytes() == b"first" and target.stat().st_mode & 0o777 == 0o600
+    assert os.listdir(tmp_path) == ["key"]
+
+
+def test_a_leftover_temporary_is_stepped_over(tmp_path: Path) -> None:
+    """A crashed writer's temporary with the name this one would pick is left alone."""
+    from kurma import atomic
+
+    following = next(atomic._serial) + 1
+    leftover = tmp_path / f"{TEMP_PREFIX}f.{os.getpid()}.{following}"
+    leftover.write_bytes(b"stale")
+    write_atomic(tmp_path / "f", b"new")
+    assert (tmp_path / "f").read_bytes() == b"new" and leftover.read_bytes() == b"stale"

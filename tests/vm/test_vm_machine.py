@@ -192,8 +192,6 @@ def vm(built, tmp_path_factory) -> Iterator[Vm]:
         receiver.close()
 
 
-
-
 # --- tests ------------------------------------------------------------------------------------
 
 

@@ -43,8 +43,9 @@ from kurma.client import (
 from kurma.runtime.linux import Capability
 from kurma.services import parse_services, write_services_file
 from tests.root.runtime_support import busybox_rootfs, image_manifest
-from tests.root.test_kurmad import REPO, Daemon, daemon_with_image, make_daemon, until
+from tests.root.test_kurmad import REPO, Daemon, daemon_with_image, make_daemon
 from tests.root.test_services import sh, wait_state
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.timeout(240)]
 
@@ -380,7 +381,7 @@ def test_operator_cannot_take_over_a_system_services_image_name(
         assert {i.id for i in host.list_images()} == before
     finally:
         write_services(site)
-        until(lambda: not host.services(), 20, "the console service to go")
+        wait_for(lambda: not host.services(), "the console service to go", 20)
 
 
 SYSCTLS = {  # sysctls that would change the host (with the host namespace they need)
@@ -545,7 +546,7 @@ def test_operator_cannot_exec_into_a_running_system_service(
             run(operator, service.pod, ["/bin/id"])
     finally:
         write_services(site)
-        until(lambda: not host.services(), 20, "the console service to go")
+        wait_for(lambda: not host.services(), "the console service to go", 20)
 
 
 def test_operator_cannot_exec_into_the_probes_pod_made_by_an_admin(

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import enum
 import json
-import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+
+from ..atomic import write_atomic
 
 RECORD_FILE = "pod.json"
 
@@ -98,18 +99,7 @@ class PodRecord:
         The rename alone is atomic against the death of the writer (the page cache outlives
         kurmad); fsync only guards against the machine's own crash (see
         `Lifecycle._transition` for where that matters)."""
-        data = json.dumps(self.to_json()).encode()
-        tmp = pod_dir / f".{RECORD_FILE}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            if durable:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, pod_dir / RECORD_FILE)
+        write_atomic(pod_dir / RECORD_FILE, json.dumps(self.to_json()), sync=durable)
 
     @classmethod
     def load(cls, pod_dir: Path) -> PodRecord:

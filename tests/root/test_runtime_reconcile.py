@@ -20,7 +20,8 @@ from kurma.runtime import PodEventKind, PodState, Runtime
 from kurma.runtime._adoption import LAUNCHER_FILE
 from kurma.runtime._podrecord import process_start_time
 
-from .runtime_support import PodEnv, sh_app, start, wait_for
+from ..waiting import wait_for
+from .runtime_support import PodEnv, sh_app, start
 
 pytestmark = pytest.mark.root
 
@@ -134,7 +135,7 @@ def test_a_start_cut_short_before_any_app_is_created_again(pods: PodEnv) -> None
             again = runtime.get(record.uuid)
             assert again.state is PodState.CREATED and again.cgroup is None
             runtime.start_pod(record.uuid)
-            wait_for("the app", lambda: "up" in pods.log(again, "main"))
+            wait_for(lambda: "up" in pods.log(again, "main"), "the app")
             assert runtime.get(record.uuid).state is PodState.RUNNING
 
 
@@ -210,7 +211,7 @@ def test_events_follow_the_records(pods: PodEnv) -> None:
     pods.runtime.destroy_pod(pod, grace=1.0)
     idle = pods.runtime.create_pod(pods.manifest(sh_app("main", "true")))
     pods.runtime.stop_pod(idle.uuid)
-    wait_for("the events", lambda: len(seen) >= 7)
+    wait_for(lambda: len(seen) >= 7, "the events")
     kinds = [k for k, _, _ in seen]
     assert kinds == [
         PodEventKind.CREATED,

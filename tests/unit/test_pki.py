@@ -111,7 +111,7 @@ def test_a_failed_write_leaves_no_temporary_file_and_the_old_file_intact(
 ) -> None:
     old = (ca / "ca.key").read_bytes()
 
-    def broken_replace(src, dst):
+    def broken_replace(src, dst, **kw):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(_pki.os, "replace", broken_replace)

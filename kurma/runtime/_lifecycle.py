@@ -407,6 +407,11 @@ class Lifecycle(RuntimeParts):
     def _created_again(self, live: LivePod, why: str) -> None:
         """Back to CREATED after a start that ran no app (lock held; its cgroup is gone)."""
         record = live.record
+        for sub in ("pids", "exits"):  # a registration of a P1 killed on its way: stale
+            with contextlib.suppress(FileNotFoundError):
+                for entry in os.scandir(live.pod_dir / sub):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry.path)
         record.cgroup = record.podinit_pid = record.podinit_start = None
         record.started_at = None
         for app in record.apps:

@@ -363,14 +363,18 @@ class Lifecycle(RuntimeParts):
             self._watch_pod(live)
         if listener is not None:
             assert self.metadata is not None
-            self.metadata.register_pod(
-                record.uuid,
-                record.manifest,
-                live.image_manifests,
-                f"/proc/{started.pid}/ns/net",
-                record.metadata_token,
-                listener_sock=socket.socket(fileno=listener),
-            )
+            sock = socket.socket(fileno=listener)
+            try:
+                self.metadata.register_pod(
+                    record.uuid,
+                    record.manifest,
+                    live.image_manifests,
+                    f"/proc/{started.pid}/ns/net",
+                    record.metadata_token,
+                    listener_sock=sock,
+                )
+            except FileNotFoundError:  # its PID 1 has ended already (its init failed, say):
+                sock.close()  # no netns to serve; the errpipes and the watcher tell the rest
         return rest
 
     def _name_cgroup(self, live: LivePod, relpath: str, podinit: int | None, how: str) -> None:

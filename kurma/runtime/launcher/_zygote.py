@@ -10,7 +10,13 @@ listener in the new netns, forks P1 (PID 1 of the new pid namespace), reports P1
 exits; the launcher, a child subreaper, becomes P1's parent. P1 forks the pod's first app
 process and reports the shell's descriptors (`_spawn.serve_pod_start`); the two reports
 share the socket and may come in either order. A pod that shares host namespaces, or a
-start when no shell is warm, gets a shell made on the spot.
+start when no shell is warm, gets a shell made on the spot, in the cgroup the daemon chose
+and wrote into the pod's record first (`PodStart.cgroup`).
+
+Whose is a `pod-<hex>` cgroup? A warm shell's is the launcher's until the daemon takes the
+shell, and the daemon names it in the pod's record before the shell gets its start: so a
+pod cgroup no record names holds no pod, only a shell of a launcher (the runtime's reconcile
+removes those of a dead daemon's, once that launcher is gone).
 
 A pod sharing the host's PID namespace is its cgroup: podinit runs in reaper mode and
 signals what the cgroup holds, so the shell gets the cgroup.procs file for podinit's `-r`

@@ -28,6 +28,7 @@ import signal
 from collections.abc import Collection
 from pathlib import Path
 
+from ..atomic import write_atomic
 from ..errors import KurmaError
 from ._live import LivePod, RuntimeParts
 from ._poddir import is_pod_dir_name, pids_from_registrations, remove_pod_dir
@@ -45,9 +46,7 @@ FoundPod = tuple[Path, PodRecord]
 
 def note_launcher(state_dir: Path, pid: int) -> None:
     """Remember the launcher (`end_previous_launcher` of the next runtime reads it)."""
-    tmp = state_dir / f".{LAUNCHER_FILE}.tmp"
-    tmp.write_text(f"{pid} {process_start_time(pid)}\n")
-    os.replace(tmp, state_dir / LAUNCHER_FILE)
+    write_atomic(state_dir / LAUNCHER_FILE, f"{pid} {process_start_time(pid)}\n", sync=False)
 
 
 def forget_launcher(state_dir: Path) -> None:

@@ -176,6 +176,7 @@ class PodsServicer(BindsCaller, pods_pb2_grpc.PodsServicer):
                     parent=view.parent,
                     confine_to=self.policy.confine_to(view),
                     check=self.policy.check_create(view),
+                    beneath=self.policy.beneath(view, manifest),
                 )
         finally:
             self._index.release(name)

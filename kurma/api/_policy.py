@@ -269,12 +269,13 @@ def beyond(plan: PodPlan, ceiling: Ceiling) -> str | None:
         for bind in app.rootfs.volumes:
             if bind.kind is not VolumeKind.HOST or bind.volume == API_VOLUME:
                 continue
-            real = os.path.realpath(bind.source)
+            named = bind.shown  # the root and the path below it, as one path
+            real = os.path.realpath(named)
             if inside(real, ceiling.host_volumes) is None:
-                return f"volume {bind.volume!r}: host source {bind.source} {_where(ceiling)}"
-            if real != posixpath.normpath(bind.source):
+                return f"volume {bind.volume!r}: host source {named} {_where(ceiling)}"
+            if real != posixpath.normpath(named):
                 # resolved at create: a directory on the way became a symlink since
-                return f"volume {bind.volume!r}: host source {bind.source} leads to {real} now"
+                return f"volume {bind.volume!r}: host source {named} leads to {real} now"
     return None
 
 
@@ -338,6 +339,34 @@ class Policy:
             _resolve(v, ceiling) if v.kind is VolumeKind.HOST else v for v in manifest.volumes
         )
         return replace(manifest, volumes=volumes)
+
+    def beneath(
+        self, view: CallerView, manifest: PodManifest
+    ) -> dict[str, tuple[str, tuple[tuple[str, bool], ...]]] | None:
+        """For a caller held to host directories (an operator), each host source of an
+        admitted manifest as (the allowed directory, the path below it): the runtime's
+        `create_pod(beneath=)`. The mount then resolves that path beneath the directory
+        through descriptors, so a directory on the way swapped for a symlink (by another pod
+        with the directory mounted) between the Start's check and the mount leads nowhere
+        outside. None for callers without such a ceiling."""
+        ceiling = self._ceiling(kind_of(view))
+        volumes = [
+            *manifest.volumes,
+            *(m.app_volume for a in manifest.apps for m in a.mounts if m.app_volume is not None),
+        ]
+        hosts = [v for v in volumes if v.kind is VolumeKind.HOST and v.source is not None]
+        if ceiling is None or not hosts:
+            return None
+        placed: dict[str, tuple[str, tuple[tuple[str, bool], ...]]] = {}
+        for volume in hosts:
+            assert volume.source is not None
+            prefix = inside(volume.source, ceiling.host_volumes)
+            if prefix is None:  # admit() refused it already; never mount by path
+                raise NotPermitted(f"volume {volume.name!r}: host source {_where(ceiling)}")
+            root = os.path.realpath(prefix)
+            rel = posixpath.relpath(volume.source, root)
+            placed[volume.source] = (root, () if rel == "." else ((rel, True),))
+        return placed
 
     def check_create(self, view: CallerView) -> Callable[[PodPlan], None]:
         """`check` for Runtime.create_pod: the planned pod within the caller's row."""

@@ -44,6 +44,7 @@ from ._plan import AppInput, PodPlan, host_namespaces, plan_pod, precheck_pod
 from ._poddir import API_DIR, check_pod_name, mount_apps_tmpfs, remove_pod_dir
 from ._podinit import SIGNAL_KILL_APPS, SIGNAL_TERMINATE_APPS
 from ._podrecord import AppRecord, AppState, PodRecord, PodState, process_start_time
+from ._volumes import Beneath
 from .launcher import PodStart
 from .launcher._app import parse_start_error
 from .launcher._zygote import new_pod_cgroup
@@ -100,6 +101,7 @@ class Lifecycle(RuntimeParts):
         parent: str | None = None,
         confine_to: str | None = None,
         check: Callable[[PodPlan], None] | None = None,
+        beneath: Beneath | None = None,
     ) -> PodRecord:
         """Prepare a pod: hold its images, check every app and isolator, write its record.
 
@@ -109,6 +111,10 @@ class Lifecycle(RuntimeParts):
         those limits for another pod (default: the parent). NotPermitted when it asks for
         more; PodStateError past `max_depth` or when the parent has exited. `check(plan)`
         may refuse the planned pod (the API's authorization) before anything is recorded.
+        `beneath` (a pod the host creates for a caller held to host directories, such as an
+        operator): each host source's root and steps, resolved beneath the root at mount time
+        as a child's are (`_volumes.open_source`); a pod's own children get theirs from
+        `_confine`.
         """
         if not manifest.apps:
             raise ValidationError("apps", "a pod needs at least one app")
@@ -128,7 +134,6 @@ class Lifecycle(RuntimeParts):
                     f"{self.config.max_depth} levels of pods"
                 )
         confiner = self._confiner(confine_to or parent)
-        beneath = None
         if confiner is not None:
             manifest, beneath = translate_volumes(manifest, confiner)
         # Every Create-time check that needs no tree, before anything exists (_plan).

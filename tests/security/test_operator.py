@@ -35,6 +35,7 @@ from kurma.api._pki import CertPaths, init_ca, issue_client, issue_server
 from kurma.api.v1 import pods_pb2
 from kurma.client import (
     Client,
+    ClientError,
     InvalidArgument,
     NotFound,
     PermissionDenied,
@@ -45,6 +46,7 @@ from kurma.services import parse_services, write_services_file
 from tests.root.runtime_support import busybox_rootfs, image_manifest
 from tests.root.test_kurmad import REPO, Daemon, daemon_with_image, make_daemon
 from tests.root.test_services import sh, wait_state
+from tests.security.test_tenant import FLIPPER
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.timeout(240)]
@@ -483,6 +485,57 @@ def test_operator_cannot_start_through_a_directory_swapped_for_a_symlink(
         if swap.is_symlink():
             swap.unlink()
         shutil.rmtree(swap, ignore_errors=True)
+
+
+def test_operator_volume_raced_while_pods_start_never_mounts_outside(
+    site: Site, operator: Client, host: Client, tmp_path: Path
+) -> None:
+    """A flipper exchanges `<srv>/ok/race` between a real directory and a symlink to a
+    directory outside the prefix (as another of the operator's pods with `<srv>/ok` mounted
+    could), flat out, while the operator creates and starts 20 pods with the source
+    `<srv>/ok/race/data`. The Start's check and the mount are two moments: the mount
+    resolves the path below the prefix through descriptors (openat2 RESOLVE_BENEATH), never
+    the string the check saw. Every pod is refused at create or start, or fails to mount,
+    or reads the inside marker: none ever reads the outside one."""
+    race, swap = site.srv / "ok" / "race", site.srv / "ok" / "race-swap"
+    outside = tmp_path / "outside"
+    (outside / "data").mkdir(parents=True)
+    (outside / "data" / "marker").write_text("outside\n")
+    (race / "data").mkdir(parents=True)
+    (race / "data" / "marker").write_text("inside\n")
+    os.symlink(str(outside), swap)
+    argv = ["/bin/cat", "/mnt/data/marker"]
+    doc = manifest(site.image_id, volumes=[("data", f"{race}/data", True)], argv=argv)
+    flipper = subprocess.Popen(
+        [sys.executable, "-c", FLIPPER, str(race), str(swap)], stdout=subprocess.PIPE, text=True
+    )
+    seen: dict[str, int] = {"inside": 0, "outside": 0, "refused": 0}
+    names = [f"op-race-{i}" for i in range(20)]
+    try:
+        assert flipper.stdout is not None and flipper.stdout.readline() == "flipping\n"
+        for name in names:
+            try:
+                pod = operator.create_pod(manifest_json=doc, name=name, start=True)
+            except ClientError as e:  # refused at create or start, or the mount failed
+                assert not isinstance(e, Unavailable), e
+                seen["refused"] += 1
+                continue
+            operator.wait(pod.uuid, timeout=30)
+            out = b"".join(c.data for c in operator.logs(pod.uuid, "app"))
+            seen["outside" if b"outside" in out else "inside" if out else "refused"] += 1
+        assert flipper.poll() is None, f"the flipper stopped: {flipper.returncode}"
+    finally:
+        flipper.kill()
+        flipper.wait()
+        for name in names:
+            with contextlib.suppress(NotFound):
+                host.destroy(name)
+        for path in (race, swap):
+            if path.is_symlink():
+                path.unlink()
+            shutil.rmtree(path, ignore_errors=True)
+    assert seen["outside"] == 0, seen
+    assert sum(seen.values()) == len(names), seen
 
 
 @pytest.mark.xfail(

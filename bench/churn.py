@@ -31,20 +31,13 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import peers  # noqa: E402
+from api import IMAGE, SLEEPER  # noqa: E402  the API bench's busybox image and pod
 
 from kurma.aci import build_aci  # noqa: E402
-from kurma.client import Client, app_spec, run_spec  # noqa: E402
+from kurma.client import Client  # noqa: E402
 from kurma.runtime.cgroups import CgroupSystem  # noqa: E402
 
 CGROUP_PARENT = "kurma-bench-churn"
-IMAGE = {
-    "acKind": "ImageManifest",
-    "acVersion": "0.8.11",
-    "name": "example.com/bench-busybox",
-    "labels": [{"name": "os", "value": "linux"}, {"name": "arch", "value": "amd64"}],
-    "app": {"exec": ["/bin/sleep", "3600"], "user": "0", "group": "0"},
-}
-SLEEPER = run_spec(app_spec("example.com/bench-busybox"))
 
 
 @dataclass(frozen=True)

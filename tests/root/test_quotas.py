@@ -30,8 +30,14 @@ pytestmark = [pytest.mark.root, pytest.mark.timeout(240)]
 SLEEP = ["/bin/sleep", "3600"]
 
 
-def pod_doc(image_id: str, quota: dict[str, Any] | None = None, api: bool = True) -> bytes:
-    """A pod of one sleeping busybox app, with subtree api-access and `quota` if given."""
+def pod_doc(
+    image_id: str,
+    quota: dict[str, Any] | None = None,
+    api: bool = True,
+    isolators: tuple[dict[str, Any], ...] = (),
+) -> bytes:
+    """A pod of one sleeping busybox app, with subtree api-access and `quota` if given, and
+    `isolators` of the pod's own."""
     value: dict[str, Any] = {"scope": "subtree"}
     if quota is not None:
         value["quota"] = quota
@@ -45,7 +51,7 @@ def pod_doc(image_id: str, quota: dict[str, Any] | None = None, api: bool = True
                 "app": {"exec": SLEEP, "user": "0", "group": "0"},
             }
         ],
-        "isolators": [{"name": "host/api-access", "value": value}] if api else [],
+        "isolators": [*isolators, *([{"name": "host/api-access", "value": value}] if api else [])],
     }
     return json.dumps(doc).encode()
 

@@ -38,6 +38,7 @@ from tests.root.test_kurmad import (
     make_daemon,
     pod_cgroup_dirs,
 )
+from tests.root.test_quotas import pod_doc
 
 pytestmark = [pytest.mark.timeout(240)]
 
@@ -227,26 +228,6 @@ def as_pod(d: Daemon, pod: str) -> Iterator[Client]:
         yield c
 
 
-def subtree_pod(image_id: str, *isolators: dict[str, Any], api: bool = True) -> bytes:
-    """A sleeping busybox pod, with subtree api-access (no quota: kurmad's defaults)."""
-    pod_isolators = [*isolators]
-    if api:
-        pod_isolators.append({"name": "host/api-access", "value": {"scope": "subtree"}})
-    doc = {
-        "acKind": "PodManifest",
-        "acVersion": "0.8.11",
-        "apps": [
-            {
-                "name": "sleep",
-                "image": {"id": image_id},
-                "app": {"exec": ["/bin/sleep", "3600"], "user": "0", "group": "0"},
-            }
-        ],
-        "isolators": pod_isolators,
-    }
-    return json.dumps(doc).encode()
-
-
 def test_child_oom_score_adj_below_the_creators_is_refused(
     kurma: Client, daemon: tuple[Daemon, str]
 ) -> None:
@@ -255,18 +236,22 @@ def test_child_oom_score_adj_below_the_creators_is_refused(
     isolator, nothing created; a child at 500 or more is fine."""
     d, image_id = daemon
     top = kurma.create_pod(
-        manifest_json=subtree_pod(image_id, {"name": OOM, "value": 500}), name="oom-top", start=True
+        manifest_json=pod_doc(image_id, isolators=({"name": OOM, "value": 500},)),
+        name="oom-top",
+        start=True,
     )
     with as_pod(d, top.uuid) as me:
         before = snapshot(d, kurma)
         with pytest.raises(PermissionDenied, match=f"{OOM} 100 is below pod oom-top's"):
             me.create_pod(
-                manifest_json=subtree_pod(image_id, {"name": OOM, "value": 100}, api=False),
+                manifest_json=pod_doc(
+                    image_id, api=False, isolators=({"name": OOM, "value": 100},)
+                ),
                 name="oom-low",
             )
         nothing_left(d, kurma, before)
         me.create_pod(
-            manifest_json=subtree_pod(image_id, {"name": OOM, "value": 600}, api=False),
+            manifest_json=pod_doc(image_id, api=False, isolators=({"name": OOM, "value": 600},)),
             name="oom-high",
         )
 
@@ -283,7 +268,7 @@ def test_oom_score_adj_kurmad_cannot_write_is_refused_at_create(
     if Capability.CAP_SYS_RESOURCE in held or own <= -1000:
         pytest.skip("kurmad may lower oom_score_adj here")
     before = snapshot(d, kurma)
-    doc = subtree_pod(image_id, {"name": OOM, "value": own - 1}, api=False)
+    doc = pod_doc(image_id, api=False, isolators=({"name": OOM, "value": own - 1},))
     with pytest.raises(InvalidArgument, match=f"{OOM}: cannot be enforced"):
         kurma.create_pod(manifest_json=doc, start=True)
     nothing_left(d, kurma, before)
@@ -303,7 +288,7 @@ def test_default_image_quota_stops_a_gzip_bomb_of_a_subtree_pod(
     d, image_id = daemon
     bomb = zero_bomb_aci(tmp_path / "bomb.aci", 4 << 30)
     assert bomb.stat().st_size < 8 << 20
-    top = kurma.create_pod(manifest_json=subtree_pod(image_id), name="bomb-top", start=True)
+    top = kurma.create_pod(manifest_json=pod_doc(image_id), name="bomb-top", start=True)
     quota = kurma.get(top.uuid).quota
     assert (quota.image_bytes.limit, quota.log_bytes.limit) == (1 << 30, 256 << 20)
     images = {i.id for i in kurma.list_images()}

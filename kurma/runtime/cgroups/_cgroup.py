@@ -11,7 +11,7 @@ import errno
 import os
 import posixpath
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -108,6 +108,24 @@ class Cgroup:
         if pids_max is not None:
             _, directory = self._require("pids", "set pids limit")
             write_file(directory, "pids.max", pids_max)
+
+    def restrict_devices(self, allow: Iterable[str]) -> bool:
+        """Deny every device but the `allow` rules (`c 1:3 rwm`, `b 8:* r` ...): opening or
+        making any other node fails with EPERM in this cgroup and every cgroup made below it
+        afterwards. Returns whether that holds: True on a v1 devices hierarchy; False where
+        the host has none (pure cgroup2 wants a BPF_CGROUP_DEVICE program, not written here).
+
+        The cgroup must have no children yet (v1 refuses `a` then, EINVAL), and every rule
+        must be allowed to its parent (EPERM otherwise). One write per rule, as v1 wants.
+        """
+        placement = self.system.placements.get("devices")
+        if placement is None or placement.version is not Version.V1:
+            return False
+        directory = placement.directory(self.relpath)
+        write_file(directory, "devices.deny", "a")
+        for rule in allow:
+            write_file(directory, "devices.allow", rule)
+        return True
 
     def _set_memory(self, limit: int) -> None:
         version, directory = self._require("memory", "set memory limit")

@@ -61,16 +61,16 @@ _DEV_OPTIONS = "mode=755,size=65536k,nr_inodes=4096"
 _SHM_OPTIONS = "mode=1777,size=65536k"
 # The minimal nodes' binds: read-only (no chmod/chown of the host's node), never nodev.
 _NODE_ATTRS = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 # What every unprivileged pod may open (devices cgroup, `type major:minor access`): the
-# minimal nodes, /dev/console, the ptmx of its devpts instance and the ptys (136-143:
-# UNIX98_PTY_SLAVE_MAJOR + 8, as the kernel numbers them), as runc and crun allow. Nothing
-# may be made (no `m`) but these: mknod of any other node is refused (EPERM).
+# minimal nodes, /dev/console, the ptmx of its devpts instance and its ptys, as runc and
+# crun allow. Nothing may be made (no `m`) but these: mknod of another node is EPERM.
 DEFAULT_DEVICE_RULES = (
     *(f"c {major}:{minor} rwm" for _, major, minor in _NODES),
     "c 5:1 rwm",  # console
     "c 5:2 rwm",  # ptmx
-    *(f"c {major}:* rwm" for major in range(136, 144)),
+    "c 136:* rwm",  # the ptys (UNIX98_PTY_SLAVE_MAJOR)
 )
 
 MINIMAL_DEV = frozenset(
@@ -147,7 +147,8 @@ def _bind_minimal_node(devfd: int, name: str, rdev: int) -> None:
                 f"not the char device {os.major(rdev)}:{os.minor(rdev)} on the host",
                 host_path,
             )
-        target = ensure_in_root(devfd, name, Kind.FILE, 0o666)
+        # The tmpfs is fresh and ours: the file is made directly (no lookup in the root).
+        target = os.open(name, _NEW_FILE, 0o666, dir_fd=devfd)
         try:
             bind_clone(source, target, recursive=False, attrs=_NODE_ATTRS, what=host_path)
         finally:
@@ -157,11 +158,11 @@ def _bind_minimal_node(devfd: int, name: str, rdev: int) -> None:
 
 
 def device_rules(devices: Iterable[str]) -> tuple[str, ...]:
-    """Devices-cgroup allow rules: the default set plus each granted host node (`rwm`).
+    """Devices-cgroup allow rules (`rwm`) for granted host nodes, by their numbers now.
 
     A granted path that is missing or not a device node on the host adds nothing: the
     app's start fails on it anyway (`bind_device`)."""
-    rules = list(DEFAULT_DEVICE_RULES)
+    rules = []
     for path in devices:
         try:
             st = os.lstat(path)  # bind_device refuses a symlink too

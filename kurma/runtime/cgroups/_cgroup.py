@@ -111,21 +111,37 @@ class Cgroup:
 
     def restrict_devices(self, allow: Iterable[str]) -> bool:
         """Deny every device but the `allow` rules (`c 1:3 rwm`, `b 8:* r` ...): opening or
-        making any other node fails with EPERM in this cgroup and every cgroup made below it
-        afterwards. Returns whether that holds: True on a v1 devices hierarchy; False where
-        the host has none (pure cgroup2 wants a BPF_CGROUP_DEVICE program, not written here).
+        making any other node fails with EPERM in this cgroup and in every cgroup made below
+        it afterwards. Returns whether that holds: True on a v1 devices hierarchy; False
+        where the host has none (pure cgroup2 wants a BPF_CGROUP_DEVICE program, which this
+        does not write: the runtime relies on `nodev` there, see kurma/runtime/README.md).
 
-        The cgroup must have no children yet (v1 refuses `a` then, EINVAL), and every rule
+        The cgroup must have no children yet (v1 refuses `a` then, EINVAL), and each rule
         must be allowed to its parent (EPERM otherwise). One write per rule, as v1 wants.
         """
-        placement = self.system.placements.get("devices")
-        if placement is None or placement.version is not Version.V1:
+        directory = self._devices_v1()
+        if directory is None:
             return False
-        directory = placement.directory(self.relpath)
         write_file(directory, "devices.deny", "a")
         for rule in allow:
             write_file(directory, "devices.allow", rule)
         return True
+
+    def allow_devices(self, rules: Iterable[str]) -> bool:
+        """Add allow rules to a restricted cgroup (`a` lifts the restriction: no children
+        then, and a parent allowing all); False without a v1 devices hierarchy."""
+        directory = self._devices_v1()
+        if directory is None:
+            return False
+        for rule in rules:
+            write_file(directory, "devices.allow", rule)
+        return True
+
+    def _devices_v1(self) -> str | None:
+        placement = self.system.placements.get("devices")
+        if placement is None or placement.version is not Version.V1:
+            return None
+        return placement.directory(self.relpath)
 
     def _set_memory(self, limit: int) -> None:
         version, directory = self._require("memory", "set memory limit")

@@ -24,6 +24,8 @@ import os
 import re
 import shutil
 import stat
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -36,7 +38,13 @@ from kurma.aci import VolumeKind
 from kurma.client import Client
 from kurma.runtime._devices import DEFAULT_DEVICE_RULES
 from kurma.runtime._volumes import VolumeBind
-from kurma.runtime.cgroups import CgroupSystem, Version
+from kurma.runtime.cgroups import (
+    CgroupSystem,
+    Placement,
+    Version,
+    parse_mountinfo,
+    parse_proc_cgroup,
+)
 from tests.root.test_kurmad import Daemon, daemon_with_image, host_client
 from tests.root.test_rootfs_harness import make_tree, run_app, spec_for
 from tests.root.test_rootfs_kernelfs import MASKED_FILES
@@ -354,3 +362,90 @@ def test_a_privileged_pod_keeps_the_hosts_devices(
     _, image_id = daemon
     script = "(exec 3</dev/loop7) && echo dev ok; mknod /e/k b 7 7 && (exec 3</e/k) && echo e ok"
     assert run_pod(kurma, pod_doc(image_id, script, privileged=True)) == ["dev ok", "e ok"]
+
+
+# --- cgroup2: the BPF_CGROUP_DEVICE program -----------------------------------------------
+
+
+def v2_devices() -> CgroupSystem | None:
+    """A system whose `devices` is served by our cgroup2 hierarchy (the unified one of a
+    hybrid host: the kernel runs its device programs there too), or None without one."""
+    with open("/proc/self/mountinfo") as f:
+        mount = next((m for m in parse_mountinfo(f.read()) if m.version is Version.V2), None)
+    with open("/proc/self/cgroup") as f:
+        path = parse_proc_cgroup(f.read()).v2
+    if mount is None or path is None:
+        return None
+    return CgroupSystem({"devices": Placement(Version.V2, mount.mount_point, path)})
+
+
+PROBE = """
+import os, stat, sys
+os.read(0, 1)  # in the cgroup now
+def try_(what, call):
+    try:
+        call()
+        print(what, "ok")
+    except OSError as e:
+        print(what, e.strerror)
+try_("null", lambda: os.close(os.open("/dev/null", os.O_RDWR)))
+try_("ptmx", lambda: os.close(os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY)))
+try_("loop6 r", lambda: os.close(os.open("/dev/loop6", os.O_RDONLY)))
+try_("loop6 w", lambda: os.close(os.open("/dev/loop6", os.O_WRONLY)))
+try_("loop7", lambda: os.close(os.open("/dev/loop7", os.O_RDONLY)))
+try_("loop-control", lambda: os.close(os.open("/dev/loop-control", os.O_RDONLY)))
+node = sys.argv[1]
+try_("mknod b 7 7", lambda: os.mknod(node, stat.S_IFBLK | 0o600, os.makedev(7, 7)))
+"""
+
+
+def probe_in(directory: str, node: Path) -> list[str]:
+    """PROBE's lines, run in the cgroup2 `directory`."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PROBE, str(node)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    with open(os.path.join(directory, "cgroup.procs"), "w") as f:
+        f.write(str(proc.pid))
+    out, _ = proc.communicate("g", timeout=30)
+    return out.splitlines()
+
+
+def test_the_cgroup2_device_program_allows_only_its_rules(work: Path) -> None:
+    """Pure cgroup2 (the booted VM) has no devices controller: `restrict_devices` attaches
+    a BPF_CGROUP_DEVICE program instead. Tested on this host's cgroup2 hierarchy: a
+    process in a cgroup restricted to the default set plus `b 7:6 r` opens /dev/null and
+    /dev/ptmx, reads loop6 but may not write it, may not open loop7 or loop-control or
+    mknod b 7 7 (EPERM); `allow_all_devices` lifts it all."""
+    system = v2_devices()
+    if system is None:
+        pytest.skip("no cgroup2 hierarchy here")
+    cgroup = system.open(f"kurma-devices-test-{os.getpid()}")
+    directory = cgroup.directory("devices")
+    assert directory is not None
+    os.mkdir(directory)
+    try:
+        assert cgroup.restrict_devices((*DEFAULT_DEVICE_RULES, "b 7:6 r"))
+        assert probe_in(directory, work / "n1") == [
+            "null ok",
+            "ptmx ok",
+            "loop6 r ok",
+            f"loop6 w {EPERM}",
+            f"loop7 {EPERM}",
+            f"loop-control {EPERM}",
+            f"mknod b 7 7 {EPERM}",
+        ]
+        cgroup.allow_all_devices()
+        assert probe_in(directory, work / "n2") == [
+            "null ok",
+            "ptmx ok",
+            "loop6 r ok",
+            "loop6 w ok",
+            "loop7 ok",
+            "loop-control ok",
+            "mknod b 7 7 ok",
+        ]
+    finally:
+        cgroup.remove(timeout=5)

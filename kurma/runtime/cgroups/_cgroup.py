@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from . import _devbpf
 from ._kill import kill_all
 from ._parse import (
     Placement,
@@ -110,38 +111,38 @@ class Cgroup:
             write_file(directory, "pids.max", pids_max)
 
     def restrict_devices(self, allow: Iterable[str]) -> bool:
-        """Deny every device but the `allow` rules (`c 1:3 rwm`, `b 8:* r` ...): opening or
-        making any other node fails with EPERM in this cgroup and in every cgroup made below
-        it afterwards. Returns whether that holds: True on a v1 devices hierarchy; False
-        where the host has none (pure cgroup2 wants a BPF_CGROUP_DEVICE program, which this
-        does not write: the runtime relies on `nodev` there, see kurma/runtime/README.md).
+        """Deny every device but the `allow` rules (`c 1:3 rwm`, `c 136:* rwm` ...): opening
+        or making any other node fails with EPERM for the processes in this cgroup. Replaces
+        an earlier restriction. Returns False where the host has no way (no devices
+        controller, no cgroup2).
 
-        The cgroup must have no children yet (v1 refuses `a` then, EINVAL), and each rule
-        must be allowed to its parent (EPERM otherwise). One write per rule, as v1 wants.
+        v1: `a` to devices.deny, then one write per rule; the cgroup must have no children
+        (v1 refuses `a` then, EINVAL) and each rule must be allowed to its parent (EPERM).
+        cgroup2: a BPF_CGROUP_DEVICE program attached to the cgroup (`_devbpf`), which no
+        descendant can add to: meant for leaves.
         """
-        directory = self._devices_v1()
-        if directory is None:
+        placement = self.system.placements.get("devices")
+        if placement is None:
             return False
+        directory = placement.directory(self.relpath)
+        if placement.version is Version.V2:
+            _devbpf.attach(directory, tuple(allow))
+            return True
         write_file(directory, "devices.deny", "a")
         for rule in allow:
             write_file(directory, "devices.allow", rule)
         return True
 
-    def allow_devices(self, rules: Iterable[str]) -> bool:
-        """Add allow rules to a restricted cgroup (`a` lifts the restriction: no children
-        then, and a parent allowing all); False without a v1 devices hierarchy."""
-        directory = self._devices_v1()
-        if directory is None:
-            return False
-        for rule in rules:
-            write_file(directory, "devices.allow", rule)
-        return True
-
-    def _devices_v1(self) -> str | None:
+    def allow_all_devices(self) -> None:
+        """Lift `restrict_devices` (v1: no children then, and a parent allowing all)."""
         placement = self.system.placements.get("devices")
-        if placement is None or placement.version is not Version.V1:
-            return None
-        return placement.directory(self.relpath)
+        if placement is None:
+            return
+        directory = placement.directory(self.relpath)
+        if placement.version is Version.V2:
+            _devbpf.detach(directory)
+        else:
+            write_file(directory, "devices.allow", "a")
 
     def _set_memory(self, limit: int) -> None:
         version, directory = self._require("memory", "set memory limit")

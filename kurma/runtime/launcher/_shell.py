@@ -106,10 +106,11 @@ def set_limits(cgroups: CgroupSystem, relpath: str, plan: PodPlan) -> dict[str, 
     from ._zygote import PROCESS_LEAF  # here: _zygote imports this module
 
     leaf = cgroups.open(f"{relpath}/{PROCESS_LEAF}")
+    granted = device_rules(d for app in plan.apps for d in app.rootfs.devices)
     if any(app.rootfs.privileged for app in plan.apps):
-        leaf.allow_devices(("a",))
-    else:
-        leaf.allow_devices(device_rules(d for app in plan.apps for d in app.rootfs.devices))
+        leaf.allow_all_devices()
+    elif granted:
+        leaf.restrict_devices((*DEFAULT_DEVICE_RULES, *granted))
     app_procs: dict[str, tuple[str, ...]] = {}
     for app in plan.apps:
         if app.limits or app.rootfs.own_cgroups:

@@ -9,9 +9,10 @@ could otherwise make a node for the host's disk and read it): the tmpfs is `node
 are shm and mqueue (devpts makes no nodes). The minimal nodes are therefore the host's own
 nodes, each bound on its own (a bind is a mount of its own, without nodev), read-only: an
 app's root may not chmod or chown the host's /dev/null through it, while reads and writes
-of the device work as ever. `device_rules` gives the same set, plus the granted nodes, as
-devices-cgroup rules for the pod (`cgroups.Cgroup.restrict_devices`: cgroup v1's devices
-controller, or a BPF_CGROUP_DEVICE program on cgroup2).
+of the device work as ever. `DEFAULT_DEVICE_RULES` is the same set (with the ptys) as
+devices-cgroup rules, `device_rules` those of granted nodes, for the pod's cgroups
+(`cgroups.Cgroup.restrict_devices`: cgroup v1's devices controller, or a
+BPF_CGROUP_DEVICE program on cgroup2; see kurma/runtime/README.md).
 
 Kurma's `os/linux/devices` binds chosen host nodes (e.g. /dev/ttyS0, /dev/kmsg) into that
 tmpfs (read-write binds: a getty chowns its tty); `os/linux/privileged` binds the host's

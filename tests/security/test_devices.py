@@ -12,6 +12,8 @@ host's disk, anywhere it can write. Two defences, each tested on its own (`_devi
 - the devices cgroup (cgroup v1: these hosts): every unprivileged pod's processes (the
   pod's leaf, and an app's own cgroup) may make and open only the minimal set, the ptys
   and the granted nodes: mknod of anything else is EPERM. Tested through a real kurmad.
+  On cgroup2 a BPF_CGROUP_DEVICE program does the same: tested on this host's cgroup2
+  hierarchy, outside kurmad.
 
 Privileged pods keep the host's /dev and no restriction. The attack nodes are the host's
 /dev/loop7 (b 7 7) and /dev/loop-control (c 10 237), opened read-only and never read.

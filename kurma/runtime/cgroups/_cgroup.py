@@ -114,7 +114,7 @@ class Cgroup:
         """Deny every device but the `allow` rules (`c 1:3 rwm`, `c 136:* rwm` ...): opening
         or making any other node fails with EPERM for the processes in this cgroup. Replaces
         an earlier restriction. Returns False where the host has no way (no devices
-        controller, no cgroup2).
+        controller, no cgroup2, a kernel without bpf(2)).
 
         v1: `a` to devices.deny, then one write per rule; the cgroup must have no children
         (v1 refuses `a` then, EINVAL) and each rule must be allowed to its parent (EPERM).
@@ -126,7 +126,12 @@ class Cgroup:
             return False
         directory = placement.directory(self.relpath)
         if placement.version is Version.V2:
-            _devbpf.attach(directory, tuple(allow))
+            try:
+                _devbpf.attach(directory, tuple(allow))
+            except OSError as e:
+                if e.errno != errno.ENOSYS:  # a kernel without bpf(2): nodev alone
+                    raise
+                return False
             return True
         write_file(directory, "devices.deny", "a")
         for rule in allow:

@@ -327,23 +327,33 @@ def own_devices_list(lines: list[str]) -> set[str]:
 def test_the_devices_cgroup_allows_the_default_set_and_the_granted_nodes(
     kurma: Client, daemon: tuple[Daemon, str]
 ) -> None:
-    """cgroup v1: the cgroup an unprivileged app runs in (the pod's leaf; an app with a
-    memory limit has its own) allows exactly the minimal nodes, the console, ptmx, the
-    ptys and the granted nodes (`rwm`), and nothing may be made but these; a privileged
-    pod's allows everything (`a *:* rwm`)."""
+    """cgroup v1: the cgroup an unprivileged app runs in (the pod's leaf, restricted while
+    its shell waited; an app with a memory limit has its own) allows exactly the minimal
+    nodes, the console, ptmx and the ptys (`rwm`), plus the granted nodes when there are
+    some, and mknod of another node is EPERM; a privileged pod's app cgroup and leaf (an
+    `exec` runs there) allow everything (`a *:* rwm`)."""
     _, image_id = daemon
-    script = "cat /proc/self/cgroup; exec sleep 3600"
+    script = "mknod /tmp/k b 7 7; cat /proc/self/cgroup; exec sleep 3600"
     granted = {"b 7:6 rwm", "c 1:11 rwm"}
-    for memory in (None, "64M"):
-        doc = pod_doc(image_id, script, devices=GRANTED, memory=memory)
-        pod = kurma.create_pod(manifest_json=doc, start=True).uuid
-        lines = wait_lines(kurma, pod, ":devices:")
-        assert own_devices_list(lines) == set(DEFAULT_DEVICE_RULES) | granted, memory
-        if memory:
-            assert any(re.search(r":devices:.*/app-a$", line) for line in lines), lines
-        kurma.destroy(pod, grace=1)
+    for devices in ((), GRANTED):
+        for memory in (None, "64M"):
+            doc = pod_doc(image_id, script, devices=devices, memory=memory)
+            pod = kurma.create_pod(manifest_json=doc, start=True).uuid
+            lines = wait_lines(kurma, pod, ":devices:")
+            expected = set(DEFAULT_DEVICE_RULES) | (granted if devices else set())
+            assert own_devices_list(lines) == expected, (devices, memory)
+            assert re.search(f"mknod: /tmp/k: {EPERM}", lines[0]), lines
+            if memory:
+                assert any(re.search(r":devices:.*/app-a$", line) for line in lines), lines
+            kurma.destroy(pod, grace=1)
     pod = kurma.create_pod(manifest_json=pod_doc(image_id, script, privileged=True), start=True)
-    assert own_devices_list(wait_lines(kurma, pod.uuid, ":devices:")) == {"a *:* rwm"}
+    lines = wait_lines(kurma, pod.uuid, ":devices:")
+    assert own_devices_list(lines) == {"a *:* rwm"}
+    assert not lines[0].startswith("mknod"), lines  # made (in the overlay: nodev there)
+    code, lines = sh(kurma, pod.uuid, "cat /proc/self/cgroup")  # exec: the pod's leaf
+    assert code == 0, lines
+    assert any(re.search(r":devices:.*/self$", line) for line in lines), lines
+    assert own_devices_list(lines) == {"a *:* rwm"}  # the leaf's restriction lifted
 
 
 def wait_lines(kurma: Client, pod: str, marker: str) -> list[str]:

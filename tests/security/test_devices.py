@@ -50,6 +50,8 @@ from kurma.runtime.cgroups import (
 from tests.root.test_kurmad import Daemon, daemon_with_image, host_client
 from tests.root.test_rootfs_harness import make_tree, run_app, spec_for
 from tests.root.test_rootfs_kernelfs import MASKED_FILES
+from tests.security.test_tenant import as_pod
+from tests.security.test_tenant import pod_doc as tenant_doc
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -354,6 +356,22 @@ def test_the_devices_cgroup_allows_the_default_set_and_the_granted_nodes(
     assert code == 0, lines
     assert any(re.search(r":devices:.*/self$", line) for line in lines), lines
     assert own_devices_list(lines) == {"a *:* rwm"}  # the leaf's restriction lifted
+
+
+@pytest.mark.skipif(not devices_v1(), reason="no v1 devices controller on this host")
+def test_a_child_pod_is_restricted_as_its_parent(kurma: Client, daemon: tuple[Daemon, str]) -> None:
+    """A pod that a pod creates (its cgroup below its parent's, its shell made on the
+    spot) runs in a leaf restricted to the default set too: mknod is EPERM."""
+    d, image_id = daemon
+    top = kurma.create_pod(manifest_json=tenant_doc(image_id, api="subtree"), start=True).uuid
+    script = "mknod /tmp/k b 7 7; cat /proc/self/cgroup; exec sleep 3600"
+    with as_pod(d, top) as me:
+        child = me.create_pod(manifest_json=tenant_doc(image_id, ["/bin/sh", "-c", script]))
+        me.start(child.uuid)
+    lines = wait_lines(kurma, child.uuid, ":devices:")
+    assert re.search(f"mknod: /tmp/k: {EPERM}", lines[0]), lines
+    assert any(re.search(r":devices:.*/pod-[0-9a-f]+/pod-[0-9a-f]+/self$", x) for x in lines)
+    assert own_devices_list(lines) == set(DEFAULT_DEVICE_RULES)
 
 
 def wait_lines(kurma: Client, pod: str, marker: str) -> list[str]:

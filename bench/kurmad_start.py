@@ -303,10 +303,9 @@ def _read_stamps(path) -> dict[str, float]:  # type: ignore[no-untyped-def]
 
 
 def _write(path, text: str) -> None:  # type: ignore[no-untyped-def]
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.rename(tmp, path)
+    from kurma.atomic import write_atomic  # the parent's: the child's imports are measured
+
+    write_atomic(path, text, sync=False)
 
 
 if __name__ == "__main__":

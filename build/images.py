@@ -64,6 +64,7 @@ from kurma.aci import (  # noqa: E402
     build_aci,
     unpack_aci,
 )
+from kurma.atomic import write_atomic  # noqa: E402
 from kurma.errors import ValidationError  # noqa: E402
 
 KURMA_ISOLATOR_NAMES = {
@@ -441,9 +442,7 @@ def _write_index(out: Path, specs: dict[str, ImageSpec], result: BuildResult) ->
     for key, aci in result.built.items():
         name = specs[key].name
         index[key] = {"name": name, "file": aci.name, "id": result.ids[name]}
-    tmp = out / f".index.json.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(index, indent=1, sort_keys=True) + "\n")
-    tmp.replace(index_path)
+    write_atomic(index_path, json.dumps(index, indent=1, sort_keys=True) + "\n", sync=False)
 
 
 def build_images(out: Path, names: list[str] | None = None) -> dict[str, Path]:

@@ -59,6 +59,7 @@ import pyruntime
 from vm import cpio
 
 import images
+from kurma.atomic import write_atomic
 from kurma.init._modules import module_name, parse_name_list
 from kurma.init._seed import ROOTFS, SEED_DIR, SEEDED_KINDS, STORE_DIR
 
@@ -249,9 +250,7 @@ def build_initrd(out: Path, compression: str = "zstd", with_images: bool = True)
         entries += 1
         data = plain + data
         target = out / "initrd.img"
-        tmp_target = out / ".initrd.img.tmp"
-        tmp_target.write_bytes(packed)
-        tmp_target.replace(target)
+        write_atomic(target, packed, sync=False)
     vmlinux = kernel.publish(build, out)
     result = InitrdResult(
         initrd=str(target),
@@ -264,9 +263,7 @@ def build_initrd(out: Path, compression: str = "zstd", with_images: bool = True)
         modules=order,
         images=ids,
     )
-    info = out / ".initrd.json.tmp"
-    info.write_text(json.dumps(asdict(result), indent=1) + "\n")
-    info.replace(out / "initrd.json")
+    write_atomic(out / "initrd.json", json.dumps(asdict(result), indent=1) + "\n", sync=False)
     return result
 
 

@@ -44,6 +44,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: kurma (the repository) importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from kurma.atomic import write_atomic
 from kurma.init._modules import load_order, module_name, parse_modules_dep
 
 HERE = Path(__file__).resolve().parent
@@ -157,9 +158,7 @@ def resolve_cached(cache: Path, metapackage: str = METAPACKAGE) -> Resolved:
             return Resolved(**data["resolved"])
     resolved = resolve(metapackage)
     data = {"key": key, "metapackage": metapackage, "resolved": resolved.__dict__}
-    tmp = memo.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data) + "\n")
-    tmp.replace(memo)
+    write_atomic(memo, json.dumps(data) + "\n", sync=False)
     return resolved
 
 
@@ -383,8 +382,7 @@ def publish(build: KernelBuild, out: Path) -> Path:
         "vmlinux": str(target),
         "modules_dir": str(build.modules_dir),
     }
-    (out / ".kernel.json.tmp").write_text(json.dumps(info, indent=1) + "\n")
-    (out / ".kernel.json.tmp").replace(out / "kernel.json")
+    write_atomic(out / "kernel.json", json.dumps(info, indent=1) + "\n", sync=False)
     return target
 
 

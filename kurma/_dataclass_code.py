@@ -103,11 +103,8 @@ def record(table: str, package: str = "kurma") -> int:
         index[name] = (offset, len(blob))
         offset += len(blob)
     header = marshal.dumps((_FORMAT, index))
-    tmp = table + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(len(header).to_bytes(_HEADER, "little"))
-        f.write(header)
-        for blob in blobs.values():
-            f.write(blob)
-    os.replace(tmp, table)
+    from .atomic import write_atomic  # at build time only: not in every process's imports
+
+    data = b"".join([len(header).to_bytes(_HEADER, "little"), header, *blobs.values()])
+    write_atomic(table, data, sync=False)
     return sum(len(codes) for codes in modules.values())

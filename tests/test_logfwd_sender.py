@@ -18,16 +18,9 @@ import pytest
 
 from kurma.logfwd._sender import Backoff, TcpSender, UdpSender
 
+from .waiting import wait_for
+
 pytestmark = pytest.mark.timeout(60)
-
-
-def until(check: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
-    return value
 
 
 def read_frames(rfile: Any) -> Iterator[bytes]:
@@ -129,7 +122,7 @@ def test_tcp_messages_arrive_octet_counted_in_order(receivers, senders) -> None:
     sent.append(b"<14>1 - h app - - - two\nlines")
     for message in sent:
         sender.send(message)
-    until(lambda: len(receiver.messages) == len(sent), what="501 messages")
+    wait_for(lambda: len(receiver.messages) == len(sent), "501 messages")
     assert receiver.messages == sent
     assert sender.sent == len(sent) and sender.pending() == 0
 
@@ -144,7 +137,7 @@ def test_tcp_target_down_first_then_buffered_messages_arrive(receivers, senders)
     time.sleep(0.5)  # a few refused attempts
     assert sender.pending() == 100
     receiver = receivers("tcp", port)
-    until(lambda: len(receiver.messages) == 100, what="the buffered messages")
+    wait_for(lambda: len(receiver.messages) == 100, "the buffered messages")
     assert receiver.messages == sent
     assert sender.dropped_total == 0
 
@@ -155,14 +148,14 @@ def test_tcp_receiver_restart_loses_nothing_queued(receivers, senders) -> None:
     port = receiver.port
     sender = senders(TcpSender, port)
     sender.send(b"before")
-    until(lambda: receiver.messages == [b"before"], what="the first message")
+    wait_for(lambda: receiver.messages == [b"before"], "the first message")
     receiver.close()
     time.sleep(0.2)  # its FIN reaches the sender's socket
     for i in range(20):
         sender.send(b"during %d" % i)
     time.sleep(0.3)
     again = receivers("tcp", port)
-    until(lambda: len(again.messages) == 20, what="the messages sent while it was down")
+    wait_for(lambda: len(again.messages) == 20, "the messages sent while it was down")
     assert again.messages == [b"during %d" % i for i in range(20)]
 
 
@@ -174,7 +167,7 @@ def test_buffer_overflow_drops_oldest_and_reports_the_count(receivers, senders) 
         sender.send(b"m%d" % i)
     assert sender.pending() == 10 and sender.dropped_total == 15
     receiver = receivers("tcp", port)
-    until(lambda: len(receiver.messages) == 11, what="warning plus 10 messages")
+    wait_for(lambda: len(receiver.messages) == 11, "warning plus 10 messages")
     warning, *rest = receiver.messages
     assert b"dropped 15 messages" in warning and b"kurma-logfwd" in warning
     assert rest == [b"m%d" % i for i in range(15, 25)]
@@ -196,7 +189,7 @@ def test_close_flushes_within_its_timeout(receivers) -> None:
         sender.send(b"m%d" % i)
     sender.start()
     assert sender.close(1.0) == 0
-    until(lambda: len(receiver.messages) == 50, what="the flushed messages")
+    wait_for(lambda: len(receiver.messages) == 50, "the flushed messages")
 
     down = TcpSender("127.0.0.1", free_port(), backoff=Backoff(0.05, 0.2)).start()
     down.send(b"never")
@@ -212,7 +205,7 @@ def test_udp_one_message_per_datagram_cut_to_size(receivers, senders) -> None:
     long = b"<14>1 - h app - - - " + "é".encode() * 400
     sender.send(b"<14>1 - h app - - - one")
     sender.send(long)
-    until(lambda: len(receiver.messages) == 2, what="two datagrams")
+    wait_for(lambda: len(receiver.messages) == 2, "two datagrams")
     assert receiver.messages[0] == b"<14>1 - h app - - - one"
     assert len(receiver.messages[1]) <= 480 and long.startswith(receiver.messages[1])
     receiver.messages[1].decode()  # cut between characters, never inside one
@@ -227,17 +220,14 @@ def test_udp_target_down_then_up(receivers, senders) -> None:
         sender.send(b"lost? %d" % i)
         time.sleep(0.05)
     receiver = receivers("udp", port)
-    until(lambda: sender.pending() == 0, what="the queue to drain")
+    wait_for(lambda: sender.pending() == 0, "the queue to drain")
     for i in range(5):
         sender.send(b"u%d" % i)
-    until(lambda: b"u4" in receiver.messages, what="the last datagram")
+    wait_for(lambda: b"u4" in receiver.messages, "the last datagram")
     assert [m for m in receiver.messages if m.startswith(b"u")] == [b"u%d" % i for i in range(5)]
 
 
-def test_backoff_doubles_to_its_maximum_and_resets() -> None:
+def test_backoff_doubles_to_its_maximum() -> None:
+    """The tree's one Backoff: the n-th failure in a row waits initial * 2**(n-1), capped."""
     b = Backoff(0.2, 1.0)
-    assert [b.next() for _ in range(5)] == [0.2, 0.4, 0.8, 1.0, 1.0]
-    b.reset()
-    assert b.next() == 0.2
-    with pytest.raises(ValueError, match="initial"):
-        Backoff(2.0, 1.0)
+    assert [b.delay(n) for n in range(6)] == [0.0, 0.2, 0.4, 0.8, 1.0, 1.0]

@@ -152,11 +152,10 @@ class Archive:
 
 def write_gzip(path: Path | str, data: bytes, level: int = 9) -> None:
     """gzip without a name or a timestamp in its header (same input, same bytes)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    from kurma.atomic import open_atomic  # the repository is importable wherever this runs
+
     with (
-        open(tmp, "wb") as raw,
+        open_atomic(path, sync=False) as raw,
         gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=level, mtime=0) as gz,
     ):
         gz.write(data)
-    tmp.replace(path)

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import secrets
 import stat
 import tarfile
 from collections.abc import Iterator
 from typing import BinaryIO
 
+from ..atomic import open_atomic
 from ._compression import Compression, compressed_writer
 from ._ids import image_id_from_digest
 
@@ -123,19 +123,8 @@ def build_aci(
     root_st = os.stat(rootfs)
     if not stat.S_ISDIR(root_st.st_mode):
         raise NotADirectoryError(f"rootfs {rootfs!r} is not a directory")
-    tmp = os.path.join(
-        os.path.dirname(out) or ".", f".{os.path.basename(out)}.{secrets.token_hex(6)}.tmp"
-    )
-    try:
-        with open(tmp, "xb") as raw:
-            digest = _write_archive(raw, rootfs, manifest_bytes, compression, mtime, owner)
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.rename(tmp, out)
-    except BaseException:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-        raise
+    with open_atomic(out) as raw:
+        digest = _write_archive(raw, rootfs, manifest_bytes, compression, mtime, owner)
     return image_id_from_digest(digest)
 
 

@@ -137,7 +137,7 @@ class Node:
         value = self.raw(key, required)
         if value is not None and not isinstance(value, str):
             raise ValidationError(self.at(key), f"must be a string, got {type_name(value)}")
-        return value
+        return None if value is None else check_no_nul(value, self.at(key))
 
     def flag(self, key: str) -> bool | None:
         """Member `key`, which must be a boolean."""
@@ -180,7 +180,10 @@ class Node:
             return {}
         if not isinstance(value, Mapping):
             raise ValidationError(self.at(key), f"must be an object, got {type_name(value)}")
-        return {k: check_str(v, join(self.at(key), k)) for k, v in value.items()}
+        return {
+            check_no_nul(k, join(self.at(key), k)): check_str(v, join(self.at(key), k))
+            for k, v in value.items()
+        }
 
     def items(self) -> list[tuple[str, JSON]]:
         """The members as (key as written, value), in document order, one per folded key."""
@@ -191,6 +194,15 @@ def check_str(value: JSON, path: str) -> str:
     """`value`, which must be a string (null included: an array item is never optional)."""
     if not isinstance(value, str):
         raise ValidationError(path, f"must be a string, got {type_name(value)}")
+    return check_no_nul(value, path)
+
+
+def check_no_nul(value: str, path: str) -> str:
+    """`value`, which must not contain a NUL byte: every string of a manifest may reach a
+    syscall (argv, environment, paths, sysctls, names), where NUL would cut it short or
+    fail only when the pod starts."""
+    if "\0" in value:
+        raise ValidationError(path, "contains a NUL byte")
     return value
 
 

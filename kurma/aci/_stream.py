@@ -15,6 +15,7 @@ import hashlib
 import os
 import queue
 import threading
+from collections.abc import Callable
 from typing import BinaryIO
 
 from kurma.errors import ArchiveError
@@ -31,8 +32,17 @@ def _limit_error(limit: int) -> ArchiveError:
     )
 
 
-def hash_stream(source: BinaryIO) -> tuple[str, int]:
-    """The sha512 hex digest and length of the decompressed bytes of `source`."""
+class SizeLimitExceeded(ArchiveError):
+    """The decompressed stream passed a caller's limit (`hash_stream(max_bytes=)`)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"uncompressed archive exceeds {limit} bytes")
+        self.limit = limit
+
+
+def hash_stream(source: BinaryIO, max_bytes: int | None = None) -> tuple[str, int]:
+    """The sha512 hex digest and length of the decompressed bytes of `source`;
+    SizeLimitExceeded as soon as they pass `max_bytes` (the rest is never decompressed)."""
     digest = hashlib.sha512()
     total = 0
     try:
@@ -40,6 +50,10 @@ def hash_stream(source: BinaryIO) -> tuple[str, int]:
         while chunk := reader.read(CHUNK):
             digest.update(chunk)
             total += len(chunk)
+            if max_bytes is not None and total > max_bytes:
+                raise SizeLimitExceeded(max_bytes)
+    except SizeLimitExceeded:
+        raise
     except Exception as exc:
         translated = translate_decompression_error(exc)
         if translated is None:
@@ -51,9 +65,18 @@ def hash_stream(source: BinaryIO) -> tuple[str, int]:
 class DecompressingHasher:
     """A worker thread yielding decompressed chunks while hashing them, with a size limit."""
 
-    def __init__(self, source: BinaryIO, max_total_bytes: int) -> None:
+    def __init__(
+        self,
+        source: BinaryIO,
+        max_total_bytes: int,
+        watch: Callable[[int], None] | None = None,
+    ) -> None:
+        """`watch(total)` is called in the worker after each chunk with the decompressed
+        bytes so far; what it raises ends the stream with that error (a caller's limit, such
+        as the store's free-space reserve)."""
         self._source = source
         self._limit = max_total_bytes
+        self._watch = watch
         self._queue: queue.Queue[bytes | BaseException | None] = queue.Queue(_QUEUE_DEPTH)
         self._stop = threading.Event()
         self._hexdigest: str | None = None
@@ -82,6 +105,8 @@ class DecompressingHasher:
                 self.total_bytes += len(chunk)
                 if self.total_bytes > self._limit:
                     raise _limit_error(self._limit)
+                if self._watch is not None:
+                    self._watch(self.total_bytes)
                 to_hash.put(chunk)
                 self._put(chunk)
             to_hash.put(None)

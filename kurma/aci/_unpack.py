@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -60,8 +61,12 @@ def unpack_aci(
     source: BinaryIO | os.PathLike[str] | str,
     dest: os.PathLike[str] | str,
     limits: UnpackLimits = UnpackLimits(),
+    watch: Callable[[int], None] | None = None,
 ) -> UnpackResult:
     """Unpack `source` into the new directory `dest` (its parent must exist).
+
+    `watch(total)` sees the decompressed byte count as the stream goes (see
+    `DecompressingHasher`); what it raises stops the unpack, and `dest` is removed.
 
     Raises ArchiveError for malformed or hostile archives; OSErrors (disk full, ...)
     propagate with a note naming the member. Either way `dest` is gone afterwards.
@@ -71,9 +76,9 @@ def unpack_aci(
     try:
         if isinstance(source, (str, os.PathLike)):
             with open(source, "rb") as f:
-                result = _unpack_into(f, dest, limits)
+                result = _unpack_into(f, dest, limits, watch)
         else:
-            result = _unpack_into(source, dest, limits)
+            result = _unpack_into(source, dest, limits, watch)
         os.chmod(dest, 0o755)
         return result
     except BaseException:
@@ -81,8 +86,13 @@ def unpack_aci(
         raise
 
 
-def _unpack_into(source: BinaryIO, dest: str, limits: UnpackLimits) -> UnpackResult:
-    pipe = DecompressingHasher(source, limits.max_total_bytes)
+def _unpack_into(
+    source: BinaryIO,
+    dest: str,
+    limits: UnpackLimits,
+    watch: Callable[[int], None] | None = None,
+) -> UnpackResult:
+    pipe = DecompressingHasher(source, limits.max_total_bytes, watch)
     dest_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     writer = EntryWriter(dest_fd, limits, can_chown=os.geteuid() == 0)
     try:

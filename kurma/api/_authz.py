@@ -7,10 +7,13 @@ certificate carries no role (or the call did not come over TLS at all). A method
 the table is refused for everyone (fail closed); tests/unit/test_authz.py checks that the table
 covers every method of every service kurmad serves.
 
-What a role means beyond the method table is the servicers' business: over TCP a `reader` acts
-with `host-read` scope and an `operator` or `admin` with `host` scope; only an `admin` counts as a
-host-level admin (who may, for instance, create a pod with `host/api-access` `host-read`/`host`).
-Servicers read the caller's role with `role_from_context(context)`.
+What a role means beyond the method table is one row of `_policy.TABLE` (the same table
+decides for pods' own sockets): a `reader` reads; an `operator` creates, starts and execs into
+pods only within the operator policy (no privileged, host namespaces, devices, extra
+capabilities..., host volumes only under kurmad.yml's `operator_host_volumes`) and imports no
+image under a name the system services run; an `admin` may do everything, including granting
+`host/api-access` `host-read`/`host`. Servicers read the caller's role with
+`role_from_context(context)`.
 
 How kurmad wires it (the unix sockets have their own model, by socket, not by certificate):
 
@@ -39,6 +42,7 @@ from collections.abc import Callable, Mapping
 import grpc
 
 from ._pki import PkiError, Role, common_name, role_from_certificate
+from ._policy import cert_kind, may_call
 
 __all__ = [
     "METHOD_ROLES",
@@ -208,7 +212,7 @@ class RoleInterceptor(grpc.ServerInterceptor):
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"method {method} has no role assigned on this listener; refused for everyone",
             )
-        if not role.allows(needed):
+        if not may_call(cert_kind(role), method, self._table):
             log.info("refused %s from %s (%s has %s)", method, context.peer(), who, role)
             context.abort(
                 grpc.StatusCode.PERMISSION_DENIED,

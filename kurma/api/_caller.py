@@ -3,7 +3,8 @@
 Every servicer asks for the caller's view (`caller_of(context)` on the system server; a pod's
 own server binds the view of that pod, see `_podsockets`) and filters what it shows through
 it: a `subtree` pod sees only its descendants, and whatever it cannot see does not exist for
-it (NOT_FOUND, never PERMISSION_DENIED, so it cannot probe for other pods).
+it (NOT_FOUND, never PERMISSION_DENIED, so it cannot probe for other pods). What a caller
+may do beyond seeing is its kind's row in `_policy.TABLE` (`_policy.kind_of(view)`).
 """
 
 from __future__ import annotations
@@ -36,11 +37,6 @@ class CallerView:
     def parent(self) -> str | None:
         """The pod that pods created by this caller belong to (None: the host)."""
         return self.subtree_of
-
-    @property
-    def host_admin(self) -> bool:
-        """The system socket or an admin certificate: may grant host-read/host api-access."""
-        return self.pod is None and self.role == "admin"
 
 
 HOST_VIEW = CallerView()

@@ -5,6 +5,22 @@ and the command line go through the same parsers, so a bad value is reported the
 from both, naming the key (or the flag) and what was expected. Unknown keys are errors: a
 misspelt `stop_pods_on_exti: true` must not silently leave pods to die.
 
+The TCP listener and what its certificates may do, in kurmad.yml:
+
+    listen: 127.0.0.1:7443          # mutual TLS only (kurmactl pki issue server prints these)
+    tls_cert: /etc/kurma/pki/server.crt
+    tls_key: /etc/kurma/pki/server.key
+    tls_ca: /etc/kurma/pki/ca.crt
+    operator_host_volumes:          # default: none
+      - /srv/shared
+
+A `reader` certificate reads; an `admin` one may do everything the system socket may; an
+`operator` one manages pods and images within the operator policy (kurma.api._policy): no
+privileged pods, host namespaces, host devices, capabilities beyond the default set, seccomp
+off or loosened, negative oom-score-adj or api-access above `subtree`, and host volumes only
+inside `operator_host_volumes` (symlinks resolved). It may start and exec into only pods
+within that policy, and imports no image under a name the system services run.
+
 No gRPC here: the daemon reads its configuration before it forks the launcher.
 """
 
@@ -21,6 +37,9 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 DEFAULT_CONFIG = "/etc/kurma/kurmad.yml"
+DEFAULT_SUBTREE_IMAGE_BYTES = 1 << 30
+DEFAULT_SUBTREE_LOG_BYTES = 256 << 20
+DEFAULT_STATE_MIN_FREE = 0.10
 
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 _CGROUP_PART = re.compile(r"[A-Za-z0-9_.:@-]+")
@@ -55,9 +74,14 @@ class DaemonConfig:
     boot_log_file: str | None = None
     init_pid: int = 1
     # Quotas of a `subtree` pod whose host/api-access gives none (None: unlimited); see _quota.
+    # Bounded by default: 1 GiB of imported images and 256 MiB of logs per subtree.
     subtree_max_pods: int | None = None
-    subtree_max_image_bytes: int | None = None
-    subtree_max_log_bytes: int | None = None
+    subtree_max_image_bytes: int | None = DEFAULT_SUBTREE_IMAGE_BYTES
+    subtree_max_log_bytes: int | None = DEFAULT_SUBTREE_LOG_BYTES
+    # The share of the state filesystem an image import must leave free (0: no reserve).
+    state_min_free: float = DEFAULT_STATE_MIN_FREE
+    # Where an operator certificate's pods may have host volumes (see _policy); none by default.
+    operator_host_volumes: tuple[str, ...] = ()
 
     @property
     def log_level_number(self) -> int:
@@ -189,6 +213,37 @@ def _optional_bytes(value: Any) -> int | None:
         raise ValueError(e.message) from None
 
 
+def _share(value: Any) -> float:
+    """A share of a filesystem: 0.1, "10%" or 0 (none); at most 0.9."""
+    text = value.strip() if isinstance(value, str) else value
+    percent = isinstance(text, str) and text.endswith("%")
+    number = _number(text[:-1] if percent else text, float)
+    if percent:
+        number /= 100
+    if not 0 <= number <= 0.9:
+        raise ValueError(f"must be a share in 0..0.9 (or 0%..90%), got {value!r}")
+    return number
+
+
+def _path_prefixes(value: Any) -> tuple[str, ...]:
+    """Absolute directories: a YAML list, or one string of them separated by commas."""
+    if value in (None, ""):
+        return ()
+    if isinstance(value, str):
+        items: list[Any] = [v.strip() for v in value.split(",") if v.strip()]
+    elif isinstance(value, list):
+        items = value
+    else:
+        raise ValueError(f"must be a list of absolute paths, got {value!r}")
+    prefixes = []
+    for item in items:
+        path = _absolute_path(item)
+        if ".." in _text(item).split("/"):
+            raise ValueError(f"must not contain '..', got {item!r}")
+        prefixes.append(path)
+    return tuple(dict.fromkeys(prefixes))
+
+
 @dataclass(frozen=True)
 class Key:
     """One configuration key: its parser and what it means (the flag's help)."""
@@ -231,12 +286,23 @@ KEYS: tuple[Key, ...] = (
     Key(
         "subtree_max_image_bytes",
         _optional_bytes,
-        "bytes of images a subtree pod's subtree may import (e.g. 1G)",
+        "bytes of images a subtree pod's subtree may import (default 1Gi; '' or null: unlimited)",
     ),
     Key(
         "subtree_max_log_bytes",
         _optional_bytes,
-        "log bytes a subtree pod's subtree may keep (e.g. 64M)",
+        "log bytes a subtree pod's subtree may keep (default 256Mi; '' or null: unlimited)",
+    ),
+    Key(
+        "state_min_free",
+        _share,
+        "share of the state filesystem an image import leaves free (default 10%; 0: none)",
+    ),
+    Key(
+        "operator_host_volumes",
+        _path_prefixes,
+        "host directories whose paths an operator certificate may mount as host volumes "
+        "(comma-separated; default none); everything else of the operator policy is fixed",
     ),
 )
 _BY_NAME = {k.name: k for k in KEYS}

@@ -7,6 +7,7 @@ store unpack and validate it; the last message carries the image.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import tempfile
@@ -16,13 +17,14 @@ from typing import TYPE_CHECKING
 import grpc
 
 from ..aci._ids import image_id_from_digest
-from ..aci._stream import hash_stream
+from ..aci._stream import SizeLimitExceeded, hash_stream
 from ..store import ImageRecord, ImageStore
 from ..store._atomic import TEMP_PREFIX
 from ._caller import BindsCaller, CallerView
 from ._convert import image_to_proto
 from ._events import EventHub
 from ._logfmt import fields
+from ._policy import Policy
 from ._status import rpc, unimplemented
 from .v1 import images_pb2, images_pb2_grpc
 
@@ -36,10 +38,17 @@ PROGRESS_EVERY = 1 << 20
 
 
 class ImagesServicer(BindsCaller, images_pb2_grpc.ImagesServicer):
-    def __init__(self, store: ImageStore, events: EventHub, quotas: Quotas | None = None) -> None:
+    def __init__(
+        self,
+        store: ImageStore,
+        events: EventHub,
+        quotas: Quotas | None = None,
+        policy: Policy | None = None,
+    ) -> None:
         self.store = store
         self.events = events
         self.quotas = quotas  # None: no subtree accounting (a servicer without kurmad)
+        self.policy = policy or Policy()  # which names a caller may import (_policy)
 
     @rpc
     def Import(
@@ -59,6 +68,7 @@ class ImagesServicer(BindsCaller, images_pb2_grpc.ImagesServicer):
                     done += len(request.data)
                     if done - reported >= PROGRESS_EVERY:
                         reported = done
+                        self.store.check_space()  # the upload stops short of a full disk
                         yield images_pb2.ImportProgress(bytes_done=done, bytes_total=total)
             result = self._import(view, tmp)
         finally:
@@ -79,13 +89,23 @@ class ImagesServicer(BindsCaller, images_pb2_grpc.ImagesServicer):
 
     def _import(self, view: CallerView, path: str) -> ImportResult:
         """Import the archive at `path`, within the caller's imageBytes quota (the archive
-        is hashed first, so a refused import leaves the store unchanged)."""
+        is hashed first, so a refused import leaves the store unchanged; the hashing stops
+        as soon as it passes what the subtree has left, see `_quota`)."""
+        admit = functools.partial(self.policy.check_import, view)
         if self.quotas is None or view.subtree_of is None:
-            return self.store.import_image(path)
-        with open(path, "rb") as f:
-            digest, size = hash_stream(f)
+            return self.store.import_image(path, admit)
+        room = self.quotas.image_room(view)
+        limit = None
+        if room is not None:  # an image already stored costs nothing: recognise those too
+            limit = max([room.left, *(r.size for r in self.store.list())])
+        try:
+            with open(path, "rb") as f:
+                digest, size = hash_stream(f, limit)
+        except SizeLimitExceeded as e:
+            assert room is not None
+            raise room.exceeded() from e
         with self.quotas.importing(view, image_id_from_digest(digest), size):
-            result = self.store.import_image(path)
+            result = self.store.import_image(path, admit)
             if result.created:
                 self.quotas.imported(view, result.record.image_id, result.record.size)
         return result

@@ -25,16 +25,15 @@ and reissue; keep client certificates short-lived (`days`) where that matters.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import enum
 import ipaddress
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
+from kurma.atomic import write_atomic as _write_atomic
 from kurma.errors import KurmaError, ValidationError
 
 CA_CERT = "ca.crt"
@@ -124,22 +123,6 @@ class CertPaths(NamedTuple):
 
 
 # --------------------------------------------------------------------------- writing files
-
-
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Write `data` to a temporary name beside `path` with `mode` from the start, fsync, rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), mode)  # mkstemp makes 0600; certificates 0644 before the rename
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def _make_dir(path: Path) -> Path:

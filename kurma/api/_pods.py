@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import grpc
 
-from ..aci import ApiAccessIsolator, ApiScope, PodManifest, parse_pod_manifest
+from ..aci import PodManifest, parse_pod_manifest
 from ..errors import ValidationError
 from ..runtime._podrecord import AppState, PodRecord, PodState
 from ..runtime._runtime import PodEvent, PodNotFound, Runtime
@@ -27,6 +27,7 @@ from ._convert import manifest_from_spec, pod_facts, pod_states, pod_to_proto
 from ._exec import serve_exec
 from ._logfmt import fields
 from ._logs import stream_logs
+from ._policy import Action, Policy
 from ._quota import Quotas
 from ._status import ApiError, Code, rpc, status_of
 from .v1 import pods_pb2, pods_pb2_grpc
@@ -116,8 +117,10 @@ class PodsServicer(BindsCaller, pods_pb2_grpc.PodsServicer):
         runtime: Runtime,
         on_created: Callable[[PodRecord], None] | None = None,
         quotas: Quotas | None = None,
+        policy: Policy | None = None,
     ) -> None:
         self.runtime = runtime
+        self.policy = policy or Policy()  # who may create and exec what (_policy.TABLE)
         self.on_created = on_created  # kurmad opens an api-access pod's socket here
         self.quotas = quotas or Quotas(runtime)  # isolators' quotas hold even without defaults
         self._image_names: dict[str, str] = {}
@@ -160,21 +163,18 @@ class PodsServicer(BindsCaller, pods_pb2_grpc.PodsServicer):
     @rpc
     def Create(self, request: pods_pb2.CreatePodRequest, context: grpc.ServicerContext):
         view = self._caller(context)
-        manifest = self._manifest(request)
-        api = next((i for i in manifest.isolators if isinstance(i, ApiAccessIsolator)), None)
-        if api is not None and api.scope is not ApiScope.SUBTREE and not view.host_admin:
-            raise ApiError(
-                Code.PERMISSION_DENIED,
-                f"host/api-access scope {api.scope.value}: only a host-level admin (the "
-                f"system socket or an admin certificate) grants it",
-            )
+        manifest = self.policy.admit(view, self._manifest(request))
         name = self._index.reserve(request.name, manifest)
         try:
             # A `subtree` pod's pods are its children, held to what it holds; a `host` pod
             # (the console) acts for the machine's operator: its pods are the host's.
             with self.quotas.admitting(view, manifest):
                 record = self.runtime.create_pod(
-                    manifest, name=name, parent=view.parent, confine_to=view.subtree_of
+                    manifest,
+                    name=name,
+                    parent=view.parent,
+                    confine_to=self.policy.confine_to(view),
+                    check=self.policy.check_create(view),
                 )
         finally:
             self._index.release(name)
@@ -199,7 +199,9 @@ class PodsServicer(BindsCaller, pods_pb2_grpc.PodsServicer):
 
     @rpc
     def Start(self, request: pods_pb2.PodRef, context: grpc.ServicerContext):
-        record = self._visible(self._caller(context), request.pod)
+        view = self._caller(context)
+        record = self._visible(view, request.pod)
+        self.policy.check(view, Action.START, self.runtime.pod_plan(record.uuid))
         record = self.runtime.start_pod(record.uuid)
         log.info("pod started", extra=fields(pod=record.name, uuid=record.uuid))
         return self._proto(record)
@@ -283,7 +285,9 @@ class PodsServicer(BindsCaller, pods_pb2_grpc.PodsServicer):
         first = next(request_iterator, None)
         if first is None or first.WhichOneof("request") != "start":
             raise ApiError(Code.INVALID_ARGUMENT, "exec: the first request must carry `start`")
-        record = self._visible(self._caller(context), first.start.pod)
+        view = self._caller(context)
+        record = self._visible(view, first.start.pod)
+        self.policy.check(view, Action.EXEC, self.runtime.pod_plan(record.uuid))
         yield from serve_exec(self.runtime, record.uuid, first.start, request_iterator, context)
 
     @rpc

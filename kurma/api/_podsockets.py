@@ -34,35 +34,20 @@ import grpc
 from ..runtime._plan import API_SOCKET_NAME
 from ..runtime._podrecord import PodRecord, PodState
 from ..runtime._runtime import API_DIR, PodEvent, PodNotFound, Runtime
-from ._authz import METHOD_ROLES, Role, _guarded
-from ._caller import HOST_READ, SUBTREE, CallerView, pod_view
+from ._authz import _guarded
+from ._caller import CallerView, pod_view
 from ._logfmt import fields
+from ._policy import may_call, pod_kind
 
 log = logging.getLogger(__name__)
 
-# What a `subtree` pod may never call: the host's trust, the machine. (Images/Delete is
-# allowed: the servicer lets it delete only what its subtree imported, see `_quota`.)
-SUBTREE_DENIED = frozenset(
-    {
-        "/kurma.v1.Trust/Add",
-        "/kurma.v1.Trust/Remove",
-        "/kurma.v1.Host/RestartService",
-        "/kurma.v1.Host/Reboot",
-        "/kurma.v1.Host/Poweroff",
-    }
-)
-
 
 def allowed(scope: str, method: str) -> bool:
-    """Whether a pod with api-access `scope` may call `method` at all (fail closed)."""
-    needed = METHOD_ROLES.get(method)
-    if needed is None:
-        return False
-    if scope == HOST_READ:
-        return needed is Role.READER
-    if scope == SUBTREE:
-        return method not in SUBTREE_DENIED
-    return True
+    """Whether a pod with api-access `scope` may call `method` at all (fail closed): the
+    row of its kind in `_policy.TABLE` (a `subtree` pod never touches the host's trust or
+    the machine; Images/Delete is open: the servicer lets it delete only what its subtree
+    imported, see `_quota`)."""
+    return may_call(pod_kind(scope), method)
 
 
 class ScopeInterceptor(grpc.ServerInterceptor):

@@ -13,7 +13,11 @@ grandparent, and a child's own quota can never let it escape its ancestors'.
   (the store stays the host's and knows no pods): for each image, the importer and its
   ancestors at import time. An image already in the store costs nothing and is not
   recorded (the subtree did not add it). The size is known before the store is touched
-  (the archive is hashed once), so a refused import leaves the store unchanged.
+  (the archive is hashed once), so a refused import leaves the store unchanged. That
+  hashing pass stops as soon as the uncompressed bytes pass what the subtree has left
+  (`image_room`), or the largest stored image when that is more (so an image already
+  stored is still recognised): a 4 MB gzip of 4 GiB of zeros is refused once the bytes
+  it inflates to pass the room (1 GiB by default), none of them written.
 - logBytes: not counted at write time; instead it caps each pod's rotating logs. A pod of
   a subtree with logBytes L (and pods N, when given) keeps at most L/N bytes of logs in
   all: each app's log file rotates at L/N / ((1 + log_keep) x apps), never below podinit's
@@ -21,6 +25,12 @@ grandparent, and a child's own quota can never let it escape its ancestors'.
 
 Over a limit: RESOURCE_EXHAUSTED naming the pod whose quota it is, the quota, its limit
 and the current use.
+
+Defaults (kurmad.yml; `null` or '' for unlimited): a `subtree` pod whose host/api-access
+quota leaves a field out gets `subtree_max_image_bytes` (1 GiB) of imported images and
+`subtree_max_log_bytes` (256 MiB) of logs for its whole subtree; `subtree_max_pods` has no
+default (unlimited). Every import, the host's included, also stops when it would leave
+less than `state_min_free` (10%) of the state filesystem free (the store's `SpaceWatch`).
 """
 
 from __future__ import annotations
@@ -69,6 +79,25 @@ class Imported:
     @property
     def imported_by(self) -> str:
         return self.chain[0]
+
+
+@dataclass(frozen=True)
+class ImageRoom:
+    """What an imageBytes quota up the chain leaves: its holder, limit and use."""
+
+    holder: PodRecord
+    limit: int
+    used: int
+
+    @property
+    def left(self) -> int:
+        return max(0, self.limit - self.used)
+
+    def exceeded(self) -> ApiError:
+        """RESOURCE_EXHAUSTED for an import whose uncompressed bytes passed `left`."""
+        return _exhausted(
+            self.holder, "imageBytes", self.limit, self.used, "bytes", f"more than {self.left}"
+        )
 
 
 class Quotas:
@@ -197,6 +226,23 @@ class Quotas:
 
     # --- images ----------------------------------------------------------------------
 
+    def image_room(self, view: CallerView) -> ImageRoom | None:
+        """The bytes `view`'s subtree may still import: the least left under any imageBytes
+        quota up the chain, with whose it is (None: the host, or no such quota)."""
+        if view.subtree_of is None:
+            return None
+        tightest: ImageRoom | None = None
+        with self._lock:
+            for holder in self._chain(view):
+                limits = self.limits(holder)
+                if limits is None or limits.image_bytes is None:
+                    continue
+                used = self._image_bytes(holder.uuid)
+                room = ImageRoom(holder, limits.image_bytes, used)
+                if tightest is None or room.left < tightest.left:
+                    tightest = room
+        return tightest
+
     @contextmanager
     def importing(self, view: CallerView, image_id: str, size: int) -> Iterator[None]:
         """Hold the book while the image is imported for `view`: RESOURCE_EXHAUSTED when it
@@ -287,7 +333,7 @@ def _own_quota(record: PodRecord) -> SubtreeQuota | None:
 
 
 def _exhausted(
-    holder: PodRecord, key: str, limit: int, used: int, unit: str, asked: int = 1
+    holder: PodRecord, key: str, limit: int, used: int, unit: str, asked: int | str = 1
 ) -> ApiError:
     more = f" and this import needs {asked}" if key == "imageBytes" else ""
     return ApiError(

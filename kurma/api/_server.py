@@ -30,6 +30,7 @@ from ._images import ImagesServicer, TrustServicer
 from ._logfmt import fields
 from ._pods import PodsServicer
 from ._podsockets import PodSockets
+from ._policy import Policy
 from ._quota import Quotas, subtree_defaults
 from ._tcp import interceptors, tcp_server_credentials
 from .v1 import host_pb2, host_pb2_grpc, images_pb2, images_pb2_grpc, pods_pb2, pods_pb2_grpc
@@ -68,8 +69,12 @@ class ApiServer:
         )
         self.quotas = Quotas(runtime, subtree_defaults(config))
         runtime.log_cap = self.quotas.log_cap
-        self.pods = PodsServicer(runtime, on_created=self.pod_sockets.open, quotas=self.quotas)
-        self.images = ImagesServicer(runtime.store, self.events, self.quotas)
+        runtime.store.min_free = config.state_min_free  # imports stop short of a full disk
+        policy = Policy(config.operator_host_volumes, self._service_images)
+        self.pods = PodsServicer(
+            runtime, on_created=self.pod_sockets.open, quotas=self.quotas, policy=policy
+        )
+        self.images = ImagesServicer(runtime.store, self.events, self.quotas, policy)
         self.trust = TrustServicer()
         self.supervisor = supervisor
         self.host = HostServicer(runtime, self.events, config, self.supervisor)
@@ -82,6 +87,11 @@ class ApiServer:
         reflection.enable_server_reflection(
             (*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
         )
+
+    def _service_images(self) -> list[str]:
+        """The images the system services run (their names are the host's to import)."""
+        supervisor = getattr(self, "supervisor", None)
+        return [s.image for s in supervisor.services()] if supervisor is not None else []
 
     def _add_pod_servicers(self, server: grpc.Server, view: CallerView) -> None:
         """A pod's server: the same servicers, bound to the pod's view (no health or

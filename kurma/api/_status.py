@@ -31,6 +31,7 @@ from ..errors import (
 from ..runtime._confine import NotPermitted
 from ..runtime._runtime import PodNotFound, PodStateError
 from ..runtime.launcher import LauncherError
+from ..store import StoreFull
 from ._logfmt import fields
 
 log = logging.getLogger("kurma.api.rpc")
@@ -62,6 +63,7 @@ _RULES: tuple[tuple[type[BaseException], grpc.StatusCode, str], ...] = (
     (AmbiguousImage, Code.INVALID_ARGUMENT, ""),
     (ImageInUse, Code.FAILED_PRECONDITION, "destroy the pods using it first"),
     (DependencyError, Code.FAILED_PRECONDITION, "import its dependencies first"),
+    (StoreFull, Code.RESOURCE_EXHAUSTED, ""),
     (StoreError, Code.FAILED_PRECONDITION, ""),
     (KurmaError, Code.FAILED_PRECONDITION, ""),
     (TimeoutError, Code.DEADLINE_EXCEEDED, ""),

@@ -154,7 +154,7 @@ def session(args: argparse.Namespace) -> Iterator[Session]:
     try:
         yield Session(client, channel, target)
     except ClientError as e:
-        raise CommandError(describe(e, shown)) from None
+        raise CommandError(_tls_problem(e, target, args) or describe(e, shown)) from None
     finally:
         client.close()
 
@@ -180,6 +180,16 @@ def _channel(target: str, args: argparse.Namespace) -> grpc.Channel:
 def _read(path: str) -> bytes:
     with open(path, "rb") as f:
         return f.read()
+
+
+def _tls_problem(error: ClientError, target: str, args: argparse.Namespace) -> str | None:
+    """For a tcp:// target that failed to connect: which certificate check failed."""
+    if error.code != "UNAVAILABLE" or not target.startswith("tcp://"):
+        return None
+    from kurma.client._tlsdiag import diagnose
+
+    reason = diagnose(target[len("tcp://") :], args.cert, args.key, args.ca)
+    return f"cannot connect to kurmad at {target}: {reason}" if reason else None
 
 
 def describe(error: ClientError, shown: str) -> str:

@@ -12,11 +12,29 @@ for the API's TCP listener (mutual TLS only). Offline: files in, files out, no d
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kurma.api._pki import CertPaths
 
 # Kept literal so that building the parser imports nothing from kurma.api (test_pki checks it
 # matches kurma.api._pki.Role).
 ROLE_CHOICES = ("reader", "operator", "admin")
+DEFAULT_PORT = 7443
+
+ROLES_HELP = """roles (kurma.api._policy.TABLE decides, for certificates and pods' sockets alike):
+  reader    read only: list, inspect, logs, events, wait, stats.
+  operator  pods and images within the operator policy: no os/linux/privileged, no host
+            namespaces, no host devices, no capabilities beyond the default set, no seccomp
+            off or loosened, oom-score-adj >= 0, host/api-access at most subtree, and host
+            volumes only under the prefixes kurmad.yml lists in operator_host_volumes
+            (default: none; symlinks resolved). Start and exec only pods within that
+            policy; import images, but not under the names system services run (nor
+            kurma.io/...); restart services. No trust, no reboot or power off.
+  admin     everything, like root on kurmad's unix socket: privileged pods, any volume,
+            host-read/host api-access, trust, reboot and power off."""
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -40,7 +58,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "server", help="kurmad's certificate (server.crt, server.key, ca.crt in --out)"
     )
     client = kinds.add_parser(
-        "client", help="a client certificate with a role (NAME.crt, NAME.key, ca.crt in --out)"
+        "client",
+        help="a client certificate with a role (NAME.crt, NAME.key, ca.crt in --out)",
+        epilog=ROLES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     for cmd in (server, client):
         cmd.add_argument("--dir", type=Path, required=True, help="the CA directory")
@@ -65,9 +86,17 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         metavar="ADDR",
         help="an IP address clients connect to (repeatable)",
     )
+    server.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help=f"the port of the kurmad line it prints (default {DEFAULT_PORT})",
+    )
     server.set_defaults(run=run_issue_server)
     client.add_argument("--name", required=True, help="who holds it (the subject CN, file names)")
-    client.add_argument("--role", required=True, choices=ROLE_CHOICES, help="what it may do")
+    client.add_argument(
+        "--role", required=True, choices=ROLE_CHOICES, help="what it may do (see below)"
+    )
     client.set_defaults(run=run_issue_client)
 
 
@@ -87,7 +116,8 @@ def run_init(args: argparse.Namespace) -> int:
 
     paths = init_ca(args.dir, common_name=args.common_name, days=args.days, force=args.force)
     _print_written(paths, ca_is_cert=True)
-    print(f"next: kurmactl pki issue server --dir {args.dir} --host NAME --ip ADDR")
+    directory = shlex.quote(str(Path(args.dir).absolute()))
+    print(f"next: kurmactl pki issue server --dir {directory} --host NAME --ip ADDR")
     return 0
 
 
@@ -97,16 +127,40 @@ def run_issue_server(args: argparse.Namespace) -> int:
 
     if not args.hosts and not args.ips:
         raise ValidationError("--host/--ip", "give at least one --host NAME or --ip ADDR")
+    if not 1 <= args.port <= 65535:
+        raise ValidationError("--port", f"must be in 1..65535, not {args.port}")
     paths = issue_server(
         args.dir, args.out or args.dir, args.hosts, args.ips, args.days, force=args.force
     )
     _print_written(paths)
     names = ", ".join([*args.hosts, *args.ips])
-    print(
-        f"server certificate for {names}: kurmad --listen ADDR:PORT --tls-cert {paths.cert} "
-        f"--tls-key {paths.key} --tls-ca {paths.ca}"
-    )
+    print(f"server certificate for {names}; start kurmad with:")
+    print("  " + kurmad_line(paths, args.ips, args.port))
+    print("or put in /etc/kurma/kurmad.yml:")
+    for key, value in kurmad_settings(paths, args.ips, args.port).items():
+        print(f"  {key}: {value}")
     return 0
+
+
+def kurmad_settings(paths: CertPaths, ips: list[str], port: int) -> dict[str, str]:
+    """kurmad's TCP listener settings for a server certificate: absolute paths, and the
+    first --ip as the address (0.0.0.0, every address, with host names only)."""
+    address = ips[0] if ips else "0.0.0.0"
+    host = f"[{address}]" if ":" in address else address
+    return {
+        "listen": f"{host}:{port}",
+        "tls_cert": str(Path(paths.cert).absolute()),
+        "tls_key": str(Path(paths.key).absolute()),
+        "tls_ca": str(Path(paths.ca).absolute()),
+    }
+
+
+def kurmad_line(paths: CertPaths, ips: list[str], port: int) -> str:
+    """`kurmad --listen ... --tls-cert ... --tls-key ... --tls-ca ...`, quoted for a shell."""
+    words = ["kurmad"]
+    for key, value in kurmad_settings(paths, ips, port).items():
+        words += ["--" + key.replace("_", "-"), value]
+    return shlex.join(words)
 
 
 def run_issue_client(args: argparse.Namespace) -> int:

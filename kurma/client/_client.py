@@ -204,6 +204,9 @@ class Client:
                 grpc.channel_ready_future(channel).result(timeout=timeout)
             except grpc.FutureTimeoutError:
                 channel.close()
+                reason = _tls_reason(address, cert, key, ca) if tls else None
+                if reason is not None:
+                    raise Unavailable(f"cannot connect to kurmad at {target}: {reason}") from None
                 raise Unavailable(f"no kurmad answers on {target} (waited {timeout:g} s)") from None
         return cls(channel, target)
 
@@ -390,6 +393,13 @@ def _call(method: Any, request: Any, timeout: float | None = None) -> Any:
         return method(request, timeout=timeout)
     except grpc.RpcError as e:
         raise from_rpc_error(e) from None
+
+
+def _tls_reason(address: str, cert: str | None, key: str | None, ca: str | None) -> str | None:
+    """Which certificate check failed, in words (None: not a certificate problem)."""
+    from ._tlsdiag import diagnose
+
+    return diagnose(address, cert, key, ca) if cert and key and ca else None
 
 
 def _tls_credentials(cert: str | None, key: str | None, ca: str | None) -> grpc.ChannelCredentials:

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..atomic import write_atomic
 from .config import Dns, Interface, Network, Route
 
 log = logging.getLogger(__name__)
@@ -62,11 +63,7 @@ def write_resolv_conf(dns: Dns, path: str = RESOLV_CONF) -> bool:
     if not dns.servers and not dns.search:
         return False
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(render_resolv_conf(dns))
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    write_atomic(path, render_resolv_conf(dns), 0o644, sync=False)
     return True
 
 

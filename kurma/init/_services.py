@@ -6,9 +6,9 @@ console in a later step by rewriting the file.
 
 - `kurmad.yml`: kurmad's settings from the boot config (state and pods dirs from the disks
   step, the TCP listener, anything under the `kurmad` key), plus where the two files below are.
-- `services.yml`: the system services as data (format: kurma/services/README.md), built from
-  the boot config's own keys (`console`, `ntp`, `log_forwarding`, DHCP interfaces from
-  `network`) and its `services`.
+- `services.yml`: the system services as data (format: kurma/services/README.md): the
+  `ServiceSpec`s of the boot config's own keys (`console`, `ntp`, `log_forwarding`, DHCP
+  interfaces from `network`) and of its `services`, written by kurma.services' one writer.
 - `boot-log.json`: the steps with their outcomes and durations, and the boot config's problems.
 """
 
@@ -20,8 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..atomic import write_atomic
+from ..backoff import Backoff
 from ..documents import dump_json_document
-from .config import BootConfig, ConfigProblem, DiskRole, Service
+from ..services import ServicesFile, ServiceSpec, VolumeSpec
+from .config import BootConfig, ConfigProblem, DiskRole
 
 RUN_DIR = "/run/kurma"
 IMAGE_PREFIX = "kurma.io/"
@@ -35,13 +38,10 @@ class Facts:
     network_ready: bool = True  # the host_network step succeeded
 
 
-def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+def write_file(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """One of kurmad's files, atomically (run dir in tmpfs: no fsync)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        os.fchmod(f.fileno(), mode)
-    os.replace(tmp, path)
+    write_atomic(path, data, mode, sync=False)
 
 
 # --- kurmad's settings -----------------------------------------------------------------------
@@ -73,31 +73,6 @@ def kurmad_settings(config: BootConfig, run_dir: Path, roles: dict[Any, str]) ->
 # --- the services ----------------------------------------------------------------------------
 
 
-def _entry(
-    image: str,
-    *,
-    environment: dict[str, str] | None = None,
-    isolators: dict[str, Any] | None = None,
-    volumes: dict[str, dict[str, Any]] | None = None,
-    depends_on: list[str] | None = None,
-    provides: list[str] | None = None,
-    restart: str = "always",
-    backoff: dict[str, float] | None = None,
-) -> dict[str, Any]:
-    entry: dict[str, Any] = {"image": image, "restart": restart}
-    for key, value in (
-        ("environment", environment),
-        ("isolators", isolators),
-        ("volumes", volumes),
-        ("depends_on", depends_on),
-        ("provides", provides),
-        ("backoff", backoff),
-    ):
-        if value:
-            entry[key] = value
-    return entry
-
-
 def console_auth(config: BootConfig, auth_dir: Path) -> str:
     """Writes what the console image reads from its `auth` volume; says which login it is."""
     auth_dir.mkdir(parents=True, exist_ok=True)
@@ -106,65 +81,37 @@ def console_auth(config: BootConfig, auth_dir: Path) -> str:
     for name in ("shadow", "autologin"):
         (auth_dir / name).unlink(missing_ok=True)
     if console.autologin:
-        write_atomic(auth_dir / "autologin", b"root\n", 0o600)
+        write_file(auth_dir / "autologin", b"root\n", 0o600)
         return "autologin"
     hash_ = console.password_hash or "!"  # `!`: no password login at all
-    write_atomic(auth_dir / "shadow", f"root:{hash_}:0:0:99999:7:::\n".encode(), 0o600)
+    write_file(auth_dir / "shadow", f"root:{hash_}:0:0:99999:7:::\n".encode(), 0o600)
     return "password" if console.password_hash else "locked"
-
-
-def _extra(service: Service) -> dict[str, Any]:
-    entry: dict[str, Any] = {
-        "image": service.image,
-        "enabled": service.enabled,
-        "restart": service.restart.value,
-        "backoff": {
-            "initial": service.backoff.initial,
-            "maximum": service.backoff.maximum,
-            "factor": service.backoff.factor,
-        },
-    }
-    if service.exec is not None:
-        entry["exec"] = list(service.exec)
-    if service.environment:
-        entry["environment"] = dict(service.environment)
-    if service.isolators:
-        entry["isolators"] = dict(service.isolators)
-    if service.depends_on:
-        entry["depends_on"] = list(service.depends_on)
-    if service.health is not None:
-        entry["health"] = {
-            "command": list(service.health.command),
-            "interval": service.health.interval,
-            "timeout": service.health.timeout,
-            "retries": service.health.retries,
-        }
-    return entry
 
 
 def system_services(
     config: BootConfig, facts: Facts, run_dir: Path, *, console: bool, services: bool = True
-) -> dict[str, Any]:
+) -> ServicesFile:
     """services.yml's content. The console step writes it with the console alone
     (`services` false), before the network is set up; the services step adds the others."""
     if not services:
-        return {"ready": [], "services": _console_only(config, run_dir) if console else {}}
+        return ServicesFile(_console_only(config, run_dir) if console else {})
     return _with_services(config, facts, run_dir, console=console)
 
 
-def _console_only(config: BootConfig, run_dir: Path) -> dict[str, Any]:
+def _console_only(config: BootConfig, run_dir: Path) -> dict[str, ServiceSpec]:
     if "console" in config.services:  # a configured service may replace the built-in one
-        return {"console": _extra(config.services["console"])}
-    return {"console": _console_entry(config, run_dir)} if config.console.enabled else {}
+        return {"console": config.services["console"]}
+    return {"console": _console_spec(config, run_dir)} if config.console.enabled else {}
 
 
 CONSOLE_AUTH_DIR = "console-auth"  # under the run dir; written once, by the console step
 
 
-def _console_entry(config: BootConfig, run_dir: Path) -> dict[str, Any]:
+def _console_spec(config: BootConfig, run_dir: Path) -> ServiceSpec:
     auth = run_dir / CONSOLE_AUTH_DIR
     ttys = list(config.console.ttys)
-    return _entry(
+    return ServiceSpec(
+        "console",
         IMAGE_PREFIX + "console",
         environment={"CONSOLE_TTYS": " ".join(ttys)},
         isolators={
@@ -174,47 +121,49 @@ def _console_entry(config: BootConfig, run_dir: Path) -> dict[str, Any]:
             # ... here; a console pod costs no network namespace of its own to start).
             "os/linux/namespaces": {"uts": "host", "net": "host"},
         },
-        volumes={"auth": {"source": str(auth), "readOnly": True}},
-        backoff={"initial": 0.5, "maximum": 5.0, "factor": 2.0},
+        volumes={"auth": VolumeSpec(str(auth), read_only=True)},
+        backoff=Backoff(initial=0.5, maximum=5.0, factor=2.0),
     )
 
 
 def _with_services(
     config: BootConfig, facts: Facts, run_dir: Path, *, console: bool
-) -> dict[str, Any]:
-    services: dict[str, Any] = {}
-    ready = ["network"] if facts.network_ready and not facts.dhcp_interfaces else []
+) -> ServicesFile:
+    services: dict[str, ServiceSpec] = {}
+    ready = ("network",) if facts.network_ready and not facts.dhcp_interfaces else ()
     if facts.dhcp_interfaces:
         resolv = run_dir / "resolv"
         resolv.mkdir(parents=True, exist_ok=True)
-        services["dhcp"] = _entry(
+        services["dhcp"] = ServiceSpec(
+            "dhcp",
             IMAGE_PREFIX + "dhcp",
             environment={"DHCP_INTERFACES": " ".join(facts.dhcp_interfaces)},
-            volumes={"resolv": {"source": str(resolv)}},
-            provides=["network"],
+            volumes={"resolv": VolumeSpec(str(resolv))},
+            provides=("network",),
         )
     if config.ntp.servers:
-        services["ntp"] = _entry(
+        services["ntp"] = ServiceSpec(
+            "ntp",
             IMAGE_PREFIX + "ntp",
             environment={"NTP_SERVERS": " ".join(config.ntp.servers)},
-            depends_on=["network"],
-            provides=["clock"],
+            depends_on=("network",),
+            provides=("clock",),
         )
     if config.log_forwarding.target:
-        services["syslog"] = _entry(
+        services["syslog"] = ServiceSpec(
+            "syslog",
             IMAGE_PREFIX + "syslog",
             environment={
                 "SYSLOG_TARGET": config.log_forwarding.target,
                 "SYSLOG_PROTOCOL": config.log_forwarding.protocol.value,
             },
             isolators={"host/api-access": {"scope": "host-read"}},
-            depends_on=["network"],
+            depends_on=("network",),
         )
     if console and config.console.enabled:
-        services["console"] = _console_entry(config, run_dir)
-    for name, service in config.services.items():
-        services[name] = _extra(service)  # a configured service may replace a built-in one
-    return {"ready": ready, "services": services}
+        services["console"] = _console_spec(config, run_dir)
+    services.update(config.services)  # a configured service may replace a built-in one
+    return ServicesFile(services, ready)
 
 
 # --- the boot log ----------------------------------------------------------------------------

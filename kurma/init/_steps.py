@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..reaper import Reaper
+from ..services import ServicesFile, write_services_file
 from . import _disks, _kmsg, _modules, _mounts, _network, _seed, _services
 from ._log import since_start
 from ._signals import SignalPipe, disable_ctrl_alt_del
@@ -421,17 +422,17 @@ def write_boot_log(ctx: BootContext) -> None:
     if ctx.run_dir is None or ctx.boot_log is None:
         return
     document = _services.boot_log_document(ctx.boot_log.to_plain(), ctx.problems)
-    _services.write_atomic(Path(ctx.run_dir) / "boot-log.json", document)
+    _services.write_file(Path(ctx.run_dir) / "boot-log.json", document)
 
 
-def _write_services(ctx: BootContext, console: bool, services: bool) -> dict[str, Any]:
+def _write_services(ctx: BootContext, console: bool, services: bool) -> ServicesFile:
     assert ctx.run_dir is not None
     network_ok = ctx.boot_log is None or ctx.boot_log.outcome("host_network") is Outcome.OK
     facts = _services.Facts(list(ctx.dhcp_interfaces), network_ok)
     data = _services.system_services(
         ctx.config, facts, Path(ctx.run_dir), console=console, services=services
     )
-    _services.write_atomic(Path(ctx.run_dir) / "services.yml", _services.dump_document(data))
+    write_services_file(Path(ctx.run_dir) / "services.yml", data)
     return data
 
 
@@ -466,10 +467,8 @@ def start_kurmad(ctx: BootContext) -> str:
     if ctx.run_dir is not None:
         run_dir = Path(ctx.run_dir)
         settings = _services.kurmad_settings(ctx.config, run_dir, ctx.disks.roles)
-        _services.write_atomic(run_dir / "kurmad.yml", _services.dump_document(settings))
-        _services.write_atomic(
-            run_dir / "services.yml", _services.dump_document({"ready": [], "services": {}})
-        )
+        _services.write_file(run_dir / "kurmad.yml", _services.dump_document(settings))
+        write_services_file(run_dir / "services.yml", ServicesFile())
         write_boot_log(ctx)
         if ctx.machine_init:
             preload_imports()  # for host_network, while the console starts
@@ -488,7 +487,7 @@ def start_services(ctx: BootContext) -> str:
         raise StepSkipped("no run directory (test mode): no services file")
     console = ctx.boot_log is None or ctx.boot_log.outcome("console") is Outcome.OK
     data = _write_services(ctx, console=console, services=True)
-    names = [n for n in data["services"] if n != "console" or not console]
+    names = [n for n in data.services if n != "console" or not console]
     return f"{len(names)} handed to kurmad: {', '.join(names) or '-'}"
 
 

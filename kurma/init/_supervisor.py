@@ -2,8 +2,9 @@
 
 The supervisor never blocks and never waits on its own: the reaper calls `_exited` when the
 child ends, and the main loop calls `tick()` at `next_deadline()` to restart it. Backoff is
-1 s doubling to 30 s, and back to 1 s once the child stayed up 60 s (all in `Backoff`); time
-comes from a clock given to it, so tests of the policy take no real time.
+1 s doubling to 30 s, and back to 1 s once the child stayed up 60 s (`KURMAD_BACKOFF`, the
+tree's one `Backoff`); time comes from a clock given to it, so tests of the policy take no
+real time.
 
 Stop is SIGTERM, a grace period, then SIGKILL; `stop()` needs a `pump(seconds)` that waits
 at most that long and lets the reaper run (the main loop's signal wait, in PID 1).
@@ -21,6 +22,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from ..backoff import Backoff
 from ..reaper import Reaper, describe_status
 from ._procstat import stat_fields
 
@@ -30,14 +32,7 @@ Clock = Callable[[], float]
 Pump = Callable[[float], None]
 
 
-@dataclass(frozen=True)
-class Backoff:
-    """Restart delays: `initial` doubling up to `maximum`, reset after `reset_after` up."""
-
-    initial: float = 1.0
-    maximum: float = 30.0
-    reset_after: float = 60.0
-    factor: float = 2.0
+KURMAD_BACKOFF = Backoff(initial=1.0, maximum=30.0, reset=60.0)
 
 
 class State(enum.Enum):
@@ -66,7 +61,7 @@ class Supervisor:
         name: str,
         argv: Sequence[str],
         reaper: Reaper,
-        backoff: Backoff = Backoff(),
+        backoff: Backoff = KURMAD_BACKOFF,
         grace: float = 10.0,
         clock: Clock = time.monotonic,
         env: Mapping[str, str] | None = None,
@@ -88,7 +83,7 @@ class Supervisor:
         self.restarts = 0
         self.last_status: int | None = None
         self.history: collections.deque[Change] = collections.deque(maxlen=history)
-        self._delay = backoff.initial
+        self._failures = 0  # quick failures in a row: the backoff's count
 
     def __str__(self) -> str:
         return f"service[{self.name}]"
@@ -138,9 +133,9 @@ class Supervisor:
 
     def _schedule_restart(self, uptime: float, why: str) -> None:
         if uptime >= self.backoff.reset_after:
-            self._delay = self.backoff.initial
-        delay = self._delay
-        self._delay = min(self._delay * self.backoff.factor, self.backoff.maximum)
+            self._failures = 0
+        self._failures += 1
+        delay = self.backoff.delay(self._failures)
         self.restart_at = self.clock() + delay
         self._set(State.WAITING, f"{why}; restart in {delay:g}s")
 

@@ -20,13 +20,14 @@ import sys
 import time
 from typing import TextIO
 
+from ..backoff import Backoff
 from ..reaper import Reaper
 from ._log import setup_console_logging
 from ._services import RUN_DIR
 from ._shutdown import kill_all, unmount_all
 from ._signals import SHUTDOWN_SIGNALS, Action, kernel_reboot
 from ._steps import BootContext, Step, StepRunner, boot_plan, write_boot_log
-from ._supervisor import Backoff, Supervisor
+from ._supervisor import Supervisor
 from .config import INITRD_FILE
 
 log = logging.getLogger("kurma.init")
@@ -86,7 +87,9 @@ def run(args: argparse.Namespace, console: TextIO, reaper: Reaper) -> int:
         cmdline=args.cmdline,
         run_dir=run_dir,
     )
-    backoff = Backoff(args.restart_initial, args.restart_max, args.restart_reset)
+    backoff = Backoff(
+        initial=args.restart_initial, maximum=args.restart_max, reset=args.restart_reset
+    )
     ctx.kurmad = Supervisor("kurmad", shlex.split(args.kurmad_command), reaper, backoff)
     runner = StepRunner(console)
     ctx.boot_log = runner.boot_log

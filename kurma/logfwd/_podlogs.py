@@ -20,8 +20,8 @@ import threading
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
+from ..backoff import Backoff
 from ..client import Client, ClientError, NotFound, Stream, pods_pb2
-from ._sender import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ class PodLogSource:
         self.stop = stop
         self.exclude = set(exclude)  # pod UUIDs or names
         self.backoff = backoff or Backoff(0.5, 10.0)
+        self._failures = 0  # failed connections in a row: the backoff's count
         self.thread = threading.Thread(target=self.run, name="pods", daemon=True)
         self._lock = threading.Lock()
         self._client: Client | None = None
@@ -89,14 +90,15 @@ class PodLogSource:
             else:
                 try:
                     self._serve(client)
-                    self.backoff.reset()
+                    self._failures = 0
                 except ClientError as e:
                     if not self.stop.is_set():
                         log.warning("pod logs: lost kurmad: %s", e)
                 finally:
                     self._disconnect(client)
             if not self.stop.is_set():
-                self.stop.wait(self.backoff.next())
+                self._failures += 1
+                self.stop.wait(self.backoff.delay(self._failures))
 
     def _serve(self, client: Client) -> None:
         """Follow what exists and what comes, until the event stream ends."""

@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from ..backoff import Backoff
 from ._rfc5424 import UDP_MAX, octet_frame, truncate
 
 log = logging.getLogger(__name__)
@@ -38,22 +39,7 @@ class PartialWrite(OSError):
         self.done = done
 
 
-class Backoff:
-    """Waits that double from `initial` up to `maximum`; `reset()` after a success."""
-
-    def __init__(self, initial: float = 0.2, maximum: float = 30.0) -> None:
-        if not 0 < initial <= maximum:
-            raise ValueError(f"backoff: need 0 < initial ({initial}) <= maximum ({maximum})")
-        self.initial, self.maximum = initial, maximum
-        self._next = initial
-
-    def next(self) -> float:
-        wait = self._next
-        self._next = min(self._next * 2, self.maximum)
-        return wait
-
-    def reset(self) -> None:
-        self._next = self.initial
+RECONNECT = Backoff(0.2, 30.0)  # waits between connection attempts: doubling up to 30 s
 
 
 class Sender:
@@ -75,7 +61,8 @@ class Sender:
             raise ValueError("the buffer needs room for at least one message")
         self.host, self.port = host, port
         self.max_messages, self.max_bytes = max_messages, max_bytes
-        self.backoff = backoff or Backoff()
+        self.backoff = backoff or RECONNECT
+        self._failures = 0  # failed connections in a row: the backoff's count
         self.notice = notice
         self.sent = 0
         self.dropped_total = 0
@@ -154,12 +141,12 @@ class Sender:
         try:
             self._sock = self._connect(timeout)
         except OSError as e:
-            wait = self.backoff.next()
+            wait = self._retry_delay()
             log.warning("%s: cannot connect (%s); retrying in %.1f s", self, e, wait)
             self._sleep(wait)
             return False
         log.info("%s: connected", self)
-        self.backoff.reset()
+        self._failures = 0
         with self._cond:
             dropped, self._dropped = self._dropped, 0
         if dropped and self.notice is not None:
@@ -218,7 +205,11 @@ class Sender:
     def _lost(self, error: OSError) -> None:
         log.warning("%s: connection lost (%s)", self, error)
         self._disconnect()
-        self._sleep(self.backoff.next())
+        self._sleep(self._retry_delay())
+
+    def _retry_delay(self) -> float:
+        self._failures += 1
+        return self.backoff.delay(self._failures)
 
     def _disconnect(self) -> None:
         if self._sock is not None:

@@ -10,6 +10,9 @@ what the launcher would really do:
 - `host/api-access` at most `subtree` (host-read and host come only from a host admin);
 - capabilities only within the union of the creator's apps' sets;
 - no-new-privileges stays on when every app of the creator has it;
+- oom-score-adj no lower than the lowest of the creator's apps (an app without the
+  isolator has kurmad's own score, so under a creator with a higher score the new pod's
+  apps must ask for one);
 - seccomp: every app of the new pod must be at least as filtered as some app of the
   creator: no filter only under an unfiltered creator; under a remove-set (blocked list) it
   must block all of those too (a remove-set that is a superset, or a retain-set allowing
@@ -49,7 +52,7 @@ from dataclasses import replace
 
 from ..aci import ApiScope, PodManifest, SubtreeQuota, Volume, VolumeKind
 from ..errors import KurmaError
-from ._plan import API_VOLUME, PodPlan, SeccompPlan
+from ._plan import API_VOLUME, PodPlan, SeccompPlan, own_oom_score_adj
 from ._volumes import Steps, VolumeBind, open_source
 from .linux import Capability
 
@@ -165,6 +168,7 @@ def check_within(child: PodPlan, parent: PodPlan) -> None:
         )
     caps = frozenset().union(*(a.capabilities for a in parent.apps))
     nnp = all(a.no_new_privileges for a in parent.apps)
+    check_oom_within({a.name: a.oom_score_adj for a in child.apps}, parent)
     for app in child.apps:
         extra_caps = app.capabilities - caps
         if extra_caps:
@@ -180,6 +184,25 @@ def check_within(child: PodPlan, parent: PodPlan) -> None:
                 f"app {app.name!r}: its seccomp filter is looser than any of {who}'s apps' "
                 f"(give it {who}'s filter or a stricter one)"
             )
+
+
+def check_oom_within(scores: dict[str, int | None], parent: PodPlan) -> None:
+    """NotPermitted for an app of a new pod whose oom_score_adj (None: kurmad's own, which
+    it inherits) is below the lowest of `parent`'s apps (called at create before anything
+    exists, and again by check_within on the plan)."""
+    lowest = min(_oom(a.oom_score_adj) for a in parent.apps)
+    for name, score in scores.items():
+        if _oom(score) < lowest:
+            asked = f"unset (kurmad's own, {_oom(None)})" if score is None else str(score)
+            raise NotPermitted(
+                f"app {name!r}: os/linux/oom-score-adj {asked} is below pod {parent.name}'s "
+                f"({lowest}); give it {lowest} or more"
+            )
+
+
+def _oom(score: int | None) -> int:
+    """An app's oom_score_adj: its isolator's, else what it inherits (kurmad's own)."""
+    return own_oom_score_adj() if score is None else score
 
 
 def _within(child: SeccompPlan | None, parent: SeccompPlan | None) -> bool:

@@ -14,6 +14,8 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from ..atomic import write_atomic
+
 HOSTS_NAME = "hosts"
 RESOLV_CONF_NAME = "resolv.conf"
 
@@ -112,20 +114,9 @@ def write_pod_etc(
     resolv = host_resolv_conf() if nameservers is None else resolv_conf_content(nameservers)
     hosts = os.path.join(pod_dir, HOSTS_NAME)
     resolv_conf = os.path.join(pod_dir, RESOLV_CONF_NAME)
-    _write_atomic(hosts, hosts_content(pod_name))
-    _write_atomic(resolv_conf, resolv)
+    write_atomic(hosts, hosts_content(pod_name), sync=False)
+    write_atomic(resolv_conf, resolv, sync=False)
     return EtcFiles(hosts, resolv_conf)
-
-
-def _write_atomic(path: str, text: str) -> None:
-    """Write to a temporary name and rename into place (DESIGN: every write is atomic)."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    try:
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
 
 
 def _check_name(value: str) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno as errnos
 import functools
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from ..aci import (
@@ -35,6 +35,7 @@ from ..aci import (
     SeccompRemoveSet,
     SeccompRetainSet,
     SysctlIsolator,
+    UnknownIsolator,
     VolumeKind,
 )
 from ..errors import ValidationError
@@ -163,8 +164,13 @@ def plan_pod(
     pids_max: int | None = None,
     api_dir: str | None = None,
     beneath: Beneath | None = None,
+    bounding: frozenset[int] | None = None,
 ) -> PodPlan:
     """Judge every isolator and resolve every app; raises ValidationError naming the culprit.
+
+    Pod-level capabilities and seccomp isolators bound every app (see `_PodSecurity`);
+    `bounding`: the capabilities this process can hand on (default: its own bounding and
+    permitted sets); one a retain-set names explicitly beyond them is an error here.
 
     `api_dir`: the pod's API directory (kurmad serves `api.sock` in it). A pod with
     host/api-access gets it bound read-only at /run/kurma in every app, and KURMA_HOST set;
@@ -174,13 +180,17 @@ def plan_pod(
     report: list[IsolatorOutcome] = []
     host_ns = _host_namespaces(pod, apps, report)
     pod_caps = _pod_grants(pod.isolators, "pod", report)
+    security = _pod_security(
+        pod.isolators, report, held_capabilities() if bounding is None else bounding
+    )
     pod_limits = _limits(pod.isolators, "pod", report, pids_max)
     api = next((i for i in pod.isolators if isinstance(i, ApiAccessIsolator)), None)
     if api is None:
         api_dir = None
     planned = tuple(
         _plan_app(
-            pod, item, pod_dir, etc, metadata_url, host_ns, pod_caps, report, api_dir, beneath
+            pod, item, pod_dir, etc, metadata_url, host_ns, pod_caps, report, api_dir,
+            beneath, security,
         )
         for item in apps
     )
@@ -193,6 +203,54 @@ def plan_pod(
             for o in report
         ]
     return PodPlan(uuid, name, pod_dir, host_ns, pod_limits, planned, tuple(report), api)
+
+
+def precheck_pod(
+    pod: PodManifest,
+    image_app: Callable[[RuntimeApp], App | None],
+    *,
+    bounding: frozenset[int] | None = None,
+) -> dict[str, int | None]:
+    """Judge what can be judged from the manifests alone, before anything exists (no pod
+    directory, no held image, no cgroup): NUL bytes, an app with nothing to run, and every
+    isolator (capabilities and seccomp within the pod's, sysctls, limits), as `plan_pod`
+    will. `image_app(app)`: the `app` section of the app's image (ImageNotFound if none).
+    Returns each app's oom_score_adj (None: inherited), for `_confine.check_oom_within`."""
+    check_strings(pod, "pod manifest")
+    report: list[IsolatorOutcome] = []
+    bounding = held_capabilities() if bounding is None else bounding
+    inputs = []
+    for runtime_app in pod.apps:
+        app = runtime_app.app or image_app(runtime_app)
+        if app is None:
+            raise ValidationError(
+                f"app {runtime_app.name!r}",
+                "neither the pod nor the image says how to run it (no `app` section)",
+            )
+        if not app.exec:
+            raise ValidationError(f"app {runtime_app.name!r} exec", "no command to run")
+        check_app_strings(runtime_app.name, app)
+        inputs.append((runtime_app.name, app))
+    host_ns = frozenset(
+        ns
+        for iso in (*pod.isolators, *(i for _, app in inputs for i in app.isolators))
+        if isinstance(iso, NamespacesIsolator)
+        for ns in iso.host
+    )
+    pod_grants = _pod_grants(pod.isolators, "pod", report)
+    security = _pod_security(pod.isolators, report, bounding)
+    _limits(pod.isolators, "pod", report, None)
+    scores: dict[str, int | None] = {}
+    for name, app in inputs:
+        privileged = _pod_grants(app.isolators, name, report).over(pod_grants).privileged
+        _capabilities(app.isolators, name, report, privileged, security)
+        _no_new_privileges(app.isolators, pod.isolators, name, report, privileged)
+        _seccomp(app.isolators, name, report, privileged, security)
+        _sysctls((*pod.isolators, *app.isolators), name, report, host_ns)
+        _limits(app.isolators, name, report, None)
+        oom = _oom_score(app.isolators, pod.isolators, name, bounding)
+        scores[name] = None if oom is None else oom.score
+    return scores
 
 
 def _effective_app(item: AppInput) -> App:
@@ -216,23 +274,28 @@ def _plan_app(
     report: list[IsolatorOutcome],
     api_dir: str | None = None,
     beneath: Beneath | None = None,
+    security: _PodSecurity | None = None,
 ) -> AppPlan:
     name = item.app.name
     app = _effective_app(item)
     if not app.exec:
         raise ValidationError(f"app {name!r} exec", "no command to run")
+    check_app_strings(name, app)
+    security = security or _PodSecurity(bounding=frozenset(int(c) for c in Capability))
     isolators = app.isolators
     grants = _pod_grants(isolators, name, report).over(pod_grants)
     privileged = grants.privileged
-    caps = _capabilities(isolators, name, report, privileged)
+    caps = _capabilities(isolators, name, report, privileged, security)
     nnp = _no_new_privileges(isolators, pod.isolators, name, report, privileged)
-    seccomp = _seccomp(isolators, name, report, privileged)
+    seccomp = _seccomp(isolators, name, report, privileged, security)
     sysctls = _sysctls((*pod.isolators, *isolators), name, report, host_ns)
-    oom = _last(isolators, OOMScoreAdjIsolator) or _last(pod.isolators, OOMScoreAdjIsolator)
+    oom = _oom_score(isolators, pod.isolators, name, security.bounding)
     if oom is not None:
         report.append(IsolatorOutcome(name, oom.name, True, f"oom_score_adj {oom.score}"))
     identity = resolve_identity(item.tree, name, app)
-    retain_given = _last(isolators, CapabilitiesRetainSet) is not None
+    retain_given = (
+        _last(isolators, CapabilitiesRetainSet) is not None or security.caps_retain is not None
+    )
     handlers = {h.name: h.exec for h in app.event_handlers}
     run_dir = os.path.join(pod_dir, "apps", name)
     spec = rootfs_spec(
@@ -271,6 +334,37 @@ def _plan_app(
         post_stop=handlers.get("post-stop"),
         limits=_limits(isolators, name, report, None),
     )
+
+
+def check_strings(value: object, path: str) -> None:
+    """ValidationError naming the first string with a NUL byte anywhere in `value` (a
+    manifest or a part of it, walked through its dataclass fields, tuples and maps).
+
+    The parser refuses NUL already; this holds for manifests built in Python too (a
+    service's, a RunSpec's), and for images stored before the parser did. Every such
+    string may reach a syscall (argv, environment, paths, sysctls, names, annotations
+    that become files), so it is refused at create, before anything exists."""
+    if isinstance(value, str):
+        if "\0" in value:
+            raise ValidationError(path, "contains a NUL byte")
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            check_strings(key, f"{path}.{key!r}")
+            check_strings(item, f"{path}.{key}")
+    elif isinstance(value, tuple | list):
+        for i, item in enumerate(value):
+            check_strings(item, f"{path}[{i}]")
+    elif hasattr(value, "__dataclass_fields__"):
+        for name in value.__dataclass_fields__:
+            check_strings(getattr(value, name), f"{path}.{name}")
+
+
+def check_app_strings(name: str, app: App) -> None:
+    """`check_strings` for one app's effective `app` section (the image's or the pod's),
+    and a program to run (an empty exec[0] would fail only at start, as ENOENT)."""
+    check_strings(app, f"app {name!r}")
+    if app.exec and not app.exec[0]:
+        raise ValidationError(f"app {name!r} exec[0]", "is empty: give the program to run")
 
 
 def app_environment(
@@ -328,8 +422,27 @@ def _pod_grants(
                 )
             )
         elif not _is_judged_elsewhere(iso):
-            report.append(IsolatorOutcome(scope, iso.name, False, "not supported by this executor"))
+            _unsupported(iso, scope, report)
     return _Grants(privileged)
+
+
+# Namespaces of isolator names the spec and Kurma own: an unknown name there is a typo or a
+# newer spec's isolator, and running without it would be running without what was asked.
+_OWN_NAMESPACES = ("resource/", "os/", "host/")
+
+
+def _unsupported(iso: Isolator, scope: str, report: list[IsolatorOutcome]) -> None:
+    """An isolator this executor does not enforce: an error when it is one it knows (a
+    block-IO or network bandwidth limit, an SELinux context) or one in the spec's or Kurma's
+    namespaces; another party's isolator is ignored and reported (ace.md allows that)."""
+    where = f"{'pod' if scope == 'pod' else f'app {scope!r}'} isolator {iso.name}"
+    if not isinstance(iso, UnknownIsolator):
+        raise ValidationError(where, "cannot be enforced: this executor does not support it")
+    if iso.name.startswith(_OWN_NAMESPACES):
+        raise ValidationError(
+            where, "cannot be enforced: not an isolator this executor knows (a typo?)"
+        )
+    report.append(IsolatorOutcome(scope, iso.name, False, "not supported by this executor"))
 
 
 _JUDGED_ELSEWHERE = (
@@ -395,25 +508,123 @@ def _cap(name: str, where: str) -> Capability:
         raise ValidationError(where, f"unknown capability {name!r}") from None
 
 
-def _capabilities(
-    isolators: Sequence[Isolator], app: str, report: list[IsolatorOutcome], privileged: bool
-) -> frozenset[int]:
-    """The default bounding set (DESIGN.md), replaced by a retain-set, minus a remove-set."""
+@dataclass(frozen=True)
+class _PodSecurity:
+    """The pod-level capabilities and seccomp isolators, judged once for every app.
+
+    Capabilities: a pod-level retain-set is what every app gets, and an app's own
+    retain-set must lie within it; a pod-level remove-set is taken from every app's default
+    (the spec's 14, or all for a privileged app) and no app's retain-set may name one of
+    those. An app's remove-set narrows further. Asking beyond the pod's set is a
+    ValidationError naming both isolators (refused, not narrowed in silence).
+
+    Seccomp: a pod-level set is every app's filter; an app's own set narrows it: two
+    remove-sets block the union, a retain-set under a retain-set must lie within it, a
+    remove-set under a retain-set takes those calls out of it, and a retain-set under a
+    remove-set may allow none of the calls the pod blocks. An app's set that would allow
+    what the pod's blocks (or `@appc.io/all` under a pod filter) is refused.
+    """
+
+    bounding: frozenset[int]
+    caps_retain: frozenset[int] | None = None
+    caps_remove: frozenset[int] = frozenset()
+    caps_source: str = ""  # the pod-level capabilities isolator's name, "" without one
+    seccomp: SeccompPlan | None = None
+    seccomp_source: str = ""  # the pod-level seccomp isolator's name, "" without one
+
+
+@functools.cache
+def held_capabilities() -> frozenset[int]:
+    """The capabilities this process can hand on: its bounding set within its permitted
+    set (CAP_SYS_RESOURCE is not in these test hosts' bounding set)."""
+    from .linux import read_status_capabilities
+
+    try:
+        status = read_status_capabilities()
+    except OSError:
+        return frozenset(int(c) for c in Capability)
+    return frozenset(int(c) for c in status["CapBnd"] & status["CapPrm"])
+
+
+def _pod_security(
+    isolators: Sequence[Isolator], report: list[IsolatorOutcome], bounding: frozenset[int]
+) -> _PodSecurity:
+    security = _PodSecurity(bounding=bounding)
     retain = _last(isolators, CapabilitiesRetainSet)
     remove = _last(isolators, CapabilitiesRemoveSet)
-    if privileged:
-        caps = frozenset(int(c) for c in Capability)
+    if isinstance(retain, CapabilitiesRetainSet):
+        where = f"pod isolator {retain.name}"
+        asked = frozenset(int(_cap(c, where)) for c in retain.capabilities)
+        _check_bounding(asked, bounding, where)
+        note = " ".join(retain.capabilities) + " (every app; an app's own set within it)"
+        report.append(IsolatorOutcome("pod", retain.name, True, note))
+        security = replace(security, caps_retain=asked, caps_source=retain.name)
+    if isinstance(remove, CapabilitiesRemoveSet):
+        where = f"pod isolator {remove.name}"
+        removed = frozenset(int(_cap(c, where)) for c in remove.capabilities)
+        note = " ".join(remove.capabilities) + " (removed from every app)"
+        report.append(IsolatorOutcome("pod", remove.name, True, note))
+        security = replace(security, caps_remove=removed, caps_source=remove.name)
+    chosen = _seccomp_set(isolators, "pod", report)
+    if chosen is not None:
+        iso, plan = chosen
+        security = replace(security, seccomp=plan, seccomp_source=iso.name)
+    return security
+
+
+def _check_bounding(asked: frozenset[int], bounding: frozenset[int], where: str) -> None:
+    missing = asked - bounding
+    if missing:
+        raise ValidationError(
+            where,
+            f"cannot be enforced: {_names(missing)} not in the capabilities kurmad holds "
+            f"(its bounding set); no process it starts can have them",
+        )
+
+
+def _names(caps: Iterable[int]) -> str:
+    return ", ".join(sorted(Capability(c).name for c in caps))
+
+
+def _capabilities(
+    isolators: Sequence[Isolator],
+    app: str,
+    report: list[IsolatorOutcome],
+    privileged: bool,
+    security: _PodSecurity,
+) -> frozenset[int]:
+    """The default bounding set (DESIGN.md), replaced by a retain-set, minus a remove-set,
+    within the pod-level ones (`_PodSecurity`) and what kurmad holds."""
+    retain = _last(isolators, CapabilitiesRetainSet)
+    remove = _last(isolators, CapabilitiesRemoveSet)
+    if security.caps_retain is not None:
+        caps = security.caps_retain
+        bound = security.caps_retain
     else:
-        caps = frozenset(int(_cap(c, "default")) for c in DEFAULT_CAPABILITIES)
+        if privileged:
+            caps = frozenset(int(c) for c in Capability)
+        else:
+            caps = frozenset(int(_cap(c, "default")) for c in DEFAULT_CAPABILITIES)
+        caps = caps - security.caps_remove
+        bound = frozenset(int(c) for c in Capability) - security.caps_remove
     if isinstance(retain, CapabilitiesRetainSet):
         where = f"app {app!r} isolator {retain.name}"
-        caps = frozenset(int(_cap(c, where)) for c in retain.capabilities)
+        asked = frozenset(int(_cap(c, where)) for c in retain.capabilities)
+        beyond = asked - bound
+        if beyond:
+            raise ValidationError(
+                where,
+                f"{_names(beyond)} beyond the pod-level {security.caps_source} "
+                f"(an app's set narrows the pod's, it cannot widen it)",
+            )
+        _check_bounding(asked, security.bounding, where)
+        caps = asked
         report.append(IsolatorOutcome(app, retain.name, True, " ".join(retain.capabilities)))
     if isinstance(remove, CapabilitiesRemoveSet):
         where = f"app {app!r} isolator {remove.name}"
         caps = caps - {int(_cap(c, where)) for c in remove.capabilities}
         report.append(IsolatorOutcome(app, remove.name, True, " ".join(remove.capabilities)))
-    return caps
+    return caps & security.bounding
 
 
 def _no_new_privileges(
@@ -423,43 +634,115 @@ def _no_new_privileges(
     report: list[IsolatorOutcome],
     privileged: bool,
 ) -> bool:
-    """On unless the app (or pod) asks otherwise; a privileged pod has it off by default."""
-    iso = _last(isolators, NoNewPrivilegesIsolator) or _last(pod_isolators, NoNewPrivilegesIsolator)
+    """On unless the app (or pod) asks otherwise; a privileged pod has it off by default.
+    An app may turn it on where the pod has it off, not off where the pod turns it on."""
+    own = _last(isolators, NoNewPrivilegesIsolator)
+    pod = _last(pod_isolators, NoNewPrivilegesIsolator)
+    lifted = isinstance(own, NoNewPrivilegesIsolator) and not own.enabled
+    if lifted and isinstance(pod, NoNewPrivilegesIsolator) and pod.enabled:
+        raise ValidationError(
+            f"app {app!r} isolator {NoNewPrivilegesIsolator.name}",
+            "off would lift the pod-level one, which is on (an app's isolators narrow "
+            "the pod's, they cannot widen them)",
+        )
+    iso = own or pod
     if isinstance(iso, NoNewPrivilegesIsolator):
         report.append(IsolatorOutcome(app, iso.name, True, "on" if iso.enabled else "off"))
         return iso.enabled
     return not privileged
 
 
-def _seccomp(
-    isolators: Sequence[Isolator], app: str, report: list[IsolatorOutcome], privileged: bool
-) -> SeccompPlan | None:
-    """The app's retain- or remove-set, else Docker's default blocked list (none if privileged)."""
+def _seccomp_set(
+    isolators: Sequence[Isolator], scope: str, report: list[IsolatorOutcome]
+) -> tuple[Isolator, SeccompPlan | None] | None:
+    """The retain- or remove-set of one isolator list as a plan (None: `@appc.io/all`, no
+    filter), with its isolator; None when the list has neither."""
     retain = _last(isolators, SeccompRetainSet)
     remove = _last(isolators, SeccompRemoveSet)
+    who = "pod" if scope == "pod" else f"app {scope!r}"
     if retain is not None and remove is not None:
         raise ValidationError(
-            f"app {app!r} isolators", "seccomp-retain-set and seccomp-remove-set exclude each other"
+            f"{who} isolators", "seccomp-retain-set and seccomp-remove-set exclude each other"
         )
     chosen = retain or remove
-    if isinstance(chosen, SeccompRetainSet | SeccompRemoveSet):
-        where = f"app {app!r} isolator {chosen.name}"
-        err = _errno(chosen.errno, where + " errno")
-        mode = "retain" if isinstance(chosen, SeccompRetainSet) else "remove"
-        _check_syscalls(chosen.syscalls, mode, where)
-        if mode == "retain" and ALL_SYSCALLS in chosen.syscalls:
-            report.append(IsolatorOutcome(app, chosen.name, True, f"{ALL_SYSCALLS}: no filter"))
-            return None
-        if mode == "remove" and NO_SYSCALLS in chosen.syscalls:
-            note = f"{NO_SYSCALLS}: the default blocked list"
-            report.append(IsolatorOutcome(app, chosen.name, True, note))
-            return SeccompPlan("remove", default_seccomp().syscalls, err)
-        syscalls = tuple(chosen.syscalls)
-        if mode == "retain":  # the exec into the app itself must pass the filter
-            syscalls = tuple(dict.fromkeys((*syscalls, "execve")))
-        report.append(IsolatorOutcome(app, chosen.name, True, f"{len(chosen.syscalls)} syscalls"))
-        return SeccompPlan(mode, syscalls, err)
-    return None if privileged else default_seccomp()
+    if not isinstance(chosen, SeccompRetainSet | SeccompRemoveSet):
+        return None
+    where = f"{who} isolator {chosen.name}"
+    err = _errno(chosen.errno, where + " errno")
+    mode = "retain" if isinstance(chosen, SeccompRetainSet) else "remove"
+    _check_syscalls(chosen.syscalls, mode, where)
+    every = " (every app)" if scope == "pod" else ""
+    if mode == "retain" and ALL_SYSCALLS in chosen.syscalls:
+        report.append(IsolatorOutcome(scope, chosen.name, True, f"{ALL_SYSCALLS}: no filter"))
+        return chosen, None
+    if mode == "remove" and NO_SYSCALLS in chosen.syscalls:
+        note = f"{NO_SYSCALLS}: the default blocked list{every}"
+        report.append(IsolatorOutcome(scope, chosen.name, True, note))
+        return chosen, SeccompPlan("remove", default_seccomp().syscalls, err)
+    syscalls = tuple(chosen.syscalls)
+    if mode == "retain":  # the exec into the app itself must pass the filter
+        syscalls = tuple(dict.fromkeys((*syscalls, "execve")))
+    note = f"{len(chosen.syscalls)} syscalls{every}"
+    report.append(IsolatorOutcome(scope, chosen.name, True, note))
+    return chosen, SeccompPlan(mode, syscalls, err)
+
+
+def _seccomp(
+    isolators: Sequence[Isolator],
+    app: str,
+    report: list[IsolatorOutcome],
+    privileged: bool,
+    security: _PodSecurity | None = None,
+) -> SeccompPlan | None:
+    """The app's retain- or remove-set within the pod's (`_PodSecurity`), else the pod's,
+    else Docker's default blocked list (none if privileged)."""
+    own = _seccomp_set(isolators, app, report)
+    pod_source = security.seccomp_source if security is not None else ""
+    if not pod_source:
+        if own is not None:
+            return own[1]
+        return None if privileged else default_seccomp()
+    assert security is not None
+    pod = security.seccomp
+    if own is None:
+        return pod
+    iso, mine = own
+    return _narrow(pod, mine, f"app {app!r} isolator {iso.name}", pod_source)
+
+
+def _narrow(
+    pod: SeccompPlan | None, app: SeccompPlan | None, where: str, pod_source: str
+) -> SeccompPlan | None:
+    """The app's filter within the pod's; ValidationError where it would allow more."""
+    if pod is None:
+        return app
+    if app is None:
+        raise ValidationError(
+            where, f"{ALL_SYSCALLS} (no filter) would lift the pod-level {pod_source}"
+        )
+    if pod.mode == "remove" and app.mode == "remove":
+        return SeccompPlan("remove", tuple(sorted({*pod.syscalls, *app.syscalls})), app.errno)
+    if pod.mode == "retain" and app.mode == "remove":
+        removed = set(app.syscalls) - {"execve"}
+        kept = tuple(s for s in pod.syscalls if s not in removed)
+        return SeccompPlan("retain", kept, app.errno)
+    if pod.mode == "retain":  # and the app's a retain-set
+        beyond = set(app.syscalls) - set(pod.syscalls)
+        if beyond:
+            raise ValidationError(
+                where,
+                f"allows {', '.join(sorted(beyond))}, outside the pod-level {pod_source} "
+                f"(an app's set narrows the pod's, it cannot widen it)",
+            )
+        return app
+    blocked = set(app.syscalls) & set(pod.syscalls)  # pod remove-set, app retain-set
+    if blocked:
+        raise ValidationError(
+            where,
+            f"allows {', '.join(sorted(blocked))}, which the pod-level {pod_source} blocks "
+            f"(an app's set narrows the pod's, it cannot widen it)",
+        )
+    return app
 
 
 @functools.cache
@@ -510,7 +793,38 @@ def _errno(name: str | None, where: str) -> int | None:
     return value
 
 
-# --- sysctl, resources ------------------------------------------------------------------------
+# --- sysctl, oom, resources -------------------------------------------------------------------
+
+
+def _oom_score(
+    isolators: Sequence[Isolator],
+    pod_isolators: Sequence[Isolator],
+    app: str,
+    bounding: frozenset[int],
+) -> OOMScoreAdjIsolator | None:
+    """The app's oom-score-adj isolator, else the pod's. A score below kurmad's own needs
+    CAP_SYS_RESOURCE to write (the kernel says EACCES otherwise): without it, refused."""
+    oom = _last(isolators, OOMScoreAdjIsolator) or _last(pod_isolators, OOMScoreAdjIsolator)
+    if not isinstance(oom, OOMScoreAdjIsolator):
+        return None
+    own = own_oom_score_adj()
+    if oom.score < own and int(Capability.CAP_SYS_RESOURCE) not in bounding:
+        where = "pod" if oom in pod_isolators and oom not in isolators else f"app {app!r}"
+        raise ValidationError(
+            f"{where} isolator {oom.name}",
+            f"cannot be enforced: {oom.score} is below kurmad's own oom_score_adj ({own}), "
+            f"which only a holder of CAP_SYS_RESOURCE may go below (kurmad does not hold it)",
+        )
+    return oom
+
+
+def own_oom_score_adj() -> int:
+    """This process's oom_score_adj (what a pod's processes inherit)."""
+    try:
+        with open("/proc/self/oom_score_adj") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 0
 
 
 def _sysctls(
@@ -541,16 +855,28 @@ def _sysctls(
     return tuple(result.items())
 
 
+MIN_MEMORY_BYTES = 1 << 20  # a pod's own init and shell need more than this
+
+
 def _limits(
     isolators: Iterable[Isolator],
     scope: str,
     report: list[IsolatorOutcome],
     pids_max: int | None,
 ) -> Limits:
+    """cgroup limits; a limit no cgroup can enforce (a memory limit below 1 MiB, a CPU
+    limit of 0) is a ValidationError here, not a failed start."""
     memory = cpu = shares = None
+    who = "pod" if scope == "pod" else f"app {scope!r}"
     for iso in isolators:
         if isinstance(iso, MemoryIsolator):
             memory = iso.limit.value if iso.limit is not None else None
+            if memory is not None and memory < MIN_MEMORY_BYTES:
+                raise ValidationError(
+                    f"{who} isolator {iso.name} limit",
+                    f"cannot be enforced: {iso.limit.text} is below {MIN_MEMORY_BYTES} bytes, "
+                    f"less than a pod's own init needs",
+                )
             report.append(
                 IsolatorOutcome(
                     scope,
@@ -563,6 +889,11 @@ def _limits(
             )
         elif isinstance(iso, CPUIsolator):
             cpu = iso.limit.milli_value if iso.limit is not None else None
+            if cpu is not None and cpu < 1:
+                raise ValidationError(
+                    f"{who} isolator {iso.name} limit",
+                    f"cannot be enforced: {iso.limit.text} CPUs (give 1m at least)",
+                )
             report.append(
                 IsolatorOutcome(
                     scope,

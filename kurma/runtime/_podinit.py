@@ -17,6 +17,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..atomic import write_atomic
+
 SOURCE_DIR = Path(__file__).parent / "podinit"
 BINARY = SOURCE_DIR / "kurma-podinit"
 BUILD_COMMAND = f"make -C {SOURCE_DIR}"
@@ -131,13 +133,7 @@ def record_exit(pod_dir: Path | int, pid: int, code: int) -> None:
 
 def _write_atomic(pod_dir: Path | int, sub: str, pid: int, text: str) -> None:
     with _dir_fd(pod_dir) as fd:
-        tmp = f"{sub}/.{pid}.tmp"
-        out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644, dir_fd=fd)
-        try:
-            os.write(out, f"{text}\n".encode())
-        finally:
-            os.close(out)
-        os.rename(tmp, f"{sub}/{pid}", src_dir_fd=fd, dst_dir_fd=fd)
+        write_atomic(f"{sub}/{pid}", f"{text}\n", sync=False, dir_fd=fd)
 
 
 @contextlib.contextmanager

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import enum
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from ..atomic import write_atomic
 
 RECORD_FILE = "pod.json"
 
@@ -86,10 +87,7 @@ class PodRecord:
 
     def save(self, pod_dir: Path) -> None:
         """Write pod.json atomically (temporary name, then rename)."""
-        path = pod_dir / RECORD_FILE
-        tmp = pod_dir / f".{RECORD_FILE}.tmp"
-        tmp.write_text(json.dumps(self.to_json(), indent=1))
-        os.replace(tmp, path)
+        write_atomic(pod_dir / RECORD_FILE, json.dumps(self.to_json(), indent=1), sync=False)
 
     @classmethod
     def load(cls, pod_dir: Path) -> PodRecord:

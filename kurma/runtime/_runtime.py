@@ -30,9 +30,9 @@ from pathlib import Path
 from ..aci import PodManifest, parse_pod_manifest
 from ..errors import KurmaError, ValidationError
 from ..store import ImageStore
-from ._confine import check_within, translate_volumes
+from ._confine import check_oom_within, check_within, translate_volumes
 from ._etc import HOSTS_NAME, RESOLV_CONF_NAME, EtcFiles, write_pod_etc
-from ._plan import AppInput, PodPlan, host_namespaces, plan_pod
+from ._plan import AppInput, PodPlan, host_namespaces, plan_pod, precheck_pod
 from ._podinit import (
     SIGNAL_KILL_APPS,
     SIGNAL_TERMINATE_APPS,
@@ -263,6 +263,7 @@ class Runtime:
         name: str | None = None,
         parent: str | None = None,
         confine_to: str | None = None,
+        check: Callable[[PodPlan], None] | None = None,
     ) -> PodRecord:
         """Prepare a pod: hold its images, check every app and isolator, write its record.
 
@@ -270,7 +271,8 @@ class Runtime:
         parent's, destroying the parent destroys it, and it may hold no more than the parent
         (`_confine`: its host volumes are paths in the parent's view). `confine_to` applies
         those limits for another pod (default: the parent). NotPermitted when it asks for
-        more; PodStateError past `max_depth` or when the parent has exited.
+        more; PodStateError past `max_depth` or when the parent has exited. `check(plan)`
+        may refuse the planned pod (the API's authorization) before anything is recorded.
         """
         if not manifest.apps:
             raise ValidationError("apps", "a pod needs at least one app")
@@ -293,6 +295,10 @@ class Runtime:
         beneath = None
         if confiner is not None:
             manifest, beneath = translate_volumes(manifest, confiner)
+        # Every Create-time check that needs no tree, before anything exists (_plan).
+        scores = precheck_pod(manifest, lambda a: self.store.get_by_id(a.image.id).manifest.app)
+        if confiner is not None:
+            check_oom_within(scores, confiner)
         pod_dir = self.pods_dir / pod_uuid
         pod_dir.mkdir(mode=0o711)
         try:
@@ -300,6 +306,8 @@ class Runtime:
             if confiner is not None:
                 assert live.plan is not None
                 check_within(live.plan, confiner)
+            if check is not None and live.plan is not None:
+                check(live.plan)
         except BaseException:
             self.store.release(pod_uuid)
             remove_pod_dir(pod_dir)
@@ -316,6 +324,12 @@ class Runtime:
         with self._lock:
             live = self._find(ref)
             return live.plan or self._replan(live)
+
+    def pod_plan(self, ref: str) -> PodPlan:
+        """What the launcher does for pod `ref` (every isolator judged): for authorization."""
+        plan = self._confiner(ref)
+        assert plan is not None
+        return plan
 
     def children(self, ref: str) -> list[str]:
         """The UUIDs of a pod's children (its direct descendants)."""

@@ -1,25 +1,32 @@
-"""System services as data: the services file PID 1 writes and kurmad's supervisor reads.
+"""System services as data: one model from the boot config to kurmad's supervisor.
 
-The file is YAML (`ready`: conditions PID 1 already met; `services`: name -> spec). It is
-the whole interface between kurma-init and kurmad: `write_services_file` writes it
-atomically (temp name + rename), `load_services_file` reads it back. A bad service is
-reported as a problem naming its key and left out; the others stand.
+`ServiceSpec` is the one description of a service: the boot config's `services.<name>`
+builds it (kurma/init/config/_model.py describes its keys for the boot config), PID 1 makes
+its built-in services (console, dhcp, ntp, syslog) as more of them, hands them all to kurmad
+in the services file, and kurmad's supervisor runs them.
 
-No gRPC, no runtime here: PID 1 imports this module.
+The file is JSON, which is YAML too (`ready`: conditions PID 1 already met; `services`:
+name -> spec). It is the whole interface between kurma-init and kurmad:
+`write_services_file` writes it atomically (kurma.atomic), `load_services_file` reads it
+back (JSON-first: kurma.documents). A bad service is reported as a problem naming its key
+and left out; the others stand.
+
+No gRPC, no runtime, no boot config here: PID 1 and kurmad import this module.
 """
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import hashlib
 import json
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from ..atomic import write_atomic
+from ..backoff import Backoff
 
 # Conditions services may wait for that PID 1 (or a service's `provides`) satisfies.
 KNOWN_CONDITIONS = frozenset({"network", "clock"})
@@ -31,57 +38,46 @@ class ServiceSpecError(ValueError):
 
 
 class RestartPolicy(enum.Enum):
+    """When a service's pod is started again after it ends."""
+
     ALWAYS = "always"
-    ON_FAILURE = "on-failure"
+    ON_FAILURE = "on-failure"  # only after a non-zero exit, a signal, or a failed start
     NEVER = "never"
 
 
 @dataclass(frozen=True)
-class Backoff:
-    """Delay before restart number n (of quick failures in a row): initial * factor**(n-1)."""
-
-    initial: float = 1.0
-    maximum: float = 60.0
-    factor: float = 2.0
-
-    def delay(self, failures: int) -> float:
-        """The wait after `failures` quick failures in a row (1: the first)."""
-        if failures <= 0:
-            return 0.0
-        # Cap the exponent: factor**1000 overflows a float long before anyone waits that long.
-        return min(self.maximum, self.initial * self.factor ** min(failures - 1, 64))
-
-    @property
-    def reset_after(self) -> float:
-        """A pod that ran this long was not a quick failure: the count starts again."""
-        return min(60.0, 2 * self.maximum)
-
-
-@dataclass(frozen=True)
 class HealthCheck:
-    """A command run inside the pod every `interval` s; `retries` failures in a row fail it."""
+    """A command run inside the pod every `interval` s; `retries` failures in a row fail it.
 
-    command: tuple[str, ...]
+    A pod whose first check has not passed within `start_timeout` s of its start failed to
+    start: it is stopped and its restart policy applies (it never stays STARTING forever).
+    """
+
+    command: tuple[str, ...] = ()
     interval: float = 10.0
     timeout: float = 5.0
     retries: int = 3
+    start_timeout: float = 60.0
 
 
 @dataclass(frozen=True)
 class VolumeSpec:
     """A host directory for one of the image's mount points (by its name)."""
 
-    source: str
+    source: str = ""
     read_only: bool = False
     path: str | None = None  # mount it here in the app instead of at the image's mount point
 
 
 @dataclass(frozen=True)
 class ServiceSpec:
-    """One system service: a pod of one app from `image`, started when `depends_on` hold."""
+    """One system service: a pod of one app from `image`, started when `depends_on` hold.
 
-    name: str
-    image: str
+    Every field has its default, so a simple service is `ServiceSpec("web", "example/web")`.
+    """
+
+    name: str = ""  # the pod's name; the boot config's and the file's key
+    image: str = ""
     exec: tuple[str, ...] | None = None
     environment: Mapping[str, str] = field(default_factory=dict)
     isolators: Mapping[str, Any] = field(default_factory=dict)  # name -> appc value
@@ -159,7 +155,7 @@ def _health(value: Any, where: str) -> HealthCheck | None:
     if value is None:
         return None
     doc = _mapping(value, where)
-    _only(doc, {"command", "interval", "timeout", "retries"}, where)
+    _only(doc, {"command", "interval", "timeout", "retries", "start_timeout"}, where)
     command = _strings(doc.get("command"), f"{where}.command")
     if not command:
         raise ServiceSpecError(f"{where}.command: give the command to run (an argv list)")
@@ -171,6 +167,7 @@ def _health(value: Any, where: str) -> HealthCheck | None:
         interval=_number(doc.get("interval", 10.0), f"{where}.interval"),
         timeout=_number(doc.get("timeout", 5.0), f"{where}.timeout"),
         retries=retries,
+        start_timeout=_number(doc.get("start_timeout", 60.0), f"{where}.start_timeout"),
     )
 
 
@@ -301,7 +298,11 @@ def to_document(spec: ServiceSpec) -> dict[str, Any]:
         "depends_on": list(spec.depends_on),
         "provides": list(spec.provides),
         "restart": spec.restart.value,
-        "backoff": asdict(spec.backoff),
+        "backoff": {
+            "initial": spec.backoff.initial,
+            "maximum": spec.backoff.maximum,
+            "factor": spec.backoff.factor,
+        },
         "health": None,
         "enabled": spec.enabled,
     }
@@ -311,30 +312,18 @@ def to_document(spec: ServiceSpec) -> dict[str, Any]:
 
 
 def dump_services(services: ServicesFile) -> str:
-    """The YAML text of a services file."""
-    import yaml
+    """The text of a services file: JSON (which is YAML), so that kurmad reads it without
+    importing PyYAML (kurma.documents) and `parse_services` gives `services` back."""
+    from ..documents import dump_json_document
 
     doc = {
         "ready": list(services.ready),
         "services": {name: to_document(s) for name, s in services.services.items()},
     }
-    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-    return yaml.dump(doc, Dumper=dumper, sort_keys=False, default_flow_style=False)
+    return dump_json_document(doc).decode()
 
 
 def write_services_file(path: str | os.PathLike[str], services: ServicesFile) -> None:
     """Write the file atomically: kurmad never reads half of it."""
-    path = os.fspath(path)
-    directory = os.path.dirname(path) or "."
-    fd, temporary = tempfile.mkstemp(prefix=".services-", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(dump_services(services))
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(temporary, 0o644)
-        os.rename(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
+    os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
+    write_atomic(path, dump_services(services), 0o644)

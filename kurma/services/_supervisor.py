@@ -68,6 +68,8 @@ class _Entry:
     healthy: bool = False
     health_failures: int = 0
     next_health: float = 0.0
+    health_deadline: float = 0.0  # monotonic: the first check passes by then, or it failed
+    last_health: str = ""  # why the last check failed
     probing: bool = False
     blocked: bool = False  # FAILED by the dependency graph (unknown names, cycles)
     history: list[tuple[float, str]] = field(default_factory=list)
@@ -172,6 +174,8 @@ class Supervisor:
                 due.append(e.next_start)
             if e.pod and e.spec.health and not e.probing and e.state in (S.RUNNING, S.STARTING):
                 due.append(e.next_health)
+            if e.pod and e.spec.health and not e.healthy and e.state is S.STARTING:
+                due.append(e.health_deadline)
         return max(0.01, min(due) - now)
 
     # --- queries -------------------------------------------------------------------------
@@ -200,6 +204,8 @@ class Supervisor:
         for entry in list(self._entries.values()):
             if entry.pod and entry.state in (S.RUNNING, S.STARTING):
                 self._check_pod(entry)
+            if entry.pod and entry.state is S.STARTING and not entry.healthy:
+                self._check_start_timeout(entry, now)
         order = levels({n: e.spec for n, e in self._entries.items()})
         for name in sorted(self._entries, key=lambda n: (order.get(n, 0), n)):
             entry = self._entries[name]
@@ -341,8 +347,11 @@ class Supervisor:
     def _running(self, entry: _Entry) -> None:
         entry.health_failures = 0
         entry.healthy = entry.spec.health is None
+        entry.probing = False  # a check of the previous pod still out is dropped (pod differs)
+        entry.last_health = ""
         if entry.spec.health is not None:
             entry.next_health = self._clock()  # the first check right away
+            entry.health_deadline = self._clock() + entry.spec.health.start_timeout
             self._set(entry, S.STARTING, "waiting for the first health check")
         else:
             self._set(entry, S.RUNNING, "")
@@ -401,6 +410,19 @@ class Supervisor:
 
     # --- health --------------------------------------------------------------------------
 
+    def _check_start_timeout(self, entry: _Entry, now: float) -> None:
+        """A pod whose first health check has not passed by its deadline failed to start:
+        stopped (kept for its logs) and restarted by policy, like a pod that exited."""
+        health = entry.spec.health
+        if health is None or now < entry.health_deadline:
+            return
+        pod = entry.pod
+        self._end_pod(entry, destroy=False)
+        entry.pod = pod  # kept for its logs until the restart destroys it
+        entry.started = None  # never healthy: a quick failure however long it took
+        last = f"; last: {entry.last_health}" if entry.last_health else ""
+        self._ended(entry, None, f"no health check passed within {health.start_timeout:g} s{last}")
+
     def _probe_due(self) -> None:
         now = self._clock()
         for entry in self._entries.values():
@@ -446,6 +468,8 @@ class Supervisor:
                 continue
             health = entry.spec.health
             entry.probing = False
+            if entry.state not in (S.RUNNING, S.STARTING):
+                continue  # it ended (start timeout, exit) while the check ran
             entry.next_health = self._clock() + health.interval
             if ok:
                 entry.health_failures = 0
@@ -455,7 +479,9 @@ class Supervisor:
                 continue
             if not entry.healthy:
                 # Still starting up: a check that fails before the first success only says
-                # "not ready yet" (a start period); the service waits, its dependents too.
+                # "not ready yet" (a start period, up to `start_timeout`); the service waits,
+                # its dependents too.
+                entry.last_health = why
                 self._set(entry, S.STARTING, f"waiting for the first health check ({why})")
                 continue
             entry.health_failures += 1

@@ -4,6 +4,13 @@ Imports unpack into `tmp/`, are validated there, and are renamed into `images/<i
 that image's lock, so a failed or concurrent import never leaves a half-written image and
 two imports of the same archive end with one copy. Deletes rename the image out of
 `images/` first, so readers see it whole or not at all.
+
+Free space: with `min_free` (a share of the state filesystem, kurmad's `state_min_free`,
+10% by default there; 0 here, for offline builds) an import stops as soon as what it has
+decompressed would leave less than that share free, or the filesystem already has less
+(another writer): checked after each decompressed MiB, while the archive streams, so a
+small archive that inflates to gigabytes stops near the line, not at the disk's end. The
+staging is removed and StoreFull says how much was free.
 """
 
 from __future__ import annotations
@@ -18,8 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from kurma.aci import UnpackLimits, image_id_matches, is_image_id, parse_image_manifest, unpack_aci
-from kurma.errors import AmbiguousImage, ImageInUse, ImageNotFound
+from kurma.aci import (
+    ImageManifest,
+    UnpackLimits,
+    image_id_matches,
+    is_image_id,
+    parse_image_manifest,
+    unpack_aci,
+)
+from kurma.errors import AmbiguousImage, ImageInUse, ImageNotFound, StoreError
 
 from ._atomic import TEMP_PREFIX, make_temp_name, write_atomic
 from ._layout import StoreLayout
@@ -30,6 +44,42 @@ from ._render import RenderedTree, collect_garbage, render, resolve_layers, tree
 from ._select import Candidate, select_image
 
 log = logging.getLogger(__name__)
+
+
+class StoreFull(StoreError):
+    """An import would leave less than the store's free-space reserve (RESOURCE_EXHAUSTED)."""
+
+
+class SpaceWatch:
+    """Raises StoreFull once `total` bytes more would leave less than `share` of the
+    filesystem at `path` free, or less is free already."""
+
+    def __init__(self, path: os.PathLike | str, share: float) -> None:
+        self.path = os.fspath(path)
+        st = os.statvfs(self.path)
+        self.size = st.f_blocks * st.f_frsize
+        self.reserve = int(self.size * share)
+        self.share = share
+        self.free_at_start = st.f_bavail * st.f_frsize
+
+    def free(self) -> int:
+        st = os.statvfs(self.path)
+        return st.f_bavail * st.f_frsize
+
+    def __call__(self, total: int) -> None:
+        free = self.free()
+        left = min(self.free_at_start - total, free)
+        if left < self.reserve:
+            raise StoreFull(
+                f"import stopped: it would leave less than {self.share:.0%} of the state "
+                f"filesystem free ({_mib(free)} of {_mib(self.size)} free, "
+                f"{_mib(total)} unpacked so far; kurmad's state_min_free); its staging "
+                f"was removed"
+            )
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB"
 
 
 @dataclass(frozen=True)
@@ -48,9 +98,12 @@ class ImageStore:
         state_dir: os.PathLike | str,
         limits: UnpackLimits | None = None,
         clock: Callable[[], float] = time.time,
+        min_free: float = 0.0,
     ) -> None:
-        """`clock` stamps imports; a build that must be reproducible passes a fixed one."""
+        """`clock` stamps imports; a build that must be reproducible passes a fixed one.
+        `min_free`: the share of the state filesystem an import must leave free (0: none)."""
         self.clock = clock
+        self.min_free = min_free
         self.layout = StoreLayout(Path(state_dir))
         self.layout.create()
         self.limits = limits or UnpackLimits()
@@ -58,12 +111,20 @@ class ImageStore:
 
     # --- import -------------------------------------------------------------------------
 
-    def import_image(self, source: BinaryIO | os.PathLike | str) -> ImportResult:
-        """Unpack, validate and store an ACI; the store is unchanged if anything fails."""
+    def import_image(
+        self,
+        source: BinaryIO | os.PathLike | str,
+        admit: Callable[[ImageManifest], None] | None = None,
+    ) -> ImportResult:
+        """Unpack, validate and store an ACI; the store is unchanged if anything fails.
+        `admit(manifest)` may refuse it (raise) before it is stored (the API's policy)."""
         staging = make_temp_name(self.layout.tmp, "import")
+        watch = self.space_watch()
         try:
-            unpacked = unpack_aci(source, staging, self.limits)
+            unpacked = unpack_aci(source, staging, self.limits, watch)
             manifest = parse_image_manifest(unpacked.manifest_bytes)
+            if admit is not None:
+                admit(manifest)
             record = ImageRecord(
                 image_id=unpacked.image_id,
                 path=self.layout.image_dir(unpacked.image_id),
@@ -86,6 +147,17 @@ class ImageStore:
         finally:
             if os.path.lexists(staging):
                 shutil.rmtree(staging)
+
+    def space_watch(self) -> SpaceWatch | None:
+        """What stops an import short of the free-space reserve (None: no reserve)."""
+        return SpaceWatch(self.layout.tmp, self.min_free) if self.min_free > 0 else None
+
+    def check_space(self, pending: int = 0) -> None:
+        """StoreFull if `pending` bytes more would leave less than the reserve free (kurmad
+        calls it while an upload streams into `tmp/`)."""
+        watch = self.space_watch()
+        if watch is not None:
+            watch(pending)
 
     # --- look-up ------------------------------------------------------------------------
 

@@ -13,8 +13,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,8 @@ import pytest
 from kurma.aci import build_aci, parse_pod_manifest
 from kurma.runtime._podrecord import AppRecord, PodRecord
 from kurma.runtime._runtime import Runtime, RuntimeConfig
+
+from ..waiting import wait_for
 
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"
 IMAGE_NAME = "example.com/busybox"
@@ -127,22 +128,13 @@ def sh_app(name: str, script: str, **app: Any) -> dict[str, Any]:
     return {"name": name, "exec": ["/bin/sh", "-c", script], **app}
 
 
-def wait_for(what: str, check: Callable[[], object], timeout: float = 10.0) -> None:
-    """Poll `check` until it is true; AssertionError naming `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 def start(pods: PodEnv, *apps: dict[str, Any], ready: str | None = None, **extra: Any) -> str:
     """Create and start a pod; with `ready`, wait until the first app's log holds that line."""
     record = pods.runtime.create_pod(pods.manifest(*apps, **extra))
     pods.runtime.start_pod(record.uuid)
     if ready is not None:
         app = apps[0]["name"]
-        wait_for(f"{ready!r} in the log", lambda: ready in pods.log(record, app).splitlines())
+        wait_for(lambda: ready in pods.log(record, app).splitlines(), f"{ready!r} in the log")
     return record.uuid
 
 

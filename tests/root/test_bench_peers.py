@@ -12,13 +12,14 @@ import glob
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from bench import peers
+
+from ..waiting import wait_for
 
 pytestmark = pytest.mark.root
 
@@ -55,13 +56,9 @@ def container_cgroups() -> list[str]:
 
 
 def gone(pid: int, timeout: float = 10.0) -> bool:
-    """True once `pid` no longer exists (the host's init reaps a reparented container)."""
-    deadline = time.monotonic() + timeout
-    while os.path.exists(f"/proc/{pid}"):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
+    """True once `pid` no longer exists (the host's init reaps a reparented container);
+    AssertionError after `timeout`."""
+    return wait_for(lambda: not os.path.exists(f"/proc/{pid}"), f"pid {pid} to end", timeout)
 
 
 def open_runtime(name: str) -> peers.Runtime:

@@ -22,6 +22,8 @@ import pytest
 from kurma.runtime import linux
 from kurma.runtime.cgroups import CONTROLLERS, Cgroup, CgroupSystem, Version
 
+from ..waiting import wait_for
+
 pytestmark = pytest.mark.root
 
 MiB = 1 << 20
@@ -61,15 +63,16 @@ class Child:
 
     def wait(self, timeout: float = 20.0) -> int:
         """Reap the child and return its exit code (-N for signal N)."""
-        deadline = time.monotonic() + timeout
-        while self.status is None:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-            if pid:
-                self.status = os.waitstatus_to_exitcode(status)
-            elif time.monotonic() > deadline:
-                raise TimeoutError(f"child {self.pid} still running")
-            else:
-                time.sleep(0.01)
+
+        def reaped() -> bool:
+            if self.status is None:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+                if pid:
+                    self.status = os.waitstatus_to_exitcode(status)
+            return self.status is not None
+
+        wait_for(reaped, f"child {self.pid} to end", timeout, every=0.01)
+        assert self.status is not None
         return self.status
 
 
@@ -101,14 +104,6 @@ def child_in(cgroup: Cgroup | None, work: Callable[[], object]) -> Iterator[Chil
             with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             child.wait()
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Poll until `condition()` holds; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
 
 
 def allocate(total: int) -> None:
@@ -198,7 +193,7 @@ def test_pids_max_contains_a_fork_bomb_and_kill_all_ends_it(cgroup: Cgroup) -> N
     """A fork bomb stops at pids.max; kill_all leaves no process, and none escaped."""
     cgroup.set_limits(pids_max=16, memory_bytes=512 * MiB)
     with child_in(None, reaper_of(cgroup, bomb)) as reaper:
-        wait_for(lambda: cgroup.stats().pids_current == 16)
+        wait_for(lambda: cgroup.stats().pids_current == 16, "condition")
         time.sleep(0.3)
         assert len(cgroup.pids()) <= 16
         cgroup.kill_all()
@@ -210,7 +205,7 @@ def test_kill_all_stops_a_fork_bomb_while_it_grows(cgroup: Cgroup) -> None:
     """Killed mid-growth, before pids.max stops it, the bomb still leaves no survivor."""
     cgroup.set_limits(pids_max=256, memory_bytes=1024 * MiB)
     with child_in(None, reaper_of(cgroup, bomb)) as reaper:
-        wait_for(lambda: (cgroup.stats().pids_current or 0) >= 8)
+        wait_for(lambda: (cgroup.stats().pids_current or 0) >= 8, "condition")
         cgroup.kill_all()
         assert cgroup.pids() == set()
         assert reaper.wait() == 0
@@ -251,7 +246,7 @@ def test_stats_read_sane_numbers(cgroup: Cgroup) -> None:
         assert data
 
     with child_in(cgroup, work):
-        wait_for(lambda: (cgroup.stats().memory_peak or 0) >= 32 * MiB)
+        wait_for(lambda: (cgroup.stats().memory_peak or 0) >= 32 * MiB, "condition")
         stats = cgroup.stats()
     assert stats.pids_current == 1
     assert stats.memory_current is not None and 32 * MiB <= stats.memory_current < 512 * MiB

@@ -34,7 +34,8 @@ from kurma.runtime._runtime import RuntimeConfig
 from kurma.runtime.linux import CLONE_NEWNET, setns
 from kurma.runtime.metadata import MetadataConfig
 
-from .runtime_support import PodEnv, make_env, wait_for
+from ..waiting import wait_for
+from .runtime_support import PodEnv, make_env
 
 # udhcpd's pool in the test's network: a lease is any address from the first to the last.
 _POOL_START = ipaddress.IPv4Address("169.254.77.100")
@@ -205,7 +206,7 @@ def test_dhcp_gets_a_lease_and_configures_address_route_and_resolv(
         record = pods.runtime.create_pod(manifest)
         pods.runtime.start_pod(record.uuid)
         conf = resolv / "resolv.conf"
-        wait_for("resolv.conf from DHCP", conf.exists, timeout=20)
+        wait_for(conf.exists, "resolv.conf from DHCP", 20)
         lines = conf.read_text().splitlines()
         assert lines[1:] == ["search kurma.test", "nameserver 169.254.77.53"]
         addr = subprocess.run(["ip", "-n", netns, "-4", "-o", "addr", "show", "dev", iface],
@@ -364,7 +365,7 @@ def test_ntp_run_script_starts_chronyd_as_its_user_without_clock_control(
                env={"NTP_SERVERS": "169.254.77.1,169.254.77.2", "NTP_ARGS": "-x"})  # fmt: skip
     record = pods.runtime.create_pod(pods.manifest(app))
     pods.runtime.start_pod(record.uuid)
-    wait_for("chronyd's start line", lambda: "chronyd version" in pods.log(record, "ntp"))
+    wait_for(lambda: "chronyd version" in pods.log(record, "ntp"), "chronyd's start line")
     time.sleep(1.0)
     log = pods.log(record, "ntp")
     assert "Disabled control of system clock" in log, log

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from ..waiting import wait_for
+
 pytestmark = pytest.mark.root
 
 STANDIN = """\
@@ -31,15 +33,6 @@ if [ ! -e {dir}/orphans-done ]; then
 fi
 exec sleep 600
 """
-
-
-def wait_for(what: str, check: Callable[[], object], timeout: float = 20.0) -> object:
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-    return value
 
 
 def _status_field(pid: int | str, name: str) -> str | None:
@@ -109,7 +102,7 @@ def pid1(tmp_path: Path) -> Iterator[Callable[..., Pid1]]:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         children = f"/proc/{proc.pid}/task/{proc.pid}/children"
         try:
-            found = wait_for("PID 1", lambda: Path(children).read_text().split())
+            found = wait_for(lambda: Path(children).read_text().split(), "PID 1", 20.0)
             host = int(found[0])  # type: ignore[index]
         except BaseException:
             proc.kill()
@@ -131,20 +124,20 @@ def pid1(tmp_path: Path) -> Iterator[Callable[..., Pid1]]:
 def test_orphans_in_the_namespace_are_reaped(pid1: Callable[..., Pid1]) -> None:
     """1000 orphans left by the stand-in end up with PID 1, which reaps every one."""
     p = pid1(orphans=1000)
-    wait_for("orphans made", lambda: (p.dir / "orphans-done").exists())
-    wait_for("no zombies", lambda: not p.zombies())
+    wait_for(lambda: (p.dir / "orphans-done").exists(), "orphans made", 20.0)
+    wait_for(lambda: not p.zombies(), "no zombies", 20.0)
     assert len(p.starts()) == 1  # the stand-in itself was left alone
 
 
 def test_the_stand_in_is_restarted_when_killed(pid1: Callable[..., Pid1]) -> None:
     """SIGKILL to the supervised child: PID 1 starts it again after its backoff."""
     p = pid1(orphans=0)
-    first = wait_for("first start", p.starts)[0]  # type: ignore[index]
+    first = wait_for(p.starts, "first start", 20.0)[0]  # type: ignore[index]
     assert first[1] == "kurma-test"  # the hostname step ran in the namespace's UTS
     host = p.namespace_pids()[first[0]]
     killed = time.monotonic()
     os.kill(host, signal.SIGKILL)
-    wait_for("second start", lambda: len(p.starts()) == 2)
+    wait_for(lambda: len(p.starts()) == 2, "second start", 20.0)
     assert time.monotonic() - killed >= 0.3
     assert not p.zombies()
 
@@ -164,7 +157,7 @@ def test_shutdown_signal_stops_the_stand_in_and_reports(
 ) -> None:
     """The signal's action is printed after the stand-in was stopped; PID 1 returns 0."""
     p = pid1(orphans=0)
-    wait_for("first start", p.starts)
+    wait_for(p.starts, "first start", 20.0)
     os.kill(p.host_pid, sig)
     code, out, err = p.output()
     assert code == 0, err
@@ -188,8 +181,8 @@ def test_an_exception_in_a_step_does_not_end_pid1(pid1: Callable[..., Pid1]) -> 
     """The hostname step raises: it is logged as failed, the later steps run, kurmad starts,
     orphans are still reaped, and a shutdown signal still works."""
     p = pid1(50, None, "--fail-step", "hostname")
-    wait_for("orphans made", lambda: (p.dir / "orphans-done").exists())
-    wait_for("no zombies", lambda: not p.zombies())
+    wait_for(lambda: (p.dir / "orphans-done").exists(), "orphans made", 20.0)
+    wait_for(lambda: not p.zombies(), "no zombies", 20.0)
     assert p.starts()[0][1] != "kurma-test"  # the failed step did not set the hostname
     os.kill(p.host_pid, signal.SIGTERM)
     code, out, err = p.output()

@@ -22,8 +22,9 @@ import pytest
 from kurma.aci import build_aci
 from kurma.client import Client
 
+from ..waiting import wait_for
 from .runtime_support import IMAGE_NAME, busybox_rootfs, image_manifest
-from .test_kurmad import REPO, Daemon, kurma, pod_manifest, shared, until
+from .test_kurmad import REPO, Daemon, kurma, pod_manifest, shared
 
 __all__ = ["kurma", "shared"]  # fixtures, imported for pytest
 
@@ -247,7 +248,7 @@ def test_detached_pod_ps_logs_stop_rm(daemon: Daemon) -> None:
     assert doc["state"] == "POD_STATE_RUNNING" and doc["apps"][0]["image_name"] == IMAGE_NAME
     assert uuid in ok(kurmactl(daemon, "ps", "-o", "wide"))
 
-    until(lambda: "line 3" in ok(kurmactl(daemon, "logs", "ticker")), what="three lines")
+    wait_for(lambda: "line 3" in ok(kurmactl(daemon, "logs", "ticker")), "three lines", 20.0)
     last = ok(kurmactl(daemon, "logs", "ticker", "--tail", "2")).splitlines()
     assert len(last) == 2 and all(line.startswith("line ") for line in last)
     assert ok(kurmactl(daemon, "logs", "ticker", "--tail", "0")) == ""
@@ -333,9 +334,10 @@ def test_events_prints_pod_events(daemon: Daemon, kurma: Client) -> None:
     watcher = popen(daemon, "events", "-n", "1")
     try:
         # The watcher subscribes at some point after it starts: create pods until it sees one.
-        until(
+        wait_for(
             lambda: kurma.create_pod(spec=sh("true")) and watcher.poll() is not None,
-            what="an event",
+            "an event",
+            20.0,
         )
         out = watcher.stdout.read() if watcher.stdout else ""
     finally:

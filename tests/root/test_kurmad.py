@@ -22,7 +22,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,24 +46,13 @@ from kurma.client import (
 )
 from kurma.runtime.cgroups import CgroupSystem
 
+from ..waiting import wait_for
 from .runtime_support import IMAGE_NAME, busybox_rootfs, image_manifest, mounts_under
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(180)]
 
 REPO = Path(__file__).resolve().parents[2]
 RUNNING, EXITED = pods_pb2.POD_STATE_RUNNING, pods_pb2.POD_STATE_EXITED
-
-
-def until(check: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    """Poll `check` until it returns something true; fail naming `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 class Daemon:
@@ -100,7 +89,7 @@ class Daemon:
             self.proc = subprocess.Popen(
                 self.argv(*flags), stdout=log, stderr=subprocess.STDOUT, cwd=REPO
             )
-        until(lambda: self.socket.exists() or self.proc.poll() is not None, 30, "the socket")
+        wait_for(lambda: self.socket.exists() or self.proc.poll() is not None, "the socket", 30)
         if self.proc.poll() is not None:
             pytest.fail(f"kurmad exited with {self.proc.returncode}:\n{self.log()}")
         return self.client()
@@ -431,7 +420,7 @@ def test_logs_tail_and_follow(kurma: Client) -> None:
         "for i in 1 2 3; do echo late $i; sleep 0.2; done"
     )
     pod = kurma.create_pod(spec=sh(script), start=True)
-    until(lambda: b"early 5" in logs(kurma, pod.uuid), what="the early lines")
+    wait_for(lambda: b"early 5" in logs(kurma, pod.uuid), "the early lines", 20.0)
     assert logs(kurma, pod.uuid, tail=2) == b"early 4\nearly 5\n"
     assert logs(kurma, pod.uuid, tail=-1) == b""
     started = time.monotonic()
@@ -450,7 +439,7 @@ def test_follow_ends_when_the_client_cancels(kurma: Client) -> None:
     got: list[bytes] = []
     reader = threading.Thread(target=lambda: got.extend(c.data for c in stream))
     reader.start()
-    until(lambda: got, what="the first ticks")
+    wait_for(lambda: got, "the first ticks", 20.0)
     stream.cancel()
     reader.join(5)
     assert not reader.is_alive()
@@ -491,7 +480,7 @@ def test_events_stream_sees_pod_and_image_events(kurma: Client, tmp_path: Path) 
         build_aci(rootfs, image_manifest("example.com/other"), aci, mtime=0, owner=(0, 0))
         image = kurma.import_image(aci).image
         kurma.delete_image(image.id)
-        until(lambda: any(e.kind == "image.deleted" for e in events), what="image.deleted")
+        wait_for(lambda: any(e.kind == "image.deleted" for e in events), "image.deleted", 20.0)
     reader.join(10)
     assert not reader.is_alive()
     kinds = [e.kind for e in events if e.pod == pod.uuid]
@@ -546,7 +535,7 @@ def test_without_kurma_init_services_are_none_and_the_boot_log_says_why(
 
 def _running(kurma: Client, script: str = "exec sleep 1000") -> pods_pb2.Pod:
     pod = kurma.create_pod(spec=sh(script), start=True)
-    until(lambda: kurma.get(pod.uuid).apps[0].pid, what="the app's pid")
+    wait_for(lambda: kurma.get(pod.uuid).apps[0].pid, "the app's pid", 20.0)
     return pod
 
 

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from .test_kurmad import REPO, make_daemon, until
+from ..waiting import wait_for
+from .test_kurmad import REPO, make_daemon
 
 pytestmark = pytest.mark.root
 
@@ -30,7 +31,7 @@ def test_kurmad_waits_for_its_settings_then_serves() -> None:
         tmp = late.with_name(".kurmad.yml.tmp")
         tmp.write_text("log_level: debug\n")
         tmp.rename(late)
-        until(daemon.socket.exists, 30, "the socket")
+        wait_for(daemon.socket.exists, "the socket", 30)
         with daemon.client() as client:
             assert client.list_pods() == []
 

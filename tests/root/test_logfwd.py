@@ -26,8 +26,9 @@ from kurma.client import Client, app_spec, pods_pb2, run_spec
 from kurma.logfwd import SD_ID
 from tests.test_logfwd_sender import Receiver
 
+from ..waiting import wait_for
 from .runtime_support import IMAGE_NAME, busybox_rootfs, image_manifest
-from .test_kurmad import REPO, Daemon, make_daemon, until
+from .test_kurmad import REPO, Daemon, make_daemon
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(180)]
 
@@ -147,7 +148,7 @@ def test_pod_lines_arrive_as_rfc5424(
     order with the pod's name as APP-NAME, its UUID and app in structured data; a
     pod excluded by flag is not forwarded; SIGTERM ends the forwarder with status 0."""
     talker = start_pod(kurma, "talker", "echo alpha-1; echo 'alpha \"2\" ✓'; exec sleep 600")
-    until(lambda: b"alpha-1" in b"".join(c.data for c in kurma.logs(talker)), what="output")
+    wait_for(lambda: b"alpha-1" in b"".join(c.data for c in kurma.logs(talker)), "output", 20.0)
     forwarder = Forwarder(daemon, receiver.port, "--exclude-pod", "quiet")
     forwarders.append(forwarder)
 
@@ -155,7 +156,9 @@ def test_pod_lines_arrive_as_rfc5424(
         assert forwarder.proc.poll() is None, forwarder.log()
         return [m["msg"] for m in lines_of(receiver, "talker")]
 
-    until(lambda: len(talker_lines()) >= 2, what=f"talker's lines; forwarder:\n{forwarder.log()}")
+    wait_for(
+        lambda: len(talker_lines()) >= 2, f"talker's lines; forwarder:\n{forwarder.log()}", 20.0
+    )
     assert talker_lines() == ["alpha-1", 'alpha "2" ✓']
     first = lines_of(receiver, "talker")[0]
     assert (first["pri"], first["host"], first["pod"], first["papp"]) == (
@@ -164,10 +167,12 @@ def test_pod_lines_arrive_as_rfc5424(
 
     quiet = start_pod(kurma, "quiet", "echo gamma; exec sleep 600")
     later = start_pod(kurma, "later", "echo beta-1; echo beta-2")
-    until(lambda: len(lines_of(receiver, "later")) >= 2, what=f"later's lines:\n{forwarder.log()}")
+    wait_for(
+        lambda: len(lines_of(receiver, "later")) >= 2, f"later's lines:\n{forwarder.log()}", 20.0
+    )
     assert [m["msg"] for m in lines_of(receiver, "later")] == ["beta-1", "beta-2"]
     assert lines_of(receiver, "later")[0]["pod"] == later
-    until(lambda: b"gamma" in b"".join(c.data for c in kurma.logs(quiet)), what="quiet output")
+    wait_for(lambda: b"gamma" in b"".join(c.data for c in kurma.logs(quiet)), "quiet output", 20.0)
     assert lines_of(receiver, "quiet") == []
     assert talker_lines() == ["alpha-1", 'alpha "2" ✓']  # nothing twice
 
@@ -194,12 +199,12 @@ def test_kurmad_restart_neither_loses_nor_repeats_lines(
     def ticks() -> list[int]:
         return [int(m["msg"].removeprefix("tick-")) for m in lines_of(receiver, "ticker")]
 
-    until(lambda: len(ticks()) >= 3, what=f"the first ticks:\n{forwarder.log()}")
+    wait_for(lambda: len(ticks()) >= 3, f"the first ticks:\n{forwarder.log()}", 20.0)
     own.stop()
     assert forwarder.proc.poll() is None, forwarder.log()
     wanted = len(ticks()) + 15
     own.start().close()
-    until(lambda: len(ticks()) >= wanted, 30, f"ticks after the restart:\n{forwarder.log()}")
+    wait_for(lambda: len(ticks()) >= wanted, f"ticks after the restart:\n{forwarder.log()}", 30)
     got = ticks()
     assert got == list(range(len(got)))
     assert forwarder.stop() == 0
@@ -252,10 +257,10 @@ def test_forwarder_as_a_host_read_pod_skips_its_own_logs(kurma: Client, receiver
         assert pod.state == pods_pb2.POD_STATE_RUNNING, pod_output(syslog)
         return pod_output(syslog)
 
-    until(lambda: "pod logs: connected" in forwarder_log(), 60, "the forwarder pod to connect")
+    wait_for(lambda: "pod logs: connected" in forwarder_log(), "the forwarder pod to connect", 60)
     assert f"as {syslog}" in forwarder_log()  # the API knows it as its own pod
     start_pod(kurma, "neighbour", "echo hello-from-neighbour; exec sleep 600")
-    until(lambda: lines_of(receiver, "neighbour"), 30, f"the line:\n{forwarder_log()}")
+    wait_for(lambda: lines_of(receiver, "neighbour"), f"the line:\n{forwarder_log()}", 30)
     assert [m["msg"] for m in lines_of(receiver, "neighbour")] == ["hello-from-neighbour"]
     assert "forwarding to" in forwarder_log()  # it did write output of its own ...
     assert lines_of(receiver, "syslog") == []  # ... which it did not forward

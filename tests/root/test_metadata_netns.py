@@ -14,13 +14,14 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
 
 from kurma.runtime.metadata import DEFAULT_PORT, MetadataConfig, MetadataService
 from tests.unit.test_metadata_support import TEXT, images, new_uuid, pod_manifest, request
+
+from ..waiting import wait_for
 
 pytestmark = pytest.mark.root
 
@@ -67,10 +68,8 @@ def make_netns() -> Iterator[Callable[[], str]]:
         proc = subprocess.Popen(["unshare", "--net", "sleep", "600"])
         holders.append(proc)
         path = f"/proc/{proc.pid}/ns/net"
-        deadline = time.monotonic() + 10
-        while _ns_inode(path) == own:  # until unshare has exec'd sleep in the new namespace
-            assert time.monotonic() < deadline, "unshare --net did not start"
-            time.sleep(0.005)
+        # until unshare has exec'd sleep in the new namespace
+        wait_for(lambda: _ns_inode(path) != own, "unshare --net to start", every=0.005)
         return path
 
     try:

@@ -39,8 +39,9 @@ from kurma.api.v1 import pods_pb2
 from kurma.client import Client
 from kurma.runtime.cgroups import CgroupSystem
 
+from ..waiting import wait_for
 from .runtime_support import busybox_rootfs, image_manifest, mounts_under
-from .test_kurmad import REPO, Daemon, daemon_with_image, pod_cgroup_dirs, until
+from .test_kurmad import REPO, Daemon, daemon_with_image, pod_cgroup_dirs
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
 
@@ -156,7 +157,7 @@ def nested_client(volume_dir: Path, what: str, log: Path) -> Iterator[Client]:
             return True
 
         try:
-            until(ready, 90, f"{what}'s socket")
+            wait_for(ready, f"{what}'s socket", 90)
         except BaseException:
             print(log.read_text(errors="replace")[-6000:] if log.exists() else "no log")
             raise
@@ -224,10 +225,10 @@ def test_two_nested_daemons(host: tuple[Daemon, str], nest_aci: Path) -> None:
                     manifest_json=json.dumps(sleep_manifest(two_image)), name="inner", start=True
                 )
                 assert two.get("inner").state == RUNNING
-                until(
+                wait_for(
                     lambda: b"".join(c.data for c in two.logs("inner")).split() == [b"1357"],
-                    10,
                     "the inner pod's sysctl in its log",
+                    10,
                 )
                 assert [p.name for p in two.list_pods()] == ["inner"]
                 assert [p.name for p in one.list_pods()] == ["middle"]
@@ -241,7 +242,7 @@ def test_two_nested_daemons(host: tuple[Daemon, str], nest_aci: Path) -> None:
                 assert "inner" in out and inner.uuid[:8] in out, out
 
                 # the inner sleep sits inside the outer pods' cgroups, from the host's view
-                sleeps = until(lambda: host_pids_of(f"/bin/sleep {MARK}"), 10, "the sleep")
+                sleeps = wait_for(lambda: host_pids_of(f"/bin/sleep {MARK}"), "the sleep", 10)
                 assert len(sleeps) == 1, sleeps
                 outer_cgroup = kurma.get("outer").cgroup
                 paths = cgroup_paths(sleeps[0])
@@ -260,7 +261,7 @@ def test_two_nested_daemons(host: tuple[Daemon, str], nest_aci: Path) -> None:
         kurma.destroy("outer", grace=1)
 
         for pid in chain:
-            until(lambda pid=pid: not os.path.exists(f"/proc/{pid}"), 10, f"pid {pid} to end")
+            wait_for(lambda pid=pid: not os.path.exists(f"/proc/{pid}"), f"pid {pid} to end", 10)
         assert not host_pids_of(f"/bin/sleep {MARK}")
         assert not host_pids_of(" ".join(kurmad_argv()))
         assert not mounts_under(pods_dir)

@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +36,8 @@ from kurma.runtime._podinit import (
 )
 from kurma.runtime.cgroups import Cgroup, CgroupSystem
 from kurma.runtime.launcher._zygote import procs_files, reaper_procs
+
+from ..waiting import wait_for
 
 DEADLINE = 10.0
 
@@ -110,18 +112,6 @@ def launch(apps: list[dict[str, object]]) -> tuple[str, ...]:
     return (sys.executable, "-c", LAUNCH, json.dumps(apps))
 
 
-def wait_for(check: Callable[[], object], what: str, timeout: float = DEADLINE) -> object:
-    """Poll `check` until it returns something truthy; TimeoutError naming `what` otherwise."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
 class Lines:
     """Lines read from a pipe with a deadline, never blocking past it."""
 
@@ -189,7 +179,9 @@ class Pod:
         out = Lines(proc.stdout.fileno())  # type: ignore[union-attr]
         ns_pid = int(out.next().split(b"pid: ")[1].rstrip(b")\n"))
         assert out.next() == f"ready (pid: {ns_pid})\n".encode()
-        host_pid = wait_for(lambda: self.child_with_ns_pid(ns_pid), f"app {ns_pid} adopted")
+        host_pid = wait_for(
+            lambda: self.child_with_ns_pid(ns_pid), f"app {ns_pid} adopted", DEADLINE
+        )
         return App(ns_pid, int(host_pid), out)  # type: ignore[arg-type]
 
     def child_with_ns_pid(self, ns_pid: int) -> int | None:
@@ -214,7 +206,9 @@ class Pod:
 
     def wait_record(self, ns_pid: int) -> int:
         """Wait until podinit recorded `ns_pid`'s exit; returns the code."""
-        wait_for(lambda: ns_pid in read_exit_records(self.dir), f"exit record of {ns_pid}")
+        wait_for(
+            lambda: ns_pid in read_exit_records(self.dir), f"exit record of {ns_pid}", DEADLINE
+        )
         return read_exit_records(self.dir)[ns_pid]
 
     def alive(self) -> bool:
@@ -268,12 +262,14 @@ def running_pod(
     try:
         if notify:
             os.close(w)
-        pid = wait_for(lambda: children(unshare.pid), "podinit to start")[0]  # type: ignore[index]
+        pid = wait_for(lambda: children(unshare.pid), "podinit to start", DEADLINE)[0]  # type: ignore[index]
         pod = Pod(pod_dir, unshare, pid, Lines(r) if notify else None)
         if pod.notes:
             assert pod.notes.next() == b"ready\n"
         else:
-            wait_for(lambda: read_cmdline(pid).startswith("kurma-podinit "), "podinit ready")
+            wait_for(
+                lambda: read_cmdline(pid).startswith("kurma-podinit "), "podinit ready", DEADLINE
+            )
         print(f"ready (pid: {pid})")
         yield pod
     finally:
@@ -401,7 +397,7 @@ def test_thousand_orphans_reaped(binary: Path, tmp_path: Path) -> None:
     """1000 unregistered orphans (and grand-orphans) are reaped: no zombie, no record."""
     with running_pod(binary, tmp_path) as pod:
         pod.sh("i=0; while [ $i -lt 500 ]; do (exit 1) & ( (exit 2) & ) ; i=$((i+1)); done")
-        wait_for(lambda: list(pod.ns_processes()) == [1], "every orphan to be reaped")
+        wait_for(lambda: list(pod.ns_processes()) == [1], "every orphan to be reaped", DEADLINE)
         assert pod.ns_processes() == {1: "S"}
         assert read_exit_records(pod.dir) == {}
         assert pod.alive()
@@ -455,7 +451,7 @@ def test_stopped_app_sees_sigterm(binary: Path, tmp_path: Path) -> None:
     with running_pod(binary, tmp_path, "-g", "60") as pod:
         stubborn = pod.start_app("--ignore-term")
         os.kill(stubborn.host_pid, signal.SIGSTOP)
-        wait_for(lambda: proc_state(stubborn.host_pid) == "T", "app to stop")
+        wait_for(lambda: proc_state(stubborn.host_pid) == "T", "app to stop", DEADLINE)
         os.kill(pod.pid, signal.SIGTERM)
         assert stubborn.out.next() == b"signal 15\n"
 
@@ -481,7 +477,7 @@ def test_apps_forked_before_exec(binary: Path, tmp_path: Path) -> None:
         assert pod.notes and pod.notes.next() == b"exit 2 7\n"
         assert read_exit_records(pod.dir) == {2: 7}
         assert sorted(p.name for p in (pod.dir / "pids").iterdir()) == ["3"]
-        late = wait_for(lambda: pod.child_with_ns_pid(3), "the live app")
+        late = wait_for(lambda: pod.child_with_ns_pid(3), "the live app", DEADLINE)
         os.kill(late, signal.SIGTERM)  # type: ignore[arg-type]
         assert pod.wait_record(3) == 143
         assert pod.notes.next() == b"exit 3 143\n"
@@ -497,7 +493,7 @@ def test_terminate_apps_signal(binary: Path, tmp_path: Path) -> None:
         polite = pod.start_app()
         stopped = pod.start_app()
         os.kill(stopped.host_pid, signal.SIGSTOP)
-        wait_for(lambda: proc_state(stopped.host_pid) == "T", "app to stop")
+        wait_for(lambda: proc_state(stopped.host_pid) == "T", "app to stop", DEADLINE)
         os.kill(pod.pid, SIGNAL_TERMINATE_APPS)
         assert stubborn.out.next() == b"signal 15\n"
         assert pod.wait_record(polite.ns_pid) == 143
@@ -519,7 +515,7 @@ def test_kill_apps_signal(binary: Path, tmp_path: Path) -> None:
         apps = [pod.start_app("--ignore-term"), pod.start_app()]
         os.kill(pod.pid, SIGNAL_KILL_APPS)
         assert {pod.wait_record(a.ns_pid) for a in apps} == {137}
-        wait_for(lambda: list(pod.ns_processes()) == [1], "every app to be reaped")
+        wait_for(lambda: list(pod.ns_processes()) == [1], "every app to be reaped", DEADLINE)
         assert pod.alive()
         assert pod.sh("echo hook").stdout == "hook\n"
         os.kill(pod.pid, signal.SIGTERM)
@@ -696,6 +692,7 @@ class ReaperPod:
                     and read_cmdline(proc.pid) == becomes
                 ),
                 f"{becomes} in the cgroup",
+                DEADLINE,
             )
         return proc
 
@@ -774,11 +771,11 @@ def test_reaper_adopts_orphans(binary: Path, tmp_path: Path) -> None:
         binary, tmp_path, apps=[{"name": "parent", "argv": ["sh", "-c", script]}]
     ) as pod:
         go.touch()  # podinit is up: the parent may exit now
-        (parent,) = wait_for(lambda: list(read_exit_records(pod.dir)), "the parent's end")  # type: ignore[misc]
+        (parent,) = wait_for(lambda: list(read_exit_records(pod.dir)), "the parent's end", DEADLINE)  # type: ignore[misc]
         orphan = int(orphan_file.read_text())
-        wait_for(lambda: children(pod.pid) == [orphan], "the orphan's re-parenting")
+        wait_for(lambda: children(pod.pid) == [orphan], "the orphan's re-parenting", DEADLINE)
         os.kill(orphan, signal.SIGKILL)
-        wait_for(lambda: not Path(f"/proc/{orphan}").exists(), "the orphan to be reaped")
+        wait_for(lambda: not Path(f"/proc/{orphan}").exists(), "the orphan to be reaped", DEADLINE)
         assert read_exit_records(pod.dir) == {parent: 0}
         assert pod.proc.poll() is None
 
@@ -833,7 +830,7 @@ def test_reaper_terminate_and_kill_apps(binary: Path, tmp_path: Path) -> None:
     with reaper_pod(binary, tmp_path, "-g", "60", apps=apps) as pod:
         stubborn, stopped = sorted(int(p.name) for p in (pod.dir / "pids").iterdir())
         os.kill(stopped, signal.SIGSTOP)
-        wait_for(lambda: proc_state(stopped) == "T", "app to stop")
+        wait_for(lambda: proc_state(stopped) == "T", "app to stop", DEADLINE)
         child = pod.cgroup.child("app-deep")
         deep = pod.join("sh", "-c", "trap '' TERM; exec sleep 600", cgroup=child, becomes="sleep")
         os.kill(pod.pid, SIGNAL_TERMINATE_APPS)
@@ -843,7 +840,7 @@ def test_reaper_terminate_and_kill_apps(binary: Path, tmp_path: Path) -> None:
         os.kill(pod.pid, SIGNAL_KILL_APPS)
         assert pod.notes.next() == f"exit {stubborn} 137\n".encode()
         assert deep.wait(DEADLINE) == -signal.SIGKILL
-        wait_for(lambda: pod.others() == set(), "the cgroup to empty")
+        wait_for(lambda: pod.others() == set(), "the cgroup to empty", DEADLINE)
         assert pod.proc.poll() is None
         os.kill(pod.pid, signal.SIGTERM)
         assert pod.proc.wait(DEADLINE) == 0
@@ -856,9 +853,9 @@ def test_reaper_kill_catches_forks_racing_it(binary: Path, tmp_path: Path) -> No
     with reaper_pod(
         binary, tmp_path, "-g", "60", apps=[{"name": "f", "argv": ["sh", "-c", forker]}]
     ) as pod:
-        wait_for(lambda: len(pod.others()) > 50, "the forks")
+        wait_for(lambda: len(pod.others()) > 50, "the forks", DEADLINE)
         os.kill(pod.pid, SIGNAL_KILL_APPS)
-        wait_for(lambda: pod.others() == set(), "the cgroup to empty", timeout=5.0)
+        wait_for(lambda: pod.others() == set(), "the cgroup to empty", 5.0)
         time.sleep(0.3)
         assert pod.others() == set()
         rollup = Path(f"/proc/{pod.pid}/smaps_rollup").read_text()

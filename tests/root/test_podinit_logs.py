@@ -28,7 +28,9 @@ from kurma.runtime._podinit import (
     podinit_argv,
     read_exit_records,
 )
-from tests.root.test_podinit import DEADLINE, launch, running_pod, wait_for
+from tests.root.test_podinit import DEADLINE, launch, running_pod
+
+from ..waiting import wait_for
 
 
 class Pipes:
@@ -129,11 +131,11 @@ def test_app_output_lands_in_log(binary: Path, tmp_path: Path, pipes: Pipes) -> 
         pipes.close(hook_r, db_r)
         web, db = log_path(pod.dir, "web"), log_path(pod.dir, "db")
         assert pod.wait_record(2) == 0
-        wait_for(lambda: web.read_text() == "old\nout\nerr\n", "web's output")
+        wait_for(lambda: web.read_text() == "old\nout\nerr\n", "web's output", DEADLINE)
         run_in_pod(pod.pid, "echo hook", hook_w)
         run_in_pod(pod.pid, "echo db; echo oops >&2", db_w)
-        wait_for(lambda: web.read_text() == "old\nout\nerr\nhook\n", "the hook's output")
-        wait_for(lambda: db.read_text() == "db\noops\n", "db's output")
+        wait_for(lambda: web.read_text() == "old\nout\nerr\nhook\n", "the hook's output", DEADLINE)
+        wait_for(lambda: db.read_text() == "db\noops\n", "db's output", DEADLINE)
         assert db.stat().st_mode & 0o777 == 0o640
         assert not Path(f"/proc/{pod.pid}/fd/20").exists()  # EOF: web and its sh have exited
         # The other streams are kept open, non-blocking and close-on-exec.
@@ -162,7 +164,7 @@ def test_rotation(binary: Path, tmp_path: Path, pipes: Pipes, keep: int) -> None
         run_in_pod(pod.pid, script, w)
         pipes.close(w)
         current = log_path(pod.dir, "app")
-        wait_for(lambda: current.read_bytes().endswith(written[-12:]), "the last line")
+        wait_for(lambda: current.read_bytes().endswith(written[-12:]), "the last line", DEADLINE)
         files = kept_logs(pod.dir, "app")
         assert [f.name for f in files] == [
             *(f"app.log.{k}" for k in range(keep, 0, -1)),
@@ -190,7 +192,7 @@ def test_flood_never_blocks_on_unwritable_log(
     with running_pod(binary, tmp_path, "-f", "20:app", existing=True, launcher=launch(apps)) as pod:
         assert pod.wait_record(2) == 0
         assert time.monotonic() - start < 5.0
-        wait_for(lambda: not Path(f"/proc/{pod.pid}/fd/20").exists(), "the stream's EOF")
+        wait_for(lambda: not Path(f"/proc/{pod.pid}/fd/20").exists(), "the stream's EOF", DEADLINE)
         assert pod.alive()
         assert list((pod.dir / "logs" / "app.log").iterdir()) == []
     err = capfd.readouterr().err
@@ -219,7 +221,7 @@ def test_logs_drained_when_pod_stops(binary: Path, tmp_path: Path) -> None:
     args = ("-f", "20:app", "-l", "4096:99")
     with running_pod(binary, tmp_path, *args, launcher=launch(apps)) as pod:
         log = log_path(pod.dir, "app")
-        wait_for(lambda: log.read_bytes() == b"up\n", "the app to be up")
+        wait_for(lambda: log.read_bytes() == b"up\n", "the app to be up", DEADLINE)
         os.kill(pod.pid, signal.SIGTERM)
         assert pod.unshare.wait(DEADLINE) == 0
         assert read_exit_records(pod.dir) == {2: 0}

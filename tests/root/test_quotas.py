@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import pytest
 from kurma.aci import build_aci
 from kurma.client import Client, PermissionDenied, ResourceExhausted
 
+from ..waiting import wait_for
 from .runtime_support import image_manifest
 from .test_kurmad import Daemon, daemon_with_image, host_client
 from .test_recursion import shell_aci as shell_aci
@@ -212,10 +212,12 @@ def test_log_quota_caps_each_pods_log_size(kurma: Client, daemon: tuple[Daemon, 
     def kept() -> int:
         return sum(f.stat().st_size for f in logs.iterdir() if f.name.startswith("sleep.log"))
 
-    deadline = time.monotonic() + 30
-    while b"line-1999" not in b"".join(c.data for c in kurma.logs(child.uuid)):
-        assert time.monotonic() < deadline, "the loud app did not finish printing"
-        time.sleep(0.2)
+    wait_for(
+        lambda: b"line-1999" in b"".join(c.data for c in kurma.logs(child.uuid)),
+        "the loud app to finish printing",
+        30,
+        every=0.2,
+    )
     assert kept() <= 24 * 1024 + 4096, kept()  # 48Ki / 2 pods, plus one line of slack
     shown = kurma.get(t).quota.log_bytes
     assert shown.limit == 48 * 1024 and 0 < shown.used <= 24 * 1024 + 4096

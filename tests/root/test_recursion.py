@@ -29,8 +29,9 @@ from kurma.client import Client, PermissionDenied
 from kurma.client._errors import from_rpc_error
 from kurma.runtime.cgroups import CgroupSystem
 
+from ..waiting import wait_for
 from .runtime_support import busybox_rootfs, image_manifest
-from .test_kurmad import REPO, Daemon, daemon_with_image, host_client, make_daemon, until
+from .test_kurmad import REPO, Daemon, daemon_with_image, host_client, make_daemon
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(240)]
 
@@ -307,7 +308,7 @@ def test_restarted_kurmad_serves_the_pod_socket_again(shell_aci: Path) -> None:
         sock = socket_of(d, top)
         assert not sock.exists()
         with d.start() as client:
-            until(sock.exists, 10, "the pod socket again")
+            wait_for(sock.exists, "the pod socket again", 10)
             assert ok(kurmactl_in(client, top, "ps", "-q")).split() == [child]
             client.destroy(top, grace=1)
 

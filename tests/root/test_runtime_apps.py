@@ -372,7 +372,7 @@ def test_isolator_report_lists_enforced_and_ignored(pods: PodEnv) -> None:
         iso("example.com/x", {"anything": 1}),
     ]
     pod_isolators = [
-        iso("resource/network-bandwidth", {"default": True, "limit": "1M"}),
+        iso("resource/cpu", {"request": "100m"}),  # a request alone: nothing to enforce
         iso("example.com/y", True),
         iso("os/unix/sysctl", {"net.core.somaxconn": "512"}),
     ]
@@ -396,7 +396,7 @@ def test_isolator_report_lists_enforced_and_ignored(pods: PodEnv) -> None:
         for key in (
             ("rep", "example.com/x"),
             ("pod", "example.com/y"),
-            ("pod", "resource/network-bandwidth"),
+            ("pod", "resource/cpu"),
         ):
             assert by_key[key]["enforced"] is False, by_key
             assert by_key[key]["note"], by_key[key]  # and says why

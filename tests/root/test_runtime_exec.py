@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import os
 import select
-import time
 
 import pytest
 
 from kurma.runtime._podrecord import PodRecord
 
+from ..waiting import wait_for
 from .runtime_support import PodEnv
 
 pytestmark = pytest.mark.root
@@ -22,10 +22,7 @@ def _running(pods: PodEnv, **app: object) -> PodRecord:
     manifest = pods.manifest({"name": "web", "exec": ["/bin/sh", "-c", LONG], **app})
     record = pods.runtime.create_pod(manifest)
     pods.runtime.start_pod(record.uuid)
-    deadline = time.monotonic() + 10
-    while pods.runtime.get(record.uuid).apps[0].pid is None:
-        assert time.monotonic() < deadline, "the app never registered"
-        time.sleep(0.01)
+    wait_for(lambda: pods.runtime.get(record.uuid).apps[0].pid, "the app to register")
     return pods.runtime.get(record.uuid)
 
 
@@ -50,11 +47,12 @@ def _exec(pods: PodEnv, record: PodRecord, argv: list[str], **kw: object) -> tup
 
 def test_exec_sees_the_apps_live_files(pods: PodEnv) -> None:
     record = _running(pods)
-    deadline = time.monotonic() + 10
-    code, out = _exec(pods, record, ["cat", "/tmp/marker"])
-    while code != 0 and time.monotonic() < deadline:  # the app writes it right after start
+
+    def marker() -> tuple[int, bytes] | None:  # the app writes it right after start
         code, out = _exec(pods, record, ["cat", "/tmp/marker"])
-    assert (code, out) == (0, b"started\n")
+        return (code, out) if code == 0 else None
+
+    assert wait_for(marker, "the app's /tmp/marker") == (0, b"started\n")
 
 
 def test_exec_runs_as_the_app_with_extra_environment(pods: PodEnv) -> None:

@@ -21,10 +21,10 @@ from kurma.runtime._podrecord import AppState, PodState
 from kurma.runtime._runtime import RuntimeConfig
 from kurma.runtime.metadata import MetadataConfig
 
+from ..waiting import wait_for
 from .runtime_support import PodEnv, make_env
 from .runtime_support import sh_app as _sh
 from .runtime_support import start as _start
-from .runtime_support import wait_for as _wait_for
 
 pytestmark = pytest.mark.root
 
@@ -173,12 +173,12 @@ def test_host_pid_orphans_go_to_podinit(pods: PodEnv) -> None:
     record = pods.runtime.get(uuid)
     log = pods.log(record, "parent")
     (orphan,) = (int(p) for p in _values(log, "orphan"))
-    _wait_for(
-        "the orphan's re-parenting",
+    wait_for(
         lambda: (
             Path(f"/proc/{orphan}/stat").read_text().rsplit(")", 1)[1].split()[1]
             == str(record.podinit_pid)
         ),
+        "the orphan's re-parenting",
     )
     record = pods.runtime.stop_pod(uuid, grace=2.0)
     assert record.apps[0].exit_code == 143
@@ -267,7 +267,7 @@ def test_host_pid_destroy_leaves_no_process(pods: PodEnv) -> None:
         isolators=_host("pid"),
     )
     record = pods.runtime.get(uuid)
-    _wait_for("both apps' pids", lambda: all(a.pid for a in pods.runtime.get(uuid).apps))
+    wait_for(lambda: all(a.pid for a in pods.runtime.get(uuid).apps), "both apps' pids")
     record = pods.runtime.get(uuid)
     log = pods.log(record, "busy")
     pids = {int(p) for p in _values(log, "child") + _values(log, "me")}
@@ -368,7 +368,7 @@ def test_host_pid_running_handler_does_not_hold_the_launcher(pods: PodEnv) -> No
         ready="ready",
         isolators=_host("pid"),
     )
-    _wait_for("the handler", lambda: pods.runtime.get(uuid).apps[0].post_stop_pid is not None)
+    wait_for(lambda: pods.runtime.get(uuid).apps[0].post_stop_pid is not None, "the handler")
     began = time.monotonic()
     pods.runtime.launcher.close()
     assert time.monotonic() - began < 1.5

@@ -21,10 +21,10 @@ from kurma.errors import ImageInUse, ValidationError
 from kurma.runtime._podrecord import AppState, PodState, process_start_time
 from kurma.runtime._runtime import PodNotFound, PodStateError, Runtime, RuntimeConfig
 
+from ..waiting import wait_for
 from .runtime_support import PodEnv, _teardown, make_env, mounts_under
 from .runtime_support import sh_app as _sh
 from .runtime_support import start as _start
-from .runtime_support import wait_for as _wait_for
 
 pytestmark = pytest.mark.root
 
@@ -253,7 +253,7 @@ def _warm_shells(launcher_pid: int) -> list[int]:
 
 def test_a_start_survives_a_warm_shell_killed_while_it_waited(pods: PodEnv) -> None:
     launcher = pods.runtime.launcher.pid
-    _wait_for("a warm shell", lambda: _warm_shells(launcher))
+    wait_for(lambda: _warm_shells(launcher), "a warm shell")
     for pid in _warm_shells(launcher):
         os.kill(pid, signal.SIGKILL)
     app, log = pods.sh("echo started anyway")
@@ -373,7 +373,7 @@ def _log_lines(env: PodEnv, uuid: str, app: str) -> int:
 def test_new_runtime_lists_a_running_pod_that_ran_on(restartable: Restartable) -> None:
     env = restartable.env
     uuid = _start(env, _sh("ticker", "echo ready; while :; do echo tick; sleep 0.05; done"))
-    _wait_for("output", lambda: _log_lines(env, uuid, "ticker") > 0)
+    wait_for(lambda: _log_lines(env, uuid, "ticker") > 0, "output")
     before = env.runtime.get(uuid)
     runtime = restartable.restart()
     adopted = runtime.get(uuid)
@@ -383,13 +383,13 @@ def test_new_runtime_lists_a_running_pod_that_ran_on(restartable: Restartable) -
     assert process_start_time(before.podinit_pid or 0) == before.podinit_start
     assert [a.state for a in adopted.apps] == [AppState.RUNNING]
     seen = _log_lines(env, uuid, "ticker")
-    _wait_for("more output after the restart", lambda: _log_lines(env, uuid, "ticker") > seen)
+    wait_for(lambda: _log_lines(env, uuid, "ticker") > seen, "more output after the restart")
 
 
 def test_new_runtime_stops_an_adopted_pod_and_records_the_exit(restartable: Restartable) -> None:
     env = restartable.env
     uuid = _start(env, _sh("long", "echo ready; exec sleep 1000"), ready="ready")
-    _wait_for("the app's pid", lambda: env.runtime.get(uuid).apps[0].pid is not None)
+    wait_for(lambda: env.runtime.get(uuid).apps[0].pid is not None, "the app's pid")
     before = env.runtime.get(uuid)
     runtime = restartable.restart()
     assert runtime.get(uuid).apps[0].pid == before.apps[0].pid, "the new runtime lost the pid"
@@ -428,7 +428,7 @@ def test_an_exit_while_no_runtime_watched_is_recorded_by_the_next(
         ready="ready",
         **volumes,
     )
-    _wait_for("the pids", lambda: all(a.pid for a in env.runtime.get(uuid).apps))
+    wait_for(lambda: all(a.pid for a in env.runtime.get(uuid).apps), "the pids")
 
     def let_short_exit() -> None:
         (out / "go").touch()
@@ -436,7 +436,7 @@ def test_an_exit_while_no_runtime_watched_is_recorded_by_the_next(
 
     runtime = restartable.restart(between=let_short_exit)
     assert runtime.get(uuid).app("short").pid is not None, "the new runtime lost the pid"
-    _wait_for("the exit", lambda: runtime.get(uuid).app("short").state is AppState.EXITED)
+    wait_for(lambda: runtime.get(uuid).app("short").state is AppState.EXITED, "the exit")
     record = runtime.get(uuid)
     assert record.state is PodState.RUNNING
     assert (record.app("short").exit_code, record.app("long").state) == (3, AppState.RUNNING)
@@ -458,7 +458,7 @@ def test_post_stop_runs_when_an_adopted_pod_is_stopped(restartable: Restartable)
         ready="ready",
         **volumes,
     )
-    _wait_for("the app's pid", lambda: env.runtime.get(uuid).apps[0].pid is not None)
+    wait_for(lambda: env.runtime.get(uuid).apps[0].pid is not None, "the app's pid")
     runtime = restartable.restart()
     assert runtime.get(uuid).apps[0].pid is not None, "the new runtime lost the pid"
     record = runtime.stop_pod(uuid, grace=2.0)

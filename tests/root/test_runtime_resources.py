@@ -16,10 +16,10 @@ from kurma.runtime._podrecord import PodState, process_start_time
 from kurma.runtime._runtime import RuntimeConfig
 from kurma.runtime.cgroups import Cgroup, Version, shares_to_weight
 
+from ..waiting import wait_for
 from .runtime_support import PodEnv, make_env
 from .runtime_support import sh_app as _sh
 from .runtime_support import start as _start
-from .runtime_support import wait_for as _wait_for
 
 pytestmark = pytest.mark.root
 
@@ -136,7 +136,7 @@ def test_pids_limit_stops_a_fork_bomb_and_nothing_escapes(pids_limited: PodEnv) 
     record = pods.runtime.get(uuid)
     cgroup = _cgroup(pods, uuid)
     assert _read(cgroup, "pids", "pids.max", "pids.max") == "50"
-    _wait_for("fork failures", lambda: "can't fork" in pods.log(record, "bomb"))
+    wait_for(lambda: "can't fork" in pods.log(record, "bomb"), "fork failures")
     seen: dict[int, int | None] = {}
     deadline = time.monotonic() + 1.0
     while time.monotonic() < deadline:  # at the limit, and it holds
@@ -210,7 +210,7 @@ def test_app_cpu_limit_and_shares_are_in_the_apps_cgroup(pods: PodEnv) -> None:
     assert _cpu_values(app_cgroup) == (_expected_shares(512, app_cgroup), "50000 100000")
     limited = set(_pgrep(f"{marker}-a"))
     assert limited and limited <= app_cgroup.pids()
-    _wait_for("the free app", lambda: bool(_pgrep(f"{marker}-b")))
+    wait_for(lambda: bool(_pgrep(f"{marker}-b")), "the free app")
     assert not set(_pgrep(f"{marker}-b")) & app_cgroup.pids()
     pod_cgroup = _cgroup(pods, uuid)
     assert _cpu_values(pod_cgroup)[1].split()[0] in ("-1", "max")  # the pod has no quota
@@ -233,7 +233,7 @@ def test_stop_and_destroy_kill_background_children_and_daemons(pods: PodEnv) -> 
     marker = _marker()
     uuid = _start(pods, _sh("parent", _spawner(marker)), ready="ready")
     cgroup = _cgroup(pods, uuid)
-    _wait_for("every child", lambda: len(_pgrep(marker)) >= 5)
+    wait_for(lambda: len(_pgrep(marker)) >= 5, "every child")
     in_pod = _snapshot(cgroup.pids())
     assert set(_pgrep(marker)) <= set(in_pod)
     record = pods.runtime.stop_pod(uuid, grace=1.0)
@@ -253,7 +253,7 @@ def test_children_left_by_an_app_that_exits_end_with_the_pod(pods: PodEnv) -> No
         "until [ -e /tmp/child-1 ] && [ -e /tmp/child-2 ]; do sleep 0.01; done; echo bye"
     )
     uuid = _start(pods, _sh("leaver", script), ready="bye")
-    _wait_for("the children", lambda: len(_pgrep(marker)) >= 2)
+    wait_for(lambda: len(_pgrep(marker)) >= 2, "the children")
     in_pod = _snapshot(set(_pgrep(marker)) | _cgroup(pods, uuid).pids())
     record = pods.runtime.wait(uuid, timeout=15)
     assert record.state is PodState.EXITED

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import pytest
 
 from kurma.errors import ValidationError
 
+from ..waiting import wait_for
 from .runtime_support import PodEnv, busybox_rootfs, image_manifest
 
 pytestmark = pytest.mark.root
@@ -371,10 +371,7 @@ def test_volumes_never_appear_in_the_hosts_mount_table(pods: PodEnv) -> None:
     record = pods.runtime.create_pod(manifest)
     try:
         pods.runtime.start_pod(record.uuid)
-        deadline = time.monotonic() + 10
-        while not (source / "ready").exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert (source / "ready").exists(), "the app did not start"
+        wait_for((source / "ready").exists, "the app to start")
         assert host_mounts_touching(*watched) == []
     finally:
         pods.runtime.stop_pod(record.uuid, grace=1.0)

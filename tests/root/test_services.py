@@ -25,9 +25,10 @@ import pytest
 from kurma.client import Client, FailedPrecondition, NotFound
 from kurma.services import load_services_file, parse_services, write_services_file
 
+from ..waiting import wait_for
 from .runtime_support import IMAGE_NAME
 from .test_kurmactl import kurmactl, ok
-from .test_kurmad import RUNNING, Daemon, make_daemon, pod_processes, until
+from .test_kurmad import EXITED, RUNNING, Daemon, make_daemon, pod_processes
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(240)]
 
@@ -67,13 +68,11 @@ def state_of(client: Client, name: str, *states: str) -> Any:
 
 def wait_state(client: Client, name: str, *states: str, timeout: float = 20) -> Any:
     """The service once in one of `states`; the failure shows every service's state."""
-    deadline = time.monotonic() + timeout
-    while (service := state_of(client, name, *states)) is None:
-        if time.monotonic() > deadline:
-            now = {s.name: (s.state, s.message, s.restarts) for s in client.services()}
-            pytest.fail(f"timed out after {timeout} s waiting for {name} {states}: {now}")
-        time.sleep(0.05)
-    return service
+    try:
+        return wait_for(lambda: state_of(client, name, *states), f"{name} {states}", timeout)
+    except AssertionError as e:
+        now = {s.name: (s.state, s.message, s.restarts) for s in client.services()}
+        raise AssertionError(f"{e}: {now}") from None
 
 
 def start(daemon: Daemon, busybox_aci: Path, *flags: str) -> Client:
@@ -145,13 +144,13 @@ def test_failing_service_restarts_with_growing_delays(shared: tuple[Daemon, Clie
             seen.append((time.monotonic(), service.restarts))
         return bool(seen) and seen[-1][1] >= 4
 
-    until(four_restarts, 30, "4 restarts")
+    wait_for(four_restarts, "4 restarts", 30)
     gaps = [b[0] - a[0] for a, b in itertools.pairwise(seen[1:])]  # between restarts
     assert gaps[-1] > gaps[0] * 1.8, (seen, gaps)
     crash = by_name(client)["crash"]
     assert crash.last_exit_code == 1
     assert crash.state in ("BACKOFF", "STARTING", "RUNNING")
-    until(lambda: b"boom" in output(client, "crash"), 5, "the crashing service's output")
+    wait_for(lambda: b"boom" in output(client, "crash"), "the crashing service's output", 5)
 
 
 def test_failing_health_check_restarts_the_service(shared: tuple[Daemon, Client]) -> None:
@@ -167,12 +166,38 @@ def test_failing_health_check_restarts_the_service(shared: tuple[Daemon, Client]
     assert again.pod != first.pod and again.restarts == 1
 
 
+def test_a_health_check_that_never_passes_restarts_after_the_start_timeout(
+    shared: tuple[Daemon, Client],
+) -> None:
+    """A service whose check never passes is STARTING for `start_timeout` s, then its pod
+    is stopped and restarted by its policy (BACKOFF, restarts counting up), never STARTING
+    forever."""
+    daemon, client = shared
+    health = {"command": ["false"], "interval": 0.2, "timeout": 2, "start_timeout": 1.5}
+    try:
+        write(daemon, sick=sh("exec sleep 1000", health=health))
+
+        def checking() -> bool:
+            sick = state_of(client, "sick", "STARTING")
+            return sick is not None and sick.message.startswith("waiting for the first health")
+
+        wait_for(checking, "sick to wait for its first health check")
+        failed = wait_state(client, "sick", "BACKOFF", timeout=10)
+        assert failed.message.startswith("no health check passed within 1.5 s; last: exit code 1")
+        assert client.get(failed.pod).state == EXITED  # stopped, kept for its logs
+        # restarted by its policy (always), again and again: each start ends the same way
+        wait_for(lambda: by_name(client)["sick"].restarts >= 2, "two restarts", 20)
+    finally:
+        write(daemon)
+        wait_for(lambda: "sick" not in by_name(client), "the service removed")
+
+
 def test_a_service_with_api_access_gets_its_socket(shared: tuple[Daemon, Client]) -> None:
     daemon, client = shared
     access = {"host/api-access": {"scope": "host-read"}}
     write(daemon, reader=sh("ls /run/kurma; exec sleep 1000", isolators=access))
     reader = wait_state(client, "reader", "RUNNING")
-    until(lambda: b"api.sock" in output(client, "reader"), 10, "the pod's API socket")
+    wait_for(lambda: b"api.sock" in output(client, "reader"), "the pod's API socket", 10)
     assert client.get(reader.pod).api_access == "host-read"
 
 
@@ -199,7 +224,7 @@ def test_rewriting_the_file_adds_removes_and_changes(shared: tuple[Daemon, Clien
     wait_state(client, "two", "RUNNING")
     assert by_name(client)["one"].pod == one.pod  # unchanged: the same pod
     write(daemon, two=sh("exec sleep 1001"))
-    until(lambda: "one" not in by_name(client), 10, "one removed")
+    wait_for(lambda: "one" not in by_name(client), "one removed", 10)
     with pytest.raises(NotFound):
         client.get(one.pod)
 
@@ -209,7 +234,7 @@ def test_rewriting_the_file_adds_removes_and_changes(shared: tuple[Daemon, Clien
             return two if two and "1001" in client.get(two.pod).manifest_json else None
         return None
 
-    two = until(changed, 10, "two restarted with its new spec")
+    two = wait_for(changed, "two restarted with its new spec", 10)
     assert [p.name for p in client.list_pods()].count("two") == 1
     assert two.restarts == 1
 
@@ -218,11 +243,7 @@ def test_service_logs(shared: tuple[Daemon, Client]) -> None:
     daemon, client = shared
     write(daemon, talker=sh("echo hello from talker; exec sleep 1000", environment={"X": "y"}))
     wait_state(client, "talker", "RUNNING")
-    until(
-        lambda: b"hello from talker" in output(client, "talker"),
-        10,
-        "the service's output",
-    )
+    wait_for(lambda: b"hello from talker" in output(client, "talker"), "the service's output", 10)
     with pytest.raises(NotFound):
         list(client.service_logs("nope"))
 
@@ -353,7 +374,7 @@ class UnderInit(Daemon):
         argv = [sys.executable, str(script), str(self.signals), *self.argv(*flags)]
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-        until(lambda: self.socket.exists() or self.proc.poll() is not None, 30, "the socket")
+        wait_for(lambda: self.socket.exists() or self.proc.poll() is not None, "the socket", 30)
         assert self.proc.poll() is None, self.log()
         return self.client()
 
@@ -372,10 +393,10 @@ def test_poweroff_and_reboot_signal_kurma_init(own: Daemon) -> None:
     try:
         with under.start() as client:
             client.poweroff()
-            until(under.signals.exists, 5, "the signal")
+            wait_for(under.signals.exists, "the signal", 5)
             client.reboot()
             expected = ["SIGTERM", "SIGINT"]
-            until(lambda: under.signals.read_text().split() == expected, 5, "both signals")
+            wait_for(lambda: under.signals.read_text().split() == expected, "both signals", 5)
             assert client.services() == []  # no services file: none
     finally:
         under.stop()

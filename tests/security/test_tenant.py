@@ -49,8 +49,8 @@ from tests.root.test_kurmad import (
     daemon_with_image,
     host_client,
     make_daemon,
-    until,
 )
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -610,7 +610,7 @@ def test_the_steps_survive_a_kurmad_restart(busybox_aci: Path, layout: tuple[Pat
         d.stop()
         with d.start() as client:
             sock = d.work / "pods" / top / "api" / "api.sock"
-            until(sock.exists, 20, "the pod socket again")
+            wait_for(sock.exists, "the pod socket again", 20)
             with as_pod(d, top) as me:
                 me.start(first)
                 assert sh(client, first, "cat /x/marker") == (0, INSIDE)

@@ -933,3 +933,19 @@ def test_cmdline_round_trip(settings: dict[tuple[str, ...], Any]) -> None:
             node = node[part]
         node[path[-1]] = value
     assert tree == expected
+
+
+def test_a_service_is_the_supervisors_service_spec() -> None:
+    """The boot config builds kurma.services' ServiceSpec itself (one model): named by its
+    key, with the health check's start timeout from any layer."""
+    from kurma.services import ServiceSpec
+
+    config, problems = layers(
+        oem={"services": {"web": {"image": "w", "health": {"command": "/bin/check"}}}},
+        cmdline="kurma.services.web.health.start_timeout=7.5",
+    )
+    assert problems == []
+    web = config.services["web"]
+    assert type(web) is ServiceSpec and web.name == "web" and web.image == "w"
+    assert web.health is not None and web.health.start_timeout == 7.5
+    assert web.health.command == ("/bin/check",)

@@ -16,7 +16,7 @@ from kurma.init._services import (
     system_services,
 )
 from kurma.init.config import DiskRole, load_boot_config
-from kurma.services import load_services_file
+from kurma.services import ServicesFile, load_services_file, write_services_file
 
 
 def config_from(tmp_path: Path, text: str):
@@ -33,13 +33,13 @@ def test_defaults_give_ntp_and_console_and_wait_for_dhcp(tmp_path: Path) -> None
     config = config_from(tmp_path, "hostname: a\n")
     facts = Facts(dhcp_interfaces=["eth0"])
     data = system_services(config, facts, tmp_path, console=False)
-    assert sorted(data["services"]) == ["dhcp", "ntp"]
-    assert data["ready"] == []  # the network comes from the dhcp service
-    assert data["services"]["dhcp"]["provides"] == ["network"]
-    assert data["services"]["dhcp"]["environment"] == {"DHCP_INTERFACES": "eth0"}
-    assert data["services"]["ntp"]["depends_on"] == ["network"]
+    assert sorted(data.services) == ["dhcp", "ntp"]
+    assert data.ready == ()  # the network comes from the dhcp service
+    assert data.services["dhcp"].provides == ("network",)
+    assert data.services["dhcp"].environment == {"DHCP_INTERFACES": "eth0"}
+    assert data.services["ntp"].depends_on == ("network",)
     with_console = system_services(config, facts, tmp_path, console=True)
-    assert "console" in with_console["services"]
+    assert "console" in with_console.services
 
 
 def test_the_console_step_hands_over_the_console_alone(tmp_path: Path) -> None:
@@ -48,13 +48,13 @@ def test_the_console_step_hands_over_the_console_alone(tmp_path: Path) -> None:
     config = config_from(tmp_path, "hostname: a\nservices:\n  extra: {image: kurma.io/busybox}\n")
     facts = Facts(dhcp_interfaces=["eth0"])
     early = system_services(config, facts, tmp_path, console=True, services=False)
-    assert list(early["services"]) == ["console"] and early["ready"] == []
+    assert list(early.services) == ["console"] and early.ready == ()
     later = system_services(config, facts, tmp_path, console=True)
-    assert sorted(later["services"]) == ["console", "dhcp", "extra", "ntp"]
-    assert later["services"]["console"] == early["services"]["console"]
-    assert system_services(config, facts, tmp_path, console=False, services=False) == {
-        "ready": [], "services": {}
-    }  # fmt: skip
+    assert sorted(later.services) == ["console", "dhcp", "extra", "ntp"]
+    assert later.services["console"] == early.services["console"]
+    assert system_services(config, facts, tmp_path, console=False, services=False) == (
+        ServicesFile()
+    )
 
 
 def test_static_network_is_ready_and_syslog_follows_the_target(tmp_path: Path) -> None:
@@ -63,29 +63,34 @@ def test_static_network_is_ready_and_syslog_follows_the_target(tmp_path: Path) -
         "log_forwarding: {target: '169.254.100.100:6514', protocol: udp}\nntp: {servers: []}\n",
     )
     data = system_services(config, Facts(), tmp_path, console=False)
-    assert data["ready"] == ["network"]
-    assert sorted(data["services"]) == ["syslog"]
-    assert data["services"]["syslog"]["environment"] == {
+    assert data.ready == ("network",)
+    assert sorted(data.services) == ["syslog"]
+    assert data.services["syslog"].environment == {
         "SYSLOG_TARGET": "169.254.100.100:6514",
         "SYSLOG_PROTOCOL": "udp",
     }
 
 
 def test_the_services_file_is_what_kurmad_reads(tmp_path: Path) -> None:
-    """The file PID 1 writes loads with kurmad's own loader, every service intact."""
+    """The file PID 1 writes (JSON) loads with kurmad's own loader, every service intact:
+    the same `ServiceSpec`s, the boot config's health check and its start timeout too."""
     config = config_from(
         tmp_path,
         "console: {password_hash: '$6$salt$abc'}\n"
         "log_forwarding: {target: '169.254.100.100:6514'}\n"
-        "services:\n  web: {image: example.com/web, restart: on-failure, depends_on: [ntp]}\n",
+        "services:\n  web: {image: example.com/web, restart: on-failure, depends_on: [ntp],\n"
+        "    health: {command: /bin/check, start_timeout: 30}}\n",
     )
     data = system_services(config, Facts(dhcp_interfaces=["eth0"]), tmp_path, console=True)
     path = tmp_path / "services.yml"
-    path.write_bytes(dump_document(data))
+    write_services_file(path, data)
+    assert json.loads(path.read_text())["services"]["web"]["health"]["start_timeout"] == 30
     loaded = load_services_file(path)
-    names = sorted(loaded.services)
-    assert names == ["console", "dhcp", "ntp", "syslog", "web"]
+    assert sorted(loaded.services) == ["console", "dhcp", "ntp", "syslog", "web"]
     assert loaded.problems == ()
+    assert loaded.services == data.services and loaded.ready == data.ready
+    web = loaded.services["web"]
+    assert web.name == "web" and web.health is not None and web.health.start_timeout == 30
 
 
 def test_console_auth_writes_shadow_or_autologin(tmp_path: Path) -> None:
@@ -133,6 +138,6 @@ def test_writing_the_services_file_leaves_the_console_auth_alone(tmp_path: Path)
     console_auth(config, auth)
     shadow = (auth / "shadow").stat()
     data = system_services(config, Facts(dhcp_interfaces=["eth0"]), tmp_path, console=True)
-    assert data["services"]["console"]["volumes"]["auth"]["source"] == str(auth)
+    assert data.services["console"].volumes["auth"].source == str(auth)
     after = (auth / "shadow").stat()
     assert (after.st_ino, after.st_mtime_ns) == (shadow.st_ino, shadow.st_mtime_ns)

@@ -7,7 +7,8 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from kurma.init._supervisor import Backoff, State, Supervisor
+from kurma.backoff import Backoff
+from kurma.init._supervisor import KURMAD_BACKOFF, State, Supervisor
 from kurma.reaper import ExitCallback, Reaper
 
 from .test_reaper import in_subreaper, reap_until
@@ -48,7 +49,7 @@ class FakeReaper(Reaper):
 def crash_loop(uptimes: list[float]) -> list[float]:
     """Start, then for each uptime: run that long, crash, wait out the backoff. The delays."""
     clock, reaper = FakeClock(), FakeReaper()
-    sup = Supervisor("kurmad", ["kurmad"], reaper, Backoff(), clock=clock)
+    sup = Supervisor("kurmad", ["kurmad"], reaper, KURMAD_BACKOFF, clock=clock)
     sup.start()
     delays = []
     for up in uptimes:
@@ -111,7 +112,7 @@ def test_a_crashing_command_is_restarted_with_backoff() -> None:
 
     def scenario() -> tuple[list[float], list[str]]:
         reaper = Reaper()
-        sup = Supervisor("standin", ["sh", "-c", "exit 3"], reaper, Backoff(0.1, 0.4, 60))
+        sup = Supervisor("standin", ["sh", "-c", "exit 3"], reaper, Backoff(0.1, 0.4, reset=60))
         sup.start()
         starts = [time.monotonic()]
 
@@ -174,7 +175,7 @@ def test_an_adopted_child_is_supervised_like_one_it_started() -> None:
     def scenario() -> tuple[bool, str, bool, str, int]:
         reaper = Reaper()
         early = os.posix_spawnp("sh", ["sh", "-c", "sleep 0.2; exit 4"], dict(os.environ))
-        sup = Supervisor("kurmad", ["sleep", "60"], reaper, Backoff(30, 30, 60))
+        sup = Supervisor("kurmad", ["sleep", "60"], reaper, Backoff(30, 30, reset=60))
         adopted = sup.adopt(early)
         running = sup.state.value
         reap_until(reaper, lambda: sup.pid is None)

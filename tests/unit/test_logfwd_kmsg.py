@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 
 import pytest
 
 from kurma.logfwd._kmsg import KmsgRecord, kernel_message, parse_record, unescape
 from kurma.logfwd._rfc5424 import SD_ID, format_message
 from kurma.logfwd._sources import KmsgSource
+
+from ..waiting import wait_for
 
 
 def test_plain_record() -> None:
@@ -92,9 +93,7 @@ def test_reader_takes_one_record_per_read_and_skips_bad_ones() -> None:
         theirs.send(b"6,1,10,-;first\n")
         theirs.send(b"garbage without prefix\n")
         theirs.send(b"3,2,20,-;second\\x0athird\n SUBSYSTEM=net\n")
-        deadline = time.monotonic() + 10
-        while len(got) < 2 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_for(lambda: len(got) >= 2, "two records")
     finally:
         stop.set()
         reader.join(5)

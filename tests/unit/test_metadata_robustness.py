@@ -21,6 +21,8 @@ from tests.unit.test_metadata_support import (
     service,
 )
 
+from ..waiting import wait_for
+
 __all__ = ["service"]
 
 
@@ -149,13 +151,13 @@ def test_connections_per_listener_are_capped() -> None:
         finally:
             for sock in held:
                 sock.close()
-        deadline = time.monotonic() + 3
-        while True:  # until the loop has seen the held connections close
+
+        def answers() -> bool:  # once the loop has seen the held connections close
             with contextlib.suppress(ConnectionError):
-                if request(url, "pod/uuid").body == pod.encode():
-                    break
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+                return request(url, "pod/uuid").body == pod.encode()
+            return False
+
+        wait_for(answers, "an answer after the held connections closed", 3, every=0.01)
 
 
 def test_concurrent_clients(service: MetadataService) -> None:

@@ -111,7 +111,7 @@ def test_a_failed_write_leaves_no_temporary_file_and_the_old_file_intact(
 ) -> None:
     old = (ca / "ca.key").read_bytes()
 
-    def broken_replace(src, dst):
+    def broken_replace(src, dst, **kw):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(_pki.os, "replace", broken_replace)
@@ -384,3 +384,46 @@ def test_cli_role_choices_match_and_the_parser_stays_light() -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_issue_server_prints_a_kurmad_line_with_absolute_paths(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run with relative directories, `pki issue server` prints a kurmad command line and
+    kurmad.yml settings that name the files absolutely, listening on the first --ip (in
+    brackets when IPv6; 0.0.0.0 with host names only) and --port; kurmad's own config
+    parser accepts both."""
+    import shlex
+
+    from kurma.api._config import check, load_config
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["pki", "init", "--dir", "ca"]) == 0
+    assert f"--dir {tmp_path}/ca " in capsys.readouterr().out
+    argv = [
+        "pki",
+        "issue",
+        "server",
+        "--dir",
+        "ca",
+        "--out",
+        "srv",
+        "--ip",
+        "::1",
+        "--port",
+        "9443",
+    ]
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    line = next(x.strip() for x in lines if x.strip().startswith("kurmad "))
+    words = shlex.split(line)
+    assert words[1:3] == ["--listen", "[::1]:9443"]
+    config = check(load_config(["--config", "/dev/null", *words[1:]]))
+    assert config.listen == "[::1]:9443"
+    assert config.tls_cert == f"{tmp_path}/srv/server.crt"
+    assert config.tls_ca == f"{tmp_path}/srv/ca.crt"
+    assert f"  tls_key: {tmp_path}/srv/server.key" in lines
+
+    argv = ["pki", "issue", "server", "--dir", "ca", "--out", "byname", "--host", "kurma.lan"]
+    assert main(argv) == 0
+    assert "kurmad --listen 0.0.0.0:7443 " in capsys.readouterr().out

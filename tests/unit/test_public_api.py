@@ -14,6 +14,7 @@ STORE_NAMES = {
     "ImageRef",
     "ImageStore",
     "ImportResult",
+    "StoreFull",
     "Reference",
     "RenderedTree",
     "parse_image_ref",

@@ -189,3 +189,21 @@ def test_log_cap_is_the_pods_share_over_its_files(runtime: FakeRuntime) -> None:
     tiny = runtime.add("tiny", None, {"logBytes": 100})
     assert quotas.log_cap(runtime.add("t-child", "tiny", api=False)) == 4096  # podinit's floor
     assert quotas.limits(tiny) == SubtreeQuota(log_bytes=100)
+
+
+def test_image_room_is_the_tightest_left_up_the_chain(runtime: FakeRuntime) -> None:
+    """What a subtree may still import: the least any imageBytes quota up the chain leaves
+    (kurmad's default where a pod gives none); its error names that quota's holder."""
+    runtime.add("top", None, {"imageBytes": 100})
+    runtime.add("child", "top")
+    quotas = book(runtime, SubtreeQuota(image_bytes=1000))
+    child = pod_view("child", "subtree")
+    quotas.imported(child, IMAGE, 60)
+    (runtime.store.layout.root / IMAGE).mkdir(parents=True)
+    room = quotas.image_room(child)
+    assert room is not None and (room.holder.name, room.left) == ("top", 40)
+    assert "imageBytes of pod top's subtree" in room.exceeded().message
+    assert "needs more than 40" in room.exceeded().message
+    assert quotas.image_room(CallerView()) is None
+    runtime.add("free", None)
+    assert book(runtime).image_room(pod_view("free", "subtree")) is None  # no quota, no default

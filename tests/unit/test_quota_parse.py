@@ -67,7 +67,21 @@ def test_kurmad_defaults_parse_quantities_and_null() -> None:
     assert subtree_defaults(config) == SubtreeQuota(20, 2 * 10**9, 8 << 20)
     flags = apply(config, {"subtree_max_pods": "", "subtree_max_log_bytes": "4096"}, "x")
     assert (flags.subtree_max_pods, flags.subtree_max_log_bytes) == (None, 4096)
-    assert subtree_defaults(DaemonConfig()) == SubtreeQuota()  # unlimited by default
+    # bounded by default: 1 GiB of images and 256 MiB of logs, any number of pods
+    assert subtree_defaults(DaemonConfig()) == SubtreeQuota(None, 1 << 30, 256 << 20)
+    unlimited = apply(
+        DaemonConfig(), {"subtree_max_image_bytes": None, "subtree_max_log_bytes": ""}, "x"
+    )
+    assert subtree_defaults(unlimited) == SubtreeQuota()
+
+
+def test_state_min_free_is_a_share() -> None:
+    assert DaemonConfig().state_min_free == 0.10
+    for raw, share in (("25%", 0.25), (0.05, 0.05), ("0", 0.0), (0, 0.0)):
+        assert apply(DaemonConfig(), {"state_min_free": raw}, "x").state_min_free == share
+    for raw in ("95%", 1, -0.1, "lots", True):
+        with pytest.raises(ConfigError, match="state_min_free"):
+            apply(DaemonConfig(), {"state_min_free": raw}, "kurmad.yml")
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,8 @@ from typing import Any
 from kurma.reaper import Reaper, describe_status
 from kurma.runtime.linux import set_child_subreaper
 
+from ..waiting import wait_for
+
 
 def in_subreaper(scenario: Callable[[], Any], timeout: float = 60.0) -> Any:
     """Run `scenario()` in a forked subreaper child; its return value (or its error) comes back."""
@@ -65,11 +67,13 @@ def zombies_of(pid: int) -> list[int]:
 
 
 def reap_until(reaper: Reaper, done: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not done():
-        assert time.monotonic() < deadline, "not done in time"
+    def reaped() -> bool:
+        if done():
+            return True
         reaper.reap()
-        time.sleep(0.005)
+        return False
+
+    wait_for(reaped, "the reaper to be done", timeout, every=0.005)
 
 
 def test_a_thousand_orphans_are_reaped_and_none_is_left() -> None:
@@ -118,10 +122,8 @@ def test_a_known_child_and_an_orphan_ending_at_once() -> None:
         got: list[int] = []
         # the shell leaves an orphan that ends right away, then ends itself with 42
         pid = reaper.spawn(["sh", "-c", "(true &); exit 42"], lambda p, s: got.append(s))
-        deadline = time.monotonic() + 10
-        while len(zombies_of(os.getpid())) < 2:  # both ended, neither reaped yet
-            assert time.monotonic() < deadline
-            time.sleep(0.005)
+        # both ended, neither reaped yet
+        wait_for(lambda: len(zombies_of(os.getpid())) >= 2, "two zombies", every=0.005)
         reaper.reap()
         assert pid not in reaper.known
         return describe_status(got[0]), reaper.orphans_reaped, zombies_of(os.getpid())

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,8 @@ from kurma.api._config import ConfigError, load_config
 from kurma.api._host import is_kurma_init, read_boot_log, service_to_proto
 from kurma.api._status import ApiError, Code
 from kurma.services import ServiceState, ServiceStatus
+
+from ..waiting import wait_for
 
 
 def test_settings_from_flags() -> None:
@@ -78,10 +79,8 @@ def test_kurma_init_is_recognised_by_its_command_line(tmp_path: Path) -> None:
     script.write_text("import time; time.sleep(30)\n")
     proc = subprocess.Popen([sys.executable, str(script)])
     try:
-        deadline = time.monotonic() + 10  # a loaded machine: the exec may still be under way
-        while not is_kurma_init(proc.pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert is_kurma_init(proc.pid)
+        # a loaded machine: the exec may still be under way
+        wait_for(lambda: is_kurma_init(proc.pid), "the stand-in's exec", every=0.05)
     finally:
         proc.kill()
         proc.wait()

@@ -93,6 +93,7 @@ def test_example_parses_every_field() -> None:
         ({"image": "x", "backoff": {"factor": 0.5}}, "services.bad.backoff.factor"),
         ({"image": "x", "health": {"interval": 1}}, "services.bad.health.command"),
         ({"image": "x", "health": {"command": ["t"], "retries": 0}}, "health.retries"),
+        ({"image": "x", "health": {"command": ["t"], "start_timeout": 0}}, "start_timeout"),
         ({"image": "x", "depends_on": ["bad"]}, "cannot depend on itself"),
         ({"image": "x", "enabled": "yes"}, "services.bad.enabled: must be true or false"),
     ],
@@ -169,3 +170,13 @@ def test_stop_order_is_dependents_first() -> None:
     specs["clock"] = ServiceSpec(name="clock", image="x", provides=("clock",))
     specs["timed"] = ServiceSpec(name="timed", image="x", depends_on=("clock",))
     assert stop_order(specs) == [["top"], ["mid", "timed"], ["base", "clock", "other"]]
+
+
+def test_a_health_checks_start_timeout_defaults_to_a_minute() -> None:
+    loaded = parse_services(
+        {"services": {"a": {"image": "x", "health": {"command": ["t"]}},
+                      "b": {"image": "x", "health": {"command": ["t"], "start_timeout": 2.5}}}}
+    )  # fmt: skip
+    health = {name: s.health for name, s in loaded.services.items()}
+    assert health["a"] is not None and health["a"].start_timeout == 60.0
+    assert health["b"] is not None and health["b"].start_timeout == 2.5

@@ -22,6 +22,8 @@ from kurma.runtime._runtime import PodNotFound
 from kurma.services import ServiceNotFound, parse_services, write_services_file
 from kurma.services._supervisor import Supervisor
 
+from ..waiting import wait_for
+
 
 class FakeRuntime:
     """The runtime calls the supervisor makes, on records in a dict; `log` is what it did."""
@@ -31,6 +33,8 @@ class FakeRuntime:
         self.log: list[tuple[str, str]] = []
         self.grace: dict[str, float | None] = {}
         self.fail: dict[str, Exception] = {}  # service name -> what create_pod raises
+        self.healthy: set[str] = set()  # services whose health checks pass
+        self.checks: list[str] = []  # the services whose pods were checked, in order
         self._ids = itertools.count(1)
 
     def add_listener(self, callback: Any) -> None:
@@ -83,6 +87,13 @@ class FakeRuntime:
         record = self.pods.pop(uuid)
         self.log.append(("destroy", record.name))
         return [uuid]
+
+    def exec_in_pod(self, uuid: str, app: None, argv: Any, stdio: Any) -> SimpleNamespace:
+        return SimpleNamespace(error=None, name=self.pods[uuid].name)
+
+    def wait_exec(self, proc: SimpleNamespace, timeout: float) -> SimpleNamespace:
+        self.checks.append(proc.name)
+        return SimpleNamespace(exit_code=0 if proc.name in self.healthy else 1)
 
     def running(self) -> set[str]:
         return {p.name for p in self.pods.values() if p.state is PodState.RUNNING}
@@ -341,3 +352,54 @@ def test_problems_of_the_file_are_kept_for_the_api(env: Env) -> None:
     env.step()
     assert "not valid YAML" in env.sup.problems[0]
     assert env.runtime.running() == {"good"}  # a refused file changes nothing
+
+
+HEALTH = {"command": ["check"], "interval": 1, "start_timeout": 5}
+
+
+def _checked(env: Env, count: int) -> None:
+    """Step (no time passes) until the pool thread ran `count` checks and the loop took them."""
+
+    def done() -> bool:
+        env.step()
+        return len(env.runtime.checks) >= count and not env.sup._entries["web"].probing
+
+    wait_for(done, f"{count} health checks", 10.0, every=0.005)
+
+
+@pytest.mark.parametrize(("policy", "state"), [("always", "BACKOFF"), ("never", "FAILED")])
+def test_a_health_check_that_never_passes_ends_the_start(env: Env, policy: str, state: str) -> None:
+    """Checks that fail from the start keep a service STARTING for `start_timeout` s at
+    most: then its pod is stopped and its restart policy applies (quick failure: backoff)."""
+    env.write(web={"restart": policy, "health": HEALTH, **QUICK})
+    env.sup.start(thread=False)
+    env.step()
+    seen = []
+    for second in range(5):  # one check a second: still starting, not yet given up
+        env.step(1.0 if second else 0.0)
+        _checked(env, second + 1)
+        seen.append(env.state("web"))
+    assert seen == ["STARTING"] * 5
+    assert env.sup.status("web").message == "waiting for the first health check (exit code 1)"
+    env.step(1.0)  # 5 s after the start
+    status = env.sup.status("web")
+    assert status.state.value == state
+    assert status.message.startswith("no health check passed within 5 s; last: exit code 1")
+    assert ("stop", "web") in env.runtime.log and status.pod  # kept for its logs
+    if policy == "always":
+        env.step(1.0)  # the backoff's first delay: a new pod, the count goes up
+        assert env.state("web") == "STARTING" and env.sup.status("web").restarts == 1
+        assert env.sup.status("web").pod != status.pod
+
+
+def test_a_health_check_that_passes_in_time_makes_it_running(env: Env) -> None:
+    env.write(web={"health": HEALTH, **QUICK})
+    env.sup.start(thread=False)
+    env.step()
+    _checked(env, 1)
+    env.runtime.healthy.add("web")
+    env.step(4.0)
+    _checked(env, 2)
+    assert env.state("web") == "RUNNING"
+    env.step(10.0)  # past the start timeout: it no longer applies
+    assert env.state("web") == "RUNNING"

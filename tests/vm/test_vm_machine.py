@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from ..waiting import wait_for
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "build"))
 
@@ -190,17 +192,6 @@ def vm(built, tmp_path_factory) -> Iterator[Vm]:
         receiver.close()
 
 
-def wait_until(what: str, check, timeout: float = 120.0, every: float = 1.0):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
-
-
 # --- tests ------------------------------------------------------------------------------------
 
 
@@ -217,7 +208,7 @@ def test_console_login_and_kurmactl_ps_lists_the_services_running(vm: Vm) -> Non
         }
         return out if all(states.get(s) == "RUNNING" for s in SERVICES) else None
 
-    out = wait_until("the services to run", all_running, timeout=180, every=3)
+    out = wait_for(all_running, "the services to run", 180, every=3)
     for name in SERVICES:
         assert re.search(rf"\b{name}\s+running\b", out, re.IGNORECASE), out
 
@@ -291,7 +282,8 @@ def test_a_killed_service_is_restarted_with_backoff(vm: Vm) -> None:
                     s = {s.name: s for s in c.services()}["dhcp"]
                     return s if s.restarts > before.restarts and s.state == "RUNNING" else None
 
-                after = wait_until(f"dhcp to be restarted (kill {kill + 1})", restarted)
+                what = f"dhcp to be restarted (kill {kill + 1})"
+                after = wait_for(restarted, what, 120.0, every=1.0)
                 assert after.pod != before.pod
                 pods.append(after)
         finally:
@@ -314,7 +306,7 @@ def test_a_pod_with_subtree_access_started_at_boot_starts_a_child(vm: Vm) -> Non
                 return None
             return child, nest
 
-        child, nest = wait_until("nest-child to run", child_running, timeout=180, every=2)
+        child, nest = wait_for(child_running, "nest-child to run", 180, every=2)
     assert list(child.parents) == [nest.uuid]
     assert nest.api_access == "subtree"
     assert not child.api_access  # nothing granted that was not asked for

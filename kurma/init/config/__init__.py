@@ -1,14 +1,16 @@
 """The boot config of kurma-init: defaults <- /etc/kurma.yml (initrd) <- OEM file <- kernel
 command line `kurma.KEY=VALUE`, as typed, frozen dataclasses.
 
-Pure data: no mounts, no device lookups. It imports only `kurma.errors`, and lazily `kurma.aci`
-and `kurma.store` to check a service's image and isolators; it never imports `kurma.api`
-(the API sits above the init, DESIGN.md). Implementation lives in `_private` modules:
+Pure data: no mounts, no device lookups. It imports only `kurma.errors` and the service
+model it shares with kurmad (`kurma.services`' `ServiceSpec`, `kurma.backoff`), and lazily
+`kurma.aci` and `kurma.store` to check a service's image and isolators; it never imports
+`kurma.api` (the API sits above the init, DESIGN.md). Implementation lives in `_private`
+modules:
 
     _problem   ConfigProblem: source, path, message
     _values    scalar parsers shared by YAML and the command line
     _schema    specs: clean a layer, merge, build the dataclasses, describe the keys
-    _model     the dataclasses, field by field
+    _model     the dataclasses, field by field (a service's keys described from outside)
     _cmdline   /proc/cmdline -> nested map
     _load      layers, the secrets rule, rules between keys, load_boot_config
 """

@@ -15,19 +15,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from kurma.backoff import Backoff
+from kurma.services._spec import HealthCheck, RestartPolicy, ServiceSpec
+
 from . import _values as v
-from ._schema import ListOf, MapOf, Optional, Record, Scalar, setting
+from ._schema import ListOf, MapOf, Optional, Record, Scalar, about, setting
 
 # kurmad settings that hold secrets: refused from the initrd like the keys marked secret
 _SECRET_SETTING = re.compile(r".*(cert|key|ca|password|secret|token).*")
-
-
-class RestartPolicy(enum.Enum):
-    """When a service's pod is started again after it ends."""
-
-    ALWAYS = "always"
-    ON_FAILURE = "on-failure"  # only after a non-zero exit or a signal
-    NEVER = "never"
 
 
 class Protocol(enum.Enum):
@@ -143,31 +138,44 @@ class Disk:
 # --- services --------------------------------------------------------------------------------
 
 
+# The service model is kurma.services' `ServiceSpec` (one dataclass from the boot config to
+# kurmad's supervisor); the boot config describes its keys here, from outside.
+
+
 def _backoff_order(backoff: Backoff) -> tuple[str, str] | None:
     if backoff.initial > backoff.maximum:
         return "initial", f"{backoff.initial:g} s is more than maximum ({backoff.maximum:g} s)"
     return None
 
 
-@dataclass(frozen=True)
-class Backoff:
-    """Delay before a restart: initial, times factor after each quick failure, up to maximum."""
+BACKOFF = Record(
+    Backoff,
+    check=_backoff_order,
+    settings={
+        "initial": about(Scalar(v.seconds(0, 3600)), "first delay in seconds"),
+        "maximum": about(Scalar(v.seconds(0, 86400)), "longest delay in seconds"),
+        "factor": about(Scalar(v.factor), "growth of the delay after each failure"),
+    },
+)
+"""Delay before a restart: initial, times factor after each quick failure, up to maximum."""
 
-    initial: float = setting(1.0, Scalar(v.seconds(0, 3600)), "first delay in seconds")
-    maximum: float = setting(60.0, Scalar(v.seconds(0, 86400)), "longest delay in seconds")
-    factor: float = setting(2.0, Scalar(v.factor), "growth of the delay after each failure")
-
-
-@dataclass(frozen=True)
-class HealthCheck:
-    """A command run inside the service's pod; failing `retries` times in a row restarts it."""
-
-    command: tuple[str, ...] = setting(
-        (), Scalar(v.argv), "the command (list or one string)", required=True
-    )
-    interval: float = setting(10.0, Scalar(v.seconds(0.1, 86400)), "seconds between checks")
-    timeout: float = setting(5.0, Scalar(v.seconds(0.1, 3600)), "seconds a check may take")
-    retries: int = setting(3, Scalar(v.integer(1, 100)), "failures in a row that mean unhealthy")
+HEALTH_CHECK = Record(
+    HealthCheck,
+    settings={
+        "command": about(Scalar(v.argv), "the command (list or one string)", required=True),
+        "interval": about(Scalar(v.seconds(0.1, 86400)), "seconds between checks"),
+        "timeout": about(Scalar(v.seconds(0.1, 3600)), "seconds a check may take"),
+        "retries": about(
+            Scalar(v.integer(1, 100)), "failures in a row that mean unhealthy (once healthy)"
+        ),
+        "start_timeout": about(
+            Scalar(v.seconds(0.1, 86400)),
+            "seconds for the first check to pass after a start; then the pod failed to "
+            "start and `restart` applies (it never stays STARTING forever)",
+        ),
+    },
+)
+"""A command run inside the service's pod; failing `retries` times in a row restarts it."""
 
 
 def _dependency(value: Any) -> str:
@@ -190,39 +198,32 @@ def _any_json(value: Any) -> Any:
     return value
 
 
-@dataclass(frozen=True)
-class Service:
-    """A system service: a pod of one image, kept running by the supervisor."""
+SERVICE = Record(
+    ServiceSpec,
+    settings={
+        "image": about(Scalar(v.image_reference), "NAME[:VERSION] or an image ID", required=True),
+        "enabled": about(Scalar(v.boolean), "false: defined but not started"),
+        "exec": about(Scalar(v.optional(v.exec_argv)), "overrides the image app's exec"),
+        "environment": about(
+            MapOf(v.env_name, Scalar(v.env_value), noun="variable"),
+            "added to the app's environment",
+        ),
+        "isolators": about(
+            MapOf(v.isolator_name, Scalar(_any_json), noun="isolator", check_entry=_check_isolator),
+            "isolator name -> value, as in a pod manifest (e.g. host/api-access: {scope: host})",
+        ),
+        "depends_on": about(
+            ListOf(Scalar(_dependency), split=True),
+            "started after these: other services, `network`, `clock`",
+        ),
+        "restart": about(Scalar(v.choice(RestartPolicy)), "always|on-failure|never"),
+        "backoff": about(BACKOFF, "restart delays"),
+        "health": about(Optional(HEALTH_CHECK), "optional health check"),
+    },
+)
+"""A system service: a pod of one image, kept running by the supervisor (ServiceSpec)."""
 
-    image: str = setting(
-        "", Scalar(v.image_reference), "NAME[:VERSION] or an image ID", required=True
-    )
-    enabled: bool = setting(True, Scalar(v.boolean), "false: defined but not started")
-    exec: tuple[str, ...] | None = setting(
-        None, Scalar(v.optional(v.exec_argv)), "overrides the image app's exec"
-    )
-    environment: Mapping[str, str] = setting(
-        dict,
-        MapOf(v.env_name, Scalar(v.env_value), noun="variable"),
-        "added to the app's environment",
-    )
-    isolators: Mapping[str, Any] = setting(
-        dict,
-        MapOf(v.isolator_name, Scalar(_any_json), noun="isolator", check_entry=_check_isolator),
-        "isolator name -> value, as in a pod manifest (e.g. host/api-access: {scope: host})",
-    )
-    depends_on: tuple[str, ...] = setting(
-        (),
-        ListOf(Scalar(_dependency), split=True),
-        "started after these: other services, `network`, `clock`",
-    )
-    restart: RestartPolicy = setting(  # noqa: RUF009
-        RestartPolicy.ALWAYS, Scalar(v.choice(RestartPolicy)), "always|on-failure|never"
-    )
-    backoff: Backoff = setting(Backoff(), Record(Backoff, check=_backoff_order), "restart delays")  # noqa: RUF009
-    health: HealthCheck | None = setting(  # noqa: RUF009
-        None, Optional(Record(HealthCheck)), "optional health check"
-    )
+Service = ServiceSpec  # the boot config's name for it
 
 
 # --- console, logs, time, API ----------------------------------------------------------------
@@ -336,8 +337,10 @@ class BootConfig:
         MapOf(v.disk_selector, Record(Disk), noun="disk"),
         "by LABEL=<label> or UUID=<uuid>",
     )
-    services: Mapping[str, Service] = setting(
-        dict, MapOf(v.ac_name, Record(Service), noun="service"), "extra services by name"
+    services: Mapping[str, ServiceSpec] = setting(
+        dict,
+        MapOf(v.ac_name, SERVICE, noun="service", name_field="name"),
+        "extra services by name",
     )
     console: Console = setting(Console(), Record(Console), "console login")  # noqa: RUF009
     log_forwarding: LogForwarding = setting(LogForwarding(), Record(LogForwarding), "remote syslog")  # noqa: RUF009

@@ -144,7 +144,8 @@ class ListOf(Spec):
 class MapOf(Spec):
     """Named entries, merged entry by entry across layers. `key` checks and normalises the
     names; `secret_key` marks names whose values are secrets; `check_entry` checks a value
-    against its name (an isolator's value against its type)."""
+    against its name (an isolator's value against its type); `name_field` is the field of a
+    built entry that gets its name."""
 
     def __init__(
         self,
@@ -154,8 +155,10 @@ class MapOf(Spec):
         noun: str,
         secret_key: Callable[[str], bool] | None = None,
         check_entry: Callable[[str, Any], None] | None = None,
+        name_field: str | None = None,
     ) -> None:
         self.key = key
+        self.name_field = name_field
         self.value = value
         self.noun = noun
         self.secret_key = secret_key
@@ -197,6 +200,8 @@ class MapOf(Spec):
         for key, value in data.items():
             try:
                 built[key] = self.value.build(value, (*path, key), ctx)
+                if self.name_field:  # the entry knows its own name (a service, its pod's)
+                    built[key] = dataclasses.replace(built[key], **{self.name_field: key})
             except Incomplete as e:
                 ctx.report(e.path, f"{e.message}; {self.noun} {key!r} left out", e.kind)
         return built
@@ -235,16 +240,33 @@ Check = Callable[[Any], "tuple[str, str] | None"]
 class Record(Spec):
     """A frozen dataclass whose fields carry their spec and doc (see `setting`).
 
+    A dataclass defined elsewhere, without the boot config in mind (a service's
+    `ServiceSpec`), is described from outside instead: `settings` maps the fields that are
+    keys to `about(...)`; its other fields keep their defaults (or are filled in by `MapOf`).
+
     `whole` records (items of a list) come complete from one layer, so their required keys
     and `check` are enforced while cleaning; other records merge across layers and are
     checked when built.
     """
 
-    def __init__(self, cls: type, *, whole: bool = False, check: Check | None = None) -> None:
+    def __init__(
+        self,
+        cls: type,
+        *,
+        whole: bool = False,
+        check: Check | None = None,
+        settings: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
         self.cls = cls
         self.whole = whole
         self.check = check
-        self.fields = {f.name: f for f in dataclasses.fields(cls)}
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        # With `settings`, their order is the key table's (and every one names a field).
+        self.fields = fields if settings is None else {name: fields[name] for name in settings}
+        self.meta = {
+            name: f.metadata if settings is None else settings[name]
+            for name, f in self.fields.items()
+        }
         self.what = f"a mapping ({cls.__name__})"
 
     def clean(self, raw: Any, path: Path, ctx: Context) -> Any:
@@ -265,11 +287,11 @@ class Record(Spec):
                     ProblemKind.UNKNOWN_KEY,
                 )
                 continue
-            if f.metadata["secret"] and not ctx.secrets_allowed:
+            if self.meta[f.name]["secret"] and not ctx.secrets_allowed:
                 ctx.report((*path, f.name), SECRET_REFUSED, ProblemKind.SECRET_REFUSED)
                 reported.add(f.name)
                 continue
-            value = f.metadata["spec"].clean(raw_value, (*path, f.name), ctx)
+            value = self.meta[f.name]["spec"].clean(raw_value, (*path, f.name), ctx)
             if value is DROP:
                 reported.add(f.name)
             else:
@@ -285,15 +307,15 @@ class Record(Spec):
 
     def build(self, data: Any, path: Path, ctx: Context) -> Any:
         values: dict[str, Any] = {}
-        for name, f in self.fields.items():
+        for name, meta in self.meta.items():
             if name not in data:
-                if f.metadata["required"]:
+                if meta["required"]:
                     raise Incomplete((*path, name), "is required")
                 continue
             try:
-                values[name] = f.metadata["spec"].build(data[name], (*path, name), ctx)
+                values[name] = meta["spec"].build(data[name], (*path, name), ctx)
             except Incomplete as e:
-                if f.metadata["required"]:
+                if meta["required"]:
                     raise
                 ctx.report(e.path, f"{e.message}; the default is used", e.kind)
         record = self.cls(**values)
@@ -303,13 +325,12 @@ class Record(Spec):
         return record
 
     def plain(self, value: Any) -> Any:
-        return {
-            name: f.metadata["spec"].plain(getattr(value, name)) for name, f in self.fields.items()
-        }
+        return {name: meta["spec"].plain(getattr(value, name)) for name, meta in self.meta.items()}
 
     def describe(self, path: str) -> Iterator[KeyDoc]:
         for name, f in self.fields.items():
-            spec: Spec = f.metadata["spec"]
+            meta = self.meta[name]
+            spec: Spec = meta["spec"]
             here = f"{path}.{name}" if path else name
             nested = list(spec.describe(here))
             if nested and isinstance(spec, Record | Optional):
@@ -319,8 +340,14 @@ class Record(Spec):
                 default = spec.plain(f.default) if f.default is not None else None
             else:
                 default = spec.plain(f.default_factory())  # type: ignore[misc]
-            yield KeyDoc(here, spec.what, default, f.metadata["doc"], f.metadata["secret"])
+            yield KeyDoc(here, spec.what, default, meta["doc"], meta["secret"])
             yield from nested
+
+
+def about(spec: Spec, doc: str, *, secret: bool = False, required: bool = False) -> dict[str, Any]:
+    """What the boot config knows of one key: its spec, its documentation, whether it is a
+    secret or required (a field's metadata; `Record(settings=...)` for a foreign class)."""
+    return {"spec": spec, "doc": doc, "secret": secret, "required": required}
 
 
 def setting(
@@ -330,7 +357,7 @@ def setting(
 
     Mutable defaults (lists, dicts) are given as a zero-argument callable.
     """
-    meta = {"spec": spec, "doc": doc, "secret": secret, "required": required}
+    meta = about(spec, doc, secret=secret, required=required)
     if callable(default):
         return dataclasses.field(default_factory=default, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)

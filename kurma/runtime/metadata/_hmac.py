@@ -19,6 +19,8 @@ import secrets
 import uuid as uuidlib
 from pathlib import Path
 
+from ...atomic import write_atomic
+
 KEY_BYTES = 64  # the SHA-512 block size is 128; 64 random bytes is the digest's strength
 # Domain separation: these bytes and the fixed-width UUID come before the content, so no
 # (uuid, content) pair can collide with another and no other use of the key can forge one.
@@ -69,18 +71,7 @@ def load_or_create_key(path: str | os.PathLike[str]) -> bytes:
     target = Path(path)
     with contextlib.suppress(FileNotFoundError):
         return _read_key(target)
-    tmp = target.with_name(f".tmp-{target.name}-{secrets.token_hex(8)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(secrets.token_bytes(KEY_BYTES))
-            f.flush()
-            os.fsync(f.fileno())
-        with contextlib.suppress(FileExistsError):
-            os.link(tmp, target)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    write_atomic(target, secrets.token_bytes(KEY_BYTES), 0o600, replace=False)
     return _read_key(target)
 
 

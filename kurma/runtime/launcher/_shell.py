@@ -97,8 +97,8 @@ def set_limits(cgroups: CgroupSystem, relpath: str, plan: PodPlan) -> dict[str, 
     so does an app that gets its own cgroups (privileged: its cgroup is delegated to it,
     see `_cgroupfs`, and must not hold the pod's init, which cgroup2's no-internal-process
     rule would count against the children it makes). An app that is not privileged may
-    open only its devices (the devices cgroup on v1; see `_devices`). Returns each such
-    app's cgroup.procs files."""
+    open only its devices (the devices cgroup, or a cgroup2 BPF program; see `_devices`).
+    Returns each such app's cgroup.procs files."""
     if plan.limits:
         cgroups.open(relpath).set_limits(**_limit_args(plan.limits))
     # The leaf (P1, the apps without a cgroup of their own, exec) was restricted to the

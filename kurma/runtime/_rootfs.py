@@ -186,7 +186,7 @@ def _populate(rootfd: int, spec: RootfsSpec) -> None:
         bind_file_read_only(rootfd, spec.etc.resolv_conf, "/etc/resolv.conf")
     # Parents before children, so /data/sub lands on the volume at /data, not beneath it.
     for bind in sorted(spec.volumes, key=lambda b: b.target.rstrip("/").count("/")):
-        mount_volume(rootfd, bind)
+        mount_volume(rootfd, bind, nodev=not spec.privileged)
 
 
 def mount_overlay(tree: str, run_dir: str) -> str:

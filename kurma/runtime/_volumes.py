@@ -34,6 +34,7 @@ from ..aci import App, MountPoint, PodManifest, RuntimeApp, Volume, VolumeKind
 from ..errors import ValidationError
 from ._inroot import Kind, ensure_in_root
 from ._mountapi import (
+    MOUNT_ATTR_NODEV,
     MOUNT_ATTR_RDONLY,
     RESOLVE_BENEATH,
     RESOLVE_NO_MAGICLINKS,
@@ -219,8 +220,12 @@ def _step(dirfd: int, rel: str, recursive: bool) -> int:
         os.close(dirfd)
 
 
-def mount_volume(rootfd: int, bind: VolumeBind) -> None:
-    """Bind one volume into the rootfs at its target, resolved inside the root, never outside."""
+def mount_volume(rootfd: int, bind: VolumeBind, *, nodev: bool = True) -> None:
+    """Bind one volume into the rootfs at its target, resolved inside the root, never outside.
+
+    `nodev` (every app but a privileged one's): no device node on the volume opens, and
+    neither on a mount below it (a recursive bind), so a node an app makes there, or finds
+    there, gives it no device."""
     if bind.kind is VolumeKind.EMPTY:
         ensure_empty_volume(bind)
     source = open_source(bind)
@@ -232,7 +237,9 @@ def mount_volume(rootfd: int, bind: VolumeBind) -> None:
             if os.path.samestat(os.fstat(target), os.fstat(rootfd)):
                 # `/data -> /` in the image: covering the app's whole root is never meant.
                 raise OSError(errno.EINVAL, f"{what}: the target resolves to the rootfs itself")
-            attrs = MOUNT_ATTR_RDONLY if bind.read_only else 0
+            attrs = (MOUNT_ATTR_RDONLY if bind.read_only else 0) | (
+                MOUNT_ATTR_NODEV if nodev else 0
+            )
             bind_clone(source, target, recursive=bind.recursive, attrs=attrs, what=what)
         finally:
             os.close(target)

@@ -538,12 +538,6 @@ def test_operator_volume_raced_while_pods_start_never_mounts_outside(
     assert sum(seen.values()) == len(names), seen
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="volumes are bound without nodev (runtime/_volumes.mount_volume, the paths "
-    "helper's): with CAP_MKNOD in the default set and no devices cgroup, a writable volume "
-    "on a filesystem that allows device nodes opens the host's disks",
-)
 def test_operator_volumes_carry_no_device_nodes(site: Site, operator: Client) -> None:
     """An operator's writable host volume (inside the prefix) and empty volume are mounted
     nodev: CAP_MKNOD is in the default set, so a block device node made there must not

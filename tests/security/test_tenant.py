@@ -621,19 +621,14 @@ def test_the_steps_survive_a_kurmad_restart(busybox_aci: Path, layout: tuple[Pat
     never_written(outside)
 
 
-@pytest.mark.xfail(
-    reason="no devices cgroup: CAP_MKNOD (appc's default set) opens any host "
-    "device a pod makes a node for; not item 1's to fix",
-    strict=False,
-)
 def test_a_pod_cannot_open_a_host_device_it_makes_a_node_for(
     kurma: Client, daemon: tuple[Daemon, str]
 ) -> None:
-    """Found while hardening volumes, reported, not fixed here: an ordinary pod (default
-    capabilities, no devices granted) makes a node for the host's /dev/loop0 (b 7 0; a disk's
-    major and minor would do the same) in its own /dev tmpfs, or in a host volume, and
-    opens it. Contract: the open fails (a devices cgroup, or CAP_MKNOD away by default, or
-    nodev wherever a pod can write)."""
+    """Found while hardening volumes: an ordinary pod (default capabilities, CAP_MKNOD
+    among them, no devices granted) makes a node for the host's /dev/loop0 (b 7 0; a disk's
+    major and minor would do the same) in its own /dev tmpfs and opens it. Contract: the
+    open fails (the /dev tmpfs is nodev; on cgroup v1 the devices cgroup refuses the mknod
+    already). Every other place and the granted nodes: tests/security/test_devices.py."""
     _, image_id = daemon
     script = "mknod /dev/k b 7 0 && dd if=/dev/k of=/dev/null count=0 && echo OPENED"
     doc = pod_doc(image_id, ["/bin/sh", "-c", script])
@@ -641,6 +636,7 @@ def test_a_pod_cannot_open_a_host_device_it_makes_a_node_for(
     kurma.wait(pod, timeout=20)
     out = b"".join(c.data for c in kurma.logs(pod))
     assert b"OPENED" not in out, out
+    assert re.search(rb"Operation not permitted|Permission denied", out), out
 
 
 # --- the existing defences, where tests/root/test_recursion.py has none ------------------

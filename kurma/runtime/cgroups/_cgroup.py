@@ -11,10 +11,11 @@ import errno
 import os
 import posixpath
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from . import _devbpf
 from ._kill import kill_all
 from ._parse import (
     Placement,
@@ -108,6 +109,45 @@ class Cgroup:
         if pids_max is not None:
             _, directory = self._require("pids", "set pids limit")
             write_file(directory, "pids.max", pids_max)
+
+    def restrict_devices(self, allow: Iterable[str]) -> bool:
+        """Deny every device but the `allow` rules (`c 1:3 rwm`, `c 136:* rwm` ...): opening
+        or making any other node fails with EPERM for the processes in this cgroup. Replaces
+        an earlier restriction. Returns False where the host has no way (no devices
+        controller, no cgroup2, a kernel without bpf(2)).
+
+        v1: `a` to devices.deny, then one write per rule; the cgroup must have no children
+        (v1 refuses `a` then, EINVAL) and each rule must be allowed to its parent (EPERM).
+        cgroup2: a BPF_CGROUP_DEVICE program attached to the cgroup (`_devbpf`), which no
+        descendant can add to: meant for leaves.
+        """
+        placement = self.system.placements.get("devices")
+        if placement is None:
+            return False
+        directory = placement.directory(self.relpath)
+        if placement.version is Version.V2:
+            try:
+                _devbpf.attach(directory, tuple(allow))
+            except OSError as e:
+                if e.errno != errno.ENOSYS:  # a kernel without bpf(2): nodev alone
+                    raise
+                return False
+            return True
+        write_file(directory, "devices.deny", "a")
+        for rule in allow:
+            write_file(directory, "devices.allow", rule)
+        return True
+
+    def allow_all_devices(self) -> None:
+        """Lift `restrict_devices` (v1: no children then, and a parent allowing all)."""
+        placement = self.system.placements.get("devices")
+        if placement is None:
+            return
+        directory = placement.directory(self.relpath)
+        if placement.version is Version.V2:
+            _devbpf.detach(directory)
+        else:
+            write_file(directory, "devices.allow", "a")
 
     def _set_memory(self, limit: int) -> None:
         version, directory = self._require("memory", "set memory limit")

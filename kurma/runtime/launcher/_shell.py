@@ -16,6 +16,7 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
+from .._devices import DEFAULT_DEVICE_RULES, device_rules
 from .._plan import PodPlan
 from ..cgroups import Cgroup, CgroupSystem
 from ._spawn import PodStart, PodStarted, first_app_message
@@ -95,14 +96,27 @@ def set_limits(cgroups: CgroupSystem, relpath: str, plan: PodPlan) -> dict[str, 
     """Pod limits on the shell's cgroup; apps with limits of their own get a child, and
     so does an app that gets its own cgroups (privileged: its cgroup is delegated to it,
     see `_cgroupfs`, and must not hold the pod's init, which cgroup2's no-internal-process
-    rule would count against the children it makes). Returns each such app's cgroup.procs
-    files."""
+    rule would count against the children it makes). An app that is not privileged may
+    open only its devices (the devices cgroup, or a cgroup2 BPF program; see `_devices`).
+    Returns each such app's cgroup.procs files."""
     if plan.limits:
         cgroups.open(relpath).set_limits(**_limit_args(plan.limits))
+    # The leaf (P1, the apps without a cgroup of their own, exec) was restricted to the
+    # default devices when the shell was made: a privileged pod lifts that, grants add.
+    from ._zygote import PROCESS_LEAF  # here: _zygote imports this module
+
+    leaf = cgroups.open(f"{relpath}/{PROCESS_LEAF}")
+    granted = device_rules(d for app in plan.apps for d in app.rootfs.devices)
+    if any(app.rootfs.privileged for app in plan.apps):
+        leaf.allow_all_devices()
+    elif granted:
+        leaf.restrict_devices((*DEFAULT_DEVICE_RULES, *granted))
     app_procs: dict[str, tuple[str, ...]] = {}
     for app in plan.apps:
         if app.limits or app.rootfs.own_cgroups:
             child = cgroups.create(f"{relpath}/app-{app.name}")
+            if not app.rootfs.privileged:
+                child.restrict_devices((*DEFAULT_DEVICE_RULES, *device_rules(app.rootfs.devices)))
             if app.limits:
                 child.set_limits(**_limit_args(app.limits))
             app_procs[app.name] = procs_files(child)

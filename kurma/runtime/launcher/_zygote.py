@@ -33,6 +33,7 @@ import socket
 import time
 from typing import NoReturn
 
+from .._devices import DEFAULT_DEVICE_RULES
 from ..cgroups import Cgroup, CgroupSystem
 from ._app import write_control_file
 from ._shell import Shape, Shell, offer, procs_files
@@ -125,6 +126,7 @@ class ZygotePool:
         leaf = self.cgroups.create(f"{cgroup.relpath}/{PROCESS_LEAF}")
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
+            leaf.restrict_devices(DEFAULT_DEVICE_RULES)  # while idle; `set_limits` adjusts it
             pid = os.fork()
             if pid == 0:
                 ours.close()

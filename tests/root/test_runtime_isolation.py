@@ -3,7 +3,6 @@ exactly the capabilities asked for, the pod's hostname and generated /etc files.
 
 from __future__ import annotations
 
-import os
 import socket
 
 import pytest
@@ -41,14 +40,20 @@ DEFAULT = {
 
 
 def test_app_sees_podinit_as_pid_1_and_no_host_process(pods: PodEnv) -> None:
-    app, log = pods.sh("cat /proc/1/comm; ls /proc | grep -E '^[0-9]+$' | sort -n | tr '\\n' ' '")
+    # An app may run in the moment before P1's exec of podinit completes (its go byte is
+    # written just before the exec, see runtime/README.md): give that exec a moment.
+    settle = (
+        "for i in $(seq 100); do [ $(cat /proc/1/comm) = kurma-podinit ] && break; sleep 0.02; done"
+    )
+    app, log = pods.sh(
+        f"{settle}; cat /proc/1/comm; ls /proc | grep -E '^[0-9]+$' | sort -n | tr '\\n' ' '"
+    )
     assert app.exit_code == 0, log
     lines = log.splitlines()
     assert lines[0] == "kurma-podinit"
     visible = {int(p) for p in lines[1].split()}
     # podinit, the shell and its children (ls, grep, sort, tr) only; the host has hundreds.
-    assert 1 in visible and max(visible) < 20, visible
-    assert os.getpid() not in visible or os.getpid() < 20
+    assert 1 in visible and len(visible) < 10, visible
 
 
 def test_only_loopback_and_it_is_up(pods: PodEnv) -> None:

@@ -13,8 +13,9 @@
     ├── PodError                    the pod runtime refused an operation on a pod
     │   ├── PodNotFound             no pod has that UUID, UUID prefix or name
     │   └── PodStateError           the pod exists, but its state forbids the operation
-    └── NotPermitted                a pod asked for more than its creator holds (least
-                                    privilege; kurma.runtime, defined in its _confine)
+    └── NotPermitted                the caller may not have what it asks for: more than its
+                                    creator holds (least privilege, kurma.runtime._confine) or
+                                    beyond its role (kurma.api._policy); PERMISSION_DENIED
 
 ValidationError differs from ArchiveError in what was wrong: the document's content versus
 the container around it. An archive whose manifest is invalid raises ValidationError.
@@ -83,3 +84,8 @@ class PodNotFound(PodError, LookupError):
 class PodStateError(PodError):
     """The pod is not in a state that allows the operation (start a running pod, create a
     child of an exited one, go past the depth limit)."""
+
+
+class NotPermitted(KurmaError):
+    """A caller asked for more than it may have: a pod more than the pod creating it holds,
+    a certificate more than its role allows (PERMISSION_DENIED)."""

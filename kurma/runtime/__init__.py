@@ -23,7 +23,7 @@ _EXPORTS: dict[str, str | tuple[str, str]] = {
     "AppRecord": "._podrecord",
     "AppState": "._podrecord",
     "ExecProcess": "._live",
-    "NotPermitted": "._confine",
+    "NotPermitted": "..errors",
     "PodEvent": "._live",
     "PodEventKind": "._live",
     "PodPlan": "._plan",
@@ -56,9 +56,9 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from ..errors import NotPermitted as NotPermitted
     from ..errors import PodNotFound as PodNotFound
     from ..errors import PodStateError as PodStateError
-    from ._confine import NotPermitted as NotPermitted
     from ._confine import _within as seccomp_within  # noqa: F401
     from ._confine import check_quota_within as check_quota_within
     from ._live import ExecProcess as ExecProcess

@@ -51,14 +51,10 @@ from collections.abc import Iterable
 from dataclasses import replace
 
 from ..aci import ApiScope, PodManifest, SubtreeQuota, Volume, VolumeKind
-from ..errors import KurmaError
+from ..errors import NotPermitted
 from ._plan import API_VOLUME, PodPlan, SeccompPlan, own_oom_score_adj
 from ._volumes import Steps, VolumeBind, open_source
 from .linux import Capability
-
-
-class NotPermitted(KurmaError):
-    """A pod asked for more than the pod creating it holds (PERMISSION_DENIED)."""
 
 
 def creator_binds(parent: PodPlan) -> list[VolumeBind]:

@@ -31,7 +31,7 @@ import pytest
 
 from kurma.aci import ImageManifest
 from kurma.runtime._runtime import RuntimeConfig
-from kurma.runtime.linux import CLONE_NEWNET, setns
+from kurma.runtime.linux import CLONE_NEWNET, MNT_DETACH, MS_BIND, mount, setns, umount2
 from kurma.runtime.metadata import MetadataConfig
 
 from ..waiting import wait_for
@@ -271,23 +271,28 @@ def _console(
 ) -> Iterator[_Tty]:
     """The console image's own app on a pty the test holds; yields the pty's master.
 
-    The tty is a host volume at /run/tty0 (CONSOLE_TTYS takes absolute paths); the devices
-    and api-access isolators are left out: there is no ttyS0 here and no kurmad.
+    The pty reaches the pod as the real console's tty does, through `os/linux/devices`: a
+    name for it in the host's /dev (an empty file with the pty bound over it: a node of
+    its own would reach only the first devpts instance's ptys), made for the test and
+    removed after. A device node in a host volume would not open: volumes are nodev. The
+    api-access isolator is left out: there is no kurmad.
     """
     image_id, image_app = _import(pods, built["console"])
     master, slave = os.openpty()
+    node = f"/dev/kurma-test-tty-{uuid.uuid4().hex[:8]}"
+    bound = False
     try:
+        os.close(os.open(node, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        mount(os.ttyname(slave), node, None, MS_BIND)
+        bound = True
         isolators = [i for i in image_app["isolators"]
                      if i["name"] not in ("os/linux/devices", "host/api-access")]  # fmt: skip
+        isolators.append({"name": "os/linux/devices", "value": [node]})
         app = _app(image_app, "console", image_id, isolators=isolators,
-                   env={"CONSOLE_TTYS": "/run/tty0", **env})  # fmt: skip
-        app["mounts"] = [
-            {"volume": "auth", "path": "/run/console-auth"},
-            {"volume": "tty", "path": "/run/tty0"},
-        ]
+                   env={"CONSOLE_TTYS": node, **env})  # fmt: skip
+        app["mounts"] = [{"volume": "auth", "path": "/run/console-auth"}]
         manifest = pods.manifest(app, volumes=[
             {"name": "auth", "kind": "host", "source": str(auth), "readOnly": True},
-            {"name": "tty", "kind": "host", "source": os.ttyname(slave)},
         ])  # fmt: skip
         record = pods.runtime.create_pod(manifest)
         pods.runtime.start_pod(record.uuid)
@@ -298,6 +303,10 @@ def _console(
         os.close(master)
         if slave >= 0:
             os.close(slave)
+        if bound:
+            umount2(node, MNT_DETACH)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(node)
 
 
 def test_console_autologin_gives_a_root_shell_with_kurma_host(

@@ -63,9 +63,11 @@ class ApiServer:
             self.executor, maximum_concurrent_rpcs=config.workers, interceptors=interceptors(config)
         )
         self.events = EventHub(runtime)
-        # A pod's server may hold a quarter of the workers at most (streams hold one each).
+        # The pods' servers have workers of their own, so no pod can keep the host's calls
+        # waiting; a tree of pods may hold a quarter of them at most (streams hold one each).
+        self.pod_executor = ThreadPoolExecutor(config.workers, thread_name_prefix="kurmad-pods")
         self.pod_sockets = PodSockets(
-            runtime, self.executor, self._add_pod_servicers, max(2, config.workers // 4)
+            runtime, self.pod_executor, self._add_pod_servicers, max(2, config.workers // 4)
         )
         self.quotas = Quotas(runtime, subtree_defaults(config))
         runtime.log_cap = self.quotas.log_cap
@@ -134,6 +136,7 @@ class ApiServer:
         self.pod_sockets.close_all(grace)
         self.server.stop(grace).wait(grace + 5.0)
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.pod_executor.shutdown(wait=False, cancel_futures=True)
         self.remove_socket()
 
     def remove_socket(self) -> None:

@@ -7,6 +7,8 @@ Every pod a test creates is destroyed after it (the `kurma` fixtures), even on f
 from __future__ import annotations
 
 import contextlib
+import io
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -93,3 +95,51 @@ def test_a_subtree_cannot_take_every_worker_of_the_system_socket(
                 stream.cancel()
         for client in clients:
             client.close()
+
+
+class _Junk(io.RawIOBase):
+    """`size` bytes of an upload that is no archive at all; `staged` is the most the
+    daemon's staging directory held while they were read."""
+
+    def __init__(self, size: int, staging: Path) -> None:
+        self.left = size
+        self.staging = staging
+        self.staged = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        held = 0
+        for entry in os.scandir(self.staging):
+            with contextlib.suppress(OSError):
+                held += entry.stat().st_size
+        self.staged = max(self.staged, held)
+        n = min(self.left, 1 << 20 if n < 0 else n)
+        self.left -= n
+        return b"\xa5" * n
+
+
+def test_an_upload_stops_at_the_subtrees_image_quota(
+    few_workers: tuple[Daemon, str], kurma: Client
+) -> None:
+    """A subtree pod with imageBytes 1M uploads 64 MiB to Images/Import on its socket. The
+    quota was checked only once the whole upload was staged in kurmad's state directory: a
+    pod could fill the state filesystem (to the import reserve, so that nobody else could
+    import) whatever its quota, and hold it as long as it kept the upload open.
+
+    Now the upload is RESOURCE_EXHAUSTED naming imageBytes as soon as it passes what the
+    subtree may still import (or the largest image stored, which costs nothing again), and
+    its staging is removed."""
+    d, image_id = few_workers
+    quota = {"scope": "subtree", "quota": {"imageBytes": "1M"}}
+    doc = pod_doc(image_id, isolators=[{"name": "host/api-access", "value": quota}])
+    top = kurma.create_pod(manifest_json=doc, name="uploader", start=True).uuid
+    largest = max(i.size for i in kurma.list_images())
+    staging = d.state / "tmp"
+    before = sorted(os.listdir(staging))
+    junk = _Junk(64 << 20, staging)
+    with as_pod(d, top) as me, pytest.raises(ResourceExhausted, match="imageBytes"):
+        me.import_image(junk)  # type: ignore[arg-type]
+    assert junk.staged <= max(1 << 20, largest) + (4 << 20), (junk.staged, largest)
+    assert sorted(os.listdir(staging)) == before

@@ -309,9 +309,11 @@ class Policy:
         self,
         operator_host_volumes: Sequence[str] = (),
         service_images: Callable[[], Iterable[str]] = tuple,
+        service_names: Callable[[], Iterable[str]] = tuple,
     ) -> None:
         self.operator = replace(OPERATOR_POLICY, host_volumes=tuple(operator_host_volumes))
         self.service_images = service_images
+        self.service_names = service_names
 
     def _ceiling(self, kind: Kind) -> Ceiling | None:
         return self.operator if TABLE[kind].ceiling is OPERATOR_POLICY else TABLE[kind].ceiling
@@ -344,6 +346,26 @@ class Policy:
         kind = kind_of(view)
         ceiling = self._ceiling(kind)
         return lambda plan: authorize(kind, Action.CREATE, plan, ceiling)
+
+    def name_check(self, view: CallerView) -> Callable[[str], None] | None:
+        """For a caller below the host (an operator, a pod): NotPermitted for the name of a
+        system service. The supervisor refuses to start a service while another pod holds
+        its name, and people find the service by it (`kurmactl exec console`): a tenant's
+        pod under that name, made while the service restarts, would block it and stand in
+        for it. None: the caller may take any free name."""
+        kind = kind_of(view)
+        if TABLE[kind].system_images:
+            return None
+        services = set(self.service_names())  # now: the check runs under the names' lock
+
+        def check(name: str) -> None:
+            if name in services:
+                raise NotPermitted(
+                    f"pod name {name}: a system service runs under that name, and only the "
+                    f"host names pods after its services (an {kind} may not)"
+                )
+
+        return check
 
     def check_import(self, view: CallerView, manifest: ImageManifest) -> None:
         """NotPermitted when the caller may not add an image under `manifest`'s name."""

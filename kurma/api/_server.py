@@ -72,7 +72,7 @@ class ApiServer:
         self.quotas = Quotas(runtime, subtree_defaults(config))
         runtime.log_cap = self.quotas.log_cap
         runtime.store.min_free = config.state_min_free  # imports stop short of a full disk
-        policy = Policy(config.operator_host_volumes, self._service_images)
+        policy = Policy(config.operator_host_volumes, self._service_images, self._service_names)
         self.pods = PodsServicer(
             runtime, on_created=self.pod_sockets.open, quotas=self.quotas, policy=policy
         )
@@ -94,6 +94,11 @@ class ApiServer:
         """The images the system services run (their names are the host's to import)."""
         supervisor = getattr(self, "supervisor", None)
         return [s.image for s in supervisor.services()] if supervisor is not None else []
+
+    def _service_names(self) -> list[str]:
+        """The system services' names (their pods' names are the host's to give)."""
+        supervisor = getattr(self, "supervisor", None)
+        return [s.name for s in supervisor.services()] if supervisor is not None else []
 
     def _add_pod_servicers(self, server: grpc.Server, view: CallerView) -> None:
         """A pod's server: the same servicers, bound to the pod's view (no health or

@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from kurma.client import Client, ResourceExhausted
-from tests.root.test_kurmad import Daemon, daemon_with_image, host_client
+from kurma.client import AlreadyExists, Client, PermissionDenied, ResourceExhausted
+from kurma.services import parse_services, write_services_file
+from tests.root.test_kurmad import Daemon, daemon_with_image, host_client, make_daemon
+from tests.root.test_services import sh as sh_service
 from tests.security.test_tenant import as_pod, pod_doc
 from tests.waiting import wait_for
 
@@ -143,3 +147,61 @@ def test_an_upload_stops_at_the_subtrees_image_quota(
         me.import_image(junk)  # type: ignore[arg-type]
     assert junk.staged <= max(1 << 20, largest) + (4 << 20), (junk.staged, largest)
     assert sorted(os.listdir(staging)) == before
+
+
+@pytest.fixture
+def with_services(busybox_aci: Path) -> Iterator[tuple[Daemon, Client, str]]:
+    """A kurmad of the test's own with a services file (written by the test): (daemon, host
+    client, busybox's image ID); torn down with every pod."""
+    for d in make_daemon():
+        with d.start("--services-file", str(d.work / "services.yml")) as client:
+            image_id = client.import_image(busybox_aci).image.id
+            try:
+                yield d, client, image_id
+            finally:
+                write_services_file(d.work / "services.yml", parse_services({"services": {}}))
+                wait_for(lambda: not client.services(), "the services to go", 20)
+
+
+def test_a_tenant_cannot_take_a_system_services_pod_name(
+    with_services: tuple[Daemon, Client, str],
+) -> None:
+    """A system service restarts after it exits (backoff); while it waits its pod is gone
+    and its name is free. A subtree pod created a child under that name: the supervisor
+    then refused to start the service ("a pod named ... exists already") for as long as the
+    tenant kept its pod, and `kurmactl exec crashy`, `logs crashy` reached the tenant's pod.
+
+    Now a caller below the host (a pod, an operator) may not create a pod under a service's
+    name, nor get one generated from its app's name: PERMISSION_DENIED naming it, whether
+    the service's pod exists at that moment or not; the service keeps restarting."""
+    d, host, image_id = with_services
+    spec = sh_service("sleep 0.3; exit 1")
+    write_services_file(d.work / "services.yml", parse_services({"services": {"crashy": spec}}))
+    wait_for(lambda: any(s.restarts for s in host.services()), "crashy to restart", 30)
+    top = host.create_pod(manifest_json=pod_doc(image_id, api="subtree"), name="squatter",
+                          start=True).uuid  # fmt: skip
+    outcomes: list[str] = []
+    with as_pod(d, top) as me:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not outcomes:
+            try:
+                me.create_pod(manifest_json=pod_doc(image_id), name="crashy")
+                outcomes.append("created")
+            except PermissionDenied as e:
+                outcomes.append(f"denied: {e}")
+            except AlreadyExists:
+                time.sleep(0.02)  # the service's own pod holds it now
+        generated = json.loads(pod_doc(image_id))
+        generated["apps"][0]["name"] = "crashy"
+        pod = me.create_pod(manifest_json=json.dumps(generated).encode())
+        assert pod.name != "crashy", pod.name
+    assert len(outcomes) == 1 and outcomes[0].startswith("denied"), outcomes
+    assert "crashy" in outcomes[0], outcomes
+    tenant = [p.name for p in host.list_pods() if top in p.parents]
+    assert "crashy" not in tenant, tenant
+    restarts = next(s.restarts for s in host.services() if s.name == "crashy")
+    wait_for(
+        lambda: next(s.restarts for s in host.services() if s.name == "crashy") > restarts,
+        "crashy to restart again",
+        20,
+    )

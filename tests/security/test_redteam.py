@@ -1,5 +1,6 @@
 """Red team (issue "Hardening"): what still got out after the hardening, one attack per
-test, its contract in the docstring, each through a real kurmad.
+test, its contract in the docstring, each through a real kurmad (the metadata one through
+the service kurmad runs, in network namespaces of its own).
 
 Every pod a test creates is destroyed after it (the `kurma` fixtures), even on failure.
 """
@@ -10,8 +11,10 @@ import contextlib
 import io
 import json
 import os
+import socket
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,10 +22,15 @@ from typing import Any
 import pytest
 
 from kurma.client import AlreadyExists, Client, PermissionDenied, ResourceExhausted
+from kurma.runtime.linux import CLONE_NEWNET, setns
+from kurma.runtime.metadata import MetadataConfig, MetadataService
 from kurma.services import parse_services, write_services_file
 from tests.root.test_kurmad import Daemon, daemon_with_image, host_client, make_daemon
+from tests.root.test_metadata_netns import fetch_in
+from tests.root.test_metadata_netns import make_netns as make_netns
 from tests.root.test_services import sh as sh_service
 from tests.security.test_tenant import as_pod, pod_doc
+from tests.unit.test_metadata_support import images, new_uuid, pod_manifest
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.timeout(180)]
@@ -205,3 +213,61 @@ def test_a_tenant_cannot_take_a_system_services_pod_name(
         "crashy to restart again",
         20,
     )
+
+
+def _connections_in(netns: str, url: str, n: int) -> list[socket.socket]:
+    """`n` idle connections to the metadata listener of `url`, made inside `netns` (a thread
+    of our own joins it: a namespace is per thread)."""
+    address = urllib.parse.urlsplit(url)
+    made: list[socket.socket] = []
+    failed: list[BaseException] = []
+
+    def connect() -> None:
+        try:
+            fd = os.open(netns, os.O_RDONLY)
+            try:
+                setns(fd, CLONE_NEWNET)
+            finally:
+                os.close(fd)
+            for _ in range(n):
+                made.append(socket.create_connection((address.hostname, address.port), 5))
+        except BaseException as e:
+            failed.append(e)
+
+    thread = threading.Thread(target=connect)
+    thread.start()
+    thread.join(30)
+    assert not failed, failed
+    return made
+
+
+def test_a_tree_of_pods_cannot_take_every_metadata_connection(
+    make_netns: Any,
+) -> None:
+    """The metadata service takes at most 64 connections per pod's listener and 1024 in
+    all; past that, new connections are closed at once. A subtree pod's children each have
+    a listener of their own (their own network namespace): 16 of them holding 64 idle
+    connections each (re-opened as the 5 s deadline closes them) left no connection for any
+    other pod on the host: its apps' metadata requests were closed unanswered.
+
+    (Here with the caps at 4 and 8: two attacking namespaces, one victim.) Now a new
+    connection past the total cap closes an older one of the listener holding the most,
+    when that one holds more than the newcomer's: a pod with few connections is served."""
+    config = MetadataConfig(
+        host_port=0, max_connections=8, max_connections_per_listener=4, request_timeout=30
+    )
+    held: list[socket.socket] = []
+    with MetadataService(config) as svc:
+        svc.start()
+        for _ in range(2):
+            netns = make_netns()
+            url = svc.register_pod(new_uuid(), pod_manifest(), images(), netns_path=netns)
+            held += _connections_in(netns, url, 4)
+        try:
+            time.sleep(0.2)  # the loop has accepted them
+            victim_ns, victim = make_netns(), new_uuid()
+            url = svc.register_pod(victim, pod_manifest(), images(), netns_path=victim_ns)
+            assert fetch_in(victim_ns, url, "pod/uuid")[::2] == (200, victim)
+        finally:
+            for sock in held:
+                sock.close()

@@ -27,10 +27,11 @@ Over a limit: RESOURCE_EXHAUSTED naming the pod whose quota it is, the quota, it
 and the current use.
 
 Defaults (kurmad.yml; `null` or '' for unlimited): a `subtree` pod whose host/api-access
-quota leaves a field out gets `subtree_max_image_bytes` (1 GiB) of imported images and
-`subtree_max_log_bytes` (256 MiB) of logs for its whole subtree; `subtree_max_pods` has no
-default (unlimited). Every import, the host's included, also stops when it would leave
-less than `state_min_free` (10%) of the state filesystem free (the store's `SpaceWatch`).
+quota leaves a field out gets `subtree_max_pods` (128) live pods, `subtree_max_image_bytes`
+(1 GiB) of imported images and `subtree_max_log_bytes` (256 MiB) of logs for its whole
+subtree (a pod, even never started, costs kurmad a mount and, with api-access, a server).
+Every import, the host's included, also stops when it would leave less than
+`state_min_free` (10%) of the state filesystem free (the store's `SpaceWatch`).
 """
 
 from __future__ import annotations

@@ -271,3 +271,27 @@ def test_a_tree_of_pods_cannot_take_every_metadata_connection(
         finally:
             for sock in held:
                 sock.close()
+
+
+def test_a_subtree_pod_cannot_make_pods_without_end(
+    few_workers: tuple[Daemon, str], kurma: Client
+) -> None:
+    """Each pod, even created and never started, costs kurmad a mount (its apps' tmpfs)
+    and, with api-access, a gRPC server of its own (a thread and a socket), none of it
+    charged to the pod's cgroup; a subtree pod given no quota had no limit on pods (~80
+    creates a second on its socket): kurmad's descriptors and threads were the tenant's to
+    exhaust.
+
+    Now the subtree's pods quota has a default (128, like the image and log quotas): the
+    top pod shows it, and the create past it is RESOURCE_EXHAUSTED naming it; kurmad holds
+    no more servers or mounts than that."""
+    d, image_id = few_workers
+    top = kurma.create_pod(manifest_json=pod_doc(image_id, api="subtree"), name="breeder",
+                           start=True).uuid  # fmt: skip
+    assert kurma.get(top).quota.pods.limit == 128
+    made = 0
+    with as_pod(d, top) as me, pytest.raises(ResourceExhausted, match="quota pods") as refused:
+        for i in range(200):
+            me.create_pod(manifest_json=pod_doc(image_id, api="subtree"), name=f"b-{i}")
+            made += 1
+    assert made == 128, (made, refused.value)

@@ -9,6 +9,7 @@ Errors become statuses in `_status.rpc`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -161,14 +162,17 @@ class PodsServicer(BindsCaller, pods_pb2_grpc.PodsServicer):
             self._image_names[image_id] = name
         return name
 
-    def _manifest(self, request: pods_pb2.CreatePodRequest) -> PodManifest:
+    def _manifest(self, request: pods_pb2.CreatePodRequest, view: CallerView) -> PodManifest:
         source = request.WhichOneof("source")
         if source == "manifest_json":
             if not request.manifest_json:
                 raise ValidationError("manifest_json", "is empty: give a pod manifest")
             return parse_pod_manifest(request.manifest_json)
         if source == "spec":
-            return manifest_from_spec(request.spec, self.runtime.store.get)
+            visible = self.quotas.names_visible(view)
+            return manifest_from_spec(
+                request.spec, functools.partial(self.runtime.store.get, visible=visible)
+            )
         raise ApiError(Code.INVALID_ARGUMENT, "give a pod manifest (manifest_json) or a spec")
 
     # --- calls --------------------------------------------------------------------------
@@ -179,7 +183,7 @@ class PodsServicer(BindsCaller, pods_pb2_grpc.PodsServicer):
     @rpc
     def Create(self, request: pods_pb2.CreatePodRequest, context: grpc.ServicerContext):
         view = self._caller(context)
-        manifest = self.policy.admit(view, self._manifest(request))
+        manifest = self.policy.admit(view, self._manifest(request, view))
         name = self._index.reserve(request.name, manifest, self.policy.name_check(view))
         try:
             # A `subtree` pod's pods are its children, held to what it holds; a `host` pod

@@ -40,7 +40,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -271,6 +271,23 @@ class Quotas:
             chain = tuple(r.uuid for r in self._chain(view))
             self._imports[image_id] = Imported(image_id, chain, size)
             self._save()
+
+    def names_visible(self, view: CallerView) -> Callable[[str], bool]:
+        """Which images a name resolves to for `view`: those no subtree imported (the
+        host's, an operator's) and those its own tree imported. Names are not scoped, and a
+        name means its highest version: another tenant's newer version must not answer it."""
+        if view.subtree_of is None:
+            chain: set[str] = set()
+        else:
+            with self._lock:
+                chain = {r.uuid for r in self._chain(view)}
+
+        def visible(image_id: str) -> bool:
+            with self._lock:
+                record = self._imports.get(image_id)
+            return record is None or not chain.isdisjoint(record.chain)
+
+        return visible
 
     def check_delete(self, view: CallerView, image_id: str, name: str) -> None:
         """NotPermitted unless the caller is the host or its subtree imported the image."""

@@ -21,10 +21,19 @@ from typing import Any
 
 import pytest
 
-from kurma.client import AlreadyExists, Client, PermissionDenied, ResourceExhausted
+from kurma.aci import build_aci
+from kurma.client import (
+    AlreadyExists,
+    Client,
+    PermissionDenied,
+    ResourceExhausted,
+    app_spec,
+    run_spec,
+)
 from kurma.runtime.linux import CLONE_NEWNET, setns
 from kurma.runtime.metadata import MetadataConfig, MetadataService
 from kurma.services import parse_services, write_services_file
+from tests.root.runtime_support import IMAGE_NAME, busybox_rootfs, image_manifest
 from tests.root.test_kurmad import Daemon, daemon_with_image, host_client, make_daemon
 from tests.root.test_metadata_netns import fetch_in
 from tests.root.test_metadata_netns import make_netns as make_netns
@@ -295,3 +304,51 @@ def test_a_subtree_pod_cannot_make_pods_without_end(
             me.create_pod(manifest_json=pod_doc(image_id, api="subtree"), name=f"b-{i}")
             made += 1
     assert made == 128, (made, refused.value)
+
+
+def test_a_tenants_image_does_not_answer_the_hosts_image_name(
+    few_workers: tuple[Daemon, str], kurma: Client, tmp_path: Path
+) -> None:
+    """Images are shared read-only, and a name is resolved to the highest version stored.
+    A subtree pod imported `example.com/busybox` version 99 (its own rootfs, with a marker
+    file); the host's next `kurmactl run example.com/busybox` (a RunSpec naming the image)
+    ran the tenant's image, as root, with whatever the host gave the pod; so did every other
+    tenant's. Only `kurma.io/` names and the services' images were kept from tenants.
+
+    Now a name is resolved among the images the caller's own tree imported and those no
+    subtree imported (the host's, an operator's): the host gets its own image, the tenant
+    its own."""
+    d, image_id = few_workers
+    rootfs = busybox_rootfs(tmp_path / "rootfs")
+    (rootfs / "marker").write_text("TENANT\n")
+    aci = tmp_path / "evil.aci"
+    build_aci(rootfs, image_manifest(IMAGE_NAME, version="99.0.0"), aci, mtime=0, owner=(0, 0))
+    top = kurma.create_pod(manifest_json=pod_doc(image_id, api="subtree"), name="poisoner",
+                           start=True).uuid  # fmt: skip
+    with as_pod(d, top) as me:
+        evil = me.import_image(aci).image.id
+        made: list[str] = []
+        try:
+            mine = me.create_pod(spec=_cat_marker(), start=True)
+            me.wait(mine.uuid, timeout=30)
+            assert b"TENANT" in _logs(me, mine.uuid)  # the tenant resolves to its own
+            pod = kurma.create_pod(spec=_cat_marker(), start=True)
+            made.append(pod.uuid)
+            kurma.wait(pod.uuid, timeout=30)
+            assert _logs(kurma, pod.uuid) == b"HOST\n"
+            assert kurma.get(pod.uuid).apps[0].image_id == image_id
+        finally:
+            for uuid in made:
+                kurma.destroy(uuid, grace=1)
+            kurma.destroy(top, grace=1)
+            kurma.delete_image(evil)
+
+
+def _cat_marker() -> Any:
+    return run_spec(
+        app_spec(IMAGE_NAME, exec=["/bin/sh", "-c", "cat /marker 2>/dev/null || echo HOST"])
+    )
+
+
+def _logs(client: Client, pod: str) -> bytes:
+    return b"".join(chunk.data for chunk in client.logs(pod))

@@ -352,3 +352,54 @@ def _cat_marker() -> Any:
 
 def _logs(client: Client, pod: str) -> bytes:
     return b"".join(chunk.data for chunk in client.logs(pod))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="not fixed: an image's dependencies are resolved by name in the store "
+    "(store._render._resolve_dependency) with no notion of who imported what; scoping them "
+    "needs the caller's view carried through Runtime.create_pod to store.acquire, and the "
+    "layers pinned in the pod's record for the replan after a restart",
+)
+def test_a_tenants_image_does_not_answer_a_dependency_of_the_hosts_image(
+    few_workers: tuple[Daemon, str], kurma: Client, tmp_path: Path
+) -> None:
+    """The host imports `example.com/base` (busybox) and `example.com/app`, which depends
+    on `example.com/base` by name. A subtree pod imports `example.com/base` version 99 (with
+    a marker file). The host's pod of `example.com/app` must be rendered on the host's
+    base, not on the tenant's: it was on the tenant's (the highest version stored), so the
+    tenant's files ran in the host's pod."""
+    d, image_id = few_workers
+    base = busybox_rootfs(tmp_path / "base")
+    build_aci(base, image_manifest("example.com/base"), tmp_path / "base.aci",
+              mtime=0, owner=(0, 0))  # fmt: skip
+    (base / "marker").write_text("TENANT\n")
+    build_aci(base, image_manifest("example.com/base", version="99.0.0"),
+              tmp_path / "evil.aci", mtime=0, owner=(0, 0))  # fmt: skip
+    app_root = tmp_path / "app"
+    (app_root / "etc").mkdir(parents=True)
+    app_doc = json.loads(image_manifest("example.com/app"))
+    app_doc["dependencies"] = [{"imageName": "example.com/base"}]
+    build_aci(app_root, json.dumps(app_doc).encode(), tmp_path / "app.aci",
+              mtime=0, owner=(0, 0))  # fmt: skip
+    imported = [kurma.import_image(tmp_path / n).image.id for n in ("base.aci", "app.aci")]
+    top = kurma.create_pod(manifest_json=pod_doc(image_id, api="subtree"), name="deps",
+                           start=True).uuid  # fmt: skip
+    made: list[str] = []
+    try:
+        with as_pod(d, top) as me:
+            imported.append(me.import_image(tmp_path / "evil.aci").image.id)
+        script = "cat /marker 2>/dev/null || echo HOST"
+        pod = kurma.create_pod(
+            spec=run_spec(app_spec("example.com/app", exec=["/bin/sh", "-c", script])),
+            start=True,
+        )
+        made.append(pod.uuid)
+        kurma.wait(pod.uuid, timeout=30)
+        assert _logs(kurma, pod.uuid) == b"HOST\n"
+    finally:
+        for uuid in [*made, top]:
+            kurma.destroy(uuid, grace=1)
+        for image in reversed(imported):
+            with contextlib.suppress(Exception):
+                kurma.delete_image(image)

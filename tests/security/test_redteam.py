@@ -34,7 +34,12 @@ from kurma.runtime.linux import CLONE_NEWNET, setns
 from kurma.runtime.metadata import MetadataConfig, MetadataService
 from kurma.services import parse_services, write_services_file
 from tests.root.runtime_support import IMAGE_NAME, busybox_rootfs, image_manifest
-from tests.root.test_kurmad import Daemon, daemon_with_image, host_client, make_daemon
+from tests.root.test_kurmad import (
+    Daemon,
+    daemon_with_image,
+    host_client,
+    make_daemon,
+)
 from tests.root.test_metadata_netns import fetch_in
 from tests.root.test_metadata_netns import make_netns as make_netns
 from tests.root.test_services import sh as sh_service
@@ -403,3 +408,25 @@ def test_a_tenants_image_does_not_answer_a_dependency_of_the_hosts_image(
         for image in reversed(imported):
             with contextlib.suppress(Exception):
                 kurma.delete_image(image)
+
+
+def test_the_default_log_quota_holds_for_many_pods(
+    few_workers: tuple[Daemon, str], kurma: Client
+) -> None:
+    """The default logBytes quota (256 MiB for a subtree) is split among the pods the
+    subtree may hold; with no pods limit by default each pod's logs could grow to the
+    whole 256 MiB (3 files of 85 MiB per app), so a subtree of N pods kept N x 256 MiB of
+    logs (on the pods' tmpfs: RAM).
+
+    Now a child's logs rotate at 256 MiB / 128 pods / 3 files at most: the subtree's logs
+    stay within its quota however many pods it makes."""
+    d, image_id = few_workers
+    top = kurma.create_pod(manifest_json=pod_doc(image_id, api="subtree"), name="chatty",
+                           start=True).uuid  # fmt: skip
+    script = "head -c 1000000 /dev/zero | tr '\\0' x; exec sleep 1000"
+    with as_pod(d, top) as me:
+        doc = pod_doc(image_id, argv=["/bin/sh", "-c", script])
+        child = me.create_pod(manifest_json=doc, start=True).uuid
+    logs = d.work / "pods" / child / "logs"
+    wait_for(lambda: (logs / "a.log.1").exists(), "a rotation of the child's 1 MB log", 20)
+    assert (logs / "a.log.1").stat().st_size <= (256 << 20) // 128 // 3

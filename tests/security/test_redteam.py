@@ -52,8 +52,9 @@ pytestmark = [pytest.mark.timeout(180)]
 
 @pytest.fixture(scope="module")
 def few_workers(busybox_aci: Path) -> Iterator[tuple[Daemon, str]]:
-    """kurmad with 8 workers: a pod's own socket may hold 2 calls at once (a quarter)."""
-    yield from daemon_with_image(busybox_aci, "--workers", "8")
+    """kurmad with 8 workers (a tree of pods may hold 2 calls at once: a quarter) and app
+    logs rotated at 100 MiB (so that only a quota makes them rotate sooner)."""
+    yield from daemon_with_image(busybox_aci, "--workers", "8", "--log-max-bytes", "104857600")
 
 
 @pytest.fixture

@@ -373,7 +373,7 @@ class Policy:
         if TABLE[kind].system_images:
             return
         name = manifest.name
-        taken = {ref.split(":", 1)[0] for ref in self.service_images()}
+        taken = {_image_name(ref) for ref in self.service_images()}
         if name.startswith(SYSTEM_IMAGE_PREFIXES) or name in taken:
             raise NotPermitted(
                 f"image name {name}: the system's services run images of that name, and only "
@@ -384,6 +384,17 @@ class Policy:
         """Whether the caller may start or exec into the planned pod (NotPermitted)."""
         kind = kind_of(view)
         authorize(kind, action, plan, self._ceiling(kind))
+
+
+def _image_name(ref: str) -> str | None:
+    """The image name a service's reference resolves by (None: an image ID, or no name):
+    `name`, `name:version` and `name,label=value,...` all name `name`."""
+    from ..store import parse_image_ref
+
+    try:
+        return parse_image_ref(ref).name
+    except ValueError:
+        return None
 
 
 def _resolve(volume: Volume, ceiling: Ceiling) -> Volume:

@@ -431,3 +431,34 @@ def test_the_default_log_quota_holds_for_many_pods(
     logs = d.work / "pods" / child / "logs"
     wait_for(lambda: (logs / "a.log.1").exists(), "a rotation of the child's 1 MB log", 20)
     assert (logs / "a.log.1").stat().st_size <= (256 << 20) // 128 // 3
+
+
+def test_a_tenant_cannot_import_the_image_of_a_service_named_with_labels(
+    with_services: tuple[Daemon, Client, str], tmp_path: Path
+) -> None:
+    """Only the host may import an image under a name a system service runs (a service
+    finds its image by name, highest version first). The names were taken from the
+    services' image references by cutting at `:`, so a reference with labels
+    (`example.com/busybox,os=linux`, as parse_image_ref allows) protected the name
+    `example.com/busybox,os=linux`, which no image has: a subtree pod imported
+    `example.com/busybox` version 99 and the service ran it at its next restart, with the
+    service's privileges (the console's: host api-access).
+
+    Now the name is the reference's parsed name: the import is PERMISSION_DENIED."""
+    d, host, image_id = with_services
+    spec = {**sh_service("exec sleep 1000"), "image": f"{IMAGE_NAME},os=linux"}
+    write_services_file(d.work / "services.yml", parse_services({"services": {"labelled": spec}}))
+    wait_for(lambda: [s.state for s in host.services()] == ["RUNNING"], "the service", 30)
+    rootfs = busybox_rootfs(tmp_path / "rootfs")
+    aci = tmp_path / "evil.aci"
+    build_aci(rootfs, image_manifest(IMAGE_NAME, version="99.0.0"), aci, mtime=0, owner=(0, 0))
+    top = host.create_pod(manifest_json=pod_doc(image_id, api="subtree"), name="usurper",
+                          start=True).uuid  # fmt: skip
+    try:
+        with as_pod(d, top) as me, pytest.raises(PermissionDenied, match=IMAGE_NAME):
+            me.import_image(aci)
+    finally:
+        host.destroy(top, grace=1)
+        for image in host.list_images(IMAGE_NAME):
+            if image.id != image_id:
+                host.delete_image(image.id)

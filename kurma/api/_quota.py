@@ -50,12 +50,12 @@ from ..runtime import NotPermitted, PodNotFound, PodRecord, Runtime, check_quota
 from ..store._atomic import write_atomic
 from ._caller import CallerView
 from ._config import DaemonConfig
+from ._convert import TENANT_IMPORTS
 from ._status import ApiError, Code
 
 log = logging.getLogger(__name__)
 
 LOG_FILE_MIN = 4096  # podinit's smallest rotation size
-IMPORTS_FILE = "imports.json"
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ class Quotas:
         self.defaults = defaults or SubtreeQuota()
         self._lock = threading.RLock()
         self._own: dict[str, SubtreeQuota | None] = {}  # pod UUID -> its isolator's quota
-        self._file = Path(runtime.state_dir) / "quota" / IMPORTS_FILE
+        self._file = Path(runtime.state_dir, *TENANT_IMPORTS)  # read by services too
         self._imports = _load(self._file)
 
     # --- limits ----------------------------------------------------------------------

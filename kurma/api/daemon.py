@@ -226,7 +226,7 @@ def _start_services(runtime, config: DaemonConfig, on_created: _PodSocketsLater)
     supervisor = Supervisor(
         runtime,
         config.services_file,
-        service_manifest_builder(runtime.store),
+        service_manifest_builder(runtime.store, runtime.state_dir),
         on_created=on_created,  # a service with api-access gets its socket
     )
     supervisor.start()

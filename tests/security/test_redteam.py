@@ -462,3 +462,49 @@ def test_a_tenant_cannot_import_the_image_of_a_service_named_with_labels(
         for image in host.list_images(IMAGE_NAME):
             if image.id != image_id:
                 host.delete_image(image.id)
+
+
+def test_a_tenants_image_does_not_become_a_service_defined_after_it(
+    with_services: tuple[Daemon, Client, str], tmp_path: Path
+) -> None:
+    """A subtree pod imports `example.com/monitor` version 99 (a marker file in it) before
+    any service runs that name, so the import check lets it in. The admin then imports
+    `example.com/monitor` and makes it a service: the supervisor resolved the name to the
+    highest version stored, the tenant's, which ran as the system service (with whatever
+    the admin gave the service: host volumes, api-access, privileges).
+
+    Now a service's image name resolves among the images no pod imported: the service
+    runs the admin's image."""
+    d, host, image_id = with_services
+    rootfs = busybox_rootfs(tmp_path / "rootfs")
+    build_aci(rootfs, image_manifest("example.com/monitor"), tmp_path / "monitor.aci",
+              mtime=0, owner=(0, 0))  # fmt: skip
+    (rootfs / "marker").write_text("TENANT\n")
+    build_aci(rootfs, image_manifest("example.com/monitor", version="99.0.0"),
+              tmp_path / "evil.aci", mtime=0, owner=(0, 0))  # fmt: skip
+    top = host.create_pod(manifest_json=pod_doc(image_id, api="subtree"), name="planter",
+                          start=True).uuid  # fmt: skip
+    imported: list[str] = []
+    try:
+        with as_pod(d, top) as me:
+            imported.append(me.import_image(tmp_path / "evil.aci").image.id)
+        imported.append(host.import_image(tmp_path / "monitor.aci").image.id)
+        script = "cat /marker 2>/dev/null || echo HOST; exec sleep 1000"
+        spec = {**sh_service(script), "image": "example.com/monitor"}
+        write_services_file(
+            d.work / "services.yml", parse_services({"services": {"monitor": spec}})
+        )
+        service = wait_for(
+            lambda: next((s for s in host.services() if s.state == "RUNNING"), None),
+            "the monitor service running",
+            30,
+        )
+        wait_for(lambda: _logs(host, service.pod), "the service's output", 20)
+        assert _logs(host, service.pod) == b"HOST\n"
+    finally:
+        write_services_file(d.work / "services.yml", parse_services({"services": {}}))
+        wait_for(lambda: not host.services(), "the service to go", 20)
+        host.destroy(top, grace=1)
+        for image in imported:
+            with contextlib.suppress(Exception):
+                host.delete_image(image)

@@ -43,6 +43,8 @@ from tests.root.test_kurmad import (
 from tests.root.test_metadata_netns import fetch_in
 from tests.root.test_metadata_netns import make_netns as make_netns
 from tests.root.test_services import sh as sh_service
+from tests.security.test_operator import Site
+from tests.security.test_operator import site as site
 from tests.security.test_tenant import as_pod, pod_doc
 from tests.unit.test_metadata_support import images, new_uuid, pod_manifest
 from tests.waiting import wait_for
@@ -508,3 +510,34 @@ def test_a_tenants_image_does_not_become_a_service_defined_after_it(
         for image in imported:
             with contextlib.suppress(Exception):
                 host.delete_image(image)
+
+
+def test_a_reader_certificate_cannot_take_every_worker_of_the_system_socket(
+    site: Site,
+) -> None:
+    """kurmad's TCP listener (mutual TLS) was a port of the same gRPC server as the system
+    socket, with one pool of workers and one cap on calls in flight. A `reader`
+    certificate, the least role, opened as many Host.Events streams as kurmad has workers
+    (64; streams never end): from then on every call on the system socket, root's own
+    (`kurmactl ps` on the console), was refused RESOURCE_EXHAUSTED or waited.
+
+    Now the TCP listener has a server and workers of its own: the host's List is answered
+    while the reader's streams run."""
+    streams: list[Any] = []
+    with site.client("reader") as reader:
+        try:
+            for _ in range(64):
+                streams.append(reader.events())
+            answered = threading.Event()
+
+            def host_list() -> None:
+                with contextlib.suppress(Exception), site.daemon.client() as host:
+                    host.list_pods()
+                    answered.set()
+
+            threading.Thread(target=host_list, daemon=True).start()
+            assert answered.wait(10.0), "the host's List is refused or waits behind the reader"
+        finally:
+            for stream in streams:
+                with contextlib.suppress(Exception):
+                    stream.cancel()

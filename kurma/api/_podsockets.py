@@ -61,7 +61,7 @@ def allowed(scope: str, method: str) -> bool:
 
 
 class TreeBudget:
-    """Calls in flight per tree of pods (its top pod's UUID), at most `limit` each."""
+    """Calls in flight per key (a tree of pods, a certificate), at most `limit` each."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -78,10 +78,10 @@ class TreeBudget:
                 full = False
                 self._held[tree] = held + 1
         if full:
-            log.info("refused a call of pod tree %s: %d calls in flight", tree, self.limit)
+            log.info("refused a call of %s: %d calls in flight", tree, self.limit)
             context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"this tree of pods holds {self.limit} calls at once already (streams count)",
+                f"{tree} holds {self.limit} calls at once already (streams count)",
             )
         released = threading.Event()
 
@@ -120,7 +120,7 @@ class ScopeInterceptor(grpc.ServerInterceptor):
                 f"method {method} is not open to a pod with host/api-access scope {self.scope}",
             )
         if self.budget is not None:
-            self.budget.acquire(self.tree, context)
+            self.budget.acquire(f"the tree of pod {self.tree}", context)
 
     def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
         handler = continuation(handler_call_details)

@@ -32,7 +32,7 @@ from ._pods import PodsServicer
 from ._podsockets import PodSockets
 from ._policy import Policy
 from ._quota import Quotas, subtree_defaults
-from ._tcp import interceptors, tcp_server_credentials
+from ._tcp import certificate_budget, interceptors, tcp_server_credentials
 from .v1 import host_pb2, host_pb2_grpc, images_pb2, images_pb2_grpc, pods_pb2, pods_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ class ApiServer:
             self.tcp_server = grpc.server(
                 self.tcp_executor,
                 maximum_concurrent_rpcs=config.workers,
-                interceptors=interceptors(config),
+                interceptors=[*interceptors(config), certificate_budget(config)],
             )
         self.events = EventHub(runtime)
         # The pods' servers have workers of their own, so no pod can keep the host's calls

@@ -541,3 +541,37 @@ def test_a_reader_certificate_cannot_take_every_worker_of_the_system_socket(
             for stream in streams:
                 with contextlib.suppress(Exception):
                     stream.cancel()
+
+
+def test_a_reader_certificate_cannot_take_every_worker_of_the_tcp_listener(
+    site: Site,
+) -> None:
+    """The same attack on the TCP listener itself: a reader's 64 Host.Events streams held
+    every worker of it, and an admin certificate's calls were refused RESOURCE_EXHAUSTED.
+
+    Now one certificate holds a quarter of the workers at most (16 of 64): the reader's
+    17th stream is RESOURCE_EXHAUSTED, and the admin's List is answered."""
+    streams: list[Any] = []
+    refused: list[str] = []
+
+    def drain(stream: Any) -> None:
+        with contextlib.suppress(Exception):
+            try:
+                for _ in stream:
+                    pass
+            except ResourceExhausted:
+                refused.append("refused")
+
+    with site.client("reader") as reader:
+        try:
+            for _ in range(64):
+                stream = reader.events()
+                streams.append(stream)
+                threading.Thread(target=drain, args=(stream,), daemon=True).start()
+            wait_for(lambda: len(refused) >= 64 - 16, "48 streams refused", 10.0)
+            with site.client("admin") as admin:
+                admin.list_pods()
+        finally:
+            for stream in streams:
+                with contextlib.suppress(Exception):
+                    stream.cancel()

@@ -106,8 +106,13 @@ class ImagesServicer(BindsCaller, images_pb2_grpc.ImagesServicer):
         is hashed first, so a refused import leaves the store unchanged; the hashing stops
         as soon as it passes what the subtree has left, see `_quota`)."""
         admit = functools.partial(self.policy.check_import, view)
-        if self.quotas is None or view.subtree_of is None:
+        if self.quotas is None:
             return self.store.import_image(path, admit)
+        if view.subtree_of is None:  # no quota; an operator's import is recorded as its own
+            result = self.store.import_image(path, admit)
+            if result.created:
+                self.quotas.imported(view, result.record.image_id, result.record.size)
+            return result
         room, limit = self._upload_limit(view)  # an image already stored costs nothing
         try:
             with open(path, "rb") as f:

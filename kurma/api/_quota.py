@@ -51,6 +51,7 @@ from ..store._atomic import write_atomic
 from ._caller import CallerView
 from ._config import DaemonConfig
 from ._convert import TENANT_IMPORTS
+from ._policy import TABLE, kind_of
 from ._status import ApiError, Code
 
 log = logging.getLogger(__name__)
@@ -263,24 +264,31 @@ class Quotas:
                         )
             yield
 
+    def _importer(self, view: CallerView) -> tuple[str, ...]:
+        """Who an import of `view` is recorded for: its pod and the pod's ancestors, a
+        certificate below admin (an operator's), or nobody (the host, an admin)."""
+        if view.subtree_of is not None:
+            return tuple(r.uuid for r in self._chain(view))
+        if TABLE[kind_of(view)].system_images:
+            return ()
+        return (f"certificate {view.name}",)
+
     def imported(self, view: CallerView, image_id: str, size: int) -> None:
-        """Record that `view`'s pod imported a new image (nothing for the host)."""
-        if view.subtree_of is None:
-            return
+        """Record that `view`'s pod (or operator) imported a new image (nothing for the
+        host)."""
         with self._lock:
-            chain = tuple(r.uuid for r in self._chain(view))
+            chain = self._importer(view)
+            if not chain:
+                return
             self._imports[image_id] = Imported(image_id, chain, size)
             self._save()
 
     def names_visible(self, view: CallerView) -> Callable[[str], bool]:
-        """Which images a name resolves to for `view`: those no subtree imported (the
-        host's, an operator's) and those its own tree imported. Names are not scoped, and a
+        """Which images a name resolves to for `view`: those the host imported and those its
+        own tree (or its own certificate) imported. Names are not scoped, and a
         name means its highest version: another tenant's newer version must not answer it."""
-        if view.subtree_of is None:
-            chain: set[str] = set()
-        else:
-            with self._lock:
-                chain = {r.uuid for r in self._chain(view)}
+        with self._lock:
+            chain = set(self._importer(view))
 
         def visible(image_id: str) -> bool:
             with self._lock:

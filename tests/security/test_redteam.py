@@ -575,3 +575,35 @@ def test_a_reader_certificate_cannot_take_every_worker_of_the_tcp_listener(
             for stream in streams:
                 with contextlib.suppress(Exception):
                     stream.cancel()
+
+
+def test_an_operators_image_does_not_answer_the_hosts_image_name(
+    site: Site, tmp_path: Path
+) -> None:
+    """An operator certificate is not host root, but its import of `example.com/busybox`
+    version 99 (a marker file in it) answered the host's next run of that name: root's
+    `kurmactl run --privileged example.com/busybox` would run the operator's files with
+    everything root gives its pods.
+
+    Now an operator's imports are recorded as its own, like a pod's: the host's name
+    resolves to the host's image, the operator's to its own."""
+    rootfs = busybox_rootfs(tmp_path / "rootfs")
+    (rootfs / "marker").write_text("TENANT\n")
+    aci = tmp_path / "evil.aci"
+    build_aci(rootfs, image_manifest(IMAGE_NAME, version="99.0.0"), aci, mtime=0, owner=(0, 0))
+    made: list[str] = []
+    with site.client("operator") as operator, site.daemon.client() as host:
+        evil = operator.import_image(aci).image.id
+        try:
+            mine = operator.create_pod(spec=_cat_marker(), start=True)
+            made.append(mine.uuid)
+            operator.wait(mine.uuid, timeout=30)
+            assert _logs(operator, mine.uuid) == b"TENANT\n"
+            pod = host.create_pod(spec=_cat_marker(), start=True)
+            made.append(pod.uuid)
+            host.wait(pod.uuid, timeout=30)
+            assert _logs(host, pod.uuid) == b"HOST\n"
+        finally:
+            for uuid in made:
+                host.destroy(uuid, grace=1)
+            host.delete_image(evil)

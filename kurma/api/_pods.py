@@ -195,6 +195,7 @@ class PodsServicer(BindsCaller, pods_pb2_grpc.PodsServicer):
                     parent=view.parent,
                     confine_to=self.policy.confine_to(view),
                     check=self.policy.check_create(view),
+                    images_visible=self.quotas.names_visible(view),
                 )
         finally:
             self._index.release(name)

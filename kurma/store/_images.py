@@ -227,10 +227,13 @@ class ImageStore:
         """The rendered tree of an image (cached), without recording a user of it."""
         return render(self, self.get(ref))
 
-    def acquire(self, holder: str, ref: str | ImageRef) -> RenderedTree:
-        """Render an image for `holder` and record the use, so nothing it needs is deleted."""
+    def acquire(
+        self, holder: str, ref: str | ImageRef, visible: Callable[[str], bool] | None = None
+    ) -> RenderedTree:
+        """Render an image for `holder` and record the use, so nothing it needs is deleted.
+        Its dependencies' names resolve among the images `visible` accepts (all without)."""
         record = self.get(ref)
-        layers = resolve_layers(self, record)
+        layers = resolve_layers(self, record, visible=visible)
         with ExitStack() as stack:
             for image_id in sorted({layer.image_id for layer in layers}):  # no lock-order deadlock
                 stack.enter_context(self._image_lock(image_id, shared=True))

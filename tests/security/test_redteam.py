@@ -362,13 +362,6 @@ def _logs(client: Client, pod: str) -> bytes:
     return b"".join(chunk.data for chunk in client.logs(pod))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not fixed: an image's dependencies are resolved by name in the store "
-    "(store._render._resolve_dependency) with no notion of who imported what; scoping them "
-    "needs the caller's view carried through Runtime.create_pod to store.acquire, and the "
-    "layers pinned in the pod's record for the replan after a restart",
-)
 def test_a_tenants_image_does_not_answer_a_dependency_of_the_hosts_image(
     few_workers: tuple[Daemon, str], kurma: Client, tmp_path: Path
 ) -> None:
@@ -376,7 +369,10 @@ def test_a_tenants_image_does_not_answer_a_dependency_of_the_hosts_image(
     on `example.com/base` by name. A subtree pod imports `example.com/base` version 99 (with
     a marker file). The host's pod of `example.com/app` must be rendered on the host's
     base, not on the tenant's: it was on the tenant's (the highest version stored), so the
-    tenant's files ran in the host's pod."""
+    tenant's files ran in the host's pod.
+
+    Now a dependency's name resolves like the app's own image name (among the host's and
+    the caller's tree's imports), and after a restart among the layers the pod holds."""
     d, image_id = few_workers
     base = busybox_rootfs(tmp_path / "base")
     build_aci(base, image_manifest("example.com/base"), tmp_path / "base.aci",

@@ -41,6 +41,11 @@ Images: an operator (and a pod) imports images, but never under a name the syste
 services run or a `kurma.io/` name (`Policy.check_import`): a service finds its image by
 name, highest version first, so a newer version under that name would become the service
 (the console, with `host` api-access) at its next restart, which an operator may ask for.
+Names are shared, not scoped, so a name (an app's image, a dependency) resolves among the
+images the caller's own tree or certificate imported and those the host imported, never
+another tenant's newer version (`_quota.Quotas.names_visible`); a service's, among the
+images no pod and no operator imported. Pod names of the system services are the host's
+to give too (`name_check`).
 
 Host volume sources are resolved once, at create (`admit`): symlinks followed, `..`
 collapsed, and the result must lie inside an allowed prefix (`/srv/ok` allows `/srv/ok` and

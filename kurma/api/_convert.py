@@ -335,12 +335,13 @@ def _spec_path(path: str) -> str:
     return path if path.startswith("spec") else f"spec.{path}" if path else "spec"
 
 
-# Which images pods imported (`_quota.Quotas` keeps it): <state_dir>/quota/imports.json.
+# Which images pods and operators imported (`_quota.Quotas` keeps it):
+# <state_dir>/quota/imports.json.
 TENANT_IMPORTS = ("quota", "imports.json")
 
 
 def tenant_imports(state_dir: str | os.PathLike[str]) -> set[str]:
-    """The IDs of the images a pod's subtree imported (none when nothing was recorded)."""
+    """The IDs of the images a pod's subtree or an operator imported (none recorded: none)."""
     try:
         doc = json.loads(Path(state_dir, *TENANT_IMPORTS).read_bytes())
         return set(doc.get("images", {}))
@@ -355,9 +356,10 @@ def service_manifest_builder(
     service's image, overrides and isolators are checked exactly like a user's pod. Here, not
     in `_host`, because it needs no gRPC: kurmad starts its services before it imports that.
 
-    With `state_dir`, a service's image name resolves among the images no pod imported: a
-    tenant's `example.com/monitor` version 99, imported before the admin made a service of
-    that name, must not become the service (the import check knows only services so far)."""
+    With `state_dir`, a service's image name resolves among the images no pod (and no
+    operator) imported: a tenant's `example.com/monitor` version 99, imported before the
+    admin made a service of that name, must not become the service (the import check knows
+    only services so far)."""
 
     def build(spec: ServiceSpec) -> PodManifest:
         run = pods_pb2.RunSpec(

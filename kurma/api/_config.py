@@ -37,6 +37,9 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 DEFAULT_CONFIG = "/etc/kurma/kurmad.yml"
+# Each pod, even created and never started, costs kurmad a mount, and with api-access a
+# server (a thread, a socket) of its own: a subtree pod may not make pods without end.
+DEFAULT_SUBTREE_PODS = 128
 DEFAULT_SUBTREE_IMAGE_BYTES = 1 << 30
 DEFAULT_SUBTREE_LOG_BYTES = 256 << 20
 DEFAULT_STATE_MIN_FREE = 0.10
@@ -75,7 +78,7 @@ class DaemonConfig:
     init_pid: int = 1
     # Quotas of a `subtree` pod whose host/api-access gives none (None: unlimited); see _quota.
     # Bounded by default: 1 GiB of imported images and 256 MiB of logs per subtree.
-    subtree_max_pods: int | None = None
+    subtree_max_pods: int | None = DEFAULT_SUBTREE_PODS
     subtree_max_image_bytes: int | None = DEFAULT_SUBTREE_IMAGE_BYTES
     subtree_max_log_bytes: int | None = DEFAULT_SUBTREE_LOG_BYTES
     # The share of the state filesystem an image import must leave free (0: no reserve).
@@ -282,7 +285,11 @@ KEYS: tuple[Key, ...] = (
     ),
     Key("boot_log_file", _optional_path, "kurma-init's boot log (JSON), served by Host.BootLog"),
     Key("init_pid", _int_range(1, 1 << 22), "the pid of kurma-init, told to reboot/power off"),
-    Key("subtree_max_pods", _optional_count, "live pods a subtree pod's subtree may hold"),
+    Key(
+        "subtree_max_pods",
+        _optional_count,
+        "live pods a subtree pod's subtree may hold (default 128; '' or null: unlimited)",
+    ),
     Key(
         "subtree_max_image_bytes",
         _optional_bytes,

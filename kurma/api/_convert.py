@@ -7,10 +7,13 @@ name the RunSpec field (`spec.apps[0].environment[1].name`), not the manifest it
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -332,10 +335,31 @@ def _spec_path(path: str) -> str:
     return path if path.startswith("spec") else f"spec.{path}" if path else "spec"
 
 
-def service_manifest_builder(store: Any) -> Callable[[ServiceSpec], PodManifest]:
+# Which images pods and operators imported (`_quota.Quotas` keeps it):
+# <state_dir>/quota/imports.json.
+TENANT_IMPORTS = ("quota", "imports.json")
+
+
+def tenant_imports(state_dir: str | os.PathLike[str]) -> set[str]:
+    """The IDs of the images a pod's subtree or an operator imported (none recorded: none)."""
+    try:
+        doc = json.loads(Path(state_dir, *TENANT_IMPORTS).read_bytes())
+        return set(doc.get("images", {}))
+    except (FileNotFoundError, ValueError, AttributeError):
+        return set()
+
+
+def service_manifest_builder(
+    store: Any, state_dir: str | os.PathLike[str] | None = None
+) -> Callable[[ServiceSpec], PodManifest]:
     """How a service becomes a pod: the same RunSpec path as Pods.Create from images, so a
     service's image, overrides and isolators are checked exactly like a user's pod. Here, not
-    in `_host`, because it needs no gRPC: kurmad starts its services before it imports that."""
+    in `_host`, because it needs no gRPC: kurmad starts its services before it imports that.
+
+    With `state_dir`, a service's image name resolves among the images no pod (and no
+    operator) imported: a tenant's `example.com/monitor` version 99, imported before the
+    admin made a service of that name, must not become the service (the import check knows
+    only services so far)."""
 
     def build(spec: ServiceSpec) -> PodManifest:
         run = pods_pb2.RunSpec(
@@ -363,8 +387,12 @@ def service_manifest_builder(store: Any) -> Callable[[ServiceSpec], PodManifest]
                 for name, value in spec.isolators.items()
             ],
         )
+        resolve = store.get
+        if state_dir is not None:
+            tenants = tenant_imports(state_dir)
+            resolve = functools.partial(store.get, visible=lambda i: i not in tenants)
         try:
-            return manifest_from_spec(run, store.get)
+            return manifest_from_spec(run, resolve)
         except ValidationError as e:
             raise ValidationError(f"services.{spec.name}", str(e)) from e
 

@@ -30,7 +30,7 @@ from .v1 import images_pb2, images_pb2_grpc
 
 if TYPE_CHECKING:
     from ..store import ImportResult
-    from ._quota import Quotas
+    from ._quota import ImageRoom, Quotas
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ class ImagesServicer(BindsCaller, images_pb2_grpc.ImagesServicer):
         self, request_iterator: Iterator[images_pb2.ImportRequest], context: grpc.ServicerContext
     ):
         view = self._caller(context)
+        room, limit = self._upload_limit(view)
         fd, tmp = tempfile.mkstemp(
             prefix=f"{TEMP_PREFIX}upload-", suffix=".aci", dir=self.store.layout.tmp
         )
@@ -64,8 +65,11 @@ class ImagesServicer(BindsCaller, images_pb2_grpc.ImagesServicer):
                 for request in request_iterator:
                     if request.total_size and not total:
                         total = request.total_size
-                    f.write(request.data)
                     done += len(request.data)
+                    if limit is not None and done > limit:  # never staged past the quota
+                        assert room is not None
+                        raise room.exceeded()
+                    f.write(request.data)
                     if done - reported >= PROGRESS_EVERY:
                         reported = done
                         self.store.check_space()  # the upload stops short of a full disk
@@ -87,17 +91,29 @@ class ImagesServicer(BindsCaller, images_pb2_grpc.ImagesServicer):
             created=result.created,
         )
 
+    def _upload_limit(self, view: CallerView) -> tuple[ImageRoom | None, int | None]:
+        """The tightest imageBytes room of `view`'s subtree and the most bytes an upload of
+        it may stage: what is left, or the largest image stored (it costs nothing again)."""
+        if self.quotas is None or view.subtree_of is None:
+            return None, None
+        room = self.quotas.image_room(view)
+        if room is None:
+            return None, None
+        return room, max([room.left, *(r.size for r in self.store.list())])
+
     def _import(self, view: CallerView, path: str) -> ImportResult:
         """Import the archive at `path`, within the caller's imageBytes quota (the archive
         is hashed first, so a refused import leaves the store unchanged; the hashing stops
         as soon as it passes what the subtree has left, see `_quota`)."""
         admit = functools.partial(self.policy.check_import, view)
-        if self.quotas is None or view.subtree_of is None:
+        if self.quotas is None:
             return self.store.import_image(path, admit)
-        room = self.quotas.image_room(view)
-        limit = None
-        if room is not None:  # an image already stored costs nothing: recognise those too
-            limit = max([room.left, *(r.size for r in self.store.list())])
+        if view.subtree_of is None:  # no quota; an operator's import is recorded as its own
+            result = self.store.import_image(path, admit)
+            if result.created:
+                self.quotas.imported(view, result.record.image_id, result.record.size)
+            return result
+        room, limit = self._upload_limit(view)  # an image already stored costs nothing
         try:
             with open(path, "rb") as f:
                 digest, size = hash_stream(f, limit)

@@ -9,6 +9,7 @@ Errors become statuses in `_status.rpc`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -19,7 +20,16 @@ import grpc
 
 from ..aci import PodManifest, parse_pod_manifest
 from ..errors import ValidationError
-from ..runtime import AppState, PodEvent, PodEventKind, PodNotFound, PodRecord, PodState, Runtime
+from ..runtime import (
+    AppState,
+    NotPermitted,
+    PodEvent,
+    PodEventKind,
+    PodNotFound,
+    PodRecord,
+    PodState,
+    Runtime,
+)
 from ..runtime.cgroups import Version, parse_limit
 from ._caller import BindsCaller, CallerView
 from ._convert import manifest_from_spec, pod_facts, pod_states, pod_to_proto
@@ -60,11 +70,17 @@ class _PodIndex:
                     del self._names[record.name]
                 self._messages.pop(record.uuid, None)
 
-    def reserve(self, wanted: str, manifest: PodManifest) -> str:
+    def reserve(
+        self, wanted: str, manifest: PodManifest, kept: Callable[[str], None] | None = None
+    ) -> str:
         """A name no other pod has: `wanted` (ALREADY_EXISTS if taken), else the first
-        app's name, with -2, -3 ... appended as needed (a pod's name is its hostname)."""
+        app's name, with -2, -3 ... appended as needed (a pod's name is its hostname).
+        `kept(name)` raises for a name the caller may not have (a system service's: see
+        `Policy.check_name`); a generated name passes over those."""
         with self._lock:
             taken = self._names.keys() | self._reserved
+            if wanted and kept is not None:
+                kept(wanted)
             if wanted:
                 if wanted in taken:
                     raise ApiError(
@@ -76,7 +92,7 @@ class _PodIndex:
             else:
                 base = manifest.apps[0].name if manifest.apps else "pod"
                 name, n = base, 2
-                while name in taken:
+                while name in taken or not _may_have(kept, name):
                     name, n = f"{base[:60]}-{n}", n + 1
             self._reserved.add(name)
             return name
@@ -146,14 +162,17 @@ class PodsServicer(BindsCaller, pods_pb2_grpc.PodsServicer):
             self._image_names[image_id] = name
         return name
 
-    def _manifest(self, request: pods_pb2.CreatePodRequest) -> PodManifest:
+    def _manifest(self, request: pods_pb2.CreatePodRequest, view: CallerView) -> PodManifest:
         source = request.WhichOneof("source")
         if source == "manifest_json":
             if not request.manifest_json:
                 raise ValidationError("manifest_json", "is empty: give a pod manifest")
             return parse_pod_manifest(request.manifest_json)
         if source == "spec":
-            return manifest_from_spec(request.spec, self.runtime.store.get)
+            visible = self.quotas.names_visible(view)
+            return manifest_from_spec(
+                request.spec, functools.partial(self.runtime.store.get, visible=visible)
+            )
         raise ApiError(Code.INVALID_ARGUMENT, "give a pod manifest (manifest_json) or a spec")
 
     # --- calls --------------------------------------------------------------------------
@@ -164,8 +183,8 @@ class PodsServicer(BindsCaller, pods_pb2_grpc.PodsServicer):
     @rpc
     def Create(self, request: pods_pb2.CreatePodRequest, context: grpc.ServicerContext):
         view = self._caller(context)
-        manifest = self.policy.admit(view, self._manifest(request))
-        name = self._index.reserve(request.name, manifest)
+        manifest = self.policy.admit(view, self._manifest(request, view))
+        name = self._index.reserve(request.name, manifest, self.policy.name_check(view))
         try:
             # A `subtree` pod's pods are its children, held to what it holds; a `host` pod
             # (the console) acts for the machine's operator: its pods are the host's.
@@ -177,6 +196,7 @@ class PodsServicer(BindsCaller, pods_pb2_grpc.PodsServicer):
                     confine_to=self.policy.confine_to(view),
                     check=self.policy.check_create(view),
                     beneath=self.policy.beneath(view, manifest),
+                    images_visible=self.quotas.names_visible(view),
                 )
         finally:
             self._index.release(name)
@@ -346,6 +366,16 @@ def _resolve(records: list[PodRecord], ref: str) -> PodRecord:
     if not matches:
         raise PodNotFound(f"no pod has the UUID or name {ref!r}")
     raise PodNotFound(f"{ref!r} names {len(matches)} pods; give more of the UUID")
+
+
+def _may_have(kept: Callable[[str], None] | None, name: str) -> bool:
+    if kept is None:
+        return True
+    try:
+        kept(name)
+    except NotPermitted:
+        return False
+    return True
 
 
 def _grace(seconds: float, field: str) -> float | None:

@@ -5,8 +5,11 @@ Each server serves the same servicer objects as the system socket, bound to the 
 (`_caller.pod_view`: a `subtree` pod acts as itself and sees its descendants; `host-read`
 sees everything read-only; `host` has the whole API but grants nothing a host admin alone
 grants), behind `ScopeInterceptor`, which refuses per method what the scope never allows
-(PERMISSION_DENIED). All servers share the daemon's thread pool; each may hold at most
-`max_rpcs` calls at once, so one pod cannot take every worker.
+(PERMISSION_DENIED). The pods' servers share a thread pool of their own (never the system
+socket's: the host's calls are answered whatever pods hold), and one tree of pods (a top
+pod and every pod below it, each with a socket of its own) may hold at most `max_rpcs`
+calls at once in all: a stream (events, logs -f) holds a worker for its whole life, and a
+subtree pod makes as many sockets as it makes api-access children.
 
 A socket is opened when an api-access pod is created (before it starts, so its apps never
 find it missing; a system service's pod started while kurmad still imports gRPC gets its
@@ -57,12 +60,57 @@ def allowed(scope: str, method: str) -> bool:
     return may_call(pod_kind(scope), method)
 
 
-class ScopeInterceptor(grpc.ServerInterceptor):
-    """PERMISSION_DENIED for the methods a pod's scope never allows."""
+class TreeBudget:
+    """Calls in flight per key (a tree of pods, a certificate), at most `limit` each."""
 
-    def __init__(self, scope: str, pod: str) -> None:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._held: dict[str, int] = {}
+
+    def acquire(self, tree: str, context: grpc.ServicerContext) -> None:
+        """Count one call of `tree` until it ends, or RESOURCE_EXHAUSTED past the limit."""
+        with self._lock:
+            held = self._held.get(tree, 0)
+            if held >= self.limit:
+                full = True
+            else:
+                full = False
+                self._held[tree] = held + 1
+        if full:
+            log.info("refused a call of %s: %d calls in flight", tree, self.limit)
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{tree} holds {self.limit} calls at once already (streams count)",
+            )
+        released = threading.Event()
+
+        def release() -> None:
+            if released.is_set():
+                return
+            released.set()
+            with self._lock:
+                left = self._held.get(tree, 0) - 1
+                if left > 0:
+                    self._held[tree] = left
+                else:
+                    self._held.pop(tree, None)
+
+        if not context.add_callback(release):  # the call ended already
+            release()
+
+
+class ScopeInterceptor(grpc.ServerInterceptor):
+    """PERMISSION_DENIED for the methods a pod's scope never allows; RESOURCE_EXHAUSTED
+    past the calls its tree of pods may hold at once (`budget`)."""
+
+    def __init__(
+        self, scope: str, pod: str, tree: str | None = None, budget: TreeBudget | None = None
+    ) -> None:
         self.scope = scope
         self.pod = pod
+        self.tree = tree or pod
+        self.budget = budget
 
     def check(self, method: str, context: grpc.ServicerContext) -> None:
         if not allowed(self.scope, method):
@@ -71,6 +119,8 @@ class ScopeInterceptor(grpc.ServerInterceptor):
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"method {method} is not open to a pod with host/api-access scope {self.scope}",
             )
+        if self.budget is not None:
+            self.budget.acquire(f"the tree of pod {self.tree}", context)
 
     def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
         handler = continuation(handler_call_details)
@@ -97,6 +147,7 @@ class PodSockets:
         self.executor = executor
         self.add_servicers = add_servicers
         self.max_rpcs = max_rpcs
+        self.budget = TreeBudget(max_rpcs)
         self._lock = threading.Lock()
         self._servers: dict[str, tuple[grpc.Server, Path]] = {}
         self._closing: queue.Queue[str | None] = queue.Queue()
@@ -124,7 +175,14 @@ class PodSockets:
                 return  # destroyed meanwhile
             server = grpc.server(
                 self.executor,
-                interceptors=[ScopeInterceptor(record.api_access, record.uuid)],
+                interceptors=[
+                    ScopeInterceptor(
+                        record.api_access,
+                        record.uuid,
+                        tree=record.ancestors[-1] if record.ancestors else record.uuid,
+                        budget=self.budget,
+                    )
+                ],
                 maximum_concurrent_rpcs=self.max_rpcs,
             )
             self.add_servicers(server, pod_view(record.uuid, record.api_access))

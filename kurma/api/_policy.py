@@ -41,6 +41,11 @@ Images: an operator (and a pod) imports images, but never under a name the syste
 services run or a `kurma.io/` name (`Policy.check_import`): a service finds its image by
 name, highest version first, so a newer version under that name would become the service
 (the console, with `host` api-access) at its next restart, which an operator may ask for.
+Names are shared, not scoped, so a name (an app's image, a dependency) resolves among the
+images the caller's own tree or certificate imported and those the host imported, never
+another tenant's newer version (`_quota.Quotas.names_visible`); a service's, among the
+images no pod and no operator imported. Pod names of the system services are the host's
+to give too (`name_check`).
 
 Host volume sources are resolved once, at create (`admit`): symlinks followed, `..`
 collapsed, and the result must lie inside an allowed prefix (`/srv/ok` allows `/srv/ok` and
@@ -310,9 +315,11 @@ class Policy:
         self,
         operator_host_volumes: Sequence[str] = (),
         service_images: Callable[[], Iterable[str]] = tuple,
+        service_names: Callable[[], Iterable[str]] = tuple,
     ) -> None:
         self.operator = replace(OPERATOR_POLICY, host_volumes=tuple(operator_host_volumes))
         self.service_images = service_images
+        self.service_names = service_names
 
     def _ceiling(self, kind: Kind) -> Ceiling | None:
         return self.operator if TABLE[kind].ceiling is OPERATOR_POLICY else TABLE[kind].ceiling
@@ -374,13 +381,33 @@ class Policy:
         ceiling = self._ceiling(kind)
         return lambda plan: authorize(kind, Action.CREATE, plan, ceiling)
 
+    def name_check(self, view: CallerView) -> Callable[[str], None] | None:
+        """For a caller below the host (an operator, a pod): NotPermitted for the name of a
+        system service. The supervisor refuses to start a service while another pod holds
+        its name, and people find the service by it (`kurmactl exec console`): a tenant's
+        pod under that name, made while the service restarts, would block it and stand in
+        for it. None: the caller may take any free name."""
+        kind = kind_of(view)
+        if TABLE[kind].system_images:
+            return None
+        services = set(self.service_names())  # now: the check runs under the names' lock
+
+        def check(name: str) -> None:
+            if name in services:
+                raise NotPermitted(
+                    f"pod name {name}: a system service runs under that name, and only the "
+                    f"host names pods after its services (an {kind} may not)"
+                )
+
+        return check
+
     def check_import(self, view: CallerView, manifest: ImageManifest) -> None:
         """NotPermitted when the caller may not add an image under `manifest`'s name."""
         kind = kind_of(view)
         if TABLE[kind].system_images:
             return
         name = manifest.name
-        taken = {ref.split(":", 1)[0] for ref in self.service_images()}
+        taken = {_image_name(ref) for ref in self.service_images()}
         if name.startswith(SYSTEM_IMAGE_PREFIXES) or name in taken:
             raise NotPermitted(
                 f"image name {name}: the system's services run images of that name, and only "
@@ -391,6 +418,17 @@ class Policy:
         """Whether the caller may start or exec into the planned pod (NotPermitted)."""
         kind = kind_of(view)
         authorize(kind, action, plan, self._ceiling(kind))
+
+
+def _image_name(ref: str) -> str | None:
+    """The image name a service's reference resolves by (None: an image ID, or no name):
+    `name`, `name:version` and `name,label=value,...` all name `name`."""
+    from ..store import parse_image_ref
+
+    try:
+        return parse_image_ref(ref).name
+    except ValueError:
+        return None
 
 
 def _resolve(volume: Volume, ceiling: Ceiling) -> Volume:

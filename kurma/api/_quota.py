@@ -27,10 +27,11 @@ Over a limit: RESOURCE_EXHAUSTED naming the pod whose quota it is, the quota, it
 and the current use.
 
 Defaults (kurmad.yml; `null` or '' for unlimited): a `subtree` pod whose host/api-access
-quota leaves a field out gets `subtree_max_image_bytes` (1 GiB) of imported images and
-`subtree_max_log_bytes` (256 MiB) of logs for its whole subtree; `subtree_max_pods` has no
-default (unlimited). Every import, the host's included, also stops when it would leave
-less than `state_min_free` (10%) of the state filesystem free (the store's `SpaceWatch`).
+quota leaves a field out gets `subtree_max_pods` (128) live pods, `subtree_max_image_bytes`
+(1 GiB) of imported images and `subtree_max_log_bytes` (256 MiB) of logs for its whole
+subtree (a pod, even never started, costs kurmad a mount and, with api-access, a server).
+Every import, the host's included, also stops when it would leave less than
+`state_min_free` (10%) of the state filesystem free (the store's `SpaceWatch`).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,12 +50,13 @@ from ..runtime import NotPermitted, PodNotFound, PodRecord, Runtime, check_quota
 from ..store._atomic import write_atomic
 from ._caller import CallerView
 from ._config import DaemonConfig
+from ._convert import TENANT_IMPORTS
+from ._policy import TABLE, kind_of
 from ._status import ApiError, Code
 
 log = logging.getLogger(__name__)
 
 LOG_FILE_MIN = 4096  # podinit's smallest rotation size
-IMPORTS_FILE = "imports.json"
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,7 @@ class Quotas:
         self.defaults = defaults or SubtreeQuota()
         self._lock = threading.RLock()
         self._own: dict[str, SubtreeQuota | None] = {}  # pod UUID -> its isolator's quota
-        self._file = Path(runtime.state_dir) / "quota" / IMPORTS_FILE
+        self._file = Path(runtime.state_dir, *TENANT_IMPORTS)  # read by services too
         self._imports = _load(self._file)
 
     # --- limits ----------------------------------------------------------------------
@@ -262,14 +264,38 @@ class Quotas:
                         )
             yield
 
+    def _importer(self, view: CallerView) -> tuple[str, ...]:
+        """Who an import of `view` is recorded for: its pod and the pod's ancestors, a
+        certificate below admin (an operator's), or nobody (the host, an admin)."""
+        if view.subtree_of is not None:
+            return tuple(r.uuid for r in self._chain(view))
+        if TABLE[kind_of(view)].system_images:
+            return ()
+        return (f"certificate {view.name}",)
+
     def imported(self, view: CallerView, image_id: str, size: int) -> None:
-        """Record that `view`'s pod imported a new image (nothing for the host)."""
-        if view.subtree_of is None:
-            return
+        """Record that `view`'s pod (or operator) imported a new image (nothing for the
+        host)."""
         with self._lock:
-            chain = tuple(r.uuid for r in self._chain(view))
+            chain = self._importer(view)
+            if not chain:
+                return
             self._imports[image_id] = Imported(image_id, chain, size)
             self._save()
+
+    def names_visible(self, view: CallerView) -> Callable[[str], bool]:
+        """Which images a name resolves to for `view`: those the host imported and those its
+        own tree (or its own certificate) imported. Names are not scoped, and a
+        name means its highest version: another tenant's newer version must not answer it."""
+        with self._lock:
+            chain = set(self._importer(view))
+
+        def visible(image_id: str) -> bool:
+            with self._lock:
+                record = self._imports.get(image_id)
+            return record is None or not chain.isdisjoint(record.chain)
+
+        return visible
 
     def check_delete(self, view: CallerView, image_id: str, name: str) -> None:
         """NotPermitted unless the caller is the host or its subtree imported the image."""

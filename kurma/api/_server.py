@@ -32,7 +32,7 @@ from ._pods import PodsServicer
 from ._podsockets import PodSockets
 from ._policy import Policy
 from ._quota import Quotas, subtree_defaults
-from ._tcp import interceptors, tcp_server_credentials
+from ._tcp import certificate_budget, interceptors, tcp_server_credentials
 from .v1 import host_pb2, host_pb2_grpc, images_pb2, images_pb2_grpc, pods_pb2, pods_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -62,15 +62,28 @@ class ApiServer:
         self.server = grpc.server(
             self.executor, maximum_concurrent_rpcs=config.workers, interceptors=interceptors(config)
         )
+        # The TCP listener (certificates, down to a reader's) is a server with workers of its
+        # own: no certificate's calls can keep the system socket's (root's) waiting.
+        self.tcp_executor: ThreadPoolExecutor | None = None
+        self.tcp_server: grpc.Server | None = None
+        if config.listen is not None:
+            self.tcp_executor = ThreadPoolExecutor(config.workers, thread_name_prefix="kurmad-tcp")
+            self.tcp_server = grpc.server(
+                self.tcp_executor,
+                maximum_concurrent_rpcs=config.workers,
+                interceptors=[*interceptors(config), certificate_budget(config)],
+            )
         self.events = EventHub(runtime)
-        # A pod's server may hold a quarter of the workers at most (streams hold one each).
+        # The pods' servers have workers of their own, so no pod can keep the host's calls
+        # waiting; a tree of pods may hold a quarter of them at most (streams hold one each).
+        self.pod_executor = ThreadPoolExecutor(config.workers, thread_name_prefix="kurmad-pods")
         self.pod_sockets = PodSockets(
-            runtime, self.executor, self._add_pod_servicers, max(2, config.workers // 4)
+            runtime, self.pod_executor, self._add_pod_servicers, max(2, config.workers // 4)
         )
         self.quotas = Quotas(runtime, subtree_defaults(config))
         runtime.log_cap = self.quotas.log_cap
         runtime.store.min_free = config.state_min_free  # imports stop short of a full disk
-        policy = Policy(config.operator_host_volumes, self._service_images)
+        policy = Policy(config.operator_host_volumes, self._service_images, self._service_names)
         self.pods = PodsServicer(
             runtime, on_created=self.pod_sockets.open, quotas=self.quotas, policy=policy
         )
@@ -78,20 +91,28 @@ class ApiServer:
         self.trust = TrustServicer()
         self.supervisor = supervisor
         self.host = HostServicer(runtime, self.events, config, self.supervisor)
-        pods_pb2_grpc.add_PodsServicer_to_server(self.pods, self.server)
-        images_pb2_grpc.add_ImagesServicer_to_server(self.images, self.server)
-        images_pb2_grpc.add_TrustServicer_to_server(self.trust, self.server)
-        host_pb2_grpc.add_HostServicer_to_server(self.host, self.server)
         self.health = health.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            (*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
-        )
+        for server in (self.server, self.tcp_server):
+            if server is None:
+                continue
+            pods_pb2_grpc.add_PodsServicer_to_server(self.pods, server)
+            images_pb2_grpc.add_ImagesServicer_to_server(self.images, server)
+            images_pb2_grpc.add_TrustServicer_to_server(self.trust, server)
+            host_pb2_grpc.add_HostServicer_to_server(self.host, server)
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+            reflection.enable_server_reflection(
+                (*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+            )
 
     def _service_images(self) -> list[str]:
         """The images the system services run (their names are the host's to import)."""
         supervisor = getattr(self, "supervisor", None)
         return [s.image for s in supervisor.services()] if supervisor is not None else []
+
+    def _service_names(self) -> list[str]:
+        """The system services' names (their pods' names are the host's to give)."""
+        supervisor = getattr(self, "supervisor", None)
+        return [s.name for s in supervisor.services()] if supervisor is not None else []
 
     def _add_pod_servicers(self, server: grpc.Server, view: CallerView) -> None:
         """A pod's server: the same servicers, bound to the pod's view (no health or
@@ -103,9 +124,10 @@ class ApiServer:
 
     def start(self) -> None:
         """Bind the unix socket (and TCP, when configured), start serving, mark SERVING."""
-        if self.config.listen is not None:
+        if self.tcp_server is not None and self.config.listen is not None:
             credentials = tcp_server_credentials(self.config)
-            self.server.add_secure_port(self.config.listen, credentials)
+            self.tcp_server.add_secure_port(self.config.listen, credentials)
+            self.tcp_server.start()
         self._bind_unix(self.socket_path)
         self.pod_sockets.open_existing()
         for name in ("", *SERVICES):
@@ -132,8 +154,15 @@ class ApiServer:
         self.health.enter_graceful_shutdown()
         self.events.close()  # event streams end now rather than at the deadline
         self.pod_sockets.close_all(grace)
-        self.server.stop(grace).wait(grace + 5.0)
+        stopping = [self.server.stop(grace)]
+        if self.tcp_server is not None:
+            stopping.append(self.tcp_server.stop(grace))
+        for done in stopping:
+            done.wait(grace + 5.0)
         self.executor.shutdown(wait=False, cancel_futures=True)
+        if self.tcp_executor is not None:
+            self.tcp_executor.shutdown(wait=False, cancel_futures=True)
+        self.pod_executor.shutdown(wait=False, cancel_futures=True)
         self.remove_socket()
 
     def remove_socket(self) -> None:

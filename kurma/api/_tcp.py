@@ -40,3 +40,28 @@ def interceptors(config: DaemonConfig) -> list[Any]:
     from ._authz import RoleInterceptor
 
     return [RoleInterceptor(allow_unix=True)]
+
+
+def certificate_budget(config: DaemonConfig) -> Any:
+    """An interceptor for the TCP server: one certificate (its subject CN) may hold a
+    quarter of the workers at once (streams hold one each), so a reader's streams leave
+    room for an admin's calls."""
+    import grpc
+
+    from ._authz import _guarded, name_from_auth_context
+    from ._podsockets import TreeBudget
+
+    budget = TreeBudget(max(2, config.workers // 4))
+
+    def check(context: grpc.ServicerContext) -> None:
+        name = name_from_auth_context(context.auth_context()) or "?"
+        budget.acquire(f"certificate {name}", context)
+
+    class CertificateBudget(grpc.ServerInterceptor):
+        def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+            handler = continuation(handler_call_details)
+            if handler is None:
+                return None
+            return _guarded(handler, check)
+
+    return CertificateBudget()

@@ -221,13 +221,15 @@ def _start_services(runtime, config: DaemonConfig, on_created: _PodSocketsLater)
     if config.services_file is None:
         return None
     from ..services._supervisor import Supervisor
-    from ._convert import service_manifest_builder  # protobuf, no gRPC
+    from ._convert import service_manifest_builder, tenant_imports  # protobuf, no gRPC
 
     supervisor = Supervisor(
         runtime,
         config.services_file,
-        service_manifest_builder(runtime.store),
+        service_manifest_builder(runtime.store, runtime.state_dir),
         on_created=on_created,  # a service with api-access gets its socket
+        # never a pod's or an operator's image, for a dependency either
+        images_visible=lambda image_id: image_id not in tenant_imports(runtime.state_dir),
     )
     supervisor.start()
     # Its first step's pods start before gRPC's import holds the GIL for a while: on 2 CPUs

@@ -102,6 +102,7 @@ class Lifecycle(RuntimeParts):
         confine_to: str | None = None,
         check: Callable[[PodPlan], None] | None = None,
         beneath: Beneath | None = None,
+        images_visible: Callable[[str], bool] | None = None,
     ) -> PodRecord:
         """Prepare a pod: hold its images, check every app and isolator, write its record.
 
@@ -115,6 +116,8 @@ class Lifecycle(RuntimeParts):
         operator): each host source's root and steps, resolved beneath the root at mount time
         as a child's are (`_volumes.open_source`); a pod's own children get theirs from
         `_confine`.
+        `images_visible(image_id)`: the images the apps' dependencies may resolve to by name
+        (the API's: never another tenant's).
         """
         if not manifest.apps:
             raise ValidationError("apps", "a pod needs at least one app")
@@ -143,7 +146,9 @@ class Lifecycle(RuntimeParts):
         pod_dir = self.pods_dir / pod_uuid
         pod_dir.mkdir(mode=0o711)  # no record yet: an orphan to reconcile until there is one
         try:
-            live = self._prepare(pod_uuid, pod_name, manifest, pod_dir, ancestors, beneath)
+            live = self._prepare(
+                pod_uuid, pod_name, manifest, pod_dir, ancestors, beneath, images_visible
+            )
             if confiner is not None:
                 assert live.plan is not None
                 check_within(live.plan, confiner)
@@ -191,9 +196,10 @@ class Lifecycle(RuntimeParts):
         pod_dir: Path,
         ancestors: tuple[str, ...] = (),
         beneath: dict | None = None,  # type: ignore[type-arg]
+        images_visible: Callable[[str], bool] | None = None,
     ) -> LivePod:
         """Everything a start needs but the processes (the record is written by the caller)."""
-        inputs, manifests = self._acquire(pod_uuid, manifest)
+        inputs, manifests = self._acquire(pod_uuid, manifest, images_visible)
         # P1 registers apps in pids/ before podinit runs; podinit makes exits/ and logs/,
         # volumes/ appears with the first empty volume.
         (pod_dir / "pids").mkdir()
@@ -224,13 +230,17 @@ class Lifecycle(RuntimeParts):
         return live
 
     def _acquire(
-        self, pod_uuid: str, manifest: PodManifest
+        self,
+        pod_uuid: str,
+        manifest: PodManifest,
+        visible: Callable[[str], bool] | None = None,
     ) -> tuple[list[AppInput], dict[str, bytes]]:
-        """Hold (and render) every app's image for the pod; safe to repeat after a restart."""
+        """Hold (and render) every app's image for the pod; safe to repeat after a restart.
+        `visible`: the images the apps' dependencies may resolve to (by name)."""
         inputs: list[AppInput] = []
         manifests: dict[str, bytes] = {}
         for app in manifest.apps:
-            tree = self.store.acquire(pod_uuid, app.image.id)
+            tree = self.store.acquire(pod_uuid, app.image.id, visible)
             image = self.store.get_by_id(tree.image_id)
             inputs.append(AppInput(app, image.manifest, str(tree.rootfs), tree.image_id))
             manifests[app.name] = (image.path / "manifest").read_bytes()
@@ -260,7 +270,9 @@ class Lifecycle(RuntimeParts):
     def _replan(self, live: LivePod) -> PodPlan:
         """The plan of a pod this Runtime did not create (after a restart), from its record."""
         manifest = parse_pod_manifest(live.record.manifest.encode())
-        inputs, live.image_manifests = self._acquire(live.record.uuid, manifest)
+        held = self.store.refs.get(live.record.uuid)  # the layers it was made of, not newer
+        visible = held.images.__contains__ if held is not None else None
+        inputs, live.image_manifests = self._acquire(live.record.uuid, manifest, visible)
         hosts, resolv = (str(live.pod_dir / n) for n in (HOSTS_NAME, RESOLV_CONF_NAME))
         live.plan = self._plan(live, manifest, inputs, EtcFiles(hosts, resolv))
         return live.plan

@@ -85,6 +85,7 @@ class Supervisor:
         manifest_for: ManifestBuilder,
         *,
         on_created: Callable[[PodRecord], None] | None = None,
+        images_visible: Callable[[str], bool] | None = None,
         poll: float = 0.5,
         clock: Callable[[], float] = time.monotonic,  # tests drive backoff with a fake
     ) -> None:
@@ -93,6 +94,7 @@ class Supervisor:
         self.path = path
         self.manifest_for = manifest_for
         self.on_created = on_created
+        self.images_visible = images_visible  # what a service's image dependencies may be
         self.poll = poll
         self.problems: tuple[str, ...] = ()  # of the last load (bad services, bad file)
         self._ready: tuple[str, ...] = ()
@@ -315,7 +317,8 @@ class Supervisor:
                 RESTARTS_ANNOTATION: str(entry.restarts),
             }
             manifest = replace(manifest, annotations=FrozenMap(annotations))
-            record = self.runtime.create_pod(manifest, name=spec.name)
+            scoped = {} if self.images_visible is None else {"images_visible": self.images_visible}
+            record = self.runtime.create_pod(manifest, name=spec.name, **scoped)
             entry.pod = record.uuid
             if self.on_created is not None:
                 self.on_created(record)

@@ -171,13 +171,14 @@ class ImageStore:
                 continue
         return sorted(records, key=lambda r: (r.name, r.version or "", r.image_id))
 
-    def get(self, ref: str | ImageRef) -> ImageRecord:
-        """The image a reference names; raises ImageNotFound or AmbiguousImage."""
+    def get(self, ref: str | ImageRef, visible: Callable[[str], bool] | None = None) -> ImageRecord:
+        """The image a reference names; raises ImageNotFound or AmbiguousImage. A name is
+        resolved among the images whose ID `visible` accepts (all without it)."""
         parsed = parse_image_ref(ref) if isinstance(ref, str) else ref
         if parsed.image_id:
             return self.get_by_id(parsed.image_id)
         assert parsed.name is not None
-        found = self.find(parsed.name, parsed.labels)
+        found = self.find(parsed.name, parsed.labels, visible)
         if found is None:
             raise ImageNotFound(f"no image {parsed} in the store")
         return found
@@ -196,9 +197,18 @@ class ImageStore:
             raise AmbiguousImage(f"{image_id} matches {len(matches)} images; give more digits")
         return ImageRecord.load(matches[0])
 
-    def find(self, name: str, labels: dict[str, str] | None = None) -> ImageRecord | None:
+    def find(
+        self,
+        name: str,
+        labels: dict[str, str] | None = None,
+        visible: Callable[[str], bool] | None = None,
+    ) -> ImageRecord | None:
         """The best image called `name` with these labels (highest version), or None."""
-        records = {r.image_id: r for r in self.list() if r.name == name}
+        records = {
+            r.image_id: r
+            for r in self.list()
+            if r.name == name and (visible is None or visible(r.image_id))
+        }
         candidates = [
             Candidate(r.image_id, r.name, r.labels, r.imported_at) for r in records.values()
         ]
@@ -217,10 +227,13 @@ class ImageStore:
         """The rendered tree of an image (cached), without recording a user of it."""
         return render(self, self.get(ref))
 
-    def acquire(self, holder: str, ref: str | ImageRef) -> RenderedTree:
-        """Render an image for `holder` and record the use, so nothing it needs is deleted."""
+    def acquire(
+        self, holder: str, ref: str | ImageRef, visible: Callable[[str], bool] | None = None
+    ) -> RenderedTree:
+        """Render an image for `holder` and record the use, so nothing it needs is deleted.
+        Its dependencies' names resolve among the images `visible` accepts (all without)."""
         record = self.get(ref)
-        layers = resolve_layers(self, record)
+        layers = resolve_layers(self, record, visible=visible)
         with ExitStack() as stack:
             for image_id in sorted({layer.image_id for layer in layers}):  # no lock-order deadlock
                 stack.enter_context(self._image_lock(image_id, shared=True))

@@ -17,7 +17,7 @@ import json
 import os
 import shutil
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,8 +47,11 @@ def tree_key(layers: tuple[str, ...]) -> str:
     return hashlib.sha512("\n".join(layers).encode()).hexdigest()[:64]
 
 
-def resolve_layers(store, record: ImageRecord, depth: int = 0) -> list[ImageRecord]:
-    """Every layer of `record` in render order (depth-first, list order, the image last)."""
+def resolve_layers(
+    store, record: ImageRecord, depth: int = 0, visible: Callable[[str], bool] | None = None
+) -> list[ImageRecord]:
+    """Every layer of `record` in render order (depth-first, list order, the image last); a
+    dependency's name resolves among the images whose ID `visible` accepts (all without)."""
     if depth > MAX_DEPENDENCY_DEPTH:
         raise DependencyError(
             f"{record.name}: dependencies nest deeper than {MAX_DEPENDENCY_DEPTH}"
@@ -56,12 +59,15 @@ def resolve_layers(store, record: ImageRecord, depth: int = 0) -> list[ImageReco
     layers: list[ImageRecord] = []
     for index, dep in enumerate(record.manifest.dependencies):
         where = f"{record.name}: dependencies[{index}] ({dep.image_name})"
-        layers += resolve_layers(store, _resolve_dependency(store, dep, where), depth + 1)
+        found = _resolve_dependency(store, dep, where, visible)
+        layers += resolve_layers(store, found, depth + 1, visible)
     layers.append(record)
     return layers
 
 
-def _resolve_dependency(store, dep, where: str) -> ImageRecord:
+def _resolve_dependency(
+    store, dep, where: str, visible: Callable[[str], bool] | None = None
+) -> ImageRecord:
     """The stored image a dependency names; a pinned ID must match name and labels."""
     if dep.image_id:
         try:
@@ -74,7 +80,7 @@ def _resolve_dependency(store, dep, where: str) -> ImageRecord:
         if wrong:
             raise DependencyError(f"{where}: pinned image {dep.image_id} lacks labels {wrong}")
         return found
-    found = store.find(dep.image_name, dict(dep.labels))
+    found = store.find(dep.image_name, dict(dep.labels), visible)
     if found is None:
         labels = "".join(f",{k}={v}" for k, v in dep.labels.items())
         raise DependencyError(f"{where}: no image {dep.image_name}{labels} in the store")

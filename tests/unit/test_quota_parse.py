@@ -67,10 +67,12 @@ def test_kurmad_defaults_parse_quantities_and_null() -> None:
     assert subtree_defaults(config) == SubtreeQuota(20, 2 * 10**9, 8 << 20)
     flags = apply(config, {"subtree_max_pods": "", "subtree_max_log_bytes": "4096"}, "x")
     assert (flags.subtree_max_pods, flags.subtree_max_log_bytes) == (None, 4096)
-    # bounded by default: 1 GiB of images and 256 MiB of logs, any number of pods
-    assert subtree_defaults(DaemonConfig()) == SubtreeQuota(None, 1 << 30, 256 << 20)
+    # bounded by default: 128 pods, 1 GiB of images and 256 MiB of logs
+    assert subtree_defaults(DaemonConfig()) == SubtreeQuota(128, 1 << 30, 256 << 20)
     unlimited = apply(
-        DaemonConfig(), {"subtree_max_image_bytes": None, "subtree_max_log_bytes": ""}, "x"
+        DaemonConfig(),
+        {"subtree_max_pods": "", "subtree_max_image_bytes": None, "subtree_max_log_bytes": ""},
+        "x",
     )
     assert subtree_defaults(unlimited) == SubtreeQuota()
 

@@ -354,10 +354,10 @@ class MetadataService:
                 log.warning("metadata: accept on %s failed: %s", listener.describe(), e)
                 return
             cfg = self.config
-            if (
-                len(self._connections) >= cfg.max_connections
-                or listener.connections >= cfg.max_connections_per_listener
-            ):
+            full = listener.connections >= cfg.max_connections_per_listener or (
+                len(self._connections) >= cfg.max_connections and not self._evict_for(listener)
+            )
+            if full:
                 log.warning("metadata: too many connections on %s", listener.describe())
                 sock.close()
                 continue
@@ -368,6 +368,22 @@ class MetadataService:
             listener.connections += 1
             self._connections.add(conn)
             self._selector.register(sock, selectors.EVENT_READ, conn)
+
+    def _evict_for(self, listener: Listener) -> bool:
+        """The total cap is reached: close the oldest connection of the listener holding the
+        most, if it holds more than `listener` (one pod's, or one tree's many pods', idle
+        connections must not keep every other pod from its metadata). False: none closed."""
+        if not self._connections:
+            return False
+        busiest = max((c.listener for c in self._connections), key=lambda lst: lst.connections)
+        if busiest.connections <= listener.connections + 1:
+            return False
+        oldest = min(
+            (c for c in self._connections if c.listener is busiest), key=lambda c: c.deadline
+        )
+        log.warning("metadata: connections full: closing one of %s", busiest.describe())
+        self._close_connection(oldest)
+        return True
 
     def _read(self, conn: Connection) -> None:
         try:

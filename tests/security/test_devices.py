@@ -47,7 +47,7 @@ from kurma.runtime.cgroups import (
     parse_mountinfo,
     parse_proc_cgroup,
 )
-from tests.root.test_kurmad import Daemon, daemon_with_image, host_client
+from tests.root.test_kurmad import Daemon
 from tests.root.test_rootfs_harness import make_tree, run_app, spec_for
 from tests.root.test_rootfs_kernelfs import MASKED_FILES
 from tests.security.test_tenant import as_pod
@@ -214,16 +214,6 @@ def test_privileged_keeps_the_hosts_dev(work: Path) -> None:
 
 
 # --- through kurmad: the devices cgroup as well ------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def daemon(busybox_aci: Path) -> Iterator[tuple[Daemon, str]]:
-    yield from daemon_with_image(busybox_aci)
-
-
-@pytest.fixture
-def kurma(daemon: tuple[Daemon, str]) -> Iterator[Client]:
-    yield from host_client(daemon[0])
 
 
 def devices_v1() -> bool:

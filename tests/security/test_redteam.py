@@ -65,6 +65,16 @@ def kurma(few_workers: tuple[Daemon, str]) -> Iterator[Client]:
     yield from host_client(few_workers[0])
 
 
+def drain(stream: Any, refused: list[str]) -> None:
+    """Read a stream to its end (in a thread); a RESOURCE_EXHAUSTED refusal is counted."""
+    with contextlib.suppress(Exception):
+        try:
+            for _ in stream:
+                pass
+        except ResourceExhausted:
+            refused.append("refused")
+
+
 def test_a_subtree_cannot_take_every_worker_of_the_system_socket(
     few_workers: tuple[Daemon, str], kurma: Client
 ) -> None:
@@ -92,22 +102,13 @@ def test_a_subtree_cannot_take_every_worker_of_the_system_socket(
                 me.start(child)
                 sockets.append(child)
         exhausted: list[str] = []
-
-        def drain(stream: Any) -> None:
-            with contextlib.suppress(Exception):
-                try:
-                    for _ in stream:
-                        pass
-                except ResourceExhausted:
-                    exhausted.append("refused")
-
         for pod in sockets:
             client = Client.connect(str(d.work / "pods" / pod / "api" / "api.sock"))
             clients.append(client)
             for _ in range(2):
                 stream = client.events()
                 streams.append(stream)
-                threading.Thread(target=drain, args=(stream,), daemon=True).start()
+                threading.Thread(target=drain, args=(stream, exhausted), daemon=True).start()
         answered = threading.Event()
 
         def host_list() -> None:
@@ -549,21 +550,12 @@ def test_a_reader_certificate_cannot_take_every_worker_of_the_tcp_listener(
     17th stream is RESOURCE_EXHAUSTED, and the admin's List is answered."""
     streams: list[Any] = []
     refused: list[str] = []
-
-    def drain(stream: Any) -> None:
-        with contextlib.suppress(Exception):
-            try:
-                for _ in stream:
-                    pass
-            except ResourceExhausted:
-                refused.append("refused")
-
     with site.client("reader") as reader:
         try:
             for _ in range(64):
                 stream = reader.events()
                 streams.append(stream)
-                threading.Thread(target=drain, args=(stream,), daemon=True).start()
+                threading.Thread(target=drain, args=(stream, refused), daemon=True).start()
             wait_for(lambda: len(refused) >= 64 - 16, "48 streams refused", 10.0)
             with site.client("admin") as admin:
                 admin.list_pods()

@@ -46,8 +46,6 @@ from kurma.runtime.linux import MNT_DETACH, mount, umount2
 from tests.root.test_kurmad import (
     REPO,
     Daemon,
-    daemon_with_image,
-    host_client,
     make_daemon,
 )
 from tests.waiting import wait_for
@@ -59,17 +57,6 @@ INSIDE, OUTSIDE = "inside\n", "OUTSIDE\n"
 
 
 # --- fixtures and helpers ------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def daemon(busybox_aci: Path) -> Iterator[tuple[Daemon, str]]:
-    yield from daemon_with_image(busybox_aci)
-
-
-@pytest.fixture
-def kurma(daemon: tuple[Daemon, str]) -> Iterator[Client]:
-    """A host client; every pod the test leaves is destroyed (subtrees with their tops)."""
-    yield from host_client(daemon[0])
 
 
 @pytest.fixture

@@ -72,10 +72,14 @@ def _read(cgroup: Cgroup, controller: str, v1: str, v2: str) -> str:
 
 
 MEMORY_32M = [{"name": "resource/memory", "value": {"limit": "32Mi"}}]
-# `tail` keeps the last ten lines; /dev/zero has no newline, so it keeps everything. The hog
-# marks itself the OOM killer's first choice (raising one's own score needs no privilege), so
-# the shell around it survives to report, however the kernel weighs the other processes.
-HOG = "sh -c 'echo 1000 > /proc/self/oom_score_adj; head -c 200m /dev/zero | tail'"
+# `tail` keeps the last ten lines; /dev/zero has no newline, so it keeps everything. The
+# pipeline runs in a subshell that marks itself (and so head and tail) the OOM killer's first
+# choice (raising one's own score needs no privilege), so the app's shell around it survives
+# to report, however the kernel weighs the processes. Not the shell itself: once tail is
+# killed, head's next pipe write can invoke the OOM killer again before tail's memory is
+# freed, and a shell that had raised its own score was now and then that second victim
+# (the app then ended 137 with nothing in its log).
+HOG = "(echo 1000 > /proc/self/oom_score_adj; head -c 200m /dev/zero | tail)"
 
 
 # --- memory -------------------------------------------------------------------------------

@@ -16,8 +16,9 @@ ones:
 - A bare 64-hex string is refused as a name: docker reads it as an image ID.
 
 The familiar form (`ubuntu`, `user/app`) drops `docker.io/` and `library/`, as docker shows
-names; the full form (`docker.io/library/ubuntu`) is what the store keys on, so both
-spellings of one image are one image.
+names (but keeps `docker.io/` where the rest would read as another registry); the full form
+(`docker.io/library/ubuntu`) is what the store keys on, so both spellings of one image are
+one image.
 """
 
 from __future__ import annotations
@@ -86,6 +87,10 @@ class Reference:
         # namespace has no nested repositories, so `library/a/b` stays as written).
         if rest != self.path and "/" not in rest:
             return rest
+        # Unlike docker, keep the registry when the short form would read as another one:
+        # docker shows docker.io/foo.bar/baz as `foo.bar/baz`, which names registry foo.bar.
+        if _split_docker_domain(self.path)[0] != DEFAULT_DOMAIN:
+            return self.name
         return self.path
 
     @property

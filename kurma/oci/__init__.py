@@ -35,13 +35,21 @@ from ._manifest import Index as Index
 from ._manifest import Manifest as Manifest
 from ._manifest import parse_descriptor as parse_descriptor
 from ._manifest import parse_manifest as parse_manifest
+from ._mediatypes import ACCEPT as ACCEPT
+from ._mediatypes import DOCKER_CONFIG as DOCKER_CONFIG
+from ._mediatypes import DOCKER_MANIFEST as DOCKER_MANIFEST
+from ._mediatypes import DOCKER_MANIFEST_LIST as DOCKER_MANIFEST_LIST
 from ._mediatypes import LAYER_COMPRESSION as LAYER_COMPRESSION
+from ._mediatypes import OCI_CONFIG as OCI_CONFIG
+from ._mediatypes import OCI_INDEX as OCI_INDEX
+from ._mediatypes import OCI_MANIFEST as OCI_MANIFEST
 from ._mediatypes import is_layer as is_layer
 from ._mediatypes import layer_compression as layer_compression
 from ._platform import DEFAULT_PLATFORM as DEFAULT_PLATFORM
 from ._platform import Platform as Platform
 from ._platform import offered_platforms as offered_platforms
 from ._platform import parse_platform as parse_platform
+from ._platform import platform_matches as platform_matches
 from ._platform import select_manifest as select_manifest
 
 # --- layers (kurma/oci/_layers.py): whiteouts, applying a layer; names go here ------------

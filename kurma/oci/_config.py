@@ -111,16 +111,22 @@ def parse_exposed_port(key: str, path: str) -> ExposedPort:
     return ExposedPort(int(number), protocol)
 
 
-def parse_stop_signal(text: str) -> signal.Signals:
-    """The signal a StopSignal names: `SIGTERM`, `TERM` or `15` (docker accepts all three);
-    ValueError otherwise."""
+def parse_stop_signal(text: str) -> int:
+    """The signal a StopSignal names: `SIGTERM`, `TERM`, `15` or `SIGRTMIN+3` (docker accepts
+    all of these), as a number: real-time signals have no `signal.Signals` member. ValueError
+    for anything else."""
     name = text.strip().upper()
-    if name.isdigit():
-        return signal.Signals(int(name))
+    if name.isascii() and name.isdigit():
+        return int(signal.Signals(int(name)))  # ValueError for a number that is no signal
     if not name.startswith("SIG"):
         name = "SIG" + name
+    base, sign, offset = name.partition("+") if "+" in name else name.partition("-")
+    if base in ("SIGRTMIN", "SIGRTMAX") and sign and offset.isascii() and offset.isdigit():
+        number = signal.SIGRTMIN + int(offset) if sign == "+" else signal.SIGRTMAX - int(offset)
+        if signal.SIGRTMIN <= number <= signal.SIGRTMAX:
+            return int(number)
     try:
-        return signal.Signals[name]
+        return int(signal.Signals[name])
     except KeyError:
         raise ValueError(f"unknown signal {text!r}") from None
 

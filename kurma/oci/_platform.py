@@ -10,7 +10,7 @@ older variant runs on a newer CPU, so it is the fallback, newest first.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from kurma.errors import PlatformNotFound, ValidationError
@@ -40,7 +40,7 @@ class Platform:
     architecture: str
     variant: str = ""
     os_version: str = ""
-    os_features: tuple[str, ...] = field(default=(), compare=False)
+    os_features: tuple[str, ...] = ()
 
     def normalized(self) -> Platform:
         """The same platform with containerd's spelling of architecture and variant."""
@@ -105,6 +105,12 @@ def _rank(offered: Platform | None, wanted: Platform) -> int | None:
         return 0
     fallbacks = _COMPATIBLE.get((wanted.architecture, wanted.variant), ())
     return fallbacks.index(have.variant) + 1 if have.variant in fallbacks else None
+
+
+def platform_matches(offered: Platform, wanted: Platform = DEFAULT_PLATFORM) -> bool:
+    """Whether an image built for `offered` runs on `wanted` (exactly or as an older
+    variant). A pull by digest skips the index, so the config's platform is checked here."""
+    return _rank(offered, wanted.normalized()) is not None
 
 
 def select_manifest(

@@ -36,6 +36,7 @@ from kurma.oci import (
     parse_manifest,
     parse_platform,
     parse_stop_signal,
+    platform_matches,
     select_manifest,
 )
 
@@ -335,6 +336,28 @@ def test_exact_variant_preferred_over_older_one() -> None:
         select_manifest(entries, parse_platform("linux/arm/v5"))
 
 
+@pytest.mark.parametrize("bad", ["SIGNOPE", "999", "SIGRTMIN+999", "", "\u0663"])
+def test_unknown_stop_signals(bad: str) -> None:
+    with pytest.raises(ValueError):
+        parse_stop_signal(bad)
+
+
+@pytest.mark.parametrize(
+    "offered,wanted,ok",
+    [
+        (Platform("linux", "amd64"), "linux/amd64", True),
+        (Platform("linux", "aarch64"), "linux/arm64/v8", True),
+        (Platform("linux", "arm", "v6"), "linux/arm/v7", True),
+        (Platform("linux", "arm", "v7"), "linux/arm/v6", False),
+        (Platform("linux", "arm64"), "linux/amd64", False),
+        (Platform("windows", "amd64"), "linux/amd64", False),
+    ],
+)
+def test_platform_matches_for_a_config(offered: Platform, wanted: str, ok: bool) -> None:
+    """A pull by digest has no index: the config's platform is checked against the host's."""
+    assert platform_matches(offered, parse_platform(wanted)) is ok
+
+
 def test_no_matching_platform_lists_what_is_offered() -> None:
     index = parse_manifest(DOCKER_LIST)
     assert isinstance(index, Index) and index.is_docker
@@ -487,7 +510,14 @@ def test_config_must_have_one_diff_id_per_layer() -> None:
 
 @pytest.mark.parametrize(
     "text,number",
-    [("SIGTERM", signal.SIGTERM), ("TERM", signal.SIGTERM), ("9", signal.SIGKILL), ("sigint", 2)],
+    [
+        ("SIGTERM", signal.SIGTERM),
+        ("TERM", signal.SIGTERM),
+        ("9", signal.SIGKILL),
+        ("sigint", signal.SIGINT),
+        ("SIGRTMIN+3", signal.SIGRTMIN + 3),
+        ("RTMAX-1", signal.SIGRTMAX - 1),
+    ],
 )
 def test_stop_signal_spellings(text: str, number: int) -> None:
     assert parse_stop_signal(text) == number

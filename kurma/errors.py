@@ -13,8 +13,8 @@
     ├── OciError                    an OCI or Docker image, or a reference to one, is unusable
     │   ├── InvalidReference        an image reference breaks docker's grammar (also a ValueError)
     │   ├── InvalidDigest           a digest is malformed or uses an unsupported algorithm
-    │   ├── UnsupportedManifest     a well-formed manifest of a kind Kurma does not run
-    │   │                           (Docker schema 1, an unknown media type)
+    │   ├── UnsupportedManifest     a well-formed document of a kind Kurma does not run
+    │   │                           (Docker schema 1, unknown media types, artifacts)
     │   ├── PlatformNotFound        an index offers no manifest for the wanted platform;
     │   │                           lists the platforms it does offer
     │   ├── DigestMismatch          content does not hash to its digest, or is longer than its

@@ -100,3 +100,13 @@ def test_public_names_come_from_private_modules() -> None:
             origin = getattr(obj, "__module__", "") or ""
             if origin.startswith("kurma."):
                 assert origin.rsplit(".", 1)[-1].startswith("_"), (module.__name__, name, origin)
+
+
+def test_every_error_is_drawn_in_the_errors_tree() -> None:
+    """kurma.errors draws its hierarchy in the docstring; a new error class joins the drawing."""
+    import kurma.errors
+
+    doc = kurma.errors.__doc__ or ""
+    for name, obj in vars(kurma.errors).items():
+        if isinstance(obj, type) and issubclass(obj, kurma.errors.KurmaError):
+            assert f" {name} " in doc, name

@@ -123,6 +123,10 @@ class VerifyingReader(io.RawIOBase):
     consumer that reads to the end (tar extraction, a copy to disk) never sees a clean EOF
     for bad content. It stops with DigestMismatch as soon as the stream passes `size`.
     Wrap it in io.BufferedReader, or hand it to gzip/zstd readers, as any raw stream.
+
+    A consumer that stops before EOF (a tar reader stops at the end-of-archive blocks, and
+    padding may follow) has verified nothing: call `finish()` after it, which reads the rest
+    and checks. Nothing unpacked from the stream may be used before `finish()` returns.
     """
 
     def __init__(self, source: BinaryIO, expected: Digest, size: int | None = None) -> None:
@@ -152,6 +156,17 @@ class VerifyingReader(io.RawIOBase):
         self.verifier.update(chunk)
         view[: len(chunk)] = chunk
         return len(chunk)
+
+    def finish(self) -> Digest:
+        """Read whatever is left of `source`, verify, and return the digest (idempotent)."""
+        while not self._done:
+            chunk = self._source.read(1 << 20)
+            if chunk:
+                self.verifier.update(chunk)
+                continue
+            self._done = True
+            self.verifier.verify()
+        return self.verifier.expected
 
     def close(self) -> None:
         """Closes this reader only; the caller owns `source`."""

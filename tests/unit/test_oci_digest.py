@@ -140,6 +140,18 @@ def test_verifier_resumes_from_bytes_already_on_disk() -> None:
     assert verifier.actual() == GOOD
 
 
+def test_finish_checks_what_the_consumer_left_unread() -> None:
+    """A tar reader stops at its end-of-archive blocks; finish() reads and checks the rest."""
+    reader = VerifyingReader(io.BytesIO(DATA), GOOD, len(DATA))
+    assert reader.read(100) == DATA[:100]
+    assert reader.finish() == GOOD
+    assert reader.finish() == GOOD and reader.read() == b""
+    tampered = VerifyingReader(io.BytesIO(DATA[:-1] + b"?"), GOOD, len(DATA))
+    tampered.read(100)
+    with pytest.raises(DigestMismatch):
+        tampered.finish()
+
+
 def test_reader_does_not_close_the_source() -> None:
     source = io.BytesIO(DATA)
     with VerifyingReader(source, GOOD) as reader:

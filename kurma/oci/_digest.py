@@ -150,8 +150,8 @@ class VerifyingReader(io.RawIOBase):
             want = min(want, self.verifier.size - self.verifier.total + 1)
         chunk = self._source.read(max(want, 1))
         if not chunk:
+            self.verifier.verify()  # raises again on every later read: never a clean EOF
             self._done = True
-            self.verifier.verify()
             return 0
         self.verifier.update(chunk)
         view[: len(chunk)] = chunk
@@ -164,8 +164,8 @@ class VerifyingReader(io.RawIOBase):
             if chunk:
                 self.verifier.update(chunk)
                 continue
-            self._done = True
             self.verifier.verify()
+            self._done = True
         return self.verifier.expected
 
     def close(self) -> None:

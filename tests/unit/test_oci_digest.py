@@ -104,6 +104,8 @@ def test_reader_raises_at_eof_with_expected_and_actual() -> None:
         reader.read()
     assert info.value.expected == str(GOOD)
     assert info.value.actual == str(digest_of(bytes(bad)))
+    with pytest.raises(DigestMismatch):  # and again: a caught error never becomes a clean EOF
+        reader.raw.finish()  # type: ignore[attr-defined]
 
 
 def test_reader_stops_as_soon_as_the_size_is_passed() -> None:

@@ -160,6 +160,8 @@ def parse_descriptor(value: JSON, path: str) -> Descriptor:
 def _kind(root: Node, content_type: str | None) -> str:
     """The document's media type: its own field, the transport's, or its shape."""
     declared = _media_type(root, "mediaType", required=False)
+    if content_type is not None:  # an HTTP header may carry parameters: "...+json; charset=x"
+        content_type = content_type.partition(";")[0].strip()
     version = root.raw("schemaVersion")
     if (type(version) is int and version == 1) or (declared or content_type) in mt.SCHEMA1_TYPES:
         raise UnsupportedManifest(

@@ -158,6 +158,11 @@ def test_generic_content_type_is_ignored() -> None:
     assert isinstance(parse_manifest(OCI_MANIFEST, "application/json"), Manifest)
 
 
+def test_content_type_parameters_are_ignored() -> None:
+    header = OCI_MANIFEST["mediaType"] + "; charset=utf-8"
+    assert isinstance(parse_manifest(OCI_MANIFEST, header), Manifest)
+
+
 @pytest.mark.parametrize(
     "document,content_type",
     [

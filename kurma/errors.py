@@ -10,6 +10,16 @@
     │   ├── AmbiguousImage          a short ID or name matches more than one image
     │   ├── ImageInUse              delete refused: a pod or a rendered tree uses the image
     │   └── DependencyError         an image's dependencies cannot be resolved or do not match
+    ├── OciError                    an OCI or Docker image, or a reference to one, is unusable
+    │   ├── InvalidReference        an image reference breaks docker's grammar (also a ValueError)
+    │   ├── InvalidDigest           a digest is malformed or uses an unsupported algorithm
+    │   ├── UnsupportedManifest     a well-formed document of a kind Kurma does not run
+    │   │                           (Docker schema 1, unknown media types, artifacts)
+    │   ├── PlatformNotFound        an index offers no manifest for the wanted platform;
+    │   │                           lists the platforms it does offer
+    │   ├── DigestMismatch          content does not hash to its digest, or is longer than its
+    │   │                           descriptor's size
+    │   └── IncompleteBlob          content ended before its descriptor's size: retry or resume
     ├── PodError                    the pod runtime refused an operation on a pod
     │   ├── PodNotFound             no pod has that UUID, UUID prefix or name
     │   └── PodStateError           the pod exists, but its state forbids the operation
@@ -19,6 +29,10 @@
 
 ValidationError differs from ArchiveError in what was wrong: the document's content versus
 the container around it. An archive whose manifest is invalid raises ValidationError.
+An OCI manifest or image config whose content breaks a rule raises ValidationError, like an
+appc manifest; UnsupportedManifest means the document is valid but of a kind Kurma refuses.
+DigestMismatch differs from IncompleteBlob in what the caller should do: discard the bytes
+(the source is wrong or hostile) versus fetch the rest (the transfer was cut short).
 PodNotFound differs from PodStateError in what the caller should do: look the pod up again
 (`kurmactl ps -a`) versus wait for, or bring about, the state the operation needs (start a
 created pod, stop a running one). Neither means the pod is broken.
@@ -71,6 +85,68 @@ class ImageInUse(StoreError):
 
 class DependencyError(StoreError):
     """An image's dependencies cannot be resolved from the store, or a pinned ID differs."""
+
+
+class OciError(KurmaError):
+    """An OCI or Docker image, or a reference to one, cannot be used as it is."""
+
+
+class InvalidReference(OciError, ValueError):
+    """An image reference does not follow docker's grammar. `reference` is the text given,
+    `reason` what is wrong with it (docker's wording, so messages match `docker pull`)."""
+
+    def __init__(self, reference: str, reason: str) -> None:
+        self.reference = reference
+        self.reason = reason
+        super().__init__(f"invalid reference format: {reason}: {reference!r}")
+
+
+class InvalidDigest(OciError, ValueError):
+    """A digest is not `algorithm:encoded`, has the wrong length or case for its algorithm,
+    or names an algorithm Kurma cannot verify."""
+
+    def __init__(self, digest: str, reason: str) -> None:
+        self.digest = digest
+        self.reason = reason
+        super().__init__(f"invalid digest {digest!r}: {reason}")
+
+
+class UnsupportedManifest(OciError):
+    """A manifest is of a kind Kurma refuses: Docker schema 1, or an unknown media type."""
+
+
+class PlatformNotFound(OciError, LookupError):
+    """An image index has no manifest for the platform asked for. `offered` lists the
+    platforms it has (as `os/arch[/variant]`), so the person can pick one."""
+
+    def __init__(self, wanted: str, offered: tuple[str, ...]) -> None:
+        self.wanted = wanted
+        self.offered = offered
+        listed = ", ".join(offered) if offered else "none"
+        super().__init__(f"no image for platform {wanted}; the index offers: {listed}")
+
+
+class DigestMismatch(OciError):
+    """Content did not hash to the digest that names it (or ran past its declared size).
+    The bytes must be discarded: the source is broken or hostile."""
+
+    def __init__(self, expected: str, actual: str, what: str = "content") -> None:
+        self.expected = expected
+        self.actual = actual
+        super().__init__(f"{what} does not match its digest: expected {expected}, got {actual}")
+
+
+class IncompleteBlob(OciError):
+    """Content ended before its declared size: the transfer was cut short. The bytes read so
+    far are good to resume from (HTTP Range)."""
+
+    def __init__(self, digest: str, expected_size: int, actual_size: int) -> None:
+        self.digest = digest
+        self.expected_size = expected_size
+        self.actual_size = actual_size
+        super().__init__(
+            f"{digest} ended after {actual_size} of {expected_size} bytes (interrupted download?)"
+        )
 
 
 class PodError(KurmaError):

@@ -46,6 +46,29 @@ ACI_NAMES_REQUIRED = {
 }
 
 
+OCI_NAMES_REQUIRED = {
+    # references and digests
+    "Reference",
+    "parse_reference",
+    "Digest",
+    "parse_digest",
+    "digest_of",
+    "VerifyingReader",
+    "Verifier",
+    # manifests, indexes, platforms, configs
+    "Descriptor",
+    "Manifest",
+    "Index",
+    "parse_manifest",
+    "Platform",
+    "parse_platform",
+    "select_manifest",
+    "ImageConfig",
+    "parse_image_config",
+    "layer_compression",
+}
+
+
 def _public(module_name: str) -> set[str]:
     module = importlib.import_module(module_name)
     return {n for n in vars(module) if not n.startswith("_") and n != "annotations"}
@@ -60,14 +83,30 @@ def test_aci_exports(name: str) -> None:
     assert name in _public("kurma.aci")
 
 
+@pytest.mark.parametrize("name", sorted(OCI_NAMES_REQUIRED))
+def test_oci_exports(name: str) -> None:
+    assert name in _public("kurma.oci")
+
+
 def test_public_names_come_from_private_modules() -> None:
     """Re-exports only: every public object is defined in a `_private` module."""
     import kurma.aci
+    import kurma.oci
     import kurma.store
 
-    for module in (kurma.aci, kurma.store):
+    for module in (kurma.aci, kurma.oci, kurma.store):
         for name in _public(module.__name__):
             obj = getattr(module, name)
             origin = getattr(obj, "__module__", "") or ""
             if origin.startswith("kurma."):
                 assert origin.rsplit(".", 1)[-1].startswith("_"), (module.__name__, name, origin)
+
+
+def test_every_error_is_drawn_in_the_errors_tree() -> None:
+    """kurma.errors draws its hierarchy in the docstring; a new error class joins the drawing."""
+    import kurma.errors
+
+    doc = kurma.errors.__doc__ or ""
+    for name, obj in vars(kurma.errors).items():
+        if isinstance(obj, type) and issubclass(obj, kurma.errors.KurmaError):
+            assert f" {name} " in doc, name

@@ -32,7 +32,6 @@ import hashlib
 import io
 import logging
 import os
-import shutil
 import stat
 from dataclasses import dataclass
 from typing import BinaryIO, cast
@@ -246,6 +245,36 @@ def _lstat(name: str, dir_fd: int) -> os.stat_result | None:
         return None
 
 
+_TRASH = WHITEOUT_PREFIX + "kurma-removing."
+
+
+def _remove_tree(pfd: int, name: str) -> None:
+    """Remove directory `name` below `pfd` and all it holds, never following a symlink.
+
+    Not shutil.rmtree: it recurses (RecursionError past ~1000 levels) and holds an fd per
+    level, and a layer can nest directories 2048 deep. Here each subdirectory is first
+    renamed up beside `name` (under a `.wh.` name, which no tree can hold: the spec
+    reserves them), so one directory fd is open at a time and the depth never matters.
+    """
+    todo, serial = [name], 0
+    while todo:
+        current = todo.pop()
+        fd = os.open(current, DIR_FLAGS, dir_fd=pfd)
+        try:
+            for child in os.listdir(fd):
+                if not stat.S_ISDIR(os.lstat(child, dir_fd=fd).st_mode):
+                    os.unlink(child, dir_fd=fd)
+                    continue
+                serial += 1
+                while _lstat(trash := f"{_TRASH}{serial}", pfd) is not None:
+                    serial += 1
+                os.rename(child, trash, src_dir_fd=fd, dst_dir_fd=pfd)
+                todo.append(trash)
+        finally:
+            os.close(fd)
+        os.rmdir(current, dir_fd=pfd)
+
+
 class LayerApplier:
     """Applies the entries of one layer below a root, enforcing the safety rules."""
 
@@ -263,6 +292,10 @@ class LayerApplier:
     def write(self, entry: TarEntry, stream: ChunkReader) -> None:
         """Apply one entry (consuming its data from `stream`), or raise ArchiveError."""
         path = normalize_name(entry.name, self._limits)
+        if any(part.startswith(WHITEOUT_PREFIX) for part in path.split("/")[:-1]):
+            # The spec reserves `.wh.` names: no directory can have one, and treating it as
+            # one would give a marker's name two meanings.
+            raise ArchiveError("whiteout name used as a directory", entry.name)
         size, self._consumed = entry.size, False
         try:
             parent, _, base = path.rpartition("/")
@@ -331,17 +364,29 @@ class LayerApplier:
         return st is not None and stat.S_ISDIR(st.st_mode)
 
     def _prune(self, dfd: int, rel: str) -> None:
-        """Remove from directory `rel` everything this layer did not write."""
+        """Remove from directory `rel` everything this layer did not write.
+
+        Iterative, one open directory at a time: a layer may nest directories deeper than
+        Python's recursion limit, and holding an fd per level could exhaust the fd limit.
+        """
+        pending: list[str] = []
+        self._prune_one(dfd, rel, pending)
+        while pending:
+            rel = pending.pop()
+            fd = self._tree.find_dir(rel)
+            if fd is not None:
+                try:
+                    self._prune_one(fd, rel, pending)
+                finally:
+                    os.close(fd)
+
+    def _prune_one(self, dfd: int, rel: str, pending: list[str]) -> None:
         for name in os.listdir(dfd):
             child = f"{rel}/{name}" if rel else name
             if child not in self._touched:
                 self._remove(dfd, name, child)
             elif self._is_dir(dfd, name):
-                cfd = os.open(name, DIR_FLAGS, dir_fd=dfd)
-                try:
-                    self._prune(cfd, child)
-                finally:
-                    os.close(cfd)
+                pending.append(child)  # this layer wrote below it: prune it as well
 
     def _remove(self, pfd: int, name: str, rel: str) -> None:
         """Remove `name` (a whole tree if a directory) without following symlinks."""
@@ -350,8 +395,7 @@ class LayerApplier:
             return
         if stat.S_ISDIR(st.st_mode):
             self._tree.forget(rel)
-            # rmtree with dir_fd walks by fds and never follows a symlink (3.11+).
-            shutil.rmtree(name, dir_fd=pfd)
+            _remove_tree(pfd, name)
             prefix = rel + "/"
             for paths in (self._written, self._touched):
                 paths.difference_update([p for p in paths if p.startswith(prefix)])

@@ -126,6 +126,53 @@ def test_whiteout_of_a_missing_path_is_a_no_op(sandbox: Path) -> None:
     assert tree(sandbox / "root") == {} and result.whiteouts == 2
 
 
+def test_replaced_directory_gets_later_entries(sandbox: Path) -> None:
+    """A directory replaced within a layer is not written through a stale cached fd: the
+    entries after the replacement land in the new directory, visible in the tree."""
+    apply(sandbox, TarBuilder().dir("d").file("d/lower", b"l"))
+    apply(sandbox, TarBuilder().file("d/a", b"a").file("d", b"file").dir("d")
+          .file("d/b", b"b"))  # fmt: skip
+    assert tree(sandbox / "root") == {"d": "d", "d/b": "f:b"}
+
+
+def test_symlink_replacing_a_directory_is_not_written_through(sandbox: Path) -> None:
+    """After `lib/` became a symlink, a later entry below it is refused, even though
+    `lib` was an open, cached directory a moment before."""
+    apply(sandbox, TarBuilder().dir("lib").file("lib/x", b"x"))
+    with pytest.raises(ArchiveError, match="through a symlink"):
+        apply(sandbox, TarBuilder().file("lib/y", b"y").symlink("lib", "../outside")
+              .file("lib/evil", b"e"))  # fmt: skip
+    assert_outside_untouched(sandbox)
+
+
+def test_opaque_and_whiteout_handle_deep_trees(sandbox: Path) -> None:
+    """An opaque marker prunes below every directory this layer wrote into, and a whiteout
+    removes a directory, however deep (no recursion limit, no fd per level)."""
+    deep = "/".join(["d"] * 1500)
+    try:
+        apply(sandbox, TarBuilder().file(f"{deep}/lower", b"l").file("top", b"t")
+              .file(f"e/{deep}/f", b"f"))  # fmt: skip
+        apply(sandbox, TarBuilder().file(f"{deep}/upper", b"u").file(".wh..wh..opq"))
+        assert os.listdir(sandbox / "root" / deep) == ["upper"]
+        assert os.listdir(sandbox / "root") == ["d"]
+        apply(sandbox, TarBuilder().file(".wh.d"))
+        assert os.listdir(sandbox / "root") == []
+    finally:  # shutil.rmtree (and so pytest's cleanup) cannot remove 1500 levels
+        subprocess.run(["rm", "-rf", str(sandbox / "root")], check=True)
+
+
+def test_whiteout_name_as_a_directory_is_refused(sandbox: Path) -> None:
+    with pytest.raises(ArchiveError, match="whiteout name used as a directory"):
+        apply(sandbox, TarBuilder().file(".wh.d/f", b"x"))
+
+
+def test_duplicate_entries_last_wins(sandbox: Path) -> None:
+    """The spec forbids duplicates; docker applies them in order, and so does Kurma."""
+    apply(sandbox, TarBuilder().file("f", b"one").file("f", b"two").symlink("l", "a")
+          .file("l", b"file"))  # fmt: skip
+    assert tree(sandbox / "root") == {"f": "f:two", "l": "f:file"}
+
+
 def test_metadata_kept(sandbox: Path) -> None:
     """setuid/setgid/sticky, owners, mtimes and trusted./user. xattrs survive; a directory
     over a directory takes the upper attributes and keeps its lower children."""

@@ -215,7 +215,6 @@ class _Tree(SafeTree):
         prefix = rel + "/"
         for path in [p for p in self._cache if p == rel or p.startswith(prefix)]:
             os.close(self._cache.pop(path))
-        self.implicit = {p for p in self.implicit if p != rel and not p.startswith(prefix)}
 
     def find_dir(self, rel: str) -> int | None:
         """An fd of the existing directory `rel` (the caller closes it), None if missing.
@@ -396,11 +395,12 @@ class LayerApplier:
         if stat.S_ISDIR(st.st_mode):
             self._tree.forget(rel)
             _remove_tree(pfd, name)
-            prefix = rel + "/"
-            for paths in (self._written, self._touched):
-                paths.difference_update([p for p in paths if p.startswith(prefix)])
-            for p in [p for p in self._dirs if p == rel or p.startswith(prefix)]:
-                del self._dirs[p]
+            if rel in self._touched:  # else nothing below was written: skip the scans
+                prefix = rel + "/"
+                for paths in (self._written, self._touched, self._tree.implicit):
+                    paths.difference_update([p for p in paths if p.startswith(prefix)])
+                for p in [p for p in self._dirs if p == rel or p.startswith(prefix)]:
+                    del self._dirs[p]
         else:
             os.unlink(name, dir_fd=pfd)
 

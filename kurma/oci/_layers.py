@@ -274,6 +274,25 @@ def _remove_tree(pfd: int, name: str) -> None:
         os.rmdir(current, dir_fd=pfd)
 
 
+# A label the host's security module gives; not the image's to remove.
+_HOST_XATTRS = frozenset(("security.selinux",))
+
+
+def _drop_other_xattrs(fd: int, keep: dict[str, bytes]) -> None:
+    """Remove the xattrs a lower layer gave a directory that the upper entry does not list.
+
+    A directory over a directory takes the upper entry's attributes (spec), xattrs included,
+    as umoci does; a new directory has none, so this costs one listxattr.
+    """
+    for key in os.listxattr(fd):
+        if key not in keep and key not in _HOST_XATTRS:
+            try:
+                os.removexattr(fd, key)
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENODATA):
+                    raise
+
+
 class LayerApplier:
     """Applies the entries of one layer below a root, enforcing the safety rules."""
 
@@ -508,6 +527,7 @@ class LayerApplier:
         for rel, meta in self._dirs.items():
             fd = os.dup(self._tree.dir_fd(rel))
             try:
+                _drop_other_xattrs(fd, meta[5])
                 self._apply(fd, *meta)
             finally:
                 os.close(fd)

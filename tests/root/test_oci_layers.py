@@ -175,14 +175,17 @@ def test_duplicate_entries_last_wins(sandbox: Path) -> None:
 
 def test_metadata_kept(sandbox: Path) -> None:
     """setuid/setgid/sticky, owners, mtimes and trusted./user. xattrs survive; a directory
-    over a directory takes the upper attributes and keeps its lower children."""
+    over a directory takes the upper attributes (all of them, as umoci) and keeps its lower
+    children."""
     apply(sandbox, TarBuilder()
           .dir("tmp", mode=0o1777)
           .file("suid", b"x", mode=0o4755, uid=1234, gid=5678)
           .file("sgid", b"x", mode=0o2711, uid=1, gid=2, mtime=1_111_111_111)
           .file("attrs", b"x", xattrs={"trusted.kurma": b"t\x00v", "user.k": b"u"})
-          .dir("d", mode=0o755, uid=0).file("d/child", b"c"))  # fmt: skip
-    apply(sandbox, TarBuilder().dir("d", mode=0o700, uid=42, gid=43, mtime=1_222_222_222))
+          .dir("d", mode=0o755, uid=0, xattrs={"user.old": b"o"})
+          .file("d/child", b"c"))  # fmt: skip
+    apply(sandbox, TarBuilder().dir("d", mode=0o700, uid=42, gid=43, mtime=1_222_222_222,
+                                    xattrs={"user.new": b"n"}))  # fmt: skip
     root = sandbox / "root"
     checks = {"tmp": (0o1777, 0, 0), "suid": (0o4755, 1234, 5678), "sgid": (0o2711, 1, 2),
               "d": (0o700, 42, 43)}  # fmt: skip
@@ -194,6 +197,7 @@ def test_metadata_kept(sandbox: Path) -> None:
     assert (root / "d/child").read_bytes() == b"c"
     assert os.getxattr(root / "attrs", "trusted.kurma") == b"t\x00v"
     assert os.getxattr(root / "attrs", "user.k") == b"u"
+    assert os.listxattr(root / "d") == ["user.new"]  # attributes replaced, xattrs included
 
 
 def test_device_nodes_are_skipped(sandbox: Path) -> None:
@@ -361,13 +365,15 @@ def test_same_tree_as_umoci(sandbox: Path) -> None:
     tree `umoci unpack` gives."""
     layers = [
         (base_layer().dir("sbin").file("sbin/su", b"su", mode=0o4755, uid=0)
-         .file("x", b"x", xattrs={"user.a": b"1", "trusted.b": b"2"}).data(), Compression.NONE),
+         .file("x", b"x", xattrs={"user.a": b"1", "trusted.b": b"2"})
+         .dir("xd", xattrs={"user.a": b"1", "user.b": b"2"}).data(), Compression.NONE),
         (TarBuilder().file("etc/.wh.gone").dir("a").file("a/.wh..wh..opq").dir("a/n")
          .file("a/n/new", b"n", mode=0o600, uid=7, gid=8).hardlink("etc/keep2", "etc/keep")
          .symlink("usr/lib", "../lib").dir("bin").file("bin/sh", b"sh")
          .file("opt", b"file").data(), Compression.GZIP),
         (TarBuilder().file(".wh.x").dir("tmp", mode=0o1777).file("a/.wh.n")
-         .dir("sbin", mode=0o750, uid=3, gid=4).data(), Compression.GZIP),
+         .dir("sbin", mode=0o750, uid=3, gid=4).dir("xd", xattrs={"user.b": b"3"})
+         .data(), Compression.GZIP),
     ]  # fmt: skip
     layout = sandbox / "layout"
     oci_layout(layout, layers)

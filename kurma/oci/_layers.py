@@ -32,7 +32,9 @@ import hashlib
 import io
 import logging
 import os
+import queue
 import stat
+import threading
 from dataclasses import dataclass
 from typing import BinaryIO, cast
 
@@ -71,6 +73,7 @@ LAYER_MEDIA_TYPES: dict[str, Compression] = {
 _LAYER_COMPRESSIONS = (Compression.NONE, Compression.GZIP, Compression.ZSTD)
 _ALGORITHMS = ("sha256", "sha512")
 _DEFAULT_LIMITS = UnpackLimits()
+_QUEUE_DEPTH = 16
 
 _Meta = tuple[str, int, int, int, int, dict[str, bytes]]
 
@@ -132,10 +135,10 @@ class _HashingReader(io.RawIOBase):
 
 
 class _LayerStream:
-    """Decompresses a blob by chunks for `ChunkReader`, hashing both sides, with a limit.
+    """Decompresses a blob by chunks, hashing both sides, with a limit (run by `_Prefetch`).
 
-    Synchronous, unlike the ACI unpacker's `DecompressingHasher` thread: it serves the same
-    `next_chunk()` protocol, so moving it to a worker later changes nothing else.
+    Not the ACI unpacker's `DecompressingHasher`: that one hashes the uncompressed stream
+    with sha512 only, and a layer needs sha256 of both the blob and the tar.
     """
 
     def __init__(
@@ -183,6 +186,54 @@ class _LayerStream:
         while self._raw.read(CHUNK):
             pass
         return self._raw.hash.hexdigest(), self._diff.hexdigest(), self._raw.count
+
+
+class _Prefetch:
+    """Runs a `_LayerStream` in a worker thread, so decompressing and hashing overlap with
+    writing files (zlib, zstandard and hashlib release the GIL), as ACI unpacking does.
+
+    Bounded: a slow disk holds decompression back instead of memory growing.
+    """
+
+    def __init__(self, pipe: _LayerStream) -> None:
+        self._pipe = pipe
+        self._queue: queue.Queue[bytes | BaseException] = queue.Queue(_QUEUE_DEPTH)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="oci-layer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                chunk = self._pipe.next_chunk()
+                self._put(chunk)
+                if not chunk:
+                    return
+        except BaseException as exc:
+            self._put(exc)
+
+    def _put(self, item: bytes | BaseException) -> None:
+        # Poll the stop flag so an abandoned worker never blocks forever on a full queue.
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def next_chunk(self) -> bytes:
+        """The next uncompressed chunk, b"" at the end; re-raises the worker's error."""
+        item = self._queue.get()
+        if isinstance(item, BaseException) or not item:
+            self._queue.put(item)  # stay at the end (or the error) for further calls
+            if isinstance(item, BaseException):
+                raise item
+        return cast(bytes, item)
+
+    def close(self) -> None:
+        """Stop the worker (if still running) and wait for it."""
+        self._stop.set()
+        self._thread.join()
 
 
 def _check_compression(media_type: str | None, found: Compression) -> Compression:
@@ -303,6 +354,9 @@ class LayerApplier:
         self._written: set[str] = set()  # paths this layer created
         self._touched: set[str] = {""}  # ... and their ancestors: kept by whiteouts
         self._dirs: dict[str, _Meta] = {}  # directory metadata, applied at the end
+        # Directories this layer created (empty then): only this layer's entries can be in
+        # them, so a new name there needs no lstat. Most of a base layer is in this case.
+        self._fresh: set[str] = set() if os.listdir(root_fd) else {""}
         self._consumed = False  # the current entry's data was read
         self.whiteouts = 0
         self.skipped: list[str] = []
@@ -416,8 +470,10 @@ class LayerApplier:
             _remove_tree(pfd, name)
             if rel in self._touched:  # else nothing below was written: skip the scans
                 prefix = rel + "/"
-                for paths in (self._written, self._touched, self._tree.implicit):
+                for paths in (self._written, self._touched, self._tree.implicit, self._fresh):
                     paths.difference_update([p for p in paths if p.startswith(prefix)])
+                self._fresh.discard(rel)
+                self._tree.implicit.discard(rel)
                 for p in [p for p in self._dirs if p == rel or p.startswith(prefix)]:
                     del self._dirs[p]
         else:
@@ -435,7 +491,10 @@ class LayerApplier:
             return
         parent, _, base = path.rpartition("/")
         pfd = self._tree.dir_fd(parent)
-        existing = _lstat(base, pfd)
+        if path not in self._written and (parent in self._fresh or parent in self._tree.implicit):
+            existing = None
+        else:
+            existing = _lstat(base, pfd)
         if kind is EntryType.HARDLINK:
             self._write_hardlink(path, entry)  # resolves and replaces on its own
         elif kind is EntryType.DIR and existing is not None and stat.S_ISDIR(existing.st_mode):
@@ -448,6 +507,7 @@ class LayerApplier:
                 self._write_file(pfd, base, entry, stream)
             elif kind is EntryType.DIR:
                 os.mkdir(base, 0o700, dir_fd=pfd)  # real mode at the end, like ACIs
+                self._fresh.add(path)
                 self._dirs[path] = self._meta(entry)
             else:
                 self._write_symlink(pfd, base, entry)
@@ -558,9 +618,11 @@ def apply_layer(
     diff_alg = _parse_digest(expected_diff_id, "diff_id")[0] if expected_diff_id else "sha256"
     root_fd = os.dup(root) if isinstance(root, int) else os.open(os.fspath(root), DIR_FLAGS)
     applier = LayerApplier(root_fd, limits, can_chown=os.geteuid() == 0)
+    prefetch = None
     try:
         pipe = _LayerStream(stream, media_type, limits.max_total_bytes, blob_alg, diff_alg)
-        reader = ChunkReader(pipe)  # type: ignore[arg-type]  # same next_chunk() protocol
+        prefetch = _Prefetch(pipe)
+        reader = ChunkReader(prefetch)  # type: ignore[arg-type]  # same next_chunk() protocol
         headers = HeaderReader(reader.read_exact, limits.max_header_bytes)
         entries = 0
         while (entry := headers.next_entry()) is not None:
@@ -573,6 +635,8 @@ def apply_layer(
         reader.drain()  # the diff_id covers the end-of-archive blocks and padding too
         applier.finish()
     finally:
+        if prefetch is not None:
+            prefetch.close()  # before pipe.finish(): one reader of the source at a time
         applier.close()
     blob_hex, diff_hex, blob_len = pipe.finish()
     digest, diff_id = f"{blob_alg}:{blob_hex}", f"{diff_alg}:{diff_hex}"

@@ -19,7 +19,8 @@ what this layer did not write. So the result does not depend on the order of the
 
 The caller's contract (how nothing half-applied stays visible): `root` is a staging tree
 that no pod sees. A layer that fails (hostile entry, digest mismatch, disk full) leaves the
-tree in an undefined state: the caller removes it (`kurma.aci._unpack.remove_tree`) and
+tree in an undefined state: the caller removes it (`discard_tree`: a layer may nest deeper
+than `shutil.rmtree` recurses, so not `kurma.aci._unpack.remove_tree`) and
 starts again from the last good state; after the last layer succeeds, the caller renames the
 staging tree into place. A digest mismatch is only known at the end of the stream, so this
 cannot be avoided by checking first without reading the blob twice.
@@ -342,6 +343,16 @@ def _drop_other_xattrs(fd: int, keep: dict[str, bytes]) -> None:
             except OSError as exc:
                 if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENODATA):
                     raise
+
+
+def discard_tree(path: os.PathLike[str] | str) -> None:
+    """Remove a staging tree that a failed layer left, however deep it is nested."""
+    parent, name = os.path.split(os.path.abspath(path))
+    pfd = os.open(parent, DIR_FLAGS)
+    try:
+        _remove_tree(pfd, name)
+    finally:
+        os.close(pfd)
 
 
 class LayerApplier:

@@ -22,7 +22,7 @@ import pytest
 
 from kurma.aci import Compression, UnpackLimits
 from kurma.errors import ArchiveError
-from kurma.oci._layers import DigestMismatch, LayerResult, apply_layer
+from kurma.oci._layers import DigestMismatch, LayerResult, apply_layer, discard_tree
 from tests.archives import TarBuilder, compress
 
 pytestmark = pytest.mark.root
@@ -157,6 +157,9 @@ def test_opaque_and_whiteout_handle_deep_trees(sandbox: Path) -> None:
         assert os.listdir(sandbox / "root") == ["d"]
         apply(sandbox, TarBuilder().file(".wh.d"))
         assert os.listdir(sandbox / "root") == []
+        apply(sandbox, TarBuilder().file(f"{deep}/again", b"a"))
+        discard_tree(sandbox / "root")  # what a caller does with a failed staging tree
+        assert not (sandbox / "root").exists()
     finally:  # shutil.rmtree (and so pytest's cleanup) cannot remove 1500 levels
         subprocess.run(["rm", "-rf", str(sandbox / "root")], check=True)
 

@@ -17,6 +17,7 @@ packages=(
     kmod             # depmod: modules.dep for the unpacked VM kernel (build/kernel.py)
     e2fsprogs dosfstools   # ext4/vfat images: the init's disk label tests, the OEM disk
     squashfs-tools   # mksquashfs: the initrd carries /usr as a squashfs (build/initrd.py)
+    umoci            # the reference OCI unpacker: differential test of layer application
 )
 
 missing=()

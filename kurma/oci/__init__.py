@@ -54,3 +54,7 @@ from ._platform import select_manifest as select_manifest
 
 # --- layers (kurma/oci/_layers.py): whiteouts, applying a layer; names go here ------------
 # isort: split
+from ._layers import LAYER_MEDIA_TYPES as LAYER_MEDIA_TYPES
+from ._layers import LayerResult as LayerResult
+from ._layers import apply_layer as apply_layer
+from ._layers import discard_tree as discard_tree

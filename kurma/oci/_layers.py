@@ -51,7 +51,7 @@ from kurma.aci._stream import CHUNK, ChunkReader
 from kurma.aci._tar import EntryType, HeaderReader, TarEntry, padding
 from kurma.aci._tree import DIR_FLAGS, FILE_FLAGS, SafeTree, path_error
 from kurma.aci._unpack import UnpackLimits
-from kurma.errors import ArchiveError
+from kurma.errors import ArchiveError, DigestMismatch
 
 log = logging.getLogger(__name__)
 
@@ -77,21 +77,6 @@ _DEFAULT_LIMITS = UnpackLimits()
 _QUEUE_DEPTH = 16
 
 _Meta = tuple[str, int, int, int, int, dict[str, bytes]]
-
-
-class DigestMismatch(ArchiveError):
-    """A layer's content differs from the digest its manifest or config promised.
-
-    Differs from other ArchiveErrors in what the caller should do: the tar itself may be
-    well-formed, but it is not the layer asked for (a corrupt download or a lying
-    registry); fetch it again rather than report the image as broken.
-    """
-
-    def __init__(self, what: str, expected: str, actual: str) -> None:
-        super().__init__(f"{what} mismatch: expected {expected}, got {actual}")
-        self.what = what
-        self.expected = expected
-        self.actual = actual
 
 
 @dataclass(frozen=True)
@@ -652,9 +637,9 @@ def apply_layer(
     blob_hex, diff_hex, blob_len = pipe.finish()
     digest, diff_id = f"{blob_alg}:{blob_hex}", f"{diff_alg}:{diff_hex}"
     if expected_digest and _parse_digest(expected_digest, "digest")[1] != blob_hex:
-        raise DigestMismatch("layer digest", expected_digest, digest)
+        raise DigestMismatch(expected_digest, digest, "layer digest")
     if expected_diff_id and _parse_digest(expected_diff_id, "diff_id")[1] != diff_hex:
-        raise DigestMismatch("layer diff_id", expected_diff_id, diff_id)
+        raise DigestMismatch(expected_diff_id, diff_id, "layer diff_id")
     log.debug("applied layer %s (diff_id %s): %d entries", digest, diff_id, entries)
     return LayerResult(
         digest=digest,

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from kurma.aci import Compression, UnpackLimits
-from kurma.errors import ArchiveError
-from kurma.oci._layers import DigestMismatch, LayerResult, apply_layer, discard_tree
+from kurma.errors import ArchiveError, DigestMismatch
+from kurma.oci import LayerResult, apply_layer, discard_tree
 from tests.archives import TarBuilder, compress
 
 pytestmark = pytest.mark.root

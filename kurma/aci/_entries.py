@@ -198,17 +198,7 @@ class EntryWriter:
         mtime_ns: int,
         xattrs: dict[str, bytes],
     ) -> None:
-        if self._can_chown:
-            os.fchown(fd, uid, gid)
-        os.fchmod(fd, mode)
-        for key, value in xattrs.items():
-            try:
-                os.setxattr(fd, key, value)
-            except OSError as exc:
-                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
-                    raise
-                self.skipped.append(f"{name}: xattr {key} not set ({exc.strerror})")
-        os.utime(fd, ns=(mtime_ns, mtime_ns))
+        apply_metadata(fd, name, mode, uid, gid, mtime_ns, xattrs, self._can_chown, self.skipped)
 
     def finish(self) -> bytes:
         """Check that manifest and rootfs were present, apply directory metadata."""
@@ -230,3 +220,31 @@ class EntryWriter:
         if self._tree is not None:
             self._tree.close()
             self._tree = None
+
+
+def apply_metadata(
+    fd: int,
+    name: str,
+    mode: int,
+    uid: int,
+    gid: int,
+    mtime_ns: int,
+    xattrs: dict[str, bytes],
+    can_chown: bool,
+    skipped: list[str],
+) -> None:
+    """An entry's owner, mode, xattrs and mtime, in that order: chown before chmod (chown
+    clears set-id bits), xattrs after chown (it clears security.capability), times last. An
+    xattr the filesystem or the caller cannot set is listed in `skipped`, not fatal. Shared
+    by ACI unpacking and OCI layers (kurma.oci._layers)."""
+    if can_chown:
+        os.fchown(fd, uid, gid)
+    os.fchmod(fd, mode)
+    for key, value in xattrs.items():
+        try:
+            os.setxattr(fd, key, value)
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+                raise
+            skipped.append(f"{name}: xattr {key} not set ({exc.strerror})")
+    os.utime(fd, ns=(mtime_ns, mtime_ns))

@@ -46,7 +46,7 @@ from kurma.aci._compression import (
     peek_head,
     translate_decompression_error,
 )
-from kurma.aci._entries import normalize_name
+from kurma.aci._entries import apply_metadata, normalize_name
 from kurma.aci._stream import CHUNK, ChunkReader
 from kurma.aci._tar import EntryType, HeaderReader, TarEntry, padding
 from kurma.aci._tree import DIR_FLAGS, FILE_FLAGS, SafeTree, path_error
@@ -564,19 +564,7 @@ class LayerApplier:
         self, fd: int, name: str, mode: int, uid: int, gid: int, mtime_ns: int,
         xattrs: dict[str, bytes],
     ) -> None:  # fmt: skip
-        # chown before chmod (chown clears set-id bits), xattrs after chown (it clears
-        # security.capability), times last.
-        if self._can_chown:
-            os.fchown(fd, uid, gid)
-        os.fchmod(fd, mode)
-        for key, value in xattrs.items():
-            try:
-                os.setxattr(fd, key, value)
-            except OSError as exc:
-                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
-                    raise
-                self.skipped.append(f"{name}: xattr {key} not set ({exc.strerror})")
-        os.utime(fd, ns=(mtime_ns, mtime_ns))
+        apply_metadata(fd, name, mode, uid, gid, mtime_ns, xattrs, self._can_chown, self.skipped)
 
     def finish(self) -> None:
         """Apply directory attributes, now that no child changes their mtimes any more."""

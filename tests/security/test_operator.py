@@ -41,7 +41,7 @@ from kurma.client import (
     PermissionDenied,
     Unavailable,
 )
-from kurma.runtime.linux import Capability
+from kurma.runtime.linux import Capability, read_status_capabilities
 from kurma.services import parse_services, write_services_file
 from tests.root.runtime_support import busybox_rootfs, image_manifest
 from tests.root.test_kurmad import REPO, Daemon, daemon_with_image, make_daemon
@@ -309,9 +309,7 @@ def test_operator_cannot_create_a_pod_that_reaches_the_host(
 def _holds_capability(number: int) -> bool:
     """Whether this process (and so the kurmad it starts) has capability `number` in its
     bounding set (CAP_SYS_RESOURCE is not, on these hosts)."""
-    with open("/proc/self/status") as status:
-        bounding = next(int(line.split()[1], 16) for line in status if line.startswith("CapBnd"))
-    return bool(bounding & (1 << number))
+    return Capability(number) in read_status_capabilities()["CapBnd"]
 
 
 @pytest.mark.parametrize("cap", EXTRA_CAPS)

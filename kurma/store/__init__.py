@@ -7,8 +7,11 @@ write goes to a temporary name and is renamed into place; flock serialises proce
 from ._images import ImageStore as ImageStore
 from ._images import ImportResult as ImportResult
 from ._images import StoreFull as StoreFull
+from ._oci import LayerProgress as LayerProgress
+from ._oci import OciImport as OciImport
 from ._records import ImageRecord as ImageRecord
 from ._records import ImageRef as ImageRef
+from ._records import OciFacts as OciFacts
 from ._records import parse_image_ref as parse_image_ref
 from ._refs import Reference as Reference
 from ._render import RenderedTree as RenderedTree

@@ -33,11 +33,27 @@ from kurma.aci import (
     parse_image_manifest,
     unpack_aci,
 )
-from kurma.errors import AmbiguousImage, ImageInUse, ImageNotFound, StoreError
+from kurma.errors import (
+    AmbiguousImage,
+    ImageInUse,
+    ImageNotFound,
+    OciError,
+    StoreError,
+    ValidationError,
+)
+from kurma.oci import ImageConfig, parse_reference
 
 from ._atomic import TEMP_PREFIX, make_temp_name, write_atomic
 from ._layout import StoreLayout
 from ._locks import file_lock
+from ._oci import (
+    DEFAULT_PARALLEL,
+    OciImport,
+    OciImporter,
+    Progress,
+    collect_layers,
+    usage_units,
+)
 from ._records import INFO_FILE, ImageRecord, ImageRef, parse_image_ref
 from ._refs import RefTable
 from ._render import RenderedTree, collect_garbage, render, resolve_layers, trees_using
@@ -159,6 +175,39 @@ class ImageStore:
         if watch is not None:
             watch(pending)
 
+    def import_oci(
+        self,
+        source: OciImport,
+        *,
+        make_manifest: Callable[[ImageConfig, OciImport, Path], bytes],
+        admit: Callable[[ImageManifest], None] | None = None,
+        progress: Progress | None = None,
+        budget: Callable[[int], None] | None = None,
+        parallel: int = DEFAULT_PARALLEL,
+    ) -> ImportResult:
+        """Store an OCI image (from a registry or an archive, see `_oci`): its blobs and
+        layer trees, and a record with the appc manifest `make_manifest(config, source,
+        rootfs)` gives. `budget(new_bytes)` may stop it (a quota); the store is left as it
+        was if anything fails, but for completed lower layers, which garbage collection
+        removes unless an image claims them."""
+        importer = OciImporter(
+            self,
+            source,
+            make_manifest=make_manifest,
+            admit=admit,
+            progress=progress,
+            budget=budget,
+            parallel=parallel,
+        )
+        record, created = importer.run()
+        log.info(
+            "%s OCI image %s (%s)",
+            "imported" if created else "already stored:",
+            record.image_id[:39],
+            ", ".join(record.oci.references) if record.oci else record.name,
+        )
+        return ImportResult(record, created)
+
     # --- look-up ------------------------------------------------------------------------
 
     def list(self) -> list[ImageRecord]:
@@ -174,7 +223,11 @@ class ImageStore:
     def get(self, ref: str | ImageRef, visible: Callable[[str], bool] | None = None) -> ImageRecord:
         """The image a reference names; raises ImageNotFound or AmbiguousImage. A name is
         resolved among the images whose ID `visible` accepts (all without it)."""
-        parsed = parse_image_ref(ref) if isinstance(ref, str) else ref
+        if isinstance(ref, str):
+            oci = self.find_oci(ref, visible)
+            if oci is not None:
+                return oci
+        parsed = _parse_either(ref) if isinstance(ref, str) else ref
         if parsed.image_id:
             return self.get_by_id(parsed.image_id)
         assert parsed.name is not None
@@ -196,6 +249,39 @@ class ImageStore:
         if len(matches) > 1:
             raise AmbiguousImage(f"{image_id} matches {len(matches)} images; give more digits")
         return ImageRecord.load(matches[0])
+
+    def find_oci(
+        self, text: str, visible: Callable[[str], bool] | None = None
+    ) -> ImageRecord | None:
+        """The OCI image a docker-style reference names (`alpine`, `host:5000/app:v1`,
+        `repo@sha256:...`, a config digest `sha256:HEX` or its 12+ digit prefix), or None."""
+        if text.startswith("sha512-"):
+            return None
+        records = [
+            r for r in self.list() if r.oci is not None and (visible is None or visible(r.image_id))
+        ]
+        if not records:
+            return None
+        short = text.removeprefix("sha256:")
+        if len(short) >= 12 and all(c in "0123456789abcdef" for c in short):
+            hits = [r for r in records if r.oci.config_digest.startswith("sha256:" + short)]
+            if len(hits) > 1:
+                raise AmbiguousImage(f"{text} matches {len(hits)} images; give more digits")
+            if hits:
+                return hits[0]
+        try:
+            parsed = parse_reference(text).with_default_tag()
+        except OciError:
+            return None
+        for record in records:
+            assert record.oci is not None
+            if parsed.digest is not None:
+                names = {_repository(r) for r in record.oci.references}
+                if record.oci.manifest_digest == str(parsed.digest) and parsed.name in names:
+                    return record
+            elif str(parsed) in record.oci.references:
+                return record
+        return None
 
     def find(
         self,
@@ -251,8 +337,15 @@ class ImageStore:
         self.refs.release(holder)
 
     def collect_garbage(self) -> list[str]:
-        """Remove rendered trees that no holder uses; returns their keys."""
-        return collect_garbage(self)
+        """Remove rendered trees that no holder uses, and OCI layers and blobs that no image
+        names; returns the trees' keys."""
+        removed = collect_garbage(self)
+        collect_layers(self)
+        return removed
+
+    def usage_units(self, image_id: str) -> dict[str, int]:
+        """The shareable units an image occupies and their sizes (`_oci.usage_units`)."""
+        return usage_units(self.get_by_id(image_id))
 
     # --- delete -------------------------------------------------------------------------
 
@@ -269,6 +362,8 @@ class ImageStore:
                     raise ImageInUse(f"image {record.image_id[:39]} is a layer of a tree in use")
                 self.remove_dir(tree)
             self.remove_dir(record.path)
+        if record.oci is not None:
+            collect_layers(self)  # its layers and blobs, unless another image shares them
         log.info("deleted image %s (%s)", record.image_id[:39], record.name)
         return record
 
@@ -291,3 +386,27 @@ class ImageStore:
 
     def _image_lock(self, image_id: str, *, shared: bool = False):
         return file_lock(self.layout.lock(f"image-{image_id}"), shared=shared)
+
+
+def _repository(reference: str) -> str:
+    """`host/repo` of a stored `host/repo:tag` or `host/repo@digest`."""
+    name = reference.split("@", 1)[0]
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    return name[:colon] if colon > slash else name
+
+
+def _parse_either(text: str) -> ImageRef:
+    """An appc reference; a docker-style one that is not appc (`host:5000/app:v1`) and was
+    not found among the OCI images names no stored image (ImageNotFound, not a syntax
+    error); text neither grammar accepts gets the appc grammar's error."""
+    try:
+        return parse_image_ref(text)
+    except ValidationError:
+        if text.startswith("sha512-"):
+            raise
+        try:
+            parse_reference(text)
+        except OciError:
+            raise
+        raise ImageNotFound(f"no image {text} in the store") from None

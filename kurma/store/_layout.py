@@ -2,6 +2,8 @@
 
 images/<image-id>/{manifest,rootfs/,info.json}   imported images, named by full image ID
 trees/<tree-key>/{rootfs/,info.json}             rendered trees of images with dependencies
+blobs/<alg>/<hex>                OCI blobs as a registry serves them (manifests, configs, layers)
+layers/<chain>/{rootfs/,info.json}  an OCI image's tree after its layers 0..n (see `_oci`)
 refs/<holder>.json                               which images and trees a holder (a pod) uses
 locks/                                           flock files
 tmp/                                             staging; `sweep_temporaries()` clears what
@@ -29,6 +31,14 @@ class StoreLayout:
         return self.root / "trees"
 
     @property
+    def blobs(self) -> Path:
+        return self.root / "blobs"
+
+    @property
+    def layers(self) -> Path:
+        return self.root / "layers"
+
+    @property
     def refs(self) -> Path:
         return self.root / "refs"
 
@@ -46,11 +56,18 @@ class StoreLayout:
     def tree_dir(self, key: str) -> Path:
         return self.trees / key
 
+    def layer_dir(self, chain: str) -> Path:
+        return self.layers / chain
+
+    def blob(self, algorithm: str, hexdigest: str) -> Path:
+        return self.blobs / algorithm / hexdigest
+
     def lock(self, name: str) -> Path:
         return self.locks / f"{name}.lock"
 
     def create(self) -> None:
         """Create the directories (idempotent); the store is private to root."""
         self.root.mkdir(parents=True, exist_ok=True)
-        for d in (self.images, self.trees, self.refs, self.locks, self.tmp):
+        dirs = (self.images, self.trees, self.blobs, self.layers, self.refs, self.locks, self.tmp)
+        for d in dirs:
             d.mkdir(mode=0o700, exist_ok=True)

@@ -23,3 +23,19 @@ def file_lock(path: Path, *, shared: bool = False) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+@contextmanager
+def try_file_lock(path: Path) -> Iterator[bool]:
+    """Try an exclusive flock on `path` without waiting; the block learns whether it got it
+    (garbage collection skips a round rather than wait for a long pull)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+        else:
+            yield True
+    finally:
+        os.close(fd)

@@ -58,8 +58,49 @@ def _parsed_manifest(image_id: str, path: Path) -> ImageManifest:
 
 
 @dataclass(frozen=True)
+class OciFacts:
+    """What the store keeps of an OCI image beside its generated appc manifest: the
+    references it answers to, the registry's digests, and its layer chain (bottom first)."""
+
+    references: tuple[str, ...]  # normalised: `registry/repo:tag` or `registry/repo@digest`
+    manifest_digest: str
+    manifest_media_type: str
+    config_digest: str
+    layers: tuple[str, ...]  # chain keys under layers/, bottom first; the last is the tree
+    layer_sizes: tuple[int, ...]  # uncompressed bytes each layer added
+    blobs: tuple[str, ...]  # every blob digest the image needs (manifest, config, layers)
+    platform: str = ""
+
+    def to_json(self) -> dict:
+        return {
+            "references": list(self.references),
+            "manifestDigest": self.manifest_digest,
+            "manifestMediaType": self.manifest_media_type,
+            "configDigest": self.config_digest,
+            "layers": list(self.layers),
+            "layerSizes": list(self.layer_sizes),
+            "blobs": list(self.blobs),
+            "platform": self.platform,
+        }
+
+    @classmethod
+    def from_json(cls, doc: dict) -> OciFacts:
+        return cls(
+            references=tuple(doc["references"]),
+            manifest_digest=doc["manifestDigest"],
+            manifest_media_type=doc["manifestMediaType"],
+            config_digest=doc["configDigest"],
+            layers=tuple(doc["layers"]),
+            layer_sizes=tuple(int(n) for n in doc["layerSizes"]),
+            blobs=tuple(doc["blobs"]),
+            platform=doc.get("platform", ""),
+        )
+
+
+@dataclass(frozen=True)
 class ImageRecord:
-    """One stored image: its ID, where it lives, and the facts recorded at import."""
+    """One stored image: its ID, where it lives, and the facts recorded at import. An OCI
+    image (`oci` set) has a generated appc manifest and its tree in the layer chain."""
 
     image_id: str
     path: Path
@@ -68,9 +109,16 @@ class ImageRecord:
     size: int
     imported_at: float
     skipped: tuple[str, ...] = ()
+    oci: OciFacts | None = None
+
+    @property
+    def kind(self) -> str:
+        return "oci" if self.oci is not None else "appc"
 
     @property
     def rootfs(self) -> Path:
+        if self.oci is not None:  # images/<id> -> layers/<top chain>/rootfs
+            return self.path.parent.parent / "layers" / self.oci.layers[-1] / "rootfs"
         return self.path / "rootfs"
 
     @property
@@ -93,6 +141,8 @@ class ImageRecord:
             "importedAt": self.imported_at,
             "skipped": list(self.skipped),
         }
+        if self.oci is not None:
+            doc["oci"] = self.oci.to_json()
         return json.dumps(doc, indent=1).encode()
 
     @classmethod
@@ -107,4 +157,5 @@ class ImageRecord:
             size=int(doc["size"]),
             imported_at=float(doc["importedAt"]),
             skipped=tuple(doc.get("skipped", ())),
+            oci=OciFacts.from_json(doc["oci"]) if "oci" in doc else None,
         )

@@ -10,6 +10,9 @@ import importlib
 import pytest
 
 STORE_NAMES = {
+    "LayerProgress",
+    "OciFacts",
+    "OciImport",
     "ImageRecord",
     "ImageRef",
     "ImageStore",

@@ -1,0 +1,110 @@
+"""Pull: an image reference resolved at its registry, its manifest picked for the platform,
+and its blobs fetched into the store.
+
+An index (or Docker manifest list) is resolved to the entry for the wanted platform and that
+manifest is fetched by digest; a single manifest pulled by tag or digest must have a config
+for the wanted platform too (an arm64-only image is refused on amd64, naming what it has).
+The stored image answers to the reference as given (`host/repo:tag`, or `host/repo@digest`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, BinaryIO, Protocol
+
+from kurma.oci import (
+    DEFAULT_PLATFORM,
+    Descriptor,
+    Index,
+    Platform,
+    Reference,
+    parse_digest,
+    parse_manifest,
+    parse_reference,
+    select_manifest,
+)
+from kurma.store import ImageStore, ImportResult, OciImport
+
+from ._mapping import manifest_for
+
+if TYPE_CHECKING:
+    from kurma.aci import ImageManifest
+    from kurma.store import LayerProgress
+
+log = logging.getLogger(__name__)
+
+
+class ManifestSource(Protocol):
+    """What a pull needs of a registry client (`kurma.registry.RegistryClient`)."""
+
+    def get_manifest(self, ref: Reference): ...
+
+    def get_blob(
+        self,
+        ref: Reference,
+        descriptor: Descriptor,
+        dest: BinaryIO,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None: ...
+
+
+@dataclass(frozen=True)
+class PullResult:
+    """A pulled image and what it resolved to."""
+
+    reference: Reference
+    import_result: ImportResult
+    manifest_digest: str
+    platform: str
+
+
+def pull_image(
+    store: ImageStore,
+    client: ManifestSource,
+    reference: str | Reference,
+    *,
+    platform: Platform = DEFAULT_PLATFORM,
+    admit: Callable[[ImageManifest], None] | None = None,
+    progress: Callable[[LayerProgress], None] | None = None,
+    budget: Callable[[int], None] | None = None,
+) -> PullResult:
+    """Pull `reference` (docker's grammar; `latest` when no tag) into `store`."""
+    ref = parse_reference(reference) if isinstance(reference, str) else reference
+    ref = ref.with_default_tag()
+    fetched = client.get_manifest(ref)
+    document = parse_manifest(fetched.data, fetched.media_type)
+    chosen = ""
+    if isinstance(document, Index):
+        entry = select_manifest(document.manifests, platform)
+        chosen = str(entry.platform.normalized()) if entry.platform else ""
+        log.info("pull %s: %s picked from the index (%s)", ref, entry.digest, chosen)
+        fetched = client.get_manifest(replace(ref, tag=None, digest=entry.digest))
+    digest = parse_digest(fetched.digest) if isinstance(fetched.digest, str) else fetched.digest
+    stored_as = f"{ref.name}@{ref.digest}" if ref.digest is not None else str(ref)
+
+    def fetch_blob(descriptor: Descriptor, dest: BinaryIO, advanced: Callable[[int], None]):
+        seen = 0
+
+        def report(done: int, _total: int) -> None:
+            nonlocal seen
+            if done > seen:
+                advanced(done - seen)
+                seen = done
+
+        client.get_blob(ref, descriptor, dest, report)
+
+    source = OciImport(
+        manifest_bytes=fetched.data,
+        manifest_media_type=fetched.media_type,
+        fetch_blob=fetch_blob,
+        references=(stored_as,),
+        manifest_digest=digest,
+        platform=platform,
+    )
+    result = store.import_oci(
+        source, make_manifest=manifest_for, admit=admit, progress=progress, budget=budget
+    )
+    assert result.record.oci is not None
+    return PullResult(ref, result, str(digest), result.record.oci.platform or chosen)

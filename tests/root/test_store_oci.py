@@ -6,6 +6,7 @@ pull tests drive the same store through a real docker-registry. Root: layer owne
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -27,7 +28,8 @@ REF = "127.0.0.1:5000/test/app:v1"
 
 def base() -> TarBuilder:
     return (TarBuilder().dir("./").dir("etc").file("etc/os", b"base").file("etc/gone", b"g")
-            .dir("opt").file("opt/old", b"o").dir("bin").file("bin/tool", b"t", mode=0o4755))  # fmt: skip
+            .dir("opt").file("opt/old", b"o")
+            .dir("bin").file("bin/tool", b"t", mode=0o4755))  # fmt: skip
 
 
 def middle() -> TarBuilder:
@@ -165,12 +167,13 @@ def test_budget_stops_the_import_and_leaves_nothing(store: ImageStore) -> None:
 
 def test_wrong_platform_is_refused_before_any_layer(store: ImageStore) -> None:
     img = image(architecture="arm64")
+    source = Counting(img)
+    imp = OciImport(img.manifest, None, source, references=(REF,), platform=DEFAULT_PLATFORM)
     with pytest.raises(PlatformNotFound, match="linux/arm64"):
-        _, source = pull(store, img, platform=DEFAULT_PLATFORM)
+        store.import_oci(imp, make_manifest=manifest_for)
+    assert source.fetched == [json.loads(img.manifest)["config"]["digest"]]
     assert store.list() == [] and os.listdir(store.layout.layers) == []
 
 
 def _layer_digests(img: OciImage):
-    import json
-
     return [layer["digest"] for layer in json.loads(img.manifest)["layers"]]

@@ -38,6 +38,11 @@ API (all paths are pathlib.Path):
   `.media_type`, `.descriptor()` -> kurma.oci.Descriptor).
 - `push(layout, registry, "repo:tag", ca=None, creds=None)`: `skopeo copy` the layout's tag
   into the registry (TLS verified with `ca`, plain HTTP when the registry has no TLS).
+- `RegistryProxy(registry, drop_first=, drop_always=, strip_range=, redirect_to=, corrupt=,
+  corrupt_manifest=)`: a plain-HTTP proxy in front of a real registry that injects faults
+  (dropped connections, ignored Range, redirects of blobs, corrupted bytes); `.host`,
+  `.seen` (path, headers), `.answers` (path, status). See its docstring.
+- `BlobStore({digest: bytes})`: plain-HTTP blob storage to redirect to; `.url`, `.seen`.
 - `HttpServer(handler_class)`: a ThreadingHTTPServer on 127.0.0.1 in a thread; `.host`,
   `.url`, `.close()`, a context manager; `handler_class` may read `self.server.state`
   (a dict given as `state=`).
@@ -199,7 +204,11 @@ class CA:
 
 def write_htpasswd(path: Path, users: dict[str, str]) -> Path:
     """An htpasswd file of bcrypt hashes (`$2b$`, which distribution's bcrypt accepts)."""
-    import crypt  # deprecated in 3.11, fine for tests: the stdlib way to get bcrypt here
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt  # deprecated since 3.11; the stdlib's one way to bcrypt here
 
     lines = [f"{u}:{crypt.crypt(p, crypt.mksalt(crypt.METHOD_BLOWFISH))}" for u, p in users.items()]
     path.write_text("\n".join(lines) + "\n")
@@ -651,7 +660,7 @@ class _ProxyHandler(QuietHandler):
         if is_blob and resp.status in (200, 206) and proxy.corrupt:
             body = bytes([body[0] ^ 0xFF]) + body[1:]
         if "/manifests/" in self.path and resp.status == 200 and proxy.corrupt_manifest:
-            body = body.replace(b'"schemaVersion":2', b'"schemaVersion": 2')
+            body += b"\n"  # still the same JSON document, but other bytes
         with proxy.lock:
             proxy.answers.append((self.path, resp.status))
         self.send_response(resp.status)

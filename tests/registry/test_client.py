@@ -218,10 +218,10 @@ def test_basic_auth_without_credentials(
 @pytest.fixture(scope="module")
 def token_registry(tmp_path_factory: pytest.TempPathFactory, registry_ca: CA, app_image: Layout):
     root = tmp_path_factory.mktemp("token")
-    with TokenIssuer(root / "issuer", registry_ca, users={"bob": "pw"}) as issuer:
-        with RegistryProcess.start(root / "reg", ca=registry_ca, token=issuer) as registry:
-            push(app_image, registry, "test/app:v1", creds=("bob", "pw"))
-            yield registry, issuer
+    issuer = TokenIssuer(root / "issuer", registry_ca, users={"bob": "pw"})
+    with issuer, RegistryProcess.start(root / "reg", ca=registry_ca, token=issuer) as registry:
+        push(app_image, registry, "test/app:v1", creds=("bob", "pw"))
+        yield registry, issuer
 
 
 def test_token_auth_reuses_its_token(

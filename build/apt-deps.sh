@@ -18,6 +18,8 @@ packages=(
     e2fsprogs dosfstools   # ext4/vfat images: the init's disk label tests, the OEM disk
     squashfs-tools   # mksquashfs: the initrd carries /usr as a squashfs (build/initrd.py)
     umoci            # the reference OCI unpacker: differential test of layer application
+    docker-registry skopeo   # tests/registry: a real distribution registry, and pushes to it
+    podman           # pulls by a peer (same registries.conf/certs.d conventions as kurma's)
 )
 
 missing=()

@@ -20,6 +20,14 @@
     │   ├── DigestMismatch          content does not hash to its digest, or is longer than its
     │   │                           descriptor's size
     │   └── IncompleteBlob          content ended before its descriptor's size: retry or resume
+    ├── RegistryError               a registry did not give what was asked (kurma.registry)
+    │   ├── RegistryNotFound        no such repository, tag, manifest or blob; NOT_FOUND
+    │   ├── RegistryAuthFailed      the registry refused the auth tried (401/403), which the
+    │   │                           message names; PERMISSION_DENIED
+    │   ├── DownloadInterrupted     a download kept breaking off, retries and resumes spent;
+    │   │                           UNAVAILABLE
+    │   └── RegistryUnreachable     no connection, a TLS failure (the certificate problem is
+    │                               named) or a 5xx answer; UNAVAILABLE
     ├── PodError                    the pod runtime refused an operation on a pod
     │   ├── PodNotFound             no pod has that UUID, UUID prefix or name
     │   └── PodStateError           the pod exists, but its state forbids the operation
@@ -147,6 +155,38 @@ class IncompleteBlob(OciError):
         super().__init__(
             f"{digest} ended after {actual_size} of {expected_size} bytes (interrupted download?)"
         )
+
+
+class RegistryError(KurmaError):
+    """A registry (or mirror) did not give what was asked: the answer was unusable (a
+    manifest too large, a protocol error). The subclasses say what the caller can do."""
+
+
+class RegistryNotFound(RegistryError, LookupError):
+    """The registry has no such repository, tag, manifest or blob (NAME_UNKNOWN,
+    MANIFEST_UNKNOWN, BLOB_UNKNOWN, or a plain 404)."""
+
+
+class RegistryAuthFailed(RegistryError):
+    """The registry refused the request (401/403, UNAUTHORIZED, DENIED). The message names
+    the registry and the auth that was tried: anonymous, basic as USER, or a bearer token
+    from REALM with scope S."""
+
+    def __init__(self, registry: str, tried: str, detail: str = "") -> None:
+        self.registry = registry
+        self.tried = tried
+        more = f": {detail}" if detail else ""
+        super().__init__(f"registry {registry} refused access ({tried}){more}")
+
+
+class DownloadInterrupted(RegistryError):
+    """A blob download broke off and kept breaking off: the retries (with HTTP Range
+    resumes) are spent. Nothing of it was reported as good; pulling again may work."""
+
+
+class RegistryUnreachable(RegistryError):
+    """No usable connection to a registry: refused, timed out, TLS failed (the message names
+    the host and the certificate problem), or the registry answered 5xx/429."""
 
 
 class PodError(KurmaError):

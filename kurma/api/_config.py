@@ -85,6 +85,10 @@ class DaemonConfig:
     state_min_free: float = DEFAULT_STATE_MIN_FREE
     # Where an operator certificate's pods may have host volumes (see _policy); none by default.
     operator_host_volumes: tuple[str, ...] = ()
+    # How images are pulled (kurma.registry.RegistrySettings; None: the defaults) and the
+    # credentials kurmad itself pulls with for the host and admins (docker's config.json).
+    registries: Any = None
+    registry_auth_file: str | None = "/etc/kurma/auth.json"
 
     @property
     def log_level_number(self) -> int:
@@ -247,6 +251,24 @@ def _path_prefixes(value: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(prefixes))
 
 
+def _registries(value: Any) -> Any:
+    """The `registries:` mapping (default registry, mirrors, insecure, certs_dir)."""
+    from ..errors import ValidationError
+    from ..registry import parse_registry_settings
+
+    if isinstance(value, str):  # a flag: the same mapping as JSON
+        import json
+
+        try:
+            value = json.loads(value) if value.strip() else None
+        except json.JSONDecodeError as e:
+            raise ValueError(f"must be a mapping (JSON on the command line): {e}") from None
+    try:
+        return parse_registry_settings(value)
+    except ValidationError as e:
+        raise ValueError(str(e)) from None
+
+
 @dataclass(frozen=True)
 class Key:
     """One configuration key: its parser and what it means (the flag's help)."""
@@ -310,6 +332,17 @@ KEYS: tuple[Key, ...] = (
         _path_prefixes,
         "host directories whose paths an operator certificate may mount as host volumes "
         "(comma-separated; default none); everything else of the operator policy is fixed",
+    ),
+    Key(
+        "registries",
+        _registries,
+        "image registries: default, mirrors {HOST: [MIRROR...]}, insecure [HOST:PORT...] "
+        "(plain HTTP), certs_dir (HOST:PORT/ca.crt); JSON on the command line",
+    ),
+    Key(
+        "registry_auth_file",
+        _optional_path,
+        "credentials kurmad pulls with for the host and admins (docker's config.json form)",
     ),
 )
 _BY_NAME = {k.name: k for k in KEYS}

@@ -159,7 +159,20 @@ def image_to_proto(record: Any, manifest_json: str = "") -> images_pb2.Image:
         imported_at=timestamp(record.imported_at),
         manifest_json=manifest_json,
         skipped=list(record.skipped),
+        kind=record.kind,
+        **(_oci_fields(record.oci) if record.oci is not None else {}),
     )
+
+
+def _oci_fields(oci: Any) -> dict[str, Any]:
+    layers = [b for b in oci.blobs[2:]]  # manifest, config, then the layers in order
+    return {
+        "references": list(oci.references),
+        "digest": oci.manifest_digest,
+        "config_digest": oci.config_digest,
+        "platform": oci.platform,
+        "layers": layers,
+    }
 
 
 # --- events -------------------------------------------------------------------------------

@@ -7,10 +7,14 @@ store unpack and validate it; the last message carries the image.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
+import queue
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -18,23 +22,28 @@ import grpc
 
 from ..aci._ids import image_id_from_digest
 from ..aci._stream import SizeLimitExceeded, hash_stream
-from ..store import ImageRecord, ImageStore
+from ..errors import ValidationError
+from ..oci import DEFAULT_PLATFORM, parse_platform
+from ..sources import PullResult, pull_image
+from ..store import ImageRecord, ImageStore, LayerProgress
 from ..store._atomic import TEMP_PREFIX
 from ._caller import BindsCaller, CallerView
 from ._convert import image_to_proto
 from ._events import EventHub
 from ._logfmt import fields
 from ._policy import Policy
-from ._status import rpc, unimplemented
+from ._status import ApiError, Code, rpc, unimplemented
 from .v1 import images_pb2, images_pb2_grpc
 
 if TYPE_CHECKING:
     from ..store import ImportResult
     from ._quota import ImageRoom, Quotas
+    from ._registries import Registries
 
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY = 1 << 20
+PROGRESS_INTERVAL = 0.2  # seconds between a pull's progress messages, at most
 
 
 class ImagesServicer(BindsCaller, images_pb2_grpc.ImagesServicer):
@@ -44,8 +53,10 @@ class ImagesServicer(BindsCaller, images_pb2_grpc.ImagesServicer):
         events: EventHub,
         quotas: Quotas | None = None,
         policy: Policy | None = None,
+        registries: Registries | None = None,
     ) -> None:
         self.store = store
+        self.registries = registries  # None: Fetch is unavailable (a servicer in a test)
         self.events = events
         self.quotas = quotas  # None: no subtree accounting (a servicer without kurmad)
         self.policy = policy or Policy()  # which names a caller may import (_policy)
@@ -128,11 +139,84 @@ class ImagesServicer(BindsCaller, images_pb2_grpc.ImagesServicer):
 
     @rpc
     def Fetch(self, request: images_pb2.FetchRequest, context: grpc.ServicerContext):
-        raise unimplemented(
-            "remote fetch with discovery and signatures comes with a later issue; "
-            "for now download the .aci and import it (`kurmactl image import FILE`)"
-        )
-        yield  # a server-streaming method  # pragma: no cover
+        """Pull an OCI image: the pull runs in a worker thread and reports each layer's
+        state; this generator relays it (at most every PROGRESS_INTERVAL, and at every
+        change of state), then the image. A client that goes away cancels the pull."""
+        view = self._caller(context)
+        if not request.name:
+            raise ValidationError("name", "give an image reference, like alpine:3.19")
+        if self.registries is None:
+            raise unimplemented("this kurmad has no registry settings")
+        ref = self.registries.qualify(request.name)
+        platform = parse_platform(request.platform) if request.platform else DEFAULT_PLATFORM
+        client = self.registries.client(view, ref, request.username, request.password)
+        room = self.quotas.image_room(view) if self.quotas and view.subtree_of else None
+        updates: queue.Queue[tuple[str, object]] = queue.Queue()
+        cancelled = threading.Event()
+        context.add_callback(cancelled.set)
+
+        def progress(event: LayerProgress) -> None:
+            if cancelled.is_set():
+                raise ApiError(Code.CANCELLED, "the client went away")
+            updates.put(("layer", event))
+
+        def budget(total: int) -> None:
+            if room is not None and total > room.left:
+                raise room.exceeded()
+
+        def work() -> None:
+            try:
+                with contextlib.closing(client):
+                    result = pull_image(
+                        self.store,
+                        client,
+                        ref,
+                        platform=platform,
+                        admit=functools.partial(self.policy.check_import, view),
+                        progress=progress,
+                        budget=budget,
+                    )
+            except BaseException as e:  # relayed to the caller's thread
+                updates.put(("error", e))
+            else:
+                updates.put(("done", result))
+
+        threading.Thread(target=work, name=f"pull {ref}", daemon=True).start()
+        layers: dict[int, images_pb2.LayerStatus] = {}
+        sent = 0.0
+        while True:
+            kind, item = updates.get()
+            if kind == "error":
+                raise item  # type: ignore[misc]
+            if kind == "done":
+                break
+            event = item
+            assert isinstance(event, LayerProgress)
+            changed = event.index not in layers or layers[event.index].state != event.state
+            layers[event.index] = images_pb2.LayerStatus(
+                index=event.index, digest=event.digest, size=event.size, done=event.done,
+                state=event.state,
+            )  # fmt: skip
+            now = time.monotonic()
+            if changed or now - sent >= PROGRESS_INTERVAL:
+                sent = now
+                yield _pull_progress(layers, "pulling")
+        pulled = item
+        assert isinstance(pulled, PullResult)
+        record = pulled.import_result.record
+        if pulled.import_result.created and self.quotas is not None:
+            self.quotas.imported(view, record.image_id, record.size)
+        log.info(
+            "image pulled" if pulled.import_result.created else "image already stored",
+            extra=fields(image=record.image_id[:39], ref=str(pulled.reference),
+                         digest=pulled.manifest_digest),
+        )  # fmt: skip
+        if pulled.import_result.created:
+            self.events.image("image.pulled", record.image_id, str(pulled.reference))
+        final = _pull_progress(layers, "pulled")
+        final.image.CopyFrom(image_to_proto(record, _manifest_text(record)))
+        final.created = pulled.import_result.created
+        yield final
 
     @rpc
     def List(self, request: images_pb2.ListImagesRequest, context: grpc.ServicerContext):
@@ -189,9 +273,18 @@ class TrustServicer(images_pb2_grpc.TrustServicer):
         raise unimplemented(self._LATER)
 
 
-def _ref(ref: str) -> str:
-    from ..errors import ValidationError
+def _pull_progress(
+    layers: dict[int, images_pb2.LayerStatus], status: str
+) -> images_pb2.ImportProgress:
+    done = sum(layer.done for i, layer in layers.items() if i >= 0)
+    total = sum(layer.size for i, layer in layers.items() if i >= 0)
+    return images_pb2.ImportProgress(
+        bytes_done=done, bytes_total=total, status=status,
+        layers=[layers[i] for i in sorted(layers)],
+    )  # fmt: skip
 
+
+def _ref(ref: str) -> str:
     if not ref:
         raise ValidationError("ref", "give an image name[:version] or an image ID")
     return ref

@@ -32,6 +32,7 @@ from ._pods import PodsServicer
 from ._podsockets import PodSockets
 from ._policy import Policy
 from ._quota import Quotas, subtree_defaults
+from ._registries import Registries
 from ._tcp import certificate_budget, interceptors, tcp_server_credentials
 from .v1 import host_pb2, host_pb2_grpc, images_pb2, images_pb2_grpc, pods_pb2, pods_pb2_grpc
 
@@ -87,7 +88,8 @@ class ApiServer:
         self.pods = PodsServicer(
             runtime, on_created=self.pod_sockets.open, quotas=self.quotas, policy=policy
         )
-        self.images = ImagesServicer(runtime.store, self.events, self.quotas, policy)
+        registries = Registries(config.registries, config.registry_auth_file)
+        self.images = ImagesServicer(runtime.store, self.events, self.quotas, policy, registries)
         self.trust = TrustServicer()
         self.supervisor = supervisor
         self.host = HostServicer(runtime, self.events, config, self.supervisor)

@@ -80,11 +80,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     _connect.add_flags(export)
     export.set_defaults(run=run_export)
 
-    fetch = sub.add_parser("fetch", help="fetch an image by name (discovery, signatures)")
-    fetch.add_argument("name", metavar="NAME", help="image name[:version]")
-    fetch.add_argument("--insecure", action="store_true", help="skip signature checks")
-    _connect.add_flags(fetch)
-    fetch.set_defaults(run=run_fetch)
+    from ._registry import add_pull_flags
+
+    add_pull_flags(sub.add_parser("pull", help="pull an image from an OCI registry"))
 
 
 def run_build(args: argparse.Namespace) -> int:
@@ -224,7 +222,12 @@ def image_doc(image: Any, with_manifest: bool = False) -> dict[str, Any]:
         "size": image.size,
         "importedAt": image.imported_at.seconds + image.imported_at.nanos / 1e9,
         "skipped": list(image.skipped),
+        "kind": image.kind or "appc",
     }
+    if image.kind == "oci":
+        doc.update(references=list(image.references), digest=image.digest,
+                   configDigest=image.config_digest, platform=image.platform,
+                   layers=list(image.layers))  # fmt: skip
     if with_manifest:
         doc["manifest"] = json.loads(image.manifest_json) if image.manifest_json else None
     return doc
@@ -272,8 +275,8 @@ def _daemon_list(args: argparse.Namespace) -> int:
         rows = [
             (
                 i.id[:39],
-                i.name,
-                i.labels.get("version", "") or "-",
+                _shown_name(i),
+                _shown_version(i),
                 human_size(i.size),
                 time.strftime("%Y-%m-%d %H:%M", time.localtime(i.imported_at.seconds)),
             )
@@ -317,22 +320,21 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_fetch(args: argparse.Namespace) -> int:
-    from kurma.api.v1 import images_pb2_grpc
-    from kurma.client import images_pb2
+def _shown_name(image: Any) -> str:
+    """NAME column: an OCI image's first reference's repository (docker's REPOSITORY)."""
+    if image.kind == "oci":
+        if not image.references:
+            return "<none>"
+        ref = image.references[0].split("@", 1)[0]
+        return ref[: ref.rfind(":")] if ref.rfind(":") > ref.rfind("/") else ref
+    return image.name
 
-    progress = _progress("auto", args.name)
-    with _connect.session(args) as s:
-        stub = images_pb2_grpc.ImagesStub(s.channel)
-        request = images_pb2.FetchRequest(name=args.name, insecure=args.insecure)
-        last = None
-        try:
-            for last in s.stream(stub.Fetch(request)):
-                progress(last.bytes_done, last.bytes_total)
-        finally:
-            progress.finish()
-    if last is None or not last.HasField("image"):
-        raise _connect.CommandError("the fetch ended without an image")
-    note = "" if last.created else " (already present)"
-    print(f"{last.image.id}  {last.image.name}{note}")
-    return 0
+
+def _shown_version(image: Any) -> str:
+    """VERSION column: the version label, or an OCI image's tag (docker's TAG)."""
+    if image.kind == "oci":
+        ref = image.references[0] if image.references else ""
+        if "@" in ref or ref.rfind(":") <= ref.rfind("/"):
+            return "<none>"
+        return ref[ref.rfind(":") + 1 :]
+    return image.labels.get("version", "") or "-"

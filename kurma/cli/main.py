@@ -33,6 +33,7 @@ COMMAND_MODULES = {
     **dict.fromkeys(
         ("host", "events", "trust", "service", "reboot", "poweroff", "version"), "_host"
     ),
+    **dict.fromkeys(("pull", "login", "logout"), "_registry"),
     "pki": "_pki",
     "completion": "_completion",
 }

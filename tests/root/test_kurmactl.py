@@ -373,7 +373,6 @@ def test_exec_and_run_it(daemon: Daemon) -> None:
         (["reboot"], "not running under kurma-init"),
         (["poweroff"], "not running under kurma-init"),
         (["host", "boot-log"], "boot_log_file is not set"),
-        (["image", "fetch", "example.com/x"], "discovery and signatures"),
         (["image", "export", IMAGE_NAME, "-o", "/dev/null"], "does not keep"),
     ],
 )

@@ -343,9 +343,16 @@ def test_image_errors(kurma: Client, shared: tuple[Daemon, str]) -> None:
     with grpc.insecure_channel(f"unix:{shared[0].socket}") as channel:
         images = images_pb2_grpc.ImagesStub(channel)
         with pytest.raises(grpc.RpcError) as e:
-            list(images.Fetch(images_pb2.FetchRequest(name="example.com/x")))
-        assert e.value.code() is grpc.StatusCode.UNIMPLEMENTED
-        assert "discovery and signatures" in e.value.details()
+            list(images.Fetch(images_pb2.FetchRequest(name="Bad Reference")))
+        assert e.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert "invalid reference format" in e.value.details()
+        with socket.socket() as closed:  # a port nothing listens on
+            closed.bind(("127.0.0.1", 0))
+            port = closed.getsockname()[1]
+        with pytest.raises(grpc.RpcError) as e:
+            list(images.Fetch(images_pb2.FetchRequest(name=f"127.0.0.1:{port}/x")))
+        assert e.value.code() is grpc.StatusCode.UNAVAILABLE
+        assert f"127.0.0.1:{port}" in e.value.details()
         with pytest.raises(grpc.RpcError) as e:
             list(images.Export(images_pb2.ImageRef(ref=IMAGE_NAME)))
         assert e.value.code() is grpc.StatusCode.UNIMPLEMENTED

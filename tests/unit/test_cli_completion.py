@@ -89,7 +89,7 @@ def test_zsh_offers_what_bash_offers(tables, tmp_path: Path) -> None:  # type: i
         return sorted(w for w in out.splitlines() if w)
 
     assert "start" in complete("kurmactl ")
-    assert complete("kurmactl image ")[:3] == ["build", "export", "fetch"]
+    assert complete("kurmactl image ")[:3] == ["build", "export", "import"]
     assert complete("kurmactl ps -o ") == ["json", "name", "table", "wide"]
     assert "--all" in complete("kurmactl ps -")
     assert complete("kurmactl logs ") == ["db-1", "web"]

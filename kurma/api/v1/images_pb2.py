@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19kurma/api/v1/images.proto\x12\x08kurma.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x17\n\x08ImageRef\x12\x0b\n\x03ref\x18\x01 \x01(\t\"\xe4\x01\n\x05Image\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12+\n\x06labels\x18\x03 \x03(\x0b\x32\x1b.kurma.v1.Image.LabelsEntry\x12\x0c\n\x04size\x18\x04 \x01(\x04\x12/\n\x0bimported_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rmanifest_json\x18\x06 \x01(\t\x12\x0f\n\x07skipped\x18\x07 \x03(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"1\n\rImportRequest\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x12\n\ntotal_size\x18\x02 \x01(\x04\"j\n\x0eImportProgress\x12\x12\n\nbytes_done\x18\x01 \x01(\x04\x12\x13\n\x0b\x62ytes_total\x18\x02 \x01(\x04\x12\x1e\n\x05image\x18\x03 \x01(\x0b\x32\x0f.kurma.v1.Image\x12\x0f\n\x07\x63reated\x18\x04 \x01(\x08\".\n\x0c\x46\x65tchRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08insecure\x18\x02 \x01(\x08\"(\n\x11ListImagesRequest\x12\x13\n\x0bname_prefix\x18\x01 \x01(\t\"5\n\x12ListImagesResponse\x12\x1f\n\x06images\x18\x01 \x03(\x0b\x32\x0f.kurma.v1.Image\"\x1b\n\x0b\x45xportChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"4\n\rAddKeyRequest\x12\x0e\n\x06prefix\x18\x01 \x01(\t\x12\x13\n\x0b\x61rmored_key\x18\x02 \x01(\x0c\"1\n\nTrustedKey\x12\x0e\n\x06prefix\x18\x01 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x02 \x01(\t\"\x11\n\x0fListKeysRequest\"6\n\x10ListKeysResponse\x12\"\n\x04keys\x18\x01 \x03(\x0b\x32\x14.kurma.v1.TrustedKey\"7\n\x10RemoveKeyRequest\x12\x0e\n\x06prefix\x18\x01 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x02 \x01(\t\":\n\x11RemoveKeyResponse\x12%\n\x07removed\x18\x01 \x03(\x0b\x32\x14.kurma.v1.TrustedKey2\xdf\x02\n\x06Images\x12?\n\x06Import\x12\x17.kurma.v1.ImportRequest\x1a\x18.kurma.v1.ImportProgress(\x01\x30\x01\x12;\n\x05\x46\x65tch\x12\x16.kurma.v1.FetchRequest\x1a\x18.kurma.v1.ImportProgress0\x01\x12\x41\n\x04List\x12\x1b.kurma.v1.ListImagesRequest\x1a\x1c.kurma.v1.ListImagesResponse\x12.\n\x07Inspect\x12\x12.kurma.v1.ImageRef\x1a\x0f.kurma.v1.Image\x12-\n\x06\x44\x65lete\x12\x12.kurma.v1.ImageRef\x1a\x0f.kurma.v1.Image\x12\x35\n\x06\x45xport\x12\x12.kurma.v1.ImageRef\x1a\x15.kurma.v1.ExportChunk0\x01\x32\xbf\x01\n\x05Trust\x12\x34\n\x03\x41\x64\x64\x12\x17.kurma.v1.AddKeyRequest\x1a\x14.kurma.v1.TrustedKey\x12=\n\x04List\x12\x19.kurma.v1.ListKeysRequest\x1a\x1a.kurma.v1.ListKeysResponse\x12\x41\n\x06Remove\x12\x1a.kurma.v1.RemoveKeyRequest\x1a\x1b.kurma.v1.RemoveKeyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19kurma/api/v1/images.proto\x12\x08kurma.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\'\n\x08ImageRef\x12\x0b\n\x03ref\x18\x01 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x02 \x01(\t\"\xcf\x02\n\x05Image\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12+\n\x06labels\x18\x03 \x03(\x0b\x32\x1b.kurma.v1.Image.LabelsEntry\x12\x0c\n\x04size\x18\x04 \x01(\x04\x12/\n\x0bimported_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rmanifest_json\x18\x06 \x01(\t\x12\x0f\n\x07skipped\x18\x07 \x03(\t\x12\x0c\n\x04kind\x18\x08 \x01(\t\x12\x12\n\nreferences\x18\t \x03(\t\x12\x0e\n\x06\x64igest\x18\n \x01(\t\x12\x15\n\rconfig_digest\x18\x0b \x01(\t\x12\x10\n\x08platform\x18\x0c \x01(\t\x12\x0e\n\x06layers\x18\r \x03(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"1\n\rImportRequest\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x12\n\ntotal_size\x18\x02 \x01(\x04\"\xc2\x01\n\x0eImportProgress\x12\x12\n\nbytes_done\x18\x01 \x01(\x04\x12\x13\n\x0b\x62ytes_total\x18\x02 \x01(\x04\x12\x1e\n\x05image\x18\x03 \x01(\x0b\x32\x0f.kurma.v1.Image\x12\x0f\n\x07\x63reated\x18\x04 \x01(\x08\x12%\n\x06layers\x18\x05 \x03(\x0b\x32\x15.kurma.v1.LayerStatus\x12\x0e\n\x06status\x18\x06 \x01(\t\x12\x1f\n\x06images\x18\x07 \x03(\x0b\x32\x0f.kurma.v1.Image\"W\n\x0bLayerStatus\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x04\x12\x0c\n\x04\x64one\x18\x04 \x01(\x04\x12\r\n\x05state\x18\x05 \x01(\t\"d\n\x0c\x46\x65tchRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08insecure\x18\x02 \x01(\x08\x12\x10\n\x08platform\x18\x03 \x01(\t\x12\x10\n\x08username\x18\x04 \x01(\t\x12\x10\n\x08password\x18\x05 \x01(\t\"(\n\x11ListImagesRequest\x12\x13\n\x0bname_prefix\x18\x01 \x01(\t\"5\n\x12ListImagesResponse\x12\x1f\n\x06images\x18\x01 \x03(\x0b\x32\x0f.kurma.v1.Image\"\x1b\n\x0b\x45xportChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"4\n\rAddKeyRequest\x12\x0e\n\x06prefix\x18\x01 \x01(\t\x12\x13\n\x0b\x61rmored_key\x18\x02 \x01(\x0c\"1\n\nTrustedKey\x12\x0e\n\x06prefix\x18\x01 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x02 \x01(\t\"\x11\n\x0fListKeysRequest\"6\n\x10ListKeysResponse\x12\"\n\x04keys\x18\x01 \x03(\x0b\x32\x14.kurma.v1.TrustedKey\"7\n\x10RemoveKeyRequest\x12\x0e\n\x06prefix\x18\x01 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x02 \x01(\t\":\n\x11RemoveKeyResponse\x12%\n\x07removed\x18\x01 \x03(\x0b\x32\x14.kurma.v1.TrustedKey2\xdf\x02\n\x06Images\x12?\n\x06Import\x12\x17.kurma.v1.ImportRequest\x1a\x18.kurma.v1.ImportProgress(\x01\x30\x01\x12;\n\x05\x46\x65tch\x12\x16.kurma.v1.FetchRequest\x1a\x18.kurma.v1.ImportProgress0\x01\x12\x41\n\x04List\x12\x1b.kurma.v1.ListImagesRequest\x1a\x1c.kurma.v1.ListImagesResponse\x12.\n\x07Inspect\x12\x12.kurma.v1.ImageRef\x1a\x0f.kurma.v1.Image\x12-\n\x06\x44\x65lete\x12\x12.kurma.v1.ImageRef\x1a\x0f.kurma.v1.Image\x12\x35\n\x06\x45xport\x12\x12.kurma.v1.ImageRef\x1a\x15.kurma.v1.ExportChunk0\x01\x32\xbf\x01\n\x05Trust\x12\x34\n\x03\x41\x64\x64\x12\x17.kurma.v1.AddKeyRequest\x1a\x14.kurma.v1.TrustedKey\x12=\n\x04List\x12\x19.kurma.v1.ListKeysRequest\x1a\x1a.kurma.v1.ListKeysResponse\x12\x41\n\x06Remove\x12\x1a.kurma.v1.RemoveKeyRequest\x1a\x1b.kurma.v1.RemoveKeyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,37 +35,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_IMAGE_LABELSENTRY']._loaded_options = None
   _globals['_IMAGE_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_IMAGEREF']._serialized_start=72
-  _globals['_IMAGEREF']._serialized_end=95
-  _globals['_IMAGE']._serialized_start=98
-  _globals['_IMAGE']._serialized_end=326
-  _globals['_IMAGE_LABELSENTRY']._serialized_start=281
-  _globals['_IMAGE_LABELSENTRY']._serialized_end=326
-  _globals['_IMPORTREQUEST']._serialized_start=328
-  _globals['_IMPORTREQUEST']._serialized_end=377
-  _globals['_IMPORTPROGRESS']._serialized_start=379
-  _globals['_IMPORTPROGRESS']._serialized_end=485
-  _globals['_FETCHREQUEST']._serialized_start=487
-  _globals['_FETCHREQUEST']._serialized_end=533
-  _globals['_LISTIMAGESREQUEST']._serialized_start=535
-  _globals['_LISTIMAGESREQUEST']._serialized_end=575
-  _globals['_LISTIMAGESRESPONSE']._serialized_start=577
-  _globals['_LISTIMAGESRESPONSE']._serialized_end=630
-  _globals['_EXPORTCHUNK']._serialized_start=632
-  _globals['_EXPORTCHUNK']._serialized_end=659
-  _globals['_ADDKEYREQUEST']._serialized_start=661
-  _globals['_ADDKEYREQUEST']._serialized_end=713
-  _globals['_TRUSTEDKEY']._serialized_start=715
-  _globals['_TRUSTEDKEY']._serialized_end=764
-  _globals['_LISTKEYSREQUEST']._serialized_start=766
-  _globals['_LISTKEYSREQUEST']._serialized_end=783
-  _globals['_LISTKEYSRESPONSE']._serialized_start=785
-  _globals['_LISTKEYSRESPONSE']._serialized_end=839
-  _globals['_REMOVEKEYREQUEST']._serialized_start=841
-  _globals['_REMOVEKEYREQUEST']._serialized_end=896
-  _globals['_REMOVEKEYRESPONSE']._serialized_start=898
-  _globals['_REMOVEKEYRESPONSE']._serialized_end=956
-  _globals['_IMAGES']._serialized_start=959
-  _globals['_IMAGES']._serialized_end=1310
-  _globals['_TRUST']._serialized_start=1313
-  _globals['_TRUST']._serialized_end=1504
+  _globals['_IMAGEREF']._serialized_end=111
+  _globals['_IMAGE']._serialized_start=114
+  _globals['_IMAGE']._serialized_end=449
+  _globals['_IMAGE_LABELSENTRY']._serialized_start=404
+  _globals['_IMAGE_LABELSENTRY']._serialized_end=449
+  _globals['_IMPORTREQUEST']._serialized_start=451
+  _globals['_IMPORTREQUEST']._serialized_end=500
+  _globals['_IMPORTPROGRESS']._serialized_start=503
+  _globals['_IMPORTPROGRESS']._serialized_end=697
+  _globals['_LAYERSTATUS']._serialized_start=699
+  _globals['_LAYERSTATUS']._serialized_end=786
+  _globals['_FETCHREQUEST']._serialized_start=788
+  _globals['_FETCHREQUEST']._serialized_end=888
+  _globals['_LISTIMAGESREQUEST']._serialized_start=890
+  _globals['_LISTIMAGESREQUEST']._serialized_end=930
+  _globals['_LISTIMAGESRESPONSE']._serialized_start=932
+  _globals['_LISTIMAGESRESPONSE']._serialized_end=985
+  _globals['_EXPORTCHUNK']._serialized_start=987
+  _globals['_EXPORTCHUNK']._serialized_end=1014
+  _globals['_ADDKEYREQUEST']._serialized_start=1016
+  _globals['_ADDKEYREQUEST']._serialized_end=1068
+  _globals['_TRUSTEDKEY']._serialized_start=1070
+  _globals['_TRUSTEDKEY']._serialized_end=1119
+  _globals['_LISTKEYSREQUEST']._serialized_start=1121
+  _globals['_LISTKEYSREQUEST']._serialized_end=1138
+  _globals['_LISTKEYSRESPONSE']._serialized_start=1140
+  _globals['_LISTKEYSRESPONSE']._serialized_end=1194
+  _globals['_REMOVEKEYREQUEST']._serialized_start=1196
+  _globals['_REMOVEKEYREQUEST']._serialized_end=1251
+  _globals['_REMOVEKEYRESPONSE']._serialized_start=1253
+  _globals['_REMOVEKEYRESPONSE']._serialized_end=1311
+  _globals['_IMAGES']._serialized_start=1314
+  _globals['_IMAGES']._serialized_end=1665
+  _globals['_TRUST']._serialized_start=1668
+  _globals['_TRUST']._serialized_end=1859
 # @@protoc_insertion_point(module_scope)

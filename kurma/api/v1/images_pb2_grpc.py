@@ -70,15 +70,16 @@ class ImagesServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Import(self, request_iterator, context):
-        """Import an .aci: the client streams it in chunks; the server answers with progress and,
-        last, the image.
+        """Import an .aci, a docker-archive (`docker save`) or an OCI layout tar (oci-archive): the
+        client streams it in chunks; the server answers with progress and, last, the image(s).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Fetch(self, request, context):
-        """Fetch by name with discovery and signatures (a later issue).
+        """Pull an OCI/Docker image from a registry (docker's reference grammar), with progress per
+        layer; the last message carries the image.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -103,7 +104,7 @@ class ImagesServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Export(self, request, context):
-        """The image as an .aci, in chunks.
+        """An OCI image as an oci-archive or docker-archive tar, in chunks.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

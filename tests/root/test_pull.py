@@ -1,0 +1,197 @@
+"""Pull from a real registry and run: kurmactl and kurmad against Debian's docker-registry.
+
+One TLS registry (a CA the test makes) for the module, holding images pushed with skopeo
+from OCI layouts built here (tests.oci_images): a busybox image whose config sets
+Entrypoint, Cmd, Env, WorkingDir; a multi-arch index; an arm64-only image. One kurmad whose
+kurmad.yml `registries.certs_dir` trusts the CA. What a person checks: the pull's output,
+`image ls`, the pod's output, and the errors' words.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from kurma.aci import Compression
+from tests.archives import TarBuilder
+from tests.oci_images import OciImage, build_image
+from tests.registry.support import CA, RegistryProcess, push, require_tools, write_htpasswd
+
+from .runtime_support import busybox_rootfs
+from .test_kurmactl import failed, kurmactl, ok
+from .test_kurmad import Daemon, make_daemon
+
+pytestmark = [pytest.mark.root, pytest.mark.timeout(300)]
+
+RUN = {
+    "Entrypoint": ["/bin/sh", "-c"],
+    "Cmd": ["echo $GREETING from $(pwd) as $(id -u)"],
+    "Env": ["PATH=/bin", "GREETING=hello"],
+    "WorkingDir": "/tmp",
+}
+
+
+def rootfs_tar(root: Path) -> bytes:
+    """The tree at `root` as a layer tar (owners and modes as they are)."""
+    import io
+
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for path in sorted(root.rglob("*")):
+            tar.add(path, arcname=str(path.relative_to(root)), recursive=False)
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("pull")
+
+
+@pytest.fixture(scope="module")
+def base_tar(work: Path) -> bytes:
+    root = busybox_rootfs(work / "rootfs")
+    data = rootfs_tar(root)
+    shutil.rmtree(root)
+    return data
+
+
+def busybox_image(base_tar: bytes, **kw: object) -> OciImage:
+    top = TarBuilder().dir("etc").file("etc/motd", b"pulled\n")
+    return build_image(
+        [(base_tar, Compression.GZIP), (top, Compression.ZSTD)], run=kw.pop("run", RUN), **kw
+    )  # type: ignore[arg-type]
+
+
+def publish(img: OciImage, registry: RegistryProcess, target: str, work: Path, **kw) -> None:
+    layout = img.write_layout(work / f"layout-{target.replace('/', '-').replace(':', '-')}", "t")
+    push(SimpleNamespace(path=layout, tag="t"), registry, target, **kw)  # type: ignore[arg-type]
+
+
+def publish_index(images: dict[str, OciImage], registry: RegistryProcess, target: str,
+                  work: Path) -> None:  # fmt: skip
+    """A multi-arch index of `images` (arch -> image) under `target`."""
+    layout = work / f"index-{target.replace('/', '-').replace(':', '-')}"
+    for img in images.values():
+        img.write_layout(layout, "unused")
+    index = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": img.digest,
+             "size": len(img.manifest), "platform": {"os": "linux", "architecture": arch}}
+            for arch, img in images.items()
+        ],
+    }  # fmt: skip
+    data = json.dumps(index).encode()
+    import hashlib
+
+    digest = hashlib.sha256(data).hexdigest()
+    (layout / "blobs/sha256" / digest).write_bytes(data)
+    entry = {"mediaType": "application/vnd.oci.image.index.v1+json",
+             "digest": f"sha256:{digest}", "size": len(data),
+             "annotations": {"org.opencontainers.image.ref.name": "t"}}  # fmt: skip
+    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [entry]}))
+    push(SimpleNamespace(path=layout, tag="t"), registry, target)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def ca(work: Path) -> CA:
+    return CA(work / "ca")
+
+
+@pytest.fixture(scope="module")
+def registry(work: Path, ca: CA, base_tar: bytes) -> Iterator[RegistryProcess]:
+    require_tools("docker-registry", "skopeo")
+    with RegistryProcess.start(work / "registry", ca=ca) as reg:
+        publish(busybox_image(base_tar), reg, "test/busybox:v1", work)
+        publish_index(
+            {"amd64": busybox_image(base_tar),
+             "arm64": busybox_image(base_tar, architecture="arm64", run={"Cmd": ["/bin/arm"]})},
+            reg, "test/multi:v1", work,
+        )  # fmt: skip
+        publish(busybox_image(base_tar, architecture="arm64"), reg, "test/armonly:v1", work)
+        yield reg
+
+
+@pytest.fixture(scope="module")
+def daemon(work: Path, ca: CA, registry: RegistryProcess) -> Iterator[Daemon]:
+    certs = ca.certs_dir(work / "certs.d", registry.host)
+    settings = json.dumps({"certs_dir": str(certs)})
+    for daemon in make_daemon():
+        daemon.start("--registries", settings, "--registry-auth-file", "")
+        yield daemon
+
+
+def test_pull_lists_and_runs_with_the_image_config(daemon: Daemon, registry: RegistryProcess,
+                                                   tmp_path: Path) -> None:  # fmt: skip
+    ref = f"{registry.host}/test/busybox:v1"
+    out = ok(kurmactl(daemon, "pull", ref, "--progress", "plain"))
+    image_id, shown = out.split()[:2]
+    assert image_id.startswith("sha512-") and shown == ref
+    again = ok(kurmactl(daemon, "image", "pull", ref, "-q"))
+    assert again.strip() == image_id
+    listing = ok(kurmactl(daemon, "image", "ls"))
+    row = next(line for line in listing.splitlines() if line.startswith(image_id[:39]))
+    assert f"{registry.host}/test/busybox" in row and " v1 " in row
+    run = kurmactl(daemon, "run", "--rm", ref)
+    assert ok(run).strip() == "hello from /tmp as 0"
+    overridden = ok(kurmactl(daemon, "run", "--rm", ref, "--", "/bin/cat", "/etc/motd"))
+    assert overridden == "pulled\n"
+    inspected = json.loads(ok(kurmactl(daemon, "image", "inspect", ref)))
+    assert inspected["kind"] == "oci" and inspected["platform"] == "linux/amd64"
+    assert inspected["references"] == [ref] and len(inspected["layers"]) == 2
+
+
+def test_pull_by_digest_and_platform_from_an_index(daemon: Daemon,
+                                                   registry: RegistryProcess) -> None:  # fmt: skip
+    out = ok(kurmactl(daemon, "pull", f"{registry.host}/test/multi:v1", "--platform",
+                      "linux/arm64"))  # fmt: skip
+    image_id = out.split()[0]
+    doc = json.loads(ok(kurmactl(daemon, "image", "inspect", image_id)))
+    assert doc["platform"] == "linux/arm64"
+    by_digest = f"{registry.host}/test/multi@{doc['digest']}"
+    assert ok(kurmactl(daemon, "pull", by_digest, "-q")).strip() == image_id
+    amd = ok(kurmactl(daemon, "pull", f"{registry.host}/test/multi:v1", "-q")).strip()
+    assert amd != image_id
+
+
+def test_errors_name_what_is_wrong(daemon: Daemon, registry: RegistryProcess) -> None:
+    host = registry.host
+    message = failed(kurmactl(daemon, "pull", f"{host}/test/armonly:v1"))
+    assert "linux/amd64" in message and "linux/arm64" in message
+    message = failed(kurmactl(daemon, "pull", f"{host}/test/busybox:v9"))
+    assert "v9" in message and "test/busybox" in message
+    message = failed(kurmactl(daemon, "pull", f"{host}/test/nothing:v1"))
+    assert "test/nothing" in message
+    assert "invalid reference format" in failed(kurmactl(daemon, "pull", "UPPER/case"))
+    listing = ok(kurmactl(daemon, "image", "ls", "-q"))
+    assert all(line.startswith("sha512-") for line in listing.split())
+
+
+def test_basic_auth_through_login(daemon: Daemon, work: Path, ca: CA, base_tar: bytes,
+                                  tmp_path: Path) -> None:  # fmt: skip
+    htpasswd = write_htpasswd(work / "htpasswd", {"alice": "s3cret"})
+    with RegistryProcess.start(work / "auth-registry", ca=ca, htpasswd=htpasswd) as reg:
+        publish(busybox_image(base_tar), reg, "private/app:v1", work, creds=("alice", "s3cret"))
+        # kurmad trusts the CA for this registry too: same certs.d, one more host
+        ca.certs_dir(work / "certs.d", reg.host)
+        ref = f"{reg.host}/private/app:v1"
+        authfile = tmp_path / "auth.json"
+        message = failed(kurmactl(daemon, "pull", ref, "--authfile", authfile))
+        assert reg.host in message and "anonymous" in message
+        bad = kurmactl(daemon, "login", reg.host, "-u", "alice", "--password-stdin",
+                       "--authfile", authfile, "--check-with", ref, input="wrong\n")  # fmt: skip
+        assert reg.host in failed(bad) and not authfile.exists()
+        ok(kurmactl(daemon, "login", reg.host, "-u", "alice", "--password-stdin",
+                    "--authfile", authfile, "--check-with", ref, input="s3cret\n"))  # fmt: skip
+        assert authfile.stat().st_mode & 0o777 == 0o600
+        out = ok(kurmactl(daemon, "pull", ref, "--authfile", authfile))
+        assert out.split()[1] == ref
+        ok(kurmactl(daemon, "logout", reg.host, "--authfile", authfile))
+        assert reg.host not in authfile.read_text()

@@ -74,3 +74,14 @@ from ._appc import appc_os_arch as appc_os_arch
 from ._appc import appc_version as appc_version
 from ._appc import resolve_exec as resolve_exec
 from ._appc import resolve_user as resolve_user
+
+# --- image archives (kurma/oci/_archive.py): docker-archive, OCI layout, oci-archive ----------
+# isort: split
+from ._archive import DOCKER_ARCHIVE as DOCKER_ARCHIVE
+from ._archive import OCI_ARCHIVE as OCI_ARCHIVE
+from ._archive import OCI_LAYOUT as OCI_LAYOUT
+from ._archive import ArchiveImage as ArchiveImage
+from ._archive import ImageArchive as ImageArchive
+from ._archive import open_archive as open_archive
+from ._archive import write_docker_archive as write_docker_archive
+from ._archive import write_oci_layout as write_oci_layout

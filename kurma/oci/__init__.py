@@ -58,3 +58,30 @@ from ._layers import LAYER_MEDIA_TYPES as LAYER_MEDIA_TYPES
 from ._layers import LayerResult as LayerResult
 from ._layers import apply_layer as apply_layer
 from ._layers import discard_tree as discard_tree
+
+# --- appc manifests for OCI images (kurma/oci/_appc.py) -------------------------------------
+# isort: split
+from ._appc import CMD_ANNOTATION as CMD_ANNOTATION
+from ._appc import DEFAULT_PATH as DEFAULT_PATH
+from ._appc import ENTRYPOINT_ANNOTATION as ENTRYPOINT_ANNOTATION
+from ._appc import LABELS_ANNOTATION as LABELS_ANNOTATION
+from ._appc import STOP_SIGNAL_ANNOTATION as STOP_SIGNAL_ANNOTATION
+from ._appc import ExecUser as ExecUser
+from ._appc import appc_app as appc_app
+from ._appc import appc_manifest as appc_manifest
+from ._appc import appc_name as appc_name
+from ._appc import appc_os_arch as appc_os_arch
+from ._appc import appc_version as appc_version
+from ._appc import resolve_exec as resolve_exec
+from ._appc import resolve_user as resolve_user
+
+# --- image archives (kurma/oci/_archive.py): docker-archive, OCI layout, oci-archive ----------
+# isort: split
+from ._archive import DOCKER_ARCHIVE as DOCKER_ARCHIVE
+from ._archive import OCI_ARCHIVE as OCI_ARCHIVE
+from ._archive import OCI_LAYOUT as OCI_LAYOUT
+from ._archive import ArchiveImage as ArchiveImage
+from ._archive import ImageArchive as ImageArchive
+from ._archive import open_archive as open_archive
+from ._archive import write_docker_archive as write_docker_archive
+from ._archive import write_oci_layout as write_oci_layout

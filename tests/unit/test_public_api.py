@@ -69,6 +69,15 @@ OCI_NAMES_REQUIRED = {
     "ImageConfig",
     "parse_image_config",
     "layer_compression",
+    # appc manifests for OCI images
+    "appc_manifest",
+    "appc_name",
+    "appc_version",
+    # image archives
+    "ArchiveImage",
+    "open_archive",
+    "write_oci_layout",
+    "write_docker_archive",
 }
 
 

@@ -23,7 +23,7 @@ import grpc
 from ..aci._ids import image_id_from_digest
 from ..aci._stream import SizeLimitExceeded, hash_stream
 from ..errors import ValidationError
-from ..oci import DEFAULT_PLATFORM, parse_platform
+from ..oci import parse_platform
 from ..sources import PullResult, pull_image
 from ..store import ImageRecord, ImageStore, LayerProgress
 from ..store._atomic import TEMP_PREFIX
@@ -148,7 +148,7 @@ class ImagesServicer(BindsCaller, images_pb2_grpc.ImagesServicer):
         if self.registries is None:
             raise unimplemented("this kurmad has no registry settings")
         ref = self.registries.qualify(request.name)
-        platform = parse_platform(request.platform) if request.platform else DEFAULT_PLATFORM
+        platform = parse_platform(request.platform) if request.platform else None
         client = self.registries.client(view, ref, request.username, request.password)
         room = self.quotas.image_room(view) if self.quotas and view.subtree_of else None
         updates: queue.Queue[tuple[str, object]] = queue.Queue()

@@ -119,7 +119,9 @@ def run_pull(args: argparse.Namespace) -> int:
         print(image.id)
         return 0
     note = "" if last.created else " (already present)"
-    print(f"{image.id}  {', '.join(image.references) or image.name}{note}")
+    pulled = str(ref.with_default_tag())
+    shown = pulled if pulled in image.references else (image.references or [image.name])[0]
+    print(f"{image.id}  {shown}{note}")
     print(f"Digest: {image.digest}", file=sys.stderr)
     return 0
 

@@ -1,40 +1,30 @@
-"""The appc manifest an OCI image runs with (TEMPORARY minimal mapping; see kurma.oci)."""
+"""The appc manifest an OCI image runs with: `kurma.oci.appc_manifest` on the image's tree,
+named after the first reference it was stored under."""
 
 from __future__ import annotations
 
-import json
-import re
+import os
 from pathlib import Path
 
-from kurma.oci import ImageConfig
+from kurma.oci import ImageConfig, appc_manifest, appc_name, appc_version, parse_reference
 from kurma.store import OciImport
+
+UNNAMED = "oci.image/unnamed"  # an archive image with no reference (a bare `docker save ID`)
 
 
 def manifest_for(config: ImageConfig, source: OciImport, rootfs: Path) -> bytes:
-    """The generated appc image manifest of an OCI image."""
-    first = source.references[0] if source.references else "oci/image:latest"
-    repo, tag = first.split("@")[0], "latest"
-    if ":" in repo.rsplit("/", 1)[-1]:
-        repo, tag = repo.rsplit(":", 1)
-    name = re.sub(r"[^a-z0-9./~-]", "-", repo.lower())
-    run = config.config
-    exec_ = list(run.entrypoint or ()) + list(run.cmd or ())
-    app = {
-        "exec": exec_,
-        "user": "0",
-        "group": "0",
-        "workingDirectory": run.working_dir or "/",
-        "environment": [{"name": k, "value": v} for k, _, v in (e.partition("=") for e in run.env)],
-    }
-    doc = {
-        "acKind": "ImageManifest",
-        "acVersion": "0.8.11",
-        "name": name,
-        "labels": [
-            {"name": "version", "value": tag},
-            {"name": "os", "value": "linux"},
-            {"name": "arch", "value": config.platform.architecture},
-        ],
-        "app": app,
-    }
-    return json.dumps(doc).encode()
+    """The generated appc image manifest of an OCI image whose tree is at `rootfs`."""
+    name, version = UNNAMED, None
+    if source.references:
+        ref = parse_reference(source.references[0])
+        name, version = appc_name(ref.name), appc_version(ref)
+    annotations = {}
+    if source.manifest_digest is not None:
+        annotations["kurma.io/oci-manifest-digest"] = str(source.manifest_digest)
+    fd = os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        return appc_manifest(
+            config, name=name, rootfs_fd=fd, version=version, annotations=annotations
+        )
+    finally:
+        os.close(fd)

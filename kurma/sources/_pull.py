@@ -65,19 +65,22 @@ def pull_image(
     client: ManifestSource,
     reference: str | Reference,
     *,
-    platform: Platform = DEFAULT_PLATFORM,
+    platform: Platform | None = None,
     admit: Callable[[ImageManifest], None] | None = None,
     progress: Callable[[LayerProgress], None] | None = None,
     budget: Callable[[int], None] | None = None,
 ) -> PullResult:
-    """Pull `reference` (docker's grammar; `latest` when no tag) into `store`."""
+    """Pull `reference` (docker's grammar; `latest` when no tag) into `store`. `platform`
+    (None: linux/amd64) picks an index's entry and must match a single manifest's config,
+    except that a manifest named by its digest without a platform asked for is taken as
+    named (the person pinned it)."""
     ref = parse_reference(reference) if isinstance(reference, str) else reference
     ref = ref.with_default_tag()
     fetched = client.get_manifest(ref)
     document = parse_manifest(fetched.data, fetched.media_type)
     chosen = ""
     if isinstance(document, Index):
-        entry = select_manifest(document.manifests, platform)
+        entry = select_manifest(document.manifests, platform or DEFAULT_PLATFORM)
         chosen = str(entry.platform.normalized()) if entry.platform else ""
         log.info("pull %s: %s picked from the index (%s)", ref, entry.digest, chosen)
         fetched = client.get_manifest(replace(ref, tag=None, digest=entry.digest))
@@ -101,7 +104,7 @@ def pull_image(
         fetch_blob=fetch_blob,
         references=(stored_as,),
         manifest_digest=digest,
-        platform=platform,
+        platform=platform or (None if ref.digest is not None else DEFAULT_PLATFORM),
     )
     result = store.import_oci(
         source, make_manifest=manifest_for, admit=admit, progress=progress, budget=budget

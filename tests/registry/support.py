@@ -609,7 +609,7 @@ def push(
     """`skopeo copy oci:LAYOUT:TAG docker://HOST/TARGET` (TARGET is `repo:tag`); the
     manifest and blobs arrive byte for byte (no conversion is asked for)."""
     require_tools("skopeo")
-    command = ["skopeo", "--insecure-policy", "copy", "--quiet", "--preserve-digests"]
+    command = ["skopeo", "--insecure-policy", "copy", "--quiet", "--preserve-digests", "--all"]
     if registry.tls:
         ca = ca or registry.ca
         assert ca is not None, "a TLS registry needs its CA to push"

@@ -169,7 +169,7 @@ def test_errors_name_what_is_wrong(daemon: Daemon, registry: RegistryProcess) ->
     assert "v9" in message and "test/busybox" in message
     message = failed(kurmactl(daemon, "pull", f"{host}/test/nothing:v1"))
     assert "test/nothing" in message
-    assert "invalid reference format" in failed(kurmactl(daemon, "pull", "UPPER/case"))
+    assert "invalid reference format" in failed(kurmactl(daemon, "pull", f"{host}/test/UPPER"))
     listing = ok(kurmactl(daemon, "image", "ls", "-q"))
     assert all(line.startswith("sha512-") for line in listing.split())
 

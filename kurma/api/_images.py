@@ -20,11 +20,19 @@ from typing import TYPE_CHECKING
 
 import grpc
 
+from ..aci import build_aci
 from ..aci._ids import image_id_from_digest
 from ..aci._stream import SizeLimitExceeded, hash_stream
 from ..errors import ValidationError
 from ..oci import parse_platform
-from ..sources import PullResult, pull_image
+from ..sources import (
+    ACI,
+    PullResult,
+    archive_kind,
+    export_image,
+    import_archive,
+    pull_image,
+)
 from ..store import ImageRecord, ImageStore, LayerProgress
 from ..store._atomic import TEMP_PREFIX
 from ._caller import BindsCaller, CallerView
@@ -43,6 +51,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY = 1 << 20
+EXPORT_CHUNK = 1 << 20
 PROGRESS_INTERVAL = 0.2  # seconds between a pull's progress messages, at most
 
 
@@ -85,6 +94,9 @@ class ImagesServicer(BindsCaller, images_pb2_grpc.ImagesServicer):
                         reported = done
                         self.store.check_space()  # the upload stops short of a full disk
                         yield images_pb2.ImportProgress(bytes_done=done, bytes_total=total)
+            if archive_kind(tmp) != ACI:
+                yield from self._import_archive(view, tmp, done, total)
+                return
             result = self._import(view, tmp)
         finally:
             os.unlink(tmp)
@@ -100,6 +112,42 @@ class ImagesServicer(BindsCaller, images_pb2_grpc.ImagesServicer):
             bytes_total=total or done,
             image=image_to_proto(record, _manifest_text(record)),
             created=result.created,
+        )
+
+    def _import_archive(self, view: CallerView, path: str, done: int, total: int):
+        """Every image of a docker-archive or OCI layout tar, within the caller's quota
+        (counted as the layers are applied, as for a pull)."""
+        room = self.quotas.image_room(view) if self.quotas and view.subtree_of else None
+
+        def budget(new_bytes: int) -> None:
+            if room is not None and new_bytes > room.left:
+                raise room.exceeded()
+
+        imported = import_archive(
+            self.store,
+            path,
+            admit=functools.partial(self.policy.check_import, view),
+            budget=budget,
+        )
+        images = []
+        for result in imported.results:
+            record = result.record
+            if result.created:
+                if self.quotas is not None:
+                    self.quotas.imported(view, record.image_id, record.size)
+                self.events.image("image.imported", record.image_id, record.name)
+            log.info(
+                "image imported" if result.created else "image already stored",
+                extra=fields(image=record.image_id[:39], name=record.name, kind="oci"),
+            )
+            images.append(image_to_proto(record, _manifest_text(record)))
+        first = imported.results[0]
+        yield images_pb2.ImportProgress(
+            bytes_done=done,
+            bytes_total=total or done,
+            image=images[0],
+            created=first.created,
+            images=images,
         )
 
     def _upload_limit(self, view: CallerView) -> tuple[ImageRoom | None, int | None]:
@@ -245,13 +293,29 @@ class ImagesServicer(BindsCaller, images_pb2_grpc.ImagesServicer):
 
     @rpc
     def Export(self, request: images_pb2.ImageRef, context: grpc.ServicerContext):
-        self.store.get(_ref(request.ref))  # NOT_FOUND first, for an unknown image
-        raise unimplemented(
-            "export needs the original .aci, which the store does not keep (it keeps the "
-            "unpacked manifest and rootfs, and the image ID is the hash of the original "
-            "archive); keep the .aci you imported"
-        )
-        yield  # pragma: no cover
+        """An OCI image as an oci-archive (default) or docker-archive with the registry's
+        blobs and digests; an appc image as an .aci packed again from the store (the same
+        files and manifest; its ID differs from the imported archive's when that was packed
+        differently). Written to `tmp/` first, so a failure sends no partial archive."""
+        record = self.store.get(_ref(request.ref))
+        fmt = request.format or ("oci-archive" if record.oci is not None else "aci")
+        fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}export-", dir=self.store.layout.tmp)
+        os.close(fd)
+        try:
+            if fmt == "aci":
+                if record.oci is not None:
+                    raise ValidationError("format", "an OCI image exports as oci-archive or "
+                                          "docker-archive")  # fmt: skip
+                build_aci(record.rootfs, (record.path / "manifest").read_bytes(), tmp)
+            else:
+                os.unlink(tmp)  # the writers make it (by rename) when done
+                export_image(self.store, record, tmp, fmt)
+            with open(tmp, "rb") as f:
+                while chunk := f.read(EXPORT_CHUNK):
+                    yield images_pb2.ExportChunk(data=chunk)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
 
 
 class TrustServicer(images_pb2_grpc.TrustServicer):

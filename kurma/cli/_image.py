@@ -47,7 +47,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     validate.set_defaults(run=run_validate)
 
     for name, helptext, func, aliases in (
-        ("import", "import .aci files (into kurmad's store, or --state-dir's)", run_import, []),
+        (
+            "import",
+            "import .aci files, docker-archive or OCI layout tars (into kurmad's store, or "
+            "--state-dir's)",
+            run_import,
+            [],
+        ),
         ("ls", "list the images", run_list, ["list"]),
         ("inspect", "show an image's record and manifest", run_inspect, []),
         ("rm", "delete images", run_remove, []),
@@ -74,9 +80,16 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         _connect.add_flags(cmd)
         cmd.set_defaults(run=func)
 
-    export = sub.add_parser("export", help="write an image as an .aci (through kurmad)")
-    export.add_argument("ref", metavar="IMAGE", help="image ID, short ID or name")
+    export = sub.add_parser(
+        "export", help="write an image: OCI as oci-archive or docker-archive, appc as .aci"
+    )
+    export.add_argument("ref", metavar="IMAGE", help="image ID, short ID, name or reference")
     export.add_argument("-o", "--output", metavar="FILE", help="where to write (default: stdout)")
+    export.add_argument(
+        "--format",
+        choices=["oci-archive", "docker-archive", "aci"],
+        help="default: oci-archive for an OCI image, aci for an appc one",
+    )
     _connect.add_flags(export)
     export.set_defaults(run=run_export)
 
@@ -152,14 +165,21 @@ def _store(args: argparse.Namespace):
 def run_import(args: argparse.Namespace) -> int:
     if args.state_dir is None:
         return _daemon_import(args)
+    from kurma.sources import ACI, archive_kind, import_archive
+
     store = _store(args)
     for path in args.files:
-        result = store.import_image(sys.stdin.buffer if path == "-" else Path(path))
-        rec = result.record
-        note = "" if result.created else " (already present)"
-        print(f"{rec.image_id}  {rec.name}{note}")
-        for skipped in rec.skipped:
-            print(f"  skipped: {skipped}", file=sys.stderr)
+        if path != "-" and archive_kind(path) != ACI:
+            results = list(import_archive(store, path).results)
+        else:
+            results = [store.import_image(sys.stdin.buffer if path == "-" else Path(path))]
+        for result in results:
+            rec = result.record
+            note = "" if result.created else " (already present)"
+            shown = rec.oci.references[0] if rec.oci and rec.oci.references else rec.name
+            print(f"{rec.image_id}  {shown}{note}")
+            for skipped in rec.skipped:
+                print(f"  skipped: {skipped}", file=sys.stderr)
     return 0
 
 
@@ -222,10 +242,9 @@ def image_doc(image: Any, with_manifest: bool = False) -> dict[str, Any]:
         "size": image.size,
         "importedAt": image.imported_at.seconds + image.imported_at.nanos / 1e9,
         "skipped": list(image.skipped),
-        "kind": image.kind or "appc",
     }
     if image.kind == "oci":
-        doc.update(references=list(image.references), digest=image.digest,
+        doc.update(kind="oci", references=list(image.references), digest=image.digest,
                    configDigest=image.config_digest, platform=image.platform,
                    layers=list(image.layers))  # fmt: skip
     if with_manifest:
@@ -249,9 +268,10 @@ def _daemon_import(args: argparse.Namespace) -> int:
                 if isinstance(progress, Progress):
                     progress.finish()
             note = "" if imported.created else " (already present)"
-            print(f"{imported.image.id}  {imported.image.name}{note}")
-            for skipped in imported.image.skipped:
-                print(f"  skipped: {skipped}", file=sys.stderr)
+            for image in imported.images:
+                print(f"{image.id}  {_shown_reference(image)}{note}")
+                for skipped in image.skipped:
+                    print(f"  skipped: {skipped}", file=sys.stderr)
     return 0
 
 
@@ -301,23 +321,34 @@ def _daemon_remove(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    import contextlib
+
     from kurma.api.v1 import images_pb2_grpc
+    from kurma.atomic import open_atomic
     from kurma.client import images_pb2
 
     with _connect.session(args) as s:
         stub = images_pb2_grpc.ImagesStub(s.channel)
-        chunks = s.stream(stub.Export(images_pb2.ImageRef(ref=args.ref)))
+        request = images_pb2.ImageRef(ref=args.ref, format=args.format or "")
+        chunks = s.stream(stub.Export(request))
         first = next(chunks, None)  # the daemon's refusal comes before any file is made
-        out = open(args.output, "wb") if args.output else sys.stdout.buffer  # noqa: SIM115
-        try:
+        with contextlib.ExitStack() as stack:
+            # A file appears only whole: written to a temporary name, renamed at the end.
+            out = (
+                stack.enter_context(open_atomic(args.output))
+                if args.output
+                else (sys.stdout.buffer)
+            )
             if first is not None:
                 out.write(first.data)
             for chunk in chunks:
                 out.write(chunk.data)
-        finally:
-            if args.output:
-                out.close()
     return 0
+
+
+def _shown_reference(image: Any) -> str:
+    """An image as one name: an OCI image's first reference, an appc image's name."""
+    return image.references[0] if image.kind == "oci" and image.references else image.name
 
 
 def _shown_name(image: Any) -> str:

@@ -82,6 +82,7 @@ class Imported:
 
     image: images_pb2.Image
     created: bool
+    images: tuple[images_pb2.Image, ...] = ()  # an archive's images, all of them
 
 
 def app_spec(
@@ -334,7 +335,7 @@ class Client:
             raise from_rpc_error(e) from None
         if last is None or not last.HasField("image"):
             raise ClientError("the import ended without an image")
-        return Imported(last.image, last.created)
+        return Imported(last.image, last.created, tuple(last.images) or (last.image,))
 
     def list_images(self, name_prefix: str = "") -> list[images_pb2.Image]:
         request = images_pb2.ListImagesRequest(name_prefix=name_prefix)

@@ -402,11 +402,11 @@ def _parse_either(text: str) -> ImageRef:
     error); text neither grammar accepts gets the appc grammar's error."""
     try:
         return parse_image_ref(text)
-    except ValidationError:
+    except ValidationError as appc_error:
         if text.startswith("sha512-"):
             raise
         try:
             parse_reference(text)
         except OciError:
-            raise
+            raise appc_error from None
         raise ImageNotFound(f"no image {text} in the store") from None

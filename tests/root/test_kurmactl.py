@@ -373,7 +373,6 @@ def test_exec_and_run_it(daemon: Daemon) -> None:
         (["reboot"], "not running under kurma-init"),
         (["poweroff"], "not running under kurma-init"),
         (["host", "boot-log"], "boot_log_file is not set"),
-        (["image", "export", IMAGE_NAME, "-o", "/dev/null"], "does not keep"),
     ],
 )
 def test_unimplemented_answers_pass_through(daemon: Daemon, args: list[str], says: str) -> None:

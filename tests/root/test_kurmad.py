@@ -10,6 +10,7 @@ kills and removes the cgroup parent, unmounts and deletes the temporary director
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import secrets
@@ -19,6 +20,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 import time
@@ -331,7 +333,7 @@ def test_list_inspect_and_refs(kurma: Client, shared: tuple[Daemon, str]) -> Non
 
 
 def test_image_errors(kurma: Client, shared: tuple[Daemon, str]) -> None:
-    """Unknown image: NOT_FOUND; in use: FAILED_PRECONDITION; fetch/export/trust: later."""
+    """Unknown image: NOT_FOUND; in use: FAILED_PRECONDITION; a bad reference: INVALID_ARGUMENT."""
     _, image_id = shared
     with pytest.raises(NotFound, match=r"example\.com/nope"):
         kurma.inspect_image("example.com/nope")
@@ -353,10 +355,13 @@ def test_image_errors(kurma: Client, shared: tuple[Daemon, str]) -> None:
             list(images.Fetch(images_pb2.FetchRequest(name=f"127.0.0.1:{port}/x")))
         assert e.value.code() is grpc.StatusCode.UNAVAILABLE
         assert f"127.0.0.1:{port}" in e.value.details()
+        exported = b"".join(c.data for c in images.Export(images_pb2.ImageRef(ref=IMAGE_NAME)))
+        with tarfile.open(fileobj=io.BytesIO(exported)) as aci:  # packed again: an .aci
+            assert {"manifest", "rootfs/bin/busybox"} <= set(aci.getnames())
         with pytest.raises(grpc.RpcError) as e:
-            list(images.Export(images_pb2.ImageRef(ref=IMAGE_NAME)))
-        assert e.value.code() is grpc.StatusCode.UNIMPLEMENTED
-        assert "does not keep" in e.value.details()
+            list(images.Export(images_pb2.ImageRef(ref=IMAGE_NAME, format="docker-archive")))
+        assert e.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert "appc image" in e.value.details()
         trust = images_pb2_grpc.TrustStub(channel)
         with pytest.raises(grpc.RpcError) as e:
             trust.List(images_pb2.ListKeysRequest())

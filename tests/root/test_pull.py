@@ -9,9 +9,12 @@ kurmad.yml `registries.certs_dir` trusts the CA. What a person checks: the pull'
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
+import subprocess
 import tarfile
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -89,8 +92,6 @@ def publish_index(images: dict[str, OciImage], registry: RegistryProcess, target
         ],
     }  # fmt: skip
     data = json.dumps(index).encode()
-    import hashlib
-
     digest = hashlib.sha256(data).hexdigest()
     (layout / "blobs/sha256" / digest).write_bytes(data)
     entry = {"mediaType": "application/vnd.oci.image.index.v1+json",
@@ -195,3 +196,41 @@ def test_basic_auth_through_login(daemon: Daemon, work: Path, ca: CA, base_tar: 
         assert out.split()[1] == ref
         ok(kurmactl(daemon, "logout", reg.host, "--authfile", authfile))
         assert reg.host not in authfile.read_text()
+
+
+def podman(root: Path, runroot: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Debian's podman with a store of its own under the test's directory (vfs: no mounts)."""
+    return subprocess.run(
+        ["podman", "--root", str(root), "--runroot", str(runroot), "--storage-driver", "vfs",
+         *args], capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+
+
+def test_export_podman_save_import_and_run(daemon: Daemon, registry: RegistryProcess,
+                                           tmp_path: Path) -> None:  # fmt: skip
+    """Our docker-archive loads into podman; what `podman save` writes imports back as the
+    same image (its ID is its config's) and runs; our oci-archive is what skopeo reads."""
+    require_tools("podman")
+    ref = f"{registry.host}/test/busybox:v1"
+    image_id = ok(kurmactl(daemon, "pull", ref, "-q")).strip()
+    ours, saved, oci = tmp_path / "ours.tar", tmp_path / "saved.tar", tmp_path / "oci.tar"
+    ok(kurmactl(daemon, "image", "export", ref, "--format", "docker-archive", "-o", ours))
+    runroot = Path(tempfile.mkdtemp(prefix="kurma-podman-"))  # a short path: podman's limit
+    try:
+        loaded = podman(tmp_path / "proot", runroot, "load", "-i", str(ours))
+        assert loaded.returncode == 0, loaded.stderr
+        result = podman(tmp_path / "proot", runroot, "save", "--format", "docker-archive",
+                        "-o", str(saved), ref)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+    finally:
+        podman(tmp_path / "proot", runroot, "rmi", "-a", "-f")
+        shutil.rmtree(runroot, ignore_errors=True)
+    ok(kurmactl(daemon, "image", "export", ref, "-o", oci))
+    inspected = subprocess.run(["skopeo", "inspect", f"oci-archive:{oci}"],
+                               capture_output=True, text=True, check=True).stdout  # fmt: skip
+    pulled = json.loads(ok(kurmactl(daemon, "image", "inspect", ref)))
+    assert json.loads(inspected)["Digest"] == pulled["digest"]  # the registry's bytes
+    ok(kurmactl(daemon, "image", "rm", ref))
+    out = ok(kurmactl(daemon, "image", "import", saved))
+    assert out.split()[:2] == [image_id, ref]
+    assert ok(kurmactl(daemon, "run", "--rm", ref)).strip() == "hello from /tmp as 0"

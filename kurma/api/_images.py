@@ -25,6 +25,7 @@ from ..aci._ids import image_id_from_digest
 from ..aci._stream import SizeLimitExceeded, hash_stream
 from ..errors import ValidationError
 from ..oci import parse_platform
+from ..runtime import NotPermitted
 from ..sources import (
     ACI,
     PullResult,
@@ -39,7 +40,7 @@ from ._caller import BindsCaller, CallerView
 from ._convert import image_to_proto
 from ._events import EventHub
 from ._logfmt import fields
-from ._policy import Policy
+from ._policy import TABLE, Policy, kind_of
 from ._status import ApiError, Code, rpc, unimplemented
 from .v1 import images_pb2, images_pb2_grpc
 
@@ -128,6 +129,7 @@ class ImagesServicer(BindsCaller, images_pb2_grpc.ImagesServicer):
             path,
             admit=functools.partial(self.policy.check_import, view),
             budget=budget,
+            check_references=functools.partial(self._check_references, view),
         )
         images = []
         for result in imported.results:
@@ -149,6 +151,21 @@ class ImagesServicer(BindsCaller, images_pb2_grpc.ImagesServicer):
             created=first.created,
             images=images,
         )
+
+    def _check_references(self, view: CallerView, references: tuple[str, ...]) -> None:
+        """An archive's content is whatever its maker wrote: below the host, it may name
+        only references that no image holds yet or that the caller's own tree imported, so
+        a tenant cannot make the host's `alpine:latest` run its files (NotPermitted)."""
+        if self.quotas is None or TABLE[kind_of(view)].system_images:
+            return
+        for reference in references:
+            holder = self.store.find_oci(reference)
+            if holder is not None and not self.quotas.own_import(view, holder.image_id):
+                raise NotPermitted(
+                    f"reference {reference} names image {holder.image_id[:19]}, which "
+                    f"{view.name} did not import: an archive may not take it over (import it "
+                    "under another name, or pull it from its registry)"
+                )
 
     def _upload_limit(self, view: CallerView) -> tuple[ImageRoom | None, int | None]:
         """The tightest imageBytes room of `view`'s subtree and the most bytes an upload of

@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..aci import ApiAccessIsolator, ApiScope, PodManifest, SubtreeQuota, parse_pod_manifest
+from ..errors import ImageNotFound
 from ..runtime import NotPermitted, PodNotFound, PodRecord, Runtime, check_quota_within
 from ..store._atomic import write_atomic
 from ._caller import CallerView
@@ -139,12 +140,17 @@ class Quotas:
         return Usage(len(below), image_bytes, sum(self._log_bytes(r) for r in below))
 
     def _image_bytes(self, uuid: str) -> int:
+        """The bytes of the images the subtree imported, a layer that several of its OCI
+        images share counted once (`ImageStore.usage_units`)."""
         store = self.runtime.store
-        return sum(
-            i.size
-            for i in self._imports.values()
-            if uuid in i.chain and store.layout.image_dir(i.image_id).exists()
-        )
+        units: dict[str, int] = {}
+        for i in self._imports.values():
+            if uuid in i.chain and store.layout.image_dir(i.image_id).exists():
+                try:
+                    units.update(store.usage_units(i.image_id))
+                except ImageNotFound:  # deleted meanwhile
+                    continue
+        return sum(units.values())
 
     def _log_bytes(self, record: PodRecord) -> int:
         total = 0
@@ -296,6 +302,14 @@ class Quotas:
             return record is None or not chain.isdisjoint(record.chain)
 
         return visible
+
+    def own_import(self, view: CallerView, image_id: str) -> bool:
+        """Whether `view`'s tree (or certificate) imported the image (never for the host's
+        images: a tenant may not take over what others rely on)."""
+        with self._lock:
+            chain = set(self._importer(view))
+            record = self._imports.get(image_id)
+        return record is not None and not chain.isdisjoint(record.chain)
 
     def check_delete(self, view: CallerView, image_id: str, name: str) -> None:
         """NotPermitted unless the caller is the host or its subtree imported the image."""

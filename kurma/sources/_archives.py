@@ -77,20 +77,25 @@ def import_archive(
     admit: Callable[[ImageManifest], None] | None = None,
     progress: Callable[[LayerProgress], None] | None = None,
     budget: Callable[[int], None] | None = None,
+    check_references: Callable[[tuple[str, ...]], None] | None = None,
 ) -> ArchiveImport:
     """Import every image of a docker-archive or OCI layout at `path` into `store`.
-    Images already stored only gain the archive's references."""
+    Images already stored only gain the archive's references. `check_references` may
+    refuse (raise) an image's references before anything of it is stored."""
     results: list[ImportResult] = []
     with open_archive(path) as archive:
         images = archive.images(platform) if platform is not None else archive.images()
         if not images:
             raise ValidationError("archive", f"{path} holds no image")
         for image in images:
+            references = tuple(str(r.with_default_tag()) for r in image.references)
+            if check_references is not None:
+                check_references(references)
             source = OciImport(
                 manifest_bytes=image.manifest_bytes,
                 manifest_media_type=image.manifest_media_type,
                 fetch_blob=_blob_copier(image),
-                references=tuple(str(r.with_default_tag()) for r in image.references),
+                references=references,
                 manifest_digest=image.manifest_digest,
             )
             results.append(

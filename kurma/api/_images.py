@@ -326,7 +326,7 @@ class ImagesServicer(BindsCaller, images_pb2_grpc.ImagesServicer):
                 build_aci(record.rootfs, (record.path / "manifest").read_bytes(), tmp)
             else:
                 os.unlink(tmp)  # the writers make it (by rename) when done
-                export_image(self.store, record, tmp, fmt)
+                export_image(self.store, record, tmp, fmt, asked_as=request.ref)
             with open(tmp, "rb") as f:
                 while chunk := f.read(EXPORT_CHUNK):
                     yield images_pb2.ExportChunk(data=chunk)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from kurma.aci._compression import open_decompressed
-from kurma.errors import ValidationError
+from kurma.errors import OciError, ValidationError
 from kurma.oci import (
     ArchiveImage,
     Descriptor,
@@ -124,8 +124,11 @@ def _blob_copier(image: ArchiveImage):
 # --- export ----------------------------------------------------------------------------------
 
 
-def stored_archive_image(store: ImageStore, record: ImageRecord) -> ArchiveImage:
-    """A stored OCI image as the archive writers take it: its blobs from the store."""
+def stored_archive_image(
+    store: ImageStore, record: ImageRecord, references: tuple[str, ...] | None = None
+) -> ArchiveImage:
+    """A stored OCI image as the archive writers take it: its blobs from the store, named
+    by `references` (None: all the image's tags)."""
     if record.oci is None:
         raise ValidationError(
             "format", f"{record.name} is an appc image: only OCI images export as archives"
@@ -138,16 +141,30 @@ def stored_archive_image(store: ImageStore, record: ImageRecord) -> ArchiveImage
 
     manifest_bytes = (blobs / "/".join(record.oci.manifest_digest.split(":", 1))).read_bytes()
     config_bytes = (blobs / "/".join(record.oci.config_digest.split(":", 1))).read_bytes()
-    references = [parse_reference(r) for r in record.oci.references if "@" not in r]
+    names = record.oci.references if references is None else references
+    references = [parse_reference(r) for r in names if "@" not in r]
     return ArchiveImage.build(manifest_bytes, config_bytes, opener, references=references)
 
 
 def export_image(
-    store: ImageStore, record: ImageRecord, dest: str | os.PathLike[str] | BinaryIO, fmt: str
+    store: ImageStore,
+    record: ImageRecord,
+    dest: str | os.PathLike[str] | BinaryIO,
+    fmt: str,
+    asked_as: str | None = None,
 ) -> None:
     """Write `record` as `fmt` (oci-archive, docker-archive: a tar file or stream; oci-dir:
-    a new directory) to `dest`."""
-    image = stored_archive_image(store, record)
+    a new directory) to `dest`. Asked for by one of its references (`asked_as`), only that
+    one names it in the archive, as `docker save NAME:TAG` does; by ID, all its tags."""
+    only = None
+    if asked_as is not None and record.oci is not None:
+        try:
+            wanted = str(parse_reference(asked_as).with_default_tag())
+        except OciError:
+            wanted = ""
+        if wanted in record.oci.references:
+            only = (wanted,)
+    image = stored_archive_image(store, record, only)
     if fmt == "oci-archive":
         write_oci_layout(dest, [image])
     elif fmt == "oci-dir":

@@ -21,7 +21,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,23 +46,36 @@ SLEEPER = run_spec(app_spec("example.com/bench-busybox"))
 
 class Kurmad:
     """A kurmad on scratch directories (pods under /run, as by default, or under
-    `pods_parent`: peers.state_tmpfs)."""
+    `pods_parent`: peers.state_tmpfs; its state dir and socket under `work_parent`, default
+    /tmp), in cgroup `cgroup_parent`, with more daemon flags in `extra`."""
 
-    def __init__(self, pods_parent: Path | None = None) -> None:
-        self.work = Path(tempfile.mkdtemp(prefix="kurma-api-", dir="/tmp"))
+    def __init__(
+        self,
+        pods_parent: Path | None = None,
+        *,
+        work_parent: Path | None = None,
+        cgroup_parent: str = "kurma-bench-api",
+        extra: Sequence[str] = (),
+    ) -> None:
+        self.work = Path(tempfile.mkdtemp(prefix="kurma-api-", dir=work_parent or "/tmp"))
         self.pods = Path(tempfile.mkdtemp(prefix="kurma-api-pods-", dir=pods_parent or "/run"))
         self.socket = self.work / "kurmad.sock"
+        self.state = self.work / "state"
+        self.cgroup_parent = cgroup_parent
         argv = [
             sys.executable, "-m", "kurma.api.daemon", "--config", "/dev/null",
-            "--socket", str(self.socket), "--state-dir", str(self.work / "state"),
-            "--pods-dir", str(self.pods), "--cgroup-parent", "kurma-bench-api",
-            "--stop-grace", "1", "--workers", "64",
+            "--socket", str(self.socket), "--state-dir", str(self.state),
+            "--pods-dir", str(self.pods), "--cgroup-parent", cgroup_parent,
+            "--stop-grace", "1", "--workers", "64", *extra,
         ]  # fmt: skip
         self.log = open(self.work / "kurmad.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
         deadline = time.monotonic() + 30
         while not self.socket.exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.proc.kill()
+                self.proc.wait()
+                self.log.close()
                 raise RuntimeError((self.work / "kurmad.log").read_text()[-3000:])
             time.sleep(0.05)
 
@@ -70,15 +83,26 @@ class Kurmad:
         return Client.connect(str(self.socket), timeout=60)
 
     def close(self) -> None:
-        with self.client() as c:
-            for pod in c.list_pods():
-                c.destroy(pod.uuid, grace=1)
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(30)
-        self.log.close()
-        CgroupSystem.detect().open("kurma-bench-api").remove()
-        shutil.rmtree(self.work, ignore_errors=True)
-        shutil.rmtree(self.pods, ignore_errors=True)
+        try:
+            if self.proc.poll() is None:
+                with self.client() as c:
+                    for pod in c.list_pods():
+                        c.destroy(pod.uuid, grace=1)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+            self.log.close()
+            parent = CgroupSystem.detect().open(self.cgroup_parent)
+            if parent.exists():
+                parent.kill_all()
+                parent.remove()
+            shutil.rmtree(self.work, ignore_errors=True)
+            shutil.rmtree(self.pods, ignore_errors=True)
 
 
 def timed(calls: int, fn: Callable[[], object]) -> list[float]:

@@ -40,7 +40,7 @@ import peers
 from api import Kurmad
 
 from kurma.aci import build_aci, parse_pod_manifest
-from kurma.client import app_spec, run_spec
+from kurma.client import Client, app_spec, pods_pb2, run_spec
 from kurma.runtime._runtime import Runtime, RuntimeConfig
 
 IMAGE = {
@@ -112,14 +112,20 @@ class ApiSide:
         self.spec = run_spec(app_spec(IMAGE["name"], exec=["/bin/true"]))
 
     def run_true(self) -> float:
-        start = time.perf_counter()
-        pod = self.client.create_pod(spec=self.spec, start=True)
-        done = self.client.wait(pod.uuid, timeout=peers.DEADLINE)
-        elapsed = time.perf_counter() - start
-        if done.apps[0].exit_code != 0:
-            raise RuntimeError(f"kurma-api pod exited {done.apps[0].exit_code}")
-        self.client.destroy(pod.uuid)
-        return elapsed
+        return api_start(self.client, self.spec)
+
+
+def api_start(client: Client, spec: pods_pb2.RunSpec) -> float:
+    """One timed pod start through the API: Create(start=True) until Wait returns the pod's
+    end (its app must exit 0); then the pod is destroyed, untimed."""
+    start = time.perf_counter()
+    pod = client.create_pod(spec=spec, start=True)
+    done = client.wait(pod.uuid, timeout=peers.DEADLINE)
+    elapsed = time.perf_counter() - start
+    if done.apps[0].exit_code != 0:
+        raise RuntimeError(f"kurma-api pod exited {done.apps[0].exit_code}")
+    client.destroy(pod.uuid)
+    return elapsed
 
 
 def pss_kib(pid: int) -> int:

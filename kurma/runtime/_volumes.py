@@ -101,8 +101,9 @@ def plan_volumes(
     pod: PodManifest, app: RuntimeApp, image_app: App | None, volumes_dir: str
 ) -> tuple[VolumeBind, ...]:
     """The binds of one app, parents before children; empty volumes live in `volumes_dir`.
+    A mount point no mount satisfies gets an implicit empty volume of the app's own.
 
-    Raises ValidationError naming the app and the mount point (or mount) that cannot be met.
+    Raises ValidationError naming the app and the mount that cannot be met.
     """
     effective = app.app or image_app
     mount_points: Sequence[MountPoint] = effective.mount_points if effective else ()
@@ -126,11 +127,11 @@ def plan_volumes(
         binds.append(_bind(volume, target, default_ro, volumes_dir, app_owned))
     for point in mount_points:
         if point.name not in satisfied:
-            raise ValidationError(
-                f"app {app.name!r} mountPoints {point.name!r}",
-                f"no mount of the pod satisfies it (path {point.path!r}): add a mount with "
-                f"that path or with volume {point.name!r}",
-            )
+            # As rkt does (and docker for an image's VOLUME): a mount point the pod leaves
+            # alone gets an empty volume of its own, private to this app.
+            implicit = Volume(point.name, VolumeKind.EMPTY)
+            target = posixpath.normpath(point.path)
+            binds.append(_bind(implicit, target, point.read_only, volumes_dir, app.name))
     return tuple(sorted(binds, key=lambda b: b.target.rstrip("/").count("/")))
 
 

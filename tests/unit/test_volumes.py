@@ -95,13 +95,14 @@ def test_mount_point_is_satisfied_by_path_or_by_name() -> None:
     assert plan(by_name, app)[0].target == "/elsewhere"
 
 
-def test_unsatisfied_mount_point_is_an_error_naming_it() -> None:
-    """A mount point no mount satisfies fails, naming the app and the mount point."""
-    app = image_app(MountPoint("database", "/db"))
-    with pytest.raises(ValidationError) as info:
-        plan(pod([], [{"name": "database", "kind": "empty"}]), app)
-    assert "'web'" in str(info.value) and "'database'" in str(info.value)
-    assert "/db" in str(info.value)
+def test_unsatisfied_mount_point_gets_an_empty_volume_of_the_apps_own() -> None:
+    """A mount point no mount satisfies (an OCI image's VOLUME) gets an empty volume, as
+    rkt and docker give one: private to the app, its mount point's readOnly kept."""
+    app = image_app(MountPoint("database", "/db/"), MountPoint("cache", "/cache", read_only=True))
+    cache, db = sorted(plan(pod([], [{"name": "database", "kind": "empty"}]), app),
+                       key=lambda b: b.target)  # fmt: skip
+    assert (cache.target, cache.kind, cache.read_only) == ("/cache", VolumeKind.EMPTY, True)
+    assert (db.target, db.source, db.read_only) == ("/db", "/pods/p1/volumes/web~database", False)
 
 
 def test_runtime_app_override_replaces_the_images_mount_points() -> None:

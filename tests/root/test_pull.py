@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import stat
 import subprocess
 import tarfile
 import tempfile
@@ -22,6 +24,9 @@ from types import SimpleNamespace
 import pytest
 
 from kurma.aci import Compression
+from kurma.registry import RegistryClient, RegistrySettings
+from kurma.sources import pull_image
+from kurma.store import ImageStore
 from tests.archives import TarBuilder
 from tests.oci_images import OciImage, build_image
 from tests.registry.support import CA, RegistryProcess, push, require_tools, write_htpasswd
@@ -234,3 +239,87 @@ def test_export_podman_save_import_and_run(daemon: Daemon, registry: RegistryPro
     out = ok(kurmactl(daemon, "image", "import", saved))
     assert out.split()[:2] == [image_id, ref]
     assert ok(kurmactl(daemon, "run", "--rm", ref)).strip() == "hello from /tmp as 0"
+
+
+# --- the differential: Kurma's tree of a pulled image against umoci's -------------------------
+
+
+def feature_layers(kind: Compression) -> list[tuple[TarBuilder, Compression]]:
+    """Several layers with whiteouts, an opaque directory, hardlinks (within a layer and to
+    a lower one), symlinks, set-id bits, owners and xattrs; the upper two in `kind`."""
+    return [
+        (TarBuilder().dir("./").dir("etc").file("etc/keep", b"keep").file("etc/gone", b"g")
+         .dir("a").dir("a/b").file("a/b/old", b"old").file("a/top", b"t")
+         .dir("sbin").file("sbin/su", b"su", mode=0o4755).file("sbin/wall", b"w", mode=0o2755,
+                                                              gid=5)
+         .file("owned", b"o", mode=0o600, uid=1000, gid=1000)
+         .file("x", b"x", xattrs={"user.a": b"1", "trusted.b": b"2"})
+         .dir("xd", xattrs={"user.a": b"1"}).symlink("abs", "/etc/keep")
+         .symlink("rel", "etc/keep").hardlink("etc/keep-link", "etc/keep")
+         .dir("usr").dir("usr/lib").file("usr/lib/libx", b"x"), Compression.GZIP),
+        (TarBuilder().file("etc/.wh.gone").dir("a").file("a/.wh..wh..opq").dir("a/n")
+         .file("a/n/new", b"n", mode=0o600, uid=7, gid=8).hardlink("etc/keep2", "etc/keep")
+         .symlink("usr/lib", "../lib").dir("lib").file("lib/libx", b"x2")
+         .file("opt", b"file"), kind),
+        (TarBuilder().file(".wh.x").dir("tmp", mode=0o1777).file("a/.wh.n")
+         .dir("sbin", mode=0o750, uid=3, gid=4).dir("xd", xattrs={"user.b": b"3"})
+         .file("etc/keep", b"replaced"), kind),
+    ]  # fmt: skip
+
+
+def tree_facts(root: Path) -> dict[str, tuple[object, ...]]:
+    """`facts` with hard links compared as groups of paths inside the tree: Kurma's layer
+    trees share inodes with the layers below (so their link counts are higher), what
+    matters is which paths of this tree are one file."""
+    from tests.root.test_oci_layers import facts
+
+    found = facts(root)
+    groups: dict[int, list[str]] = {}
+    for rel in found:
+        st = os.lstat(root / rel)
+        if stat.S_ISREG(st.st_mode):
+            groups.setdefault(st.st_ino, []).append(rel)
+    out = {}
+    for rel, fact in found.items():
+        st = os.lstat(root / rel)
+        group = tuple(sorted(groups[st.st_ino])) if stat.S_ISREG(st.st_mode) else None
+        out[rel] = (*fact[:-1], group)
+    return out
+
+
+@pytest.fixture(scope="module")
+def client(work: Path, ca: CA, registry: RegistryProcess) -> Iterator[RegistryClient]:
+    settings = RegistrySettings(certs_dir=str(ca.certs_dir(work / "certs.d", registry.host)))
+    with RegistryClient(settings) as registry_client:
+        yield registry_client
+
+
+def test_pulled_tree_equals_umocis(work: Path, registry: RegistryProcess,
+                                   client: RegistryClient, tmp_path: Path) -> None:  # fmt: skip
+    """For the gzip image (Debian's umoci 0.4.7 refuses zstd layers): the tree Kurma
+    renders equals what `skopeo copy` + `umoci unpack` give; the zstd variant of the same
+    content gives the same tree again."""
+    require_tools("umoci")
+    for kind in (Compression.GZIP, Compression.ZSTD):
+        name = f"test/features-{kind.name.lower()}:v1"
+        publish(build_image(feature_layers(kind), run={"Cmd": ["/x"]}), registry, name, work)  # type: ignore[arg-type]
+    store = ImageStore(tmp_path / "state")
+    trees = {}
+    for kind in ("gzip", "zstd"):
+        pulled = pull_image(store, client, f"{registry.host}/test/features-{kind}:v1")
+        trees[kind] = tree_facts(pulled.import_result.record.rootfs)
+    layout, bundle = tmp_path / "layout", tmp_path / "bundle"
+    certs = work / "certs.d" / registry.host
+    subprocess.run(["skopeo", "--insecure-policy", "copy", "--quiet", "--src-cert-dir",
+                    str(certs), f"docker://{registry.host}/test/features-gzip:v1",
+                    f"oci:{layout}:t"], check=True, capture_output=True)  # fmt: skip
+    subprocess.run(["umoci", "unpack", "--image", f"{layout}:t", str(bundle)],
+                   check=True, capture_output=True)  # fmt: skip
+    try:
+        theirs = tree_facts(bundle / "rootfs")
+    finally:
+        shutil.rmtree(bundle)
+    assert trees["gzip"] == theirs
+    assert trees["zstd"] == theirs
+    assert {"etc/keep2", "sbin/su", "a", "rel"} <= set(theirs)  # not vacuous
+    assert "etc/gone" not in theirs and "a/b" not in theirs and "x" not in theirs

@@ -53,9 +53,15 @@ def snapshot(root: Path) -> dict[str, tuple]:
                     sorted((k, os.getxattr(p, k)) for k in os.listxattr(p) if k.startswith("user."))
                 )
             out[str(p.relative_to(root))] = (
-                stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid,
-                st.st_mtime_ns, st.st_ino, xattrs, content,
-            )  # fmt: skip
+                stat.S_IFMT(st.st_mode),
+                stat.S_IMODE(st.st_mode),
+                st.st_uid,
+                st.st_gid,
+                st.st_mtime_ns,
+                st.st_ino,
+                xattrs,
+                content,
+            )
     return out
 
 
@@ -69,44 +75,58 @@ def store_snapshot(store: ImageStore) -> dict[str, dict[str, tuple]]:
 
 def shared_base() -> TarBuilder:
     """The lower layer images A and B share: files with two names, setuid, owners, xattrs."""
-    return (TarBuilder().dir("./", mode=0o755)
-            .dir("etc", mode=0o755, xattrs={"user.lower": b"1"})
-            .file("etc/os", b"base", mode=0o644, uid=7, gid=8, xattrs={"user.f": b"x"})
-            .hardlink("etc/hl", "etc/os")
-            .file("etc/other", b"other", mode=0o600)
-            .dir("bin").file("bin/tool", b"t", mode=0o4755)
-            .dir("d", mode=0o750, uid=5).file("d/inner", b"inner")
-            .symlink("s", "etc/os"))  # fmt: skip
+    return (
+        TarBuilder()
+        .dir("./", mode=0o755)
+        .dir("etc", mode=0o755, xattrs={"user.lower": b"1"})
+        .file("etc/os", b"base", mode=0o644, uid=7, gid=8, xattrs={"user.f": b"x"})
+        .hardlink("etc/hl", "etc/os")
+        .file("etc/other", b"other", mode=0o600)
+        .dir("bin")
+        .file("bin/tool", b"t", mode=0o4755)
+        .dir("d", mode=0o750, uid=5)
+        .file("d/inner", b"inner")
+        .symlink("s", "etc/os")
+    )
 
 
 # Each top layer is one attempt to write through an inode (or attributes) of the shared tree.
 HOSTILE_TOPS: dict[str, TarBuilder] = {
-    "file over a shared file": TarBuilder().file("etc/os", b"EVIL", mode=0o777, uid=1, gid=1,
-                                                 xattrs={"user.f": b"EVIL"}),  # fmt: skip
+    "file over a shared file": TarBuilder().file(
+        "etc/os", b"EVIL", mode=0o777, uid=1, gid=1, xattrs={"user.f": b"EVIL"}
+    ),
     "file over a file's second name": TarBuilder().file("etc/hl", b"EVIL", mode=0o777),
     "symlink over a shared file": TarBuilder().symlink("etc/os", "/etc/shadow"),
     "directory over a shared file": TarBuilder().dir("etc/os", mode=0o777),
     "hardlink to a shared file, then a file by that name": (
-        TarBuilder().hardlink("etc/new", "etc/os").file("etc/new", b"EVIL")),
+        TarBuilder().hardlink("etc/new", "etc/os").file("etc/new", b"EVIL")
+    ),
     "hardlink to a shared file, then a file over the target": (
-        TarBuilder().hardlink("etc/new", "etc/os").file("etc/os", b"EVIL")),
+        TarBuilder().hardlink("etc/new", "etc/os").file("etc/os", b"EVIL")
+    ),
     "shared name hardlinked to a new file": (
-        TarBuilder().file("etc/mine", b"EVIL", mode=0o777).hardlink("etc/os", "etc/mine")),
+        TarBuilder().file("etc/mine", b"EVIL", mode=0o777).hardlink("etc/os", "etc/mine")
+    ),
     "hardlink of a shared file to itself, then a file": (
-        TarBuilder().hardlink("etc/os", "etc/os").file("etc/os", b"EVIL")),
+        TarBuilder().hardlink("etc/os", "etc/os").file("etc/os", b"EVIL")
+    ),
     "hardlink over a hardlink pair": TarBuilder().hardlink("etc/hl", "etc/other"),
     "directory attributes and xattrs over a lower directory": TarBuilder().dir(
-        "etc", mode=0o700, uid=1, gid=1, xattrs={"user.upper": b"2"}),
-    "root entry attributes": TarBuilder().dir("./", mode=0o700, uid=1, gid=1,
-                                              xattrs={"user.root": b"r"}),  # fmt: skip
+        "etc", mode=0o700, uid=1, gid=1, xattrs={"user.upper": b"2"}
+    ),
+    "root entry attributes": TarBuilder().dir(
+        "./", mode=0o700, uid=1, gid=1, xattrs={"user.root": b"r"}
+    ),
     "opaque directory over the lower one": (
-        TarBuilder().dir("etc").file("etc/.wh..wh..opq").file("etc/os", b"EVIL")),
+        TarBuilder().dir("etc").file("etc/.wh..wh..opq").file("etc/os", b"EVIL")
+    ),
     "whiteout, then a file again": TarBuilder().file("etc/.wh.os").file("etc/os", b"EVIL"),
     "whiteout of a whole lower directory": TarBuilder().file(".wh.d").file("d", b"EVIL"),
     "file over a lower directory": TarBuilder().file("d", b"EVIL"),
     "file through the lower symlink": TarBuilder().file("s", b"EVIL"),
     "directory mode on a lower directory, file inside": (
-        TarBuilder().dir("d", mode=0o777, uid=0).file("d/inner", b"EVIL", mode=0o6777)),
+        TarBuilder().dir("d", mode=0o777, uid=0).file("d/inner", b"EVIL", mode=0o6777)
+    ),
 }
 
 
@@ -118,13 +138,21 @@ def test_a_layer_never_writes_through_a_shared_lower_tree(store: ImageStore, att
     xattrs, whiteouts and opaque markers), every tree already in `layers/` is afterwards
     the same byte for byte, mode for mode, inode for inode; B's layer applies or is
     refused, never half."""
-    a = pull(store, build_image(
-        [(shared_base(), Compression.GZIP), (TarBuilder().file("a-only", b"a"),
-                                             Compression.NONE)]), "example.com/a:1")  # fmt: skip
+    a = pull(
+        store,
+        build_image(
+            [
+                (shared_base(), Compression.GZIP),
+                (TarBuilder().file("a-only", b"a"), Compression.NONE),
+            ]
+        ),
+        "example.com/a:1",
+    )
     before = store_snapshot(store)
     assert (a.record.rootfs / "etc/os").read_bytes() == b"base"
-    b_img = build_image([(shared_base(), Compression.GZIP),
-                         (HOSTILE_TOPS[attack], Compression.NONE)])  # fmt: skip
+    b_img = build_image(
+        [(shared_base(), Compression.GZIP), (HOSTILE_TOPS[attack], Compression.NONE)]
+    )
     try:
         b = pull(store, b_img, "example.com/b:1").record
     except KurmaError:
@@ -141,17 +169,25 @@ def test_a_layer_never_writes_through_a_shared_lower_tree(store: ImageStore, att
 
 
 def _manifest(config: bytes, layers: list[dict]) -> bytes:
-    return json.dumps({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": OCI_CONFIG, "digest": sha256(config), "size": len(config)},
-        "layers": layers,
-    }).encode()  # fmt: skip
+    return json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": sha256(config), "size": len(config)},
+            "layers": layers,
+        }
+    ).encode()
 
 
 def _config(diff_ids: list[str]) -> bytes:
-    return json.dumps({"architecture": "amd64", "os": "linux",
-                       "config": {"Entrypoint": ["/bin/x"]},
-                       "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()  # fmt: skip
+    return json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"Entrypoint": ["/bin/x"]},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        }
+    ).encode()
 
 
 def assert_store_empty(store: ImageStore) -> None:
@@ -170,12 +206,17 @@ def test_a_blob_larger_than_its_descriptor_stops_at_the_size(
     fails with DigestMismatch or ValidationError, and leaves nothing in the store."""
     huge = TarBuilder().file("big", b"\0" * (32 << 20)).data()
     config = _config([sha256(huge)])
-    layer = {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha256(huge),
-             "size": 1024}  # fmt: skip
+    layer = {
+        "mediaType": "application/vnd.oci.image.layer.v1.tar",
+        "digest": sha256(huge),
+        "size": 1024,
+    }
     manifest = _manifest(config, [layer])
-    img = OciImage(manifest=manifest, config=config,
-                   blobs={sha256(huge): huge, sha256(config): config,
-                          sha256(manifest): manifest})  # fmt: skip
+    img = OciImage(
+        manifest=manifest,
+        config=config,
+        blobs={sha256(huge): huge, sha256(config): config, sha256(manifest): manifest},
+    )
     layout = img.write_layout(tmp_path / "layout", REF)
     seen: list[int] = []
     with pytest.raises((DigestMismatch, ValidationError, ArchiveError)):
@@ -201,14 +242,17 @@ def test_diff_ids_that_do_not_match_the_layers_store_nothing(store: ImageStore) 
 def test_a_layer_whose_media_type_contradicts_its_bytes_is_refused(store: ImageStore) -> None:
     """Contract: a manifest calling a gzip layer a plain tar (and a plain tar zstd) is
     refused with ArchiveError naming both, and nothing stays."""
-    for kind, claimed in ((Compression.GZIP, "application/vnd.oci.image.layer.v1.tar"),
-                          (Compression.NONE, "application/vnd.oci.image.layer.v1.tar+zstd")):
+    for kind, claimed in (
+        (Compression.GZIP, "application/vnd.oci.image.layer.v1.tar"),
+        (Compression.NONE, "application/vnd.oci.image.layer.v1.tar+zstd"),
+    ):
         good = build_image([(TarBuilder().file("x", b"1"), kind)])
         doc = json.loads(good.manifest)
         doc["layers"][0]["mediaType"] = claimed
         manifest = json.dumps(doc).encode()
-        img = OciImage(manifest=manifest, config=good.config,
-                       blobs={**good.blobs, sha256(manifest): manifest})  # fmt: skip
+        img = OciImage(
+            manifest=manifest, config=good.config, blobs={**good.blobs, sha256(manifest): manifest}
+        )
         with pytest.raises(ArchiveError, match="media type"):
             pull(store, img)
         assert_store_empty(store)
@@ -217,12 +261,20 @@ def test_a_layer_whose_media_type_contradicts_its_bytes_is_refused(store: ImageS
 def test_an_index_where_a_manifest_belongs_is_refused(store: ImageStore) -> None:
     """Contract: an index handed to the store as the image manifest (an index naming
     itself, or an index selected from an index) is refused, not followed."""
-    index = json.dumps({"schemaVersion": 2,
-                        "mediaType": "application/vnd.oci.image.index.v1+json",
-                        "manifests": [{"mediaType": "application/vnd.oci.image.index.v1+json",
-                                       "digest": "sha256:" + "0" * 64, "size": 10,
-                                       "platform": {"os": "linux",
-                                                    "architecture": "amd64"}}]}).encode()
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [
+                {
+                    "mediaType": "application/vnd.oci.image.index.v1+json",
+                    "digest": "sha256:" + "0" * 64,
+                    "size": 10,
+                    "platform": {"os": "linux", "architecture": "amd64"},
+                }
+            ],
+        }
+    ).encode()
     img = OciImage(manifest=index, config=b"", blobs={sha256(index): index})
     with pytest.raises(ValidationError, match="index"):
         pull(store, img)
@@ -241,11 +293,15 @@ def _du(path: Path) -> int:
     return total
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: layer trees copy every lower directory (hard links only work for files), so N "
-    "directories under L thin layers take N*L directory inodes/blocks on disk while the "
-    "image (and the imageBytes quota) counts only the uncompressed tar bytes; nothing "
-    "bounds the layer count"))  # fmt: skip
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "BUG: layer trees copy every lower directory (hard links only work for files), so N "
+        "directories under L thin layers take N*L directory inodes/blocks on disk while the "
+        "image (and the imageBytes quota) counts only the uncompressed tar bytes; nothing "
+        "bounds the layer count"
+    ),
+)
 def test_many_thin_layers_over_many_directories_cost_what_they_count(store: ImageStore) -> None:
     """Contract: the disk the layer trees of an image take is within a small factor (8x)
     of the size the store records for it (what quotas count). Attack: a base layer of

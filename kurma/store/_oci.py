@@ -75,6 +75,8 @@ LAYER_INFO = "info.json"
 GC_LOCK = "gc"
 MAX_MANIFEST_BYTES = 4 << 20
 MAX_CONFIG_BYTES = 8 << 20
+MAX_LAYERS = 127  # docker's limit: overlay's lower dirs, and each tree copies the directories
+DIRECTORY_COST = 4096  # what a directory a layer tree copies takes on disk (one block)
 DEFAULT_PARALLEL = 4
 EMPTY_CHAIN = "sha256-" + hashlib.sha256(b"").hexdigest()  # an image with no layers
 
@@ -221,17 +223,22 @@ class OciImporter:
         self._new_bytes = 0
         self._bytes_lock = threading.Lock()
         self._cancel = threading.Event()
+        self.created: list[str] = []  # layer trees this import made (removed if it fails)
+        self.committed: list[str] = []  # ... and the blobs it stored
 
     # -- accounting --
 
-    def _add_bytes(self, n: int) -> None:
+    def _add_bytes(self, n: int, *, charged: bool) -> None:
+        """`n` more bytes written: the free-space reserve is checked for all of them; the
+        budget (a quota) counts only what the image will be charged (its layers' sizes)."""
         with self._bytes_lock:
-            self._new_bytes += n
+            if charged:
+                self._new_bytes += n
             total = self._new_bytes
         if self._cancel.is_set():
             raise Cancelled("import cancelled: another layer failed")
         self.store.check_space(0)
-        if self.budget is not None:
+        if charged and self.budget is not None:
             self.budget(total)
 
     # -- steps --
@@ -253,10 +260,18 @@ class OciImporter:
                 f"the config lists {len(config.diff_ids)} layers, the manifest "
                 f"{len(manifest.layers)}",
             )
+        if len(manifest.layers) > MAX_LAYERS:
+            raise ValidationError(
+                "layers", f"{len(manifest.layers)} layers: at most {MAX_LAYERS} are accepted"
+            )
         image_id = image_id_of_config(config_bytes)
         keys = chain_keys(config.diff_ids) or [EMPTY_CHAIN]
         with file_lock(self.layout.lock(GC_LOCK), shared=True):
-            layers = self._layers(manifest, config, keys)
+            try:
+                layers = self._layers(manifest, config, keys)
+            except BaseException:
+                self._discard_created()
+                raise
             self.blobs.put_bytes(manifest_digest, self.source.manifest_bytes, "manifest")
             self.blobs.put_bytes(manifest.config.digest, config_bytes, "config")
             facts = OciFacts(
@@ -274,6 +289,30 @@ class OciImporter:
                 platform=str(config.platform),
             )
             return self._commit(image_id, config, facts, layers)
+
+    def _discard_created(self) -> None:
+        """Remove the layer trees and blobs this failed import made and no image claims:
+        nobody was charged for them (a quota refusal must not leave a tenant's bytes
+        behind). A tree another pull is linking from at this moment is kept (its lock is
+        held shared); garbage collection takes it later."""
+        records = [r.oci for r in self.store.list() if r.oci is not None]
+        claimed = {k for oci in records for k in oci.layers}
+        needed = {b for oci in records for b in oci.blobs}
+        for digest in self.committed:
+            if digest not in needed:
+                self.blobs.path(digest).unlink(missing_ok=True)
+        self.committed.clear()
+        for key in reversed(self.created):
+            if key in claimed:  # another import's image stands on it already
+                continue
+            with try_file_lock(self.layout.lock(f"layer-{key}")) as got:
+                if not got:
+                    continue
+                doomed = make_temp_name(self.layout.tmp, "delete")
+                with contextlib.suppress(FileNotFoundError):
+                    os.rename(self.layout.layer_dir(key), doomed)
+                    discard_tree(doomed)
+        self.created.clear()
 
     def _manifest_digest(self) -> Digest:
         data = self.source.manifest_bytes
@@ -344,6 +383,7 @@ class OciImporter:
                 )
                 if i in staged:  # verified by the application: keep it for export
                     self.blobs.commit(staged.pop(i), d.digest)
+                    self.committed.append(str(d.digest))
                 self.progress(LayerProgress(i, str(d.digest), d.size, d.size, "done"))
             for i, d in enumerate(manifest.layers[:first_missing]):
                 # The trees were here, the blob maybe not (another compression of the same
@@ -374,7 +414,7 @@ class OciImporter:
         def advanced(n: int) -> None:
             nonlocal got
             got += n
-            self._add_bytes(n)
+            self._add_bytes(n, charged=False)
             self.progress(
                 LayerProgress(index, str(descriptor.digest), descriptor.size, got, "downloading")
             )
@@ -411,8 +451,10 @@ class OciImporter:
                 rootfs = staging / "rootfs"
                 os.makedirs(rootfs)
                 os.chmod(rootfs, 0o755)  # a layer without `./` leaves the root as images expect
+                directories = 0
                 if parent is not None:
-                    link_tree(self.layout.layer_dir(parent) / "rootfs", rootfs)
+                    with file_lock(self.layout.lock(f"layer-{parent}"), shared=True):
+                        directories = link_tree(self.layout.layer_dir(parent) / "rootfs", rootfs)
                 try:
                     with open(blob, "rb") as f:
                         result = apply_layer(
@@ -427,13 +469,16 @@ class OciImporter:
                     hash_file(blob, descriptor.digest)  # a corrupt download says so first
                     e.add_note(f"in layer {descriptor.digest}")
                     raise
-                self._add_bytes(result.total_bytes)
+                # What the tree costs: the layer's bytes, and the directories it copied
+                # from below (thin layers over many directories are not free).
+                size = result.total_bytes + directories * DIRECTORY_COST
+                self._add_bytes(size, charged=True)
                 doc = {
                     "chain": key,
                     "parent": parent,
                     "diffId": str(diff_id),
                     "digest": str(descriptor.digest),
-                    "size": result.total_bytes,
+                    "size": size,
                     "entries": result.entries,
                     "skipped": list(result.skipped),
                 }
@@ -441,11 +486,12 @@ class OciImporter:
                 if os.path.lexists(final):  # left by a crash between mkdir and info
                     discard_tree(final)
                 os.rename(staging, final)
+                self.created.append(key)
             finally:
                 if os.path.lexists(staging):
                     discard_tree(staging)
-        log.info("layer %s applied (%d bytes)", key[:19], result.total_bytes)
-        return LayerDone(key, result.total_bytes, result.skipped)
+        log.info("layer %s applied (%d bytes)", key[:19], size)
+        return LayerDone(key, size, result.skipped)
 
     def _empty_chain(self) -> LayerDone:
         final = self.layout.layer_dir(EMPTY_CHAIN)

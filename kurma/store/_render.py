@@ -123,8 +123,9 @@ def _build_tree(
             shutil.rmtree(staging)
 
 
-def apply_layer(src: Path, dst: Path) -> None:
-    """Overlay the tree `src` onto `dst`: replace what differs, descend into real directories."""
+def apply_layer(src: Path, dst: Path) -> int:
+    """Overlay the tree `src` onto `dst`: replace what differs, descend into real directories.
+    Returns how many directories below `dst` it placed (files are links; these are new)."""
     directories: list[tuple[str | Path, str | Path]] = [(src, dst)]
     for src_dir, dirnames, filenames in os.walk(src):
         rel = os.path.relpath(src_dir, src)
@@ -135,6 +136,7 @@ def apply_layer(src: Path, dst: Path) -> None:
                 directories.append((s, d))
     for s, d in reversed(directories):  # children first: creating them touched the mtimes
         _copy_metadata(s, d)
+    return len(directories) - 1
 
 
 def _place_entry(src: str, dst: str) -> bool:

@@ -2,9 +2,9 @@
 
 Store-level attacks drive `ImageStore.import_oci` with blobs from memory (tests.oci_images),
 as tests/root/test_store_oci.py does; the API attacks run a real kurmad (the `daemon`
-fixture) and call it from a tenant pod. An attack that works today is marked
-`xfail(strict=True)` with the bug in its reason, so the suite stays green and the test turns
-red (XPASS) the day the bug is fixed without anyone noticing.
+fixture) and call it from a tenant pod. Three attacks worked when this file was written
+(trees of a refused import left uncharged; directories copied by every thin layer but not
+counted; the budget counting blobs and layers twice); each is fixed and stays a test here.
 """
 
 from __future__ import annotations
@@ -300,15 +300,6 @@ def _du(path: Path) -> int:
     return total
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: layer trees copy every lower directory (hard links only work for files), so N "
-        "directories under L thin layers take N*L directory inodes/blocks on disk while the "
-        "image (and the imageBytes quota) counts only the uncompressed tar bytes; nothing "
-        "bounds the layer count"
-    ),
-)
 def test_many_thin_layers_over_many_directories_cost_what_they_count(store: ImageStore) -> None:
     """Contract: the disk the layer trees of an image take is within a small factor (8x)
     of the size the store records for it (what quotas count). Attack: a base layer of
@@ -457,22 +448,14 @@ def test_a_tenants_images_share_layers_within_its_quota(
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: a refused import keeps the trees of the layers applied before the quota was "
-        "passed (`layers/`, a cache until the next garbage collection) and charges them to "
-        "nobody: repeating it with new content grows the store without bound"
-    ),
-)
 def test_an_import_past_the_quota_leaves_nothing(
     kurma: Client, daemon: tuple[Daemon, str], tmp_path: Path
 ) -> None:
-    """Contract: imageBytes 1Mi, 320 KB used; three archives of a 150 KB and a 250 KB layer
-    (new content every time: the first layer fits what is left, the second passes it) are
-    each RESOURCE_EXHAUSTED, and the store holds the same images, layer trees and blobs as
-    before and nothing in tmp/. (Sizes: both blobs are downloaded, then the first layer is
-    applied and its tree committed within the budget; the second layer's bytes pass it.)"""
+    """Contract: imageBytes 1Mi, 320 KB used; three archives of two 400 KB layers (new
+    content every time: the first layer fits what is left, the second passes it) are each
+    RESOURCE_EXHAUSTED, and the store holds the same images, layer trees and blobs as
+    before and nothing in tmp/. (The first layer's tree is committed within the budget;
+    the second layer's bytes pass it, and the import removes the tree it made.)"""
     d, busybox = daemon
     store = _store(d)
     top = tenant(kurma, busybox, "over-top", {"imageBytes": "1Mi"})
@@ -484,8 +467,8 @@ def test_an_import_past_the_quota_leaves_nothing(
         for n in range(3):
             big = build_image(
                 [
-                    (TarBuilder().dir("./").file("x", os.urandom(150_000)), Compression.GZIP),
-                    (TarBuilder().file("y", os.urandom(250_000)), Compression.GZIP),
+                    (TarBuilder().dir("./").file("x", os.urandom(400_000)), Compression.GZIP),
+                    (TarBuilder().file("y", os.urandom(400_000)), Compression.GZIP),
                 ],
                 run={"Entrypoint": ["/x"]},
             )
@@ -496,14 +479,6 @@ def test_an_import_past_the_quota_leaves_nothing(
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG (inconsistency): while importing, the budget counts every downloaded blob byte "
-        "AND every applied (uncompressed) byte, but the quota's use counts only the "
-        "uncompressed layers: an image of 60% of imageBytes in plain-tar layers is refused"
-    ),
-)
 def test_an_image_that_fits_what_is_left_is_admitted(
     kurma: Client, daemon: tuple[Daemon, str], tmp_path: Path
 ) -> None:

@@ -140,7 +140,7 @@ def rootfs_spec(
         app_name=app.name,
         tree=tree,
         run_dir=run_dir,
-        volumes=plan_volumes(pod, app, image_app, volumes_dir),
+        volumes=plan_volumes(pod, app, image_app, volumes_dir, tree),
         etc=etc,
         read_only=app.read_only_root_fs,
         working_directory=(effective.working_directory if effective else None) or "/",

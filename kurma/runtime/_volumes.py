@@ -98,10 +98,15 @@ def place_beneath(binds: tuple[VolumeBind, ...], beneath: Beneath | None) -> tup
 
 
 def plan_volumes(
-    pod: PodManifest, app: RuntimeApp, image_app: App | None, volumes_dir: str
+    pod: PodManifest,
+    app: RuntimeApp,
+    image_app: App | None,
+    volumes_dir: str,
+    tree: str | None = None,
 ) -> tuple[VolumeBind, ...]:
     """The binds of one app, parents before children; empty volumes live in `volumes_dir`.
-    A mount point no mount satisfies gets an implicit empty volume of the app's own.
+    A mount point no mount satisfies gets an implicit empty volume of the app's own, with
+    the mode and owner of the image's directory at that path (in `tree`), as docker gives.
 
     Raises ValidationError naming the app and the mount that cannot be met.
     """
@@ -129,10 +134,34 @@ def plan_volumes(
         if point.name not in satisfied:
             # As rkt does (and docker for an image's VOLUME): a mount point the pod leaves
             # alone gets an empty volume of its own, private to this app.
-            implicit = Volume(point.name, VolumeKind.EMPTY)
             target = posixpath.normpath(point.path)
+            implicit = _implicit_volume(point.name, tree, target)
             binds.append(_bind(implicit, target, point.read_only, volumes_dir, app.name))
     return tuple(sorted(binds, key=lambda b: b.target.rstrip("/").count("/")))
+
+
+def _implicit_volume(name: str, tree: str | None, target: str) -> Volume:
+    """An empty volume shaped like the image's directory at `target`, looked up beneath the
+    tree as if it were `/` (a symlink in the image never leads out), else root's 0755."""
+    if tree is not None:
+        from ._mountapi import RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS, openat2
+
+        root = os.open(tree, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fd = openat2(root, target.lstrip("/") or ".", os.O_PATH | os.O_CLOEXEC,
+                         RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)  # fmt: skip
+            try:
+                st = os.fstat(fd)
+            finally:
+                os.close(fd)
+            if stat.S_ISDIR(st.st_mode):
+                mode = f"{stat.S_IMODE(st.st_mode):04o}"
+                return Volume(name, VolumeKind.EMPTY, mode=mode, uid=st.st_uid, gid=st.st_gid)
+        except OSError:
+            pass  # not in the image (or not reachable): the default
+        finally:
+            os.close(root)
+    return Volume(name, VolumeKind.EMPTY)
 
 
 def _bind(

@@ -31,6 +31,7 @@ from tests.archives import TarBuilder
 from tests.oci_images import OciImage, build_image
 from tests.registry.support import CA, RegistryProcess, push, require_tools, write_htpasswd
 
+from ..waiting import wait_for
 from .runtime_support import busybox_rootfs
 from .test_kurmactl import failed, kurmactl, ok
 from .test_kurmad import Daemon, make_daemon
@@ -323,3 +324,30 @@ def test_pulled_tree_equals_umocis(work: Path, registry: RegistryProcess,
     assert trees["zstd"] == theirs
     assert {"etc/keep2", "sbin/su", "a", "rel"} <= set(theirs)  # not vacuous
     assert "etc/gone" not in theirs and "a/b" not in theirs and "x" not in theirs
+
+
+def test_user_volume_exec_and_logs(daemon: Daemon, registry: RegistryProcess,
+                                   base_tar: bytes, work: Path) -> None:  # fmt: skip
+    """User by name (resolved in the image's /etc/passwd), a VOLUME (an empty volume of the
+    app's own), Env; `run -d`, `logs`, `exec` as a person uses them."""
+    run = {
+        "Entrypoint": ["/bin/sh", "-c"],
+        "Cmd": ["id -u; id -g; echo $GREETING > /data/f; cat /data/f; exec sleep 300"],
+        "Env": ["PATH=/bin", "GREETING=kept"],
+        "User": "app",
+        "Volumes": {"/data": {}},
+    }
+    data = TarBuilder().dir("data", mode=0o750, uid=1000, gid=1000)  # the image's VOLUME dir
+    img = build_image([(base_tar, Compression.GZIP), (data, Compression.GZIP)], run=run)
+    publish(img, registry, "test/user:v1", work)
+    ref = f"{registry.host}/test/user:v1"
+    ok(kurmactl(daemon, "pull", ref, "-q"))
+    uuid = ok(kurmactl(daemon, "run", "-d", "--name", "userland", ref)).strip()
+    try:
+        wait_for(lambda: "kept" in ok(kurmactl(daemon, "logs", "userland")), "the log", 20)
+        assert ok(kurmactl(daemon, "logs", "userland")).split() == ["1000", "1000", "kept"]
+        out = ok(kurmactl(daemon, "exec", "userland", "--", "/bin/sh", "-c",
+                          "cat /data/f; stat -c %u /data; echo $GREETING"))  # fmt: skip
+        assert out.split() == ["kept", "1000", "kept"]  # the volume is owned as the image's dir
+    finally:
+        kurmactl(daemon, "rm", "-f", uuid)

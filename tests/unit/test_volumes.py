@@ -210,3 +210,19 @@ def test_an_invalid_host_source_is_refused_by_the_parser_naming_the_volume(
                                                           "source": source}}]  # fmt: skip
     with pytest.raises(ValidationError, match=f"appVolume.source: volume 'x': .*{says}"):
         pod(mounts, [])
+
+
+def test_implicit_volume_takes_the_image_directorys_mode(tmp_path: Path) -> None:
+    """The image's directory at the mount point gives the empty volume its mode (and
+    owner); a symlink there resolves inside the image, never to the host's directory."""
+    tree = tmp_path / "tree"
+    (tree / "data").mkdir(parents=True)
+    os.chmod(tree / "data", 0o711)
+    (tree / "etc").mkdir()
+    os.chmod(tree / "etc", 0o700)
+    os.symlink("/etc", tree / "conf")  # /etc of the image, not of the host (0755 here)
+    app = image_app(MountPoint("data", "/data"), MountPoint("conf", "/conf"),
+                    MountPoint("none", "/none"))  # fmt: skip
+    binds = plan_volumes(pod([], []), pod([], []).apps[0], app, "/v", str(tree))
+    modes = {b.target: b.mode for b in binds}
+    assert modes == {"/data": 0o711, "/conf": 0o700, "/none": 0o755}

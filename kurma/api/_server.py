@@ -89,6 +89,7 @@ class ApiServer:
             runtime, on_created=self.pod_sockets.open, quotas=self.quotas, policy=policy
         )
         registries = Registries(config.registries, config.registry_auth_file)
+        runtime.store.qualify = registries.qualify  # `alpine` names what `pull alpine` stored
         self.images = ImagesServicer(runtime.store, self.events, self.quotas, policy, registries)
         self.trust = TrustServicer()
         self.supervisor = supervisor

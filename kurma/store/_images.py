@@ -41,7 +41,7 @@ from kurma.errors import (
     StoreError,
     ValidationError,
 )
-from kurma.oci import ImageConfig, parse_reference
+from kurma.oci import ImageConfig, Reference, parse_reference
 
 from ._atomic import TEMP_PREFIX, make_temp_name, write_atomic
 from ._layout import StoreLayout
@@ -124,6 +124,9 @@ class ImageStore:
         self.layout.create()
         self.limits = limits or UnpackLimits()
         self.refs = RefTable(self.layout.refs)
+        # How a typed OCI reference is completed: docker's rule (docker.io/library/...),
+        # or kurmad's `registries.default` (`Registries.qualify`).
+        self.qualify: Callable[[str], Reference] = parse_reference
 
     # --- import -------------------------------------------------------------------------
 
@@ -270,7 +273,7 @@ class ImageStore:
             if hits:
                 return hits[0]
         try:
-            parsed = parse_reference(text).with_default_tag()
+            parsed = self.qualify(text).with_default_tag()
         except OciError:
             return None
         for record in records:

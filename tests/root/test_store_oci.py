@@ -177,3 +177,15 @@ def test_wrong_platform_is_refused_before_any_layer(store: ImageStore) -> None:
 
 def _layer_digests(img: OciImage):
     return [layer["digest"] for layer in json.loads(img.manifest)["layers"]]
+
+
+def test_short_names_resolve_on_the_default_registry(store: ImageStore) -> None:
+    """With kurmad's `registries.default` set, `test/app:v1` names what a pull of it stored
+    (`127.0.0.1:5000/test/app:v1`), as podman's unqualified names do."""
+    from kurma.registry import RegistrySettings
+
+    record = pull(store, image())[0].record
+    with pytest.raises(ImageNotFound):
+        store.get("test/app:v1")  # docker's rule: docker.io/test/app:v1
+    store.qualify = RegistrySettings(default="127.0.0.1:5000").qualify
+    assert store.get("test/app:v1").image_id == record.image_id

@@ -118,25 +118,21 @@ class ImagesServicer(BindsCaller, images_pb2_grpc.ImagesServicer):
     def _import_archive(self, view: CallerView, path: str, done: int, total: int):
         """Every image of a docker-archive or OCI layout tar, within the caller's quota
         (counted as the layers are applied, as for a pull)."""
-        room = self.quotas.image_room(view) if self.quotas and view.subtree_of else None
-
-        def budget(new_bytes: int) -> None:
-            if room is not None and new_bytes > room.left:
-                raise room.exceeded()
-
-        imported = import_archive(
-            self.store,
-            path,
-            admit=functools.partial(self.policy.check_import, view),
-            budget=budget,
-            check_references=functools.partial(self._check_references, view),
-        )
+        with self._reserving(view) as budget:
+            imported = import_archive(
+                self.store,
+                path,
+                admit=functools.partial(self.policy.check_import, view),
+                budget=budget,
+                check_references=functools.partial(self._check_references, view),
+            )
+            for result in imported.results:
+                if result.created and self.quotas is not None:
+                    self.quotas.imported(view, result.record.image_id, result.record.size)
         images = []
         for result in imported.results:
             record = result.record
             if result.created:
-                if self.quotas is not None:
-                    self.quotas.imported(view, record.image_id, record.size)
                 self.events.image("image.imported", record.image_id, record.name)
             log.info(
                 "image imported" if result.created else "image already stored",
@@ -151,6 +147,12 @@ class ImagesServicer(BindsCaller, images_pb2_grpc.ImagesServicer):
             created=first.created,
             images=images,
         )
+
+    def _reserving(self, view: CallerView):
+        """The budget of one pull or archive import (`Quotas.reserving`; none without)."""
+        if self.quotas is None:
+            return contextlib.nullcontext(lambda _total: None)
+        return self.quotas.reserving(view)
 
     def _check_references(self, view: CallerView, references: tuple[str, ...]) -> None:
         """An archive's content is whatever its maker wrote: below the host, it may name
@@ -215,7 +217,6 @@ class ImagesServicer(BindsCaller, images_pb2_grpc.ImagesServicer):
         ref = self.registries.qualify(request.name)
         platform = parse_platform(request.platform) if request.platform else None
         client = self.registries.client(view, ref, request.username, request.password)
-        room = self.quotas.image_room(view) if self.quotas and view.subtree_of else None
         updates: queue.Queue[tuple[str, object]] = queue.Queue()
         cancelled = threading.Event()
         context.add_callback(cancelled.set)
@@ -225,13 +226,9 @@ class ImagesServicer(BindsCaller, images_pb2_grpc.ImagesServicer):
                 raise ApiError(Code.CANCELLED, "the client went away")
             updates.put(("layer", event))
 
-        def budget(total: int) -> None:
-            if room is not None and total > room.left:
-                raise room.exceeded()
-
         def work() -> None:
             try:
-                with contextlib.closing(client):
+                with contextlib.closing(client), self._reserving(view) as budget:
                     result = pull_image(
                         self.store,
                         client,
@@ -241,6 +238,9 @@ class ImagesServicer(BindsCaller, images_pb2_grpc.ImagesServicer):
                         progress=progress,
                         budget=budget,
                     )
+                    record = result.import_result.record
+                    if result.import_result.created and self.quotas is not None:
+                        self.quotas.imported(view, record.image_id, record.size)
             except BaseException as e:  # relayed to the caller's thread
                 updates.put(("error", e))
             else:
@@ -269,8 +269,6 @@ class ImagesServicer(BindsCaller, images_pb2_grpc.ImagesServicer):
         pulled = item
         assert isinstance(pulled, PullResult)
         record = pulled.import_result.record
-        if pulled.import_result.created and self.quotas is not None:
-            self.quotas.imported(view, record.image_id, record.size)
         log.info(
             "image pulled" if pulled.import_result.created else "image already stored",
             extra=fields(image=record.image_id[:39], ref=str(pulled.reference),

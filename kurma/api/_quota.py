@@ -111,6 +111,7 @@ class Quotas:
         self._own: dict[str, SubtreeQuota | None] = {}  # pod UUID -> its isolator's quota
         self._file = Path(runtime.state_dir, *TENANT_IMPORTS)  # read by services too
         self._imports = _load(self._file)
+        self._inflight: dict[object, tuple[tuple[str, ...], int]] = {}  # see `reserving`
 
     # --- limits ----------------------------------------------------------------------
 
@@ -269,6 +270,45 @@ class Quotas:
                             holder, "imageBytes", limits.image_bytes, used, "bytes", size
                         )
             yield
+
+    @contextmanager
+    def reserving(self, view: CallerView) -> Iterator[Callable[[int], None]]:
+        """A budget for one pull or archive import by `view`, whose size is only known as
+        its layers are applied: `charge(total)` raises RESOURCE_EXHAUSTED when the recorded
+        use, plus what other imports of the subtree have reserved meanwhile, plus `total`
+        passes an imageBytes quota up the chain; else `total` stays reserved until the
+        block ends (record the import with `imported` inside it: no moment counts it
+        twice or not at all)."""
+        if view.subtree_of is None:
+            yield lambda _total: None
+            return
+        token = object()
+        chain = self._chain(view)
+        uuids = tuple(r.uuid for r in chain)
+
+        def charge(total: int) -> None:
+            with self._lock:
+                for holder in chain:
+                    limits = self.limits(holder)
+                    if limits is None or limits.image_bytes is None:
+                        continue
+                    used = self._image_bytes(holder.uuid) + sum(
+                        size
+                        for other, (holders, size) in self._inflight.items()
+                        if other is not token and holder.uuid in holders
+                    )
+                    if used + total > limits.image_bytes:
+                        raise _exhausted(
+                            holder, "imageBytes", limits.image_bytes, used, "bytes",
+                            f"more than {total}",
+                        )  # fmt: skip
+                self._inflight[token] = (uuids, total)
+
+        try:
+            yield charge
+        finally:
+            with self._lock:
+                self._inflight.pop(token, None)
 
     def _importer(self, view: CallerView) -> tuple[str, ...]:
         """Who an import of `view` is recorded for: its pod and the pod's ancestors, a

@@ -65,7 +65,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
             help="work on this state directory directly, without a daemon",
         )
         if name == "import":
-            cmd.add_argument("files", nargs="+", metavar="ACI", help="an .aci file, or - for stdin")
+            cmd.add_argument(
+                "files",
+                nargs="+",
+                metavar="FILE",
+                help="an .aci, a docker-archive or oci-archive tar, an OCI layout directory, "
+                "or - for stdin",
+            )
             cmd.add_argument(
                 "--progress",
                 choices=["auto", "bar", "plain", "none"],
@@ -176,7 +182,7 @@ def run_import(args: argparse.Namespace) -> int:
         for result in results:
             rec = result.record
             note = "" if result.created else " (already present)"
-            shown = rec.oci.references[0] if rec.oci and rec.oci.references else rec.name
+            shown = rec.oci.references[-1] if rec.oci and rec.oci.references else rec.name
             print(f"{rec.image_id}  {shown}{note}")
             for skipped in rec.skipped:
                 print(f"  skipped: {skipped}", file=sys.stderr)
@@ -261,6 +267,8 @@ def _daemon_import(args: argparse.Namespace) -> int:
             progress = _progress(args.progress, label)
             source: Any = sys.stdin.buffer if path == "-" else path
             try:
+                if path != "-" and os.path.isdir(path):  # an OCI layout: sent as a tar
+                    source = _tar_of(Path(path))
                 imported = s.client.import_image(source, progress=progress)
             except FileNotFoundError as e:
                 raise _connect.CommandError(f"{path}: {e.strerror}") from None
@@ -273,6 +281,18 @@ def _daemon_import(args: argparse.Namespace) -> int:
                 for skipped in image.skipped:
                     print(f"  skipped: {skipped}", file=sys.stderr)
     return 0
+
+
+def _tar_of(directory: Path) -> Any:
+    """A directory (an OCI image layout) as a tar in an anonymous temporary file."""
+    import tarfile
+
+    tmp = tempfile.TemporaryFile()  # noqa: SIM115 - the upload reads it; closed with the process
+    with tarfile.open(fileobj=tmp, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name in sorted(os.listdir(directory)):
+            tar.add(directory / name, arcname=name)
+    tmp.seek(0)
+    return tmp
 
 
 def _progress(mode: str, label: str) -> Any:
@@ -347,8 +367,9 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def _shown_reference(image: Any) -> str:
-    """An image as one name: an OCI image's first reference, an appc image's name."""
-    return image.references[0] if image.kind == "oci" and image.references else image.name
+    """An imported image as one name: the reference the import gave an OCI image (the
+    store appends an import's references to those it had), an appc image's name."""
+    return image.references[-1] if image.kind == "oci" and image.references else image.name
 
 
 def _shown_name(image: Any) -> str:

@@ -87,6 +87,7 @@ def import_archive(
         images = archive.images(platform) if platform is not None else archive.images()
         if not images:
             raise ValidationError("archive", f"{path} holds no image")
+        spent = 0  # what the archive's earlier images took: one budget for the archive
         for image in images:
             references = tuple(str(r.with_default_tag()) for r in image.references)
             if check_references is not None:
@@ -98,17 +99,22 @@ def import_archive(
                 references=references,
                 manifest_digest=image.manifest_digest,
             )
-            results.append(
-                store.import_oci(
-                    source,
-                    make_manifest=manifest_for,
-                    admit=admit,
-                    progress=progress,
-                    budget=budget,
-                    parallel=1,  # one archive, read in order: threads would only seek
-                )
+            result = store.import_oci(
+                source,
+                make_manifest=manifest_for,
+                admit=admit,
+                progress=progress,
+                budget=_after(budget, spent) if budget is not None else None,
+                parallel=1,  # one archive, read in order: threads would only seek
             )
+            results.append(result)
+            spent += result.record.size if result.created else 0
     return ArchiveImport(tuple(results))
+
+
+def _after(budget: Callable[[int], None], spent: int) -> Callable[[int], None]:
+    """`budget` for the next image of an archive, counting the images before it."""
+    return lambda total: budget(spent + total)
 
 
 def _blob_copier(image: ArchiveImage):

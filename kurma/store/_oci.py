@@ -224,6 +224,9 @@ class OciImporter:
         self._bytes_lock = threading.Lock()
         self._cancel = threading.Event()
         self.created: list[str] = []  # layer trees this import made (removed if it fails)
+        # Shared locks on the layer trees this import stands on, held until its record is
+        # written: a failed import of someone else removes only trees nobody holds.
+        self.holds = contextlib.ExitStack()
         self.committed: list[str] = []  # ... and the blobs it stored
 
     # -- accounting --
@@ -266,10 +269,11 @@ class OciImporter:
             )
         image_id = image_id_of_config(config_bytes)
         keys = chain_keys(config.diff_ids) or [EMPTY_CHAIN]
-        with file_lock(self.layout.lock(GC_LOCK), shared=True):
+        with file_lock(self.layout.lock(GC_LOCK), shared=True), self.holds:
             try:
                 layers = self._layers(manifest, config, keys)
             except BaseException:
+                self.holds.close()  # our own holds must not keep our trees from going
                 self._discard_created()
                 raise
             self.blobs.put_bytes(manifest_digest, self.source.manifest_bytes, "manifest")
@@ -350,13 +354,13 @@ class OciImporter:
         """Every layer's tree, downloading what is missing in parallel and applying in order."""
         if not manifest.layers:
             return [self._empty_chain()]
-        present = [_layer_info(self.layout, key) for key in keys]
-        first_missing = next((i for i, info in enumerate(present) if info is None), len(keys))
-        done: list[LayerDone] = [
-            LayerDone(key, int(info["size"]), tuple(info.get("skipped", ())))
-            for key, info in zip(keys[:first_missing], present[:first_missing], strict=True)
-            if info is not None
-        ]
+        done: list[LayerDone] = []
+        for key in keys:  # the trees already here, bottom up, each held until the commit
+            info = self._hold(key)
+            if info is None:
+                break
+            done.append(LayerDone(key, int(info["size"]), tuple(info.get("skipped", ()))))
+        first_missing = len(done)
         for i in range(first_missing):
             d = manifest.layers[i]
             self.progress(LayerProgress(i, str(d.digest), d.size, d.size, "exists"))
@@ -436,7 +440,27 @@ class OciImporter:
         )
         return staged
 
+    def _hold(self, key: str) -> dict | None:
+        """Hold the tree `key` (a shared lock, until the commit) and return its info; None,
+        holding nothing, when it is not (or no longer) there."""
+        hold = contextlib.ExitStack()
+        hold.enter_context(file_lock(self.layout.lock(f"layer-{key}"), shared=True))
+        info = _layer_info(self.layout, key)  # looked at under the hold: it stays
+        if info is None:
+            hold.close()  # not ours to hold: building it takes the lock exclusively
+            return None
+        self.holds.enter_context(hold)
+        return info
+
     def _build_chain(
+        self, parent: str | None, key: str, blob: Path, descriptor: Descriptor, diff_id: Digest
+    ) -> LayerDone:
+        done = self._make_chain(parent, key, blob, descriptor, diff_id)
+        if self._hold(key) is None:  # made by another pull that failed, and removed, since
+            raise StoreError(f"layer {key} was removed while this import used it; try again")
+        return done
+
+    def _make_chain(
         self, parent: str | None, key: str, blob: Path, descriptor: Descriptor, diff_id: Digest
     ) -> LayerDone:
         final = self.layout.layer_dir(key)

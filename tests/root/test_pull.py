@@ -351,3 +351,20 @@ def test_user_volume_exec_and_logs(daemon: Daemon, registry: RegistryProcess,
         assert out.split() == ["kept", "1000", "kept"]  # the volume is owned as the image's dir
     finally:
         kurmactl(daemon, "rm", "-f", uuid)
+
+
+def test_an_oci_layout_directory_imports(daemon: Daemon, registry: RegistryProcess,
+                                         work: Path, tmp_path: Path) -> None:  # fmt: skip
+    """`skopeo copy docker://... oci:DIR:NAME` then `kurmactl image import DIR`: the same
+    image as the pull (its ID is its config's), under the name the layout gives it."""
+    ref = f"{registry.host}/test/busybox:v1"
+    image_id = ok(kurmactl(daemon, "pull", ref, "-q")).strip()
+    layout = tmp_path / "layout"
+    certs = work / "certs.d" / registry.host
+    subprocess.run(["skopeo", "--insecure-policy", "copy", "--quiet", "--src-cert-dir",
+                    str(certs), f"docker://{ref}", f"oci:{layout}:example.com/copied:v2"],
+                   check=True, capture_output=True)  # fmt: skip
+    out = ok(kurmactl(daemon, "image", "import", layout))
+    assert out.split()[:3] == [image_id, "example.com/copied:v2", "(already"]
+    assert ok(kurmactl(daemon, "run", "--rm", "example.com/copied:v2", "--", "/bin/cat",
+                       "/etc/motd")) == "pulled\n"  # fmt: skip

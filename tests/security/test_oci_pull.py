@@ -456,14 +456,6 @@ def test_kill_9_in_the_middle_of_a_blob_then_restart(
 # --- 4. a refused tenant pull and the host's, sharing a new base layer -----------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: OciImporter._discard_created of the tenant's refused pull removes the base "
-    "tree it made (no image claims it yet, its layer lock is free) while the host's pull, "
-    "which found that tree present when it started, is still downloading its top layer; "
-    "the host's pull then fails with Internal 'No such file or directory: "
-    "layers/<base>/rootfs' (link_tree from a parent that is gone)",
-)
 def test_a_refused_tenant_pull_does_not_pull_the_base_from_under_the_hosts(
     kurma: Client,
     pulld: tuple[Daemon, str],
@@ -547,13 +539,6 @@ def test_a_refused_tenant_pull_does_not_pull_the_base_from_under_the_hosts(
 # --- 5. two pulls of one tenant at once ------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Fetch checks the budget against room.left, which counts only images already "
-    "recorded; nothing is reserved while a pull runs (Import's ACI path uses "
-    "quotas.importing, Fetch does not), so two concurrent pulls of a tenant both fit and "
-    "together pass imageBytes",
-)
 def test_two_concurrent_tenant_pulls_cannot_pass_the_quota_together(
     kurma: Client, pulld: tuple[Daemon, str], plain: RegistryProcess, proxy: StallProxy,
     work: Path,

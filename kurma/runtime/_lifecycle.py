@@ -44,6 +44,7 @@ from ._plan import AppInput, PodPlan, host_namespaces, plan_pod, precheck_pod
 from ._poddir import API_DIR, check_pod_name, mount_apps_tmpfs, remove_pod_dir
 from ._podinit import SIGNAL_KILL_APPS, SIGNAL_TERMINATE_APPS
 from ._podrecord import AppRecord, AppState, PodRecord, PodState, process_start_time
+from ._stopsignal import signal_main_process, stop_signals
 from ._volumes import Beneath
 from .launcher import PodStart
 from .launcher._app import parse_start_error
@@ -460,7 +461,8 @@ class Lifecycle(RuntimeParts):
                 self._transition(live, PodState.STOPPING, f"stop asked, grace {grace:g} s")
             apps_done = lambda: all(a.state is AppState.EXITED for a in live.record.apps)  # noqa: E731
             if not apps_done():
-                self._signal(live, SIGNAL_TERMINATE_APPS)
+                if not self._signal_stop_signals(live):
+                    self._signal(live, SIGNAL_TERMINATE_APPS)
                 if not self._changed.wait_for(apps_done, grace):
                     self._signal(live, SIGNAL_KILL_APPS)
                     self._changed.wait_for(apps_done, 5.0)
@@ -469,6 +471,23 @@ class Lifecycle(RuntimeParts):
                 self._signal(live, signal.SIGKILL)
                 self._changed.wait_for(ended, 10.0)
             return copy_record(live.record)
+
+    def _signal_stop_signals(self, live: LivePod) -> bool:
+        """When an app of the pod has a stop signal of its own (`_stopsignal`): each running
+        app's main process gets its signal, or SIGTERM; True then. False: no app has one,
+        and podinit's SIGTERM to every process of the pod is the way."""
+        manifest = parse_pod_manifest(live.record.manifest.encode())
+        custom = stop_signals(manifest, live.image_manifests)
+        if not custom or live.record.cgroup is None:
+            return False
+        processes = self.cgroups.open(live.record.cgroup).pids()
+        for app in live.record.apps:
+            if app.state is AppState.RUNNING and app.pid is not None:
+                sig = custom.get(app.name, signal.SIGTERM)
+                if signal_main_process(app.pid, processes, sig):
+                    log.info("pod[%s]: app %s stopped with signal %d", live.record.name,
+                             app.name, sig)  # fmt: skip
+        return True
 
     def destroy_pod(self, ref: str, grace: float | None = None) -> list[str]:
         """Destroy the pod's subtree (children first), then stop the pod if needed, kill

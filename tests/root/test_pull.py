@@ -17,6 +17,7 @@ import stat
 import subprocess
 import tarfile
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -368,3 +369,30 @@ def test_an_oci_layout_directory_imports(daemon: Daemon, registry: RegistryProce
     assert out.split()[:3] == [image_id, "example.com/copied:v2", "(already"]
     assert ok(kurmactl(daemon, "run", "--rm", "example.com/copied:v2", "--", "/bin/cat",
                        "/etc/motd")) == "pulled\n"  # fmt: skip
+
+
+def test_stop_signal_of_the_image(daemon: Daemon, registry: RegistryProcess,
+                                  base_tar: bytes, work: Path) -> None:  # fmt: skip
+    """An image's StopSignal (SIGUSR1 here) is what `kurmactl stop` sends the app: the app
+    traps it and exits 0 at once, long before the grace period ends."""
+    run = {
+        "Entrypoint": ["/bin/sh", "-c"],
+        "Cmd": ["trap 'echo got usr1; exit 0' USR1; trap 'echo got term; exit 3' TERM; "
+                "echo ready; while true; do sleep 0.1; done"],
+        "StopSignal": "SIGUSR1",
+    }  # fmt: skip
+    publish(busybox_image(base_tar, run=run), registry, "test/stopsig:v1", work)
+    ref = f"{registry.host}/test/stopsig:v1"
+    ok(kurmactl(daemon, "pull", ref, "-q"))
+    uuid = ok(kurmactl(daemon, "run", "-d", "--name", "stopsig", ref)).strip()
+    try:
+        wait_for(lambda: "ready" in ok(kurmactl(daemon, "logs", "stopsig")), "ready", 20)
+        started = time.monotonic()
+        ok(kurmactl(daemon, "stop", "--time", "20", "stopsig"))
+        assert time.monotonic() - started < 10
+        assert ok(kurmactl(daemon, "logs", "stopsig")).split() == ["ready", "got", "usr1"]
+        (doc,) = [p for p in json.loads(ok(kurmactl(daemon, "ps", "-a", "-o", "json")))
+                  if p["uuid"] == uuid]  # fmt: skip
+        assert doc["apps"][0]["exit_code"] == 0
+    finally:
+        kurmactl(daemon, "rm", "-f", uuid)

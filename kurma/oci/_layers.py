@@ -36,6 +36,7 @@ import os
 import queue
 import stat
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO, cast
 
@@ -75,6 +76,7 @@ _LAYER_COMPRESSIONS = (Compression.NONE, Compression.GZIP, Compression.ZSTD)
 _ALGORITHMS = ("sha256", "sha512")
 _DEFAULT_LIMITS = UnpackLimits()
 _QUEUE_DEPTH = 16
+WATCH_EVERY = 1 << 20  # a watch hears of the uncompressed bytes about every MiB
 
 _Meta = tuple[str, int, int, int, int, dict[str, bytes]]
 
@@ -134,14 +136,17 @@ class _LayerStream:
         limit: int,
         blob_algorithm: str,
         diff_algorithm: str,
+        watch: Callable[[int], None] | None = None,
     ) -> None:
         self._raw = _HashingReader(source, blob_algorithm)
+        self._watch = watch  # told the uncompressed total after each MiB; may raise
         head, peeked = peek_head(cast(BinaryIO, self._raw))
         self.compression = _check_compression(media_type, detect_compression(head))
         self._reader = open_decompressed(peeked)
         self._diff = hashlib.new(diff_algorithm)
         self._limit = limit
         self.total_bytes = 0
+        self._watched = 0
 
     def next_chunk(self) -> bytes:
         """The next uncompressed chunk, b"" at the end."""
@@ -160,6 +165,9 @@ class _LayerStream:
                     "(decompression bomb?)"
                 )
             self._diff.update(chunk)
+            if self._watch is not None and self.total_bytes - self._watched >= WATCH_EVERY:
+                self._watched = self.total_bytes
+                self._watch(self.total_bytes)
         return chunk
 
     def finish(self) -> tuple[str, str, int]:
@@ -589,12 +597,16 @@ def apply_layer(
     limits: UnpackLimits = _DEFAULT_LIMITS,
     expected_digest: str | None = None,
     expected_diff_id: str | None = None,
+    watch: Callable[[int], None] | None = None,
 ) -> LayerResult:
     """Apply the layer blob read from `stream` onto the directory `root` (a path or an fd).
 
     `media_type` names the compression (None: the blob's magic bytes decide, as for
     docker-archive layers); a media type the bytes contradict is refused. The blob's
     digest and the diff_id are checked against `expected_*` when given (DigestMismatch).
+    `watch(total)` hears the uncompressed bytes so far about every MiB, while the layer
+    streams, and may stop it by raising (a quota, the free-space reserve: a small blob
+    that inflates to gigabytes stops near the line, not at the disk's end).
     On any error the tree under `root` is in an undefined state: see the module docstring
     for what the caller must do. The stream is read to its end but not closed.
     """
@@ -604,7 +616,7 @@ def apply_layer(
     applier = LayerApplier(root_fd, limits, can_chown=os.geteuid() == 0)
     prefetch = None
     try:
-        pipe = _LayerStream(stream, media_type, limits.max_total_bytes, blob_alg, diff_alg)
+        pipe = _LayerStream(stream, media_type, limits.max_total_bytes, blob_alg, diff_alg, watch)
         prefetch = _Prefetch(pipe)
         reader = ChunkReader(prefetch)  # type: ignore[arg-type]  # same next_chunk() protocol
         headers = HeaderReader(reader.read_exact, limits.max_header_bytes)

@@ -440,6 +440,17 @@ class OciImporter:
         )
         return staged
 
+    def _watch_layer(self, total: int) -> None:
+        """While a layer streams: the free-space reserve and the budget (a quota) see its
+        bytes so far, on top of what the import was charged already."""
+        if self._cancel.is_set():
+            raise Cancelled("import cancelled: another layer failed")
+        self.store.check_space(0)
+        if self.budget is not None:
+            with self._bytes_lock:
+                charged = self._new_bytes
+            self.budget(charged + total)
+
     def _hold(self, key: str) -> dict | None:
         """Hold the tree `key` (a shared lock, until the commit) and return its info; None,
         holding nothing, when it is not (or no longer) there."""
@@ -488,6 +499,7 @@ class OciImporter:
                             limits=self.store.limits,
                             expected_digest=str(descriptor.digest),
                             expected_diff_id=str(diff_id),
+                            watch=self._watch_layer,
                         )
                 except ArchiveError as e:
                     hash_file(blob, descriptor.digest)  # a corrupt download says so first

@@ -6,8 +6,11 @@ pull tests drive the same store through a real docker-registry. Root: layer owne
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -16,9 +19,10 @@ from kurma.aci import Compression
 from kurma.errors import DigestMismatch, ImageInUse, ImageNotFound, PlatformNotFound, StoreError
 from kurma.oci import DEFAULT_PLATFORM
 from kurma.sources import manifest_for
-from kurma.store import ImageStore, OciImport
+from kurma.store import ImageStore, OciImport, StoreFull
 from tests.archives import TarBuilder
-from tests.oci_images import OciImage, build_image
+from tests.bombs import zero_bomb_layer
+from tests.oci_images import LAYER_MEDIA, OciImage, build_image
 from tests.root.test_oci_layers import tree
 
 pytestmark = pytest.mark.root
@@ -189,3 +193,61 @@ def test_short_names_resolve_on_the_default_registry(store: ImageStore) -> None:
         store.get("test/app:v1")  # docker's rule: docker.io/test/app:v1
     store.qualify = RegistrySettings(default="127.0.0.1:5000").qualify
     assert store.get("test/app:v1").image_id == record.image_id
+
+
+def bomb_image(zero_bytes: int) -> OciImage:
+    """One gzip layer of `zero_bytes` zeros (4 MB for 4 GiB); its diff_id is made up: the
+    import must stop long before the end, where it would be checked."""
+    blob = zero_bomb_layer(zero_bytes)
+    img = build_image([(TarBuilder().file("x"), Compression.NONE)], run={"Cmd": ["/x"]})
+    manifest, config = json.loads(img.manifest), json.loads(img.config)
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    manifest["layers"] = [{"mediaType": LAYER_MEDIA[Compression.GZIP], "digest": digest,
+                           "size": len(blob)}]  # fmt: skip
+    config["rootfs"]["diff_ids"] = ["sha256:" + "0" * 64]
+    config_bytes = json.dumps(config).encode()
+    config_digest = "sha256:" + hashlib.sha256(config_bytes).hexdigest()
+    manifest["config"].update(digest=config_digest, size=len(config_bytes))
+    manifest_bytes = json.dumps(manifest).encode()
+    blobs = {digest: blob, config_digest: config_bytes}
+    return OciImage(manifest=manifest_bytes, config=config_bytes, blobs=blobs)
+
+
+def test_a_layer_bomb_stops_at_the_budget_while_it_streams(store: ImageStore) -> None:
+    """A 4 MB layer of 4 GiB zeros against a 64 MiB budget (a quota): refused once about
+    64 MiB are decompressed, not after 4 GiB; nothing left behind."""
+    seen: list[int] = []
+
+    def budget(total: int) -> None:
+        seen.append(total)
+        if total > 64 << 20:
+            raise StoreError(f"over budget at {total}")
+
+    img = bomb_image(4 << 30)
+    started = time.monotonic()
+    with pytest.raises(StoreError, match="over budget"):
+        store.import_oci(OciImport(img.manifest, None, img.fetch_blob(), references=(REF,)),
+                         make_manifest=manifest_for, budget=budget)  # fmt: skip
+    assert max(seen) < 80 << 20 and time.monotonic() - started < 30
+    assert store.list() == [] and leftovers(store) == []
+    assert os.listdir(store.layout.layers) == []
+
+
+def test_a_layer_bomb_stops_short_of_a_full_disk(tmp_path: Path) -> None:
+    """The same bomb into a store on a 48 MiB tmpfs with a 10% reserve: StoreFull while
+    it streams, the filesystem left with its room."""
+    state = tmp_path / "state"
+    state.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "kurma-test-oci", str(state)],
+                   check=True)  # fmt: skip
+    try:
+        small = ImageStore(state, min_free=0.10)
+        img = bomb_image(4 << 30)
+        with pytest.raises(StoreFull, match="less than 10% of the state filesystem free"):
+            small.import_oci(OciImport(img.manifest, None, img.fetch_blob()),
+                             make_manifest=manifest_for)  # fmt: skip
+        st = os.statvfs(state)
+        assert st.f_bavail * st.f_frsize > 40 << 20  # everything written was removed
+        assert small.list() == [] and os.listdir(small.layout.layers) == []
+    finally:
+        subprocess.run(["umount", str(state)], check=False)

@@ -8,7 +8,9 @@ out as an OCI layout when a real tool (skopeo, umoci) or a registry push needs o
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,3 +115,12 @@ def busybox_layer(busybox: Path) -> TarBuilder:
     data = busybox.read_bytes()
     return (TarBuilder().dir("./").dir("bin").file("bin/busybox", data, mode=0o755)
             .hardlink("bin/sh", "bin/busybox").dir("etc").dir("tmp", mode=0o1777))  # fmt: skip
+
+
+def rootfs_tar(root: Path) -> bytes:
+    """The tree at `root` as a layer tar (owners, modes and links as they are)."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for path in sorted(root.rglob("*")):
+            tar.add(path, arcname=str(path.relative_to(root)), recursive=False)
+    return out.getvalue()

@@ -15,7 +15,6 @@ import os
 import shutil
 import stat
 import subprocess
-import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
@@ -29,7 +28,7 @@ from kurma.registry import RegistryClient, RegistrySettings
 from kurma.sources import pull_image
 from kurma.store import ImageStore
 from tests.archives import TarBuilder
-from tests.oci_images import OciImage, build_image
+from tests.oci_images import OciImage, build_image, rootfs_tar
 from tests.registry.support import CA, RegistryProcess, push, require_tools, write_htpasswd
 
 from ..waiting import wait_for
@@ -47,15 +46,6 @@ RUN = {
 }
 
 
-def rootfs_tar(root: Path) -> bytes:
-    """The tree at `root` as a layer tar (owners and modes as they are)."""
-    import io
-
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for path in sorted(root.rglob("*")):
-            tar.add(path, arcname=str(path.relative_to(root)), recursive=False)
-    return out.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -296,35 +286,45 @@ def client(work: Path, ca: CA, registry: RegistryProcess) -> Iterator[RegistryCl
         yield registry_client
 
 
-def test_pulled_tree_equals_umocis(work: Path, registry: RegistryProcess,
-                                   client: RegistryClient, tmp_path: Path) -> None:  # fmt: skip
-    """For the gzip image (Debian's umoci 0.4.7 refuses zstd layers): the tree Kurma
-    renders equals what `skopeo copy` + `umoci unpack` give; the zstd variant of the same
-    content gives the same tree again."""
-    require_tools("umoci")
-    for kind in (Compression.GZIP, Compression.ZSTD):
-        name = f"test/features-{kind.name.lower()}:v1"
-        publish(build_image(feature_layers(kind), run={"Cmd": ["/x"]}), registry, name, work)  # type: ignore[arg-type]
-    store = ImageStore(tmp_path / "state")
-    trees = {}
-    for kind in ("gzip", "zstd"):
-        pulled = pull_image(store, client, f"{registry.host}/test/features-{kind}:v1")
-        trees[kind] = tree_facts(pulled.import_result.record.rootfs)
-    layout, bundle = tmp_path / "layout", tmp_path / "bundle"
+def umoci_tree(work: Path, registry: RegistryProcess, name: str, tmp_path: Path) -> dict:
+    """`tree_facts` of what `skopeo copy docker://...` + `umoci unpack` give for `name`."""
+    layout, bundle = tmp_path / f"layout-{name}", tmp_path / f"bundle-{name}"
     certs = work / "certs.d" / registry.host
     subprocess.run(["skopeo", "--insecure-policy", "copy", "--quiet", "--src-cert-dir",
-                    str(certs), f"docker://{registry.host}/test/features-gzip:v1",
+                    str(certs), f"docker://{registry.host}/test/{name}:v1",
                     f"oci:{layout}:t"], check=True, capture_output=True)  # fmt: skip
     subprocess.run(["umoci", "unpack", "--image", f"{layout}:t", str(bundle)],
                    check=True, capture_output=True)  # fmt: skip
     try:
-        theirs = tree_facts(bundle / "rootfs")
+        return tree_facts(bundle / "rootfs")
     finally:
         shutil.rmtree(bundle)
-    assert trees["gzip"] == theirs
-    assert trees["zstd"] == theirs
+        shutil.rmtree(layout)
+
+
+def test_pulled_trees_equal_umocis(work: Path, registry: RegistryProcess, base_tar: bytes,
+                                   client: RegistryClient, tmp_path: Path) -> None:  # fmt: skip
+    """For every test image in gzip (Debian's umoci 0.4.7 refuses zstd layers): the tree
+    Kurma renders equals what `skopeo copy` + `umoci unpack` give; the zstd variant of the
+    feature image gives the same tree again."""
+    require_tools("umoci")
+    for kind in (Compression.GZIP, Compression.ZSTD):
+        name = f"test/features-{kind.name.lower()}:v1"
+        publish(build_image(feature_layers(kind), run={"Cmd": ["/x"]}), registry, name, work)  # type: ignore[arg-type]
+    top = TarBuilder().dir("etc").file("etc/motd", b"pulled\n")
+    busybox = build_image([(base_tar, Compression.GZIP), (top, Compression.GZIP)], run=RUN)
+    publish(busybox, registry, "test/busybox-gzip:v1", work)
+    store = ImageStore(tmp_path / "state")
+    trees = {}
+    for name in ("features-gzip", "features-zstd", "busybox-gzip"):
+        pulled = pull_image(store, client, f"{registry.host}/test/{name}:v1")
+        trees[name] = tree_facts(pulled.import_result.record.rootfs)
+    theirs = umoci_tree(work, registry, "features-gzip", tmp_path)
+    assert trees["features-gzip"] == theirs
+    assert trees["features-zstd"] == theirs
     assert {"etc/keep2", "sbin/su", "a", "rel"} <= set(theirs)  # not vacuous
     assert "etc/gone" not in theirs and "a/b" not in theirs and "x" not in theirs
+    assert trees["busybox-gzip"] == umoci_tree(work, registry, "busybox-gzip", tmp_path)
 
 
 def test_user_volume_exec_and_logs(daemon: Daemon, registry: RegistryProcess,

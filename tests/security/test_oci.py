@@ -29,6 +29,7 @@ from kurma.store import ImageStore, OciImport
 from tests.archives import TarBuilder
 from tests.oci_images import OCI_CONFIG, OCI_MANIFEST, OciImage, build_image, sha256
 from tests.root.test_kurmad import Daemon
+from tests.root.test_quotas import pod_doc
 
 REF = "example.com/app:v1"
 
@@ -341,22 +342,8 @@ def oci_archive(path: Path, img: OciImage, reference: str) -> Path:
 
 
 def tenant(kurma: Client, image_id: str, name: str, quota: dict | None = None) -> str:
-    value: dict = {"scope": "subtree"}
-    if quota is not None:
-        value["quota"] = quota
-    doc = {
-        "acKind": "PodManifest",
-        "acVersion": "0.8.11",
-        "apps": [
-            {
-                "name": "a",
-                "image": {"id": image_id},
-                "app": {"exec": ["/bin/sleep", "3600"], "user": "0", "group": "0"},
-            }
-        ],
-        "isolators": [{"name": "host/api-access", "value": value}],
-    }
-    return kurma.create_pod(manifest_json=json.dumps(doc).encode(), name=name, start=True).uuid
+    """A started pod with subtree api-access (and `quota`): the tenant of the attacks."""
+    return kurma.create_pod(manifest_json=pod_doc(image_id, quota), name=name, start=True).uuid
 
 
 @contextlib.contextmanager

@@ -35,7 +35,7 @@ from kurma.client._errors import from_rpc_error
 from kurma.registry import DockerConfig
 from kurma.store import ImageStore
 from tests.archives import TarBuilder
-from tests.oci_images import OciImage, build_image
+from tests.oci_images import OciImage, build_image, rootfs_tar
 from tests.registry.support import (
     CA,
     HttpServer,
@@ -72,12 +72,6 @@ def fetch(client: Client, name: str, username: str = "", password: str = "") -> 
     return last
 
 
-def rootfs_tar(root: Path) -> bytes:
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for path in sorted(root.rglob("*")):
-            tar.add(path, arcname=str(path.relative_to(root)), recursive=False)
-    return out.getvalue()
 
 
 def with_marker(base: bytes, name: str, data: bytes) -> bytes:

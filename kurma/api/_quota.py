@@ -148,9 +148,12 @@ class Quotas:
         for i in self._imports.values():
             if uuid in i.chain and store.layout.image_dir(i.image_id).exists():
                 try:
-                    units.update(store.usage_units(i.image_id))
+                    found = store.usage_units(i.image_id)
                 except ImageNotFound:  # deleted meanwhile
                     continue
+                if set(found) == {i.image_id}:  # an ACI is one unit: its size as booked
+                    found = {i.image_id: i.size}
+                units.update(found)
         return sum(units.values())
 
     def _log_bytes(self, record: PodRecord) -> int:

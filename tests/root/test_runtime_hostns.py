@@ -106,7 +106,10 @@ def test_host_ipc_is_the_hosts_ipc_namespace(pods: PodEnv) -> None:
 def test_sharing_net_ipc_uts_keeps_a_pid_namespace_of_its_own(hostnet_pods: PodEnv) -> None:
     pods = hostnet_pods
     record = pods.run(
-        _sh("mixed", "cat /proc/1/comm; readlink /proc/self/ns/pid"),
+        # P1 lets the apps go just before it execs podinit (launcher/_spawn.py): wait for it.
+        _sh("mixed", "i=0; until [ \"$(cat /proc/1/comm)\" = kurma-podinit ] || [ $i = 100 ]; "
+                     "do sleep 0.05; i=$((i+1)); done; cat /proc/1/comm; "
+                     "readlink /proc/self/ns/pid"),
         isolators=_host("net", "ipc", "uts"),
     )
     log = pods.log(record, "mixed")

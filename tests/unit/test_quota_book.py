@@ -48,6 +48,10 @@ class FakeLayout:
 class FakeStore:
     layout: FakeLayout
 
+    def usage_units(self, image_id: str) -> dict[str, int]:
+        """As an ACI counts in the real store: one unit, itself (the book keeps its size)."""
+        return {image_id: 0}
+
 
 @dataclass
 class FakeConfig:

@@ -14,7 +14,6 @@ import os
 import queue
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -217,14 +216,21 @@ class ImagesServicer(BindsCaller, images_pb2_grpc.ImagesServicer):
         ref = self.registries.qualify(request.name)
         platform = parse_platform(request.platform) if request.platform else None
         client = self.registries.client(view, ref, request.username, request.password)
-        updates: queue.Queue[tuple[str, object]] = queue.Queue()
+        finished: queue.Queue[tuple[str, object]] = queue.Queue()
+        latest: dict[int, LayerProgress] = {}  # each layer's last event, from the threads
+        lock = threading.Lock()
+        changed = threading.Event()  # a layer changed state: relay it now
         cancelled = threading.Event()
         context.add_callback(cancelled.set)
 
         def progress(event: LayerProgress) -> None:
             if cancelled.is_set():
                 raise ApiError(Code.CANCELLED, "the client went away")
-            updates.put(("layer", event))
+            with lock:
+                before = latest.get(event.index)
+                latest[event.index] = event
+            if before is None or before.state != event.state:
+                changed.set()
 
         def work() -> None:
             try:
@@ -242,30 +248,26 @@ class ImagesServicer(BindsCaller, images_pb2_grpc.ImagesServicer):
                     if result.import_result.created and self.quotas is not None:
                         self.quotas.imported(view, record.image_id, record.size)
             except BaseException as e:  # relayed to the caller's thread
-                updates.put(("error", e))
+                finished.put(("error", e))
             else:
-                updates.put(("done", result))
+                finished.put(("done", result))
+            changed.set()
 
         threading.Thread(target=work, name=f"pull {ref}", daemon=True).start()
-        layers: dict[int, images_pb2.LayerStatus] = {}
-        sent = 0.0
+        sent: dict[int, LayerProgress] = {}
         while True:
-            kind, item = updates.get()
-            if kind == "error":
-                raise item  # type: ignore[misc]
-            if kind == "done":
-                break
-            event = item
-            assert isinstance(event, LayerProgress)
-            changed = event.index not in layers or layers[event.index].state != event.state
-            layers[event.index] = images_pb2.LayerStatus(
-                index=event.index, digest=event.digest, size=event.size, done=event.done,
-                state=event.state,
-            )  # fmt: skip
-            now = time.monotonic()
-            if changed or now - sent >= PROGRESS_INTERVAL:
+            changed.wait(PROGRESS_INTERVAL)
+            changed.clear()
+            with lock:
+                now = dict(latest)
+            if now != sent:
                 sent = now
-                yield _pull_progress(layers, "pulling")
+                yield _pull_progress(now, "pulling")
+            if not finished.empty():
+                kind, item = finished.get()
+                if kind == "error":
+                    raise item  # type: ignore[misc]
+                break
         pulled = item
         assert isinstance(pulled, PullResult)
         record = pulled.import_result.record
@@ -276,7 +278,7 @@ class ImagesServicer(BindsCaller, images_pb2_grpc.ImagesServicer):
         )  # fmt: skip
         if pulled.import_result.created:
             self.events.image("image.pulled", record.image_id, str(pulled.reference))
-        final = _pull_progress(layers, "pulled")
+        final = _pull_progress(latest, "pulled")
         final.image.CopyFrom(image_to_proto(record, _manifest_text(record)))
         final.created = pulled.import_result.created
         yield final
@@ -352,15 +354,21 @@ class TrustServicer(images_pb2_grpc.TrustServicer):
         raise unimplemented(self._LATER)
 
 
-def _pull_progress(
-    layers: dict[int, images_pb2.LayerStatus], status: str
-) -> images_pb2.ImportProgress:
-    done = sum(layer.done for i, layer in layers.items() if i >= 0)
-    total = sum(layer.size for i, layer in layers.items() if i >= 0)
+def _pull_progress(layers: dict[int, LayerProgress], status: str) -> images_pb2.ImportProgress:
+    """One progress message: every layer's last state, and the bytes summed."""
+    statuses = [
+        images_pb2.LayerStatus(
+            index=e.index, digest=e.digest, size=e.size, done=e.done, state=e.state
+        )
+        for _, e in sorted(layers.items())
+        if e.index >= 0
+    ]
     return images_pb2.ImportProgress(
-        bytes_done=done, bytes_total=total, status=status,
-        layers=[layers[i] for i in sorted(layers)],
-    )  # fmt: skip
+        bytes_done=sum(s.done for s in statuses),
+        bytes_total=sum(s.size for s in statuses),
+        status=status,
+        layers=statuses,
+    )
 
 
 def _ref(ref: str) -> str:

@@ -58,6 +58,7 @@ from ._layers import LAYER_MEDIA_TYPES as LAYER_MEDIA_TYPES
 from ._layers import LayerResult as LayerResult
 from ._layers import apply_layer as apply_layer
 from ._layers import discard_tree as discard_tree
+from ._layers import expand_layer as expand_layer
 
 # --- appc manifests for OCI images (kurma/oci/_appc.py) -------------------------------------
 # isort: split

@@ -651,3 +651,31 @@ def apply_layer(
         whiteouts=applier.whiteouts,
         skipped=tuple(applier.skipped),
     )
+
+
+def expand_layer(
+    stream: BinaryIO,
+    dest: BinaryIO,
+    *,
+    media_type: str | None,
+    limits: UnpackLimits = _DEFAULT_LIMITS,
+    expected_digest: str | None = None,
+    diff_algorithm: str = "sha256",
+    watch: Callable[[int], None] | None = None,
+) -> tuple[str, int]:
+    """Decompress a layer blob into `dest` as a plain tar, checking the blob against
+    `expected_digest` (DigestMismatch) and its compression against `media_type`, within
+    `max_total_bytes`; returns (diff_id, uncompressed size).
+
+    Why: a pull decompresses the upper layers ahead, in other threads (zlib and zstandard
+    release the GIL), while the lower ones are still being applied in order; applying a
+    plain tar then costs only the file work."""
+    blob_alg = _parse_digest(expected_digest, "digest")[0] if expected_digest else "sha256"
+    pipe = _LayerStream(stream, media_type, limits.max_total_bytes, blob_alg, diff_algorithm,
+                        watch)  # fmt: skip
+    while chunk := pipe.next_chunk():
+        dest.write(chunk)
+    blob_hex, diff_hex, _ = pipe.finish()
+    if expected_digest and _parse_digest(expected_digest, "digest")[1] != blob_hex:
+        raise DigestMismatch(expected_digest, f"{blob_alg}:{blob_hex}", "layer digest")
+    return f"{diff_algorithm}:{diff_hex}", pipe.total_bytes

@@ -20,6 +20,8 @@ packages=(
     umoci            # the reference OCI unpacker: differential test of layer application
     docker-registry skopeo   # tests/registry: a real distribution registry, and pushes to it
     podman           # pulls by a peer (same registries.conf/certs.d conventions as kurma's)
+    containernetworking-plugins   # kurma.network: the CNI plugins pods are attached with
+    iptables         # portmap/firewall plugins (nft backend); the network tests read rules
 )
 
 missing=()

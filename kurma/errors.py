@@ -28,6 +28,15 @@
     │   │                           UNAVAILABLE
     │   └── RegistryUnreachable     no connection, a TLS failure (the certificate problem is
     │                               named) or a 5xx answer; UNAVAILABLE
+    ├── NetworkError                a CNI network could not be used (kurma.network)
+    │   ├── NetworkNotFound         no network has that name
+    │   ├── InvalidNetworkConfig    a network configuration breaks the CNI spec; names the
+    │   │                           file and the key (also a ValueError)
+    │   ├── PluginError             a CNI plugin failed: its name, the spec's error code, msg
+    │   │   │                       and details (the JSON the plugin printed)
+    │   │   └── PluginNotFound      no executable plugin of that type in the plugin paths
+    │   └── DetachFailed            DEL failed in one or more plugins (all were run); the
+    │                               attachment's record stays so that DEL can be retried
     ├── PodError                    the pod runtime refused an operation on a pod
     │   ├── PodNotFound             no pod has that UUID, UUID prefix or name
     │   └── PodStateError           the pod exists, but its state forbids the operation
@@ -41,6 +50,8 @@ An OCI manifest or image config whose content breaks a rule raises ValidationErr
 appc manifest; UnsupportedManifest means the document is valid but of a kind Kurma refuses.
 DigestMismatch differs from IncompleteBlob in what the caller should do: discard the bytes
 (the source is wrong or hostile) versus fetch the rest (the transfer was cut short).
+PluginError differs from InvalidNetworkConfig in who found the fault: the plugin, at run time
+(an exhausted address range, a bridge that cannot be made), versus Kurma, reading the file.
 PodNotFound differs from PodStateError in what the caller should do: look the pod up again
 (`kurmactl ps -a`) versus wait for, or bring about, the state the operation needs (start a
 created pod, stop a running one). Neither means the pod is broken.
@@ -187,6 +198,68 @@ class DownloadInterrupted(RegistryError):
 class RegistryUnreachable(RegistryError):
     """No usable connection to a registry: refused, timed out, TLS failed (the message names
     the host and the certificate problem), or the registry answered 5xx/429."""
+
+
+class NetworkError(KurmaError):
+    """A CNI network could not be found, read, attached or detached."""
+
+
+class NetworkNotFound(NetworkError, LookupError):
+    """No network has the name asked for."""
+
+
+class InvalidNetworkConfig(NetworkError, ValueError):
+    """A network configuration breaks the CNI spec (or Kurma's use of it). `source` names the
+    file (or another origin), `key` the offending field as a JSON path such as
+    `plugins[1].type` (empty when the whole document is at fault)."""
+
+    def __init__(self, source: str, key: str, message: str) -> None:
+        self.source = source
+        self.key = key
+        self.message = message
+        where = f"{source}: {key}" if key else source
+        super().__init__(f"{where}: {message}")
+
+
+class PluginError(NetworkError):
+    """A CNI plugin failed. `plugin` is its type (the binary's name), `code` the spec's error
+    code (None when the plugin gave none: killed, timed out, unparsable output), `msg` and
+    `details` what it printed. `cleanup_errors` lists what failed while undoing an ADD."""
+
+    def __init__(self, plugin: str, code: int | None, msg: str, details: str = "") -> None:
+        self.plugin = plugin
+        self.code = code
+        self.msg = msg
+        self.details = details
+        self.cleanup_errors: tuple[PluginError, ...] = ()
+        text = f"CNI plugin {plugin!r} failed"
+        if code is not None:
+            text += f" (code {code})"
+        text += f": {msg}"
+        if details:
+            text += f" ({details})"
+        super().__init__(text)
+
+
+class PluginNotFound(PluginError, LookupError):
+    """No executable plugin of that type is in the plugin paths (or the type is not a plain
+    file name)."""
+
+    def __init__(self, plugin: str, paths: tuple[str, ...], reason: str = "") -> None:
+        self.paths = paths
+        super().__init__(plugin, None, reason or f"not found in {', '.join(paths) or 'no paths'}")
+
+
+class DetachFailed(NetworkError):
+    """DEL failed in one or more plugins of a chain; every plugin was run. `errors` holds each
+    plugin's PluginError, in the order they ran."""
+
+    def __init__(self, network: str, container_id: str, errors: tuple[PluginError, ...]) -> None:
+        self.network = network
+        self.container_id = container_id
+        self.errors = errors
+        listed = "; ".join(str(e) for e in errors)
+        super().__init__(f"detaching {container_id} from network {network!r} failed: {listed}")
 
 
 class PodError(KurmaError):

@@ -10,6 +10,9 @@ from ._isolators import ApiScope as ApiScope
 from ._isolators import DevicesIsolator as DevicesIsolator
 from ._isolators import Isolator as Isolator
 from ._isolators import NamespacesIsolator as NamespacesIsolator
+from ._isolators import NetworkAttachmentSpec as NetworkAttachmentSpec
+from ._isolators import NetworkPort as NetworkPort
+from ._isolators import NetworksIsolator as NetworksIsolator
 from ._isolators import PrivilegedIsolator as PrivilegedIsolator
 from ._isolators import SubtreeQuota as SubtreeQuota
 from ._isolators import UnknownIsolator as UnknownIsolator

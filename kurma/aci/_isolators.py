@@ -144,6 +144,88 @@ class DevicesIsolator(Isolator):
         return list(self.devices)
 
 
+@dataclass(frozen=True)
+class NetworkPort:
+    """A port published on the host for one network: docker's `-p [IP:]HOST:CONTAINER`."""
+
+    host_port: int
+    container_port: int
+    protocol: str = "tcp"
+    host_ip: str = ""
+
+    @classmethod
+    def parse(cls, value: JSON, path: str) -> NetworkPort:
+        node = Node.of(value, path)
+        ports = [
+            node.integer(key, 1, 65535, required=True) for key in ("hostPort", "containerPort")
+        ]
+        protocol = node.text("protocol") or "tcp"
+        if protocol not in ("tcp", "udp", "sctp"):
+            raise ValidationError(
+                node.at("protocol"), f"must be tcp, udp or sctp, got {protocol!r}"
+            )
+        host_ip = node.text("hostIP") or ""
+        if host_ip:
+            import ipaddress
+
+            try:
+                ipaddress.ip_address(host_ip)
+            except ValueError:
+                raise ValidationError(
+                    node.at("hostIP"), f"not an IP address: {host_ip!r}"
+                ) from None
+        return cls(ports[0], ports[1], protocol, host_ip)
+
+    def to_json(self) -> dict[str, JSON]:
+        out: dict[str, JSON] = {"hostPort": self.host_port, "containerPort": self.container_port,
+                                "protocol": self.protocol}  # fmt: skip
+        if self.host_ip:
+            out["hostIP"] = self.host_ip
+        return out
+
+
+@dataclass(frozen=True)
+class NetworkAttachmentSpec:
+    """One CNI network a pod joins (a `.conflist` of kurmad's networks dir, by name)."""
+
+    name: str
+    ports: tuple[NetworkPort, ...] = ()
+
+
+@dataclass(frozen=True)
+class NetworksIsolator(Isolator):
+    """Kurma: the CNI networks the pod joins, in order (interfaces eth0, eth1, ...):
+    `[{"name": "bridge", "ports": [{"hostPort": 8080, "containerPort": 80}]}]`; an empty
+    list is loopback only. Without it a pod has loopback only too (kurmad gives a pod made
+    from a run spec its default network). Sharing the host's network excludes it."""
+
+    name: ClassVar[str] = "os/linux/networks"
+    MULTIPLE: ClassVar[bool] = False
+    networks: tuple[NetworkAttachmentSpec, ...] = ()
+
+    @classmethod
+    def from_value(cls, value: JSON, path: str) -> NetworksIsolator:
+        if not isinstance(value, list | tuple):
+            raise ValidationError(path, f"must be an array, got {type_name(value)}")
+        networks: list[NetworkAttachmentSpec] = []
+        for i, item in enumerate(value):
+            node = Node.of(item, join(path, i))
+            name = node.text("name") or ""
+            if not name or not all(c.isalnum() or c in "-_." for c in name):
+                raise ValidationError(node.at("name"), f"must be a network name, got {name!r}")
+            if any(n.name == name for n in networks):
+                raise ValidationError(node.at("name"), f"network {name!r} given twice")
+            ports = tuple(NetworkPort.parse(port, at) for at, port in node.array("ports"))
+            networks.append(NetworkAttachmentSpec(name, ports))
+        return cls(tuple(networks))
+
+    def value_json(self) -> JSON:
+        return [
+            {"name": n.name, **({"ports": [p.to_json() for p in n.ports]} if n.ports else {})}
+            for n in self.networks
+        ]
+
+
 class ApiScope(StrEnum):
     """How much of the Kurma API a pod's own socket reaches (DESIGN.md, recursion model)."""
 
@@ -241,6 +323,7 @@ KURMA_ISOLATORS: tuple[type[Isolator], ...] = (
     NamespacesIsolator,
     DevicesIsolator,
     ApiAccessIsolator,
+    NetworksIsolator,
 )
 
 

@@ -23,6 +23,7 @@ from kurma.aci import (
     MemoryIsolator,
     NamespacesIsolator,
     NetworkBandwidthIsolator,
+    NetworksIsolator,
     NoNewPrivilegesIsolator,
     OOMScoreAdjIsolator,
     PrivilegedIsolator,
@@ -196,9 +197,26 @@ def test_parses_typed_isolator(doc: dict[str, Any], expected: object) -> None:
 
 
 def test_every_standard_and_kurma_type_is_registered() -> None:
-    """The registry knows the spec's 14 types and Kurma's 4."""
-    assert len(isolator_types()) == 18
+    """The registry knows the spec's 14 types and Kurma's 5."""
+    assert len(isolator_types()) == 19
     assert isolator_types()["host/api-access"] is ApiAccessIsolator
+    assert isolator_types()["os/linux/networks"] is NetworksIsolator
+
+
+def test_networks_isolator_parses_names_and_ports() -> None:
+    """Networks in order with docker's -p fields; bad names, ports and repeats refused."""
+    iso = parse_isolator({"name": "os/linux/networks", "value": [
+        {"name": "bridge", "ports": [{"hostPort": 8080, "containerPort": 80, "hostIP": "::1"}]},
+        {"name": "backend"}]}, "i")  # fmt: skip
+    assert isinstance(iso, NetworksIsolator)
+    assert [n.name for n in iso.networks] == ["bridge", "backend"]
+    assert iso.networks[0].ports[0].host_ip == "::1"
+    for bad in ([{"name": "a/b"}], [{"name": "x"}, {"name": "x"}],
+                [{"name": "x", "ports": [{"hostPort": 0, "containerPort": 1}]}],
+                [{"name": "x", "ports": [{"hostPort": 1, "containerPort": 1, "protocol": "icmp"}]}],
+                {"name": "x"}):  # fmt: skip
+        with pytest.raises(ValidationError):
+            parse_isolator({"name": "os/linux/networks", "value": bad}, "i")
 
 
 def test_unknown_isolator_keeps_raw_value() -> None:

@@ -45,6 +45,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NoReturn
 
+from .._netplan import GATE_NAME
 from .._plan import AppPlan, PodPlan
 from .._podinit import podinit_argv, register_app, wait_and_record
 from ..linux import (
@@ -279,6 +280,8 @@ def _pod_init(
             while os.read(first.ready_r, 64):
                 pass  # EOF: every app has run its pre-start handler, or failed
         os.close(first.ready_r)
+        if plan.network_gate:
+            _wait_for_networks(plan.pod_dir)
         _exec_podinit(req, notify_w, streams, reaper, go=(first.go_w, len(plan.apps)))
     except BaseException as e:
         message = f"pod {req.plan.name!r}: cannot start: {e}"
@@ -286,6 +289,25 @@ def _pod_init(
         with contextlib.suppress(OSError):
             os.write(first.err_w, f"{EXIT_SETUP_FAILED} {message}\n".encode())
         os._exit(2)
+
+
+def _wait_for_networks(pod_dir: str) -> None:
+    """The network gate: the apps run only once kurmad has attached the pod's networks.
+    kurmad opens the FIFO `POD_DIR/network-gate` read-write once every attachment is made
+    and writes `ok`; anything else (EOF: kurmad ended first) fails the start."""
+    fd = os.open(os.path.join(pod_dir, GATE_NAME), os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        line = b""
+        while not line.endswith(b"\n"):
+            chunk = os.read(fd, 64)
+            if not chunk:
+                break
+            line += chunk
+    finally:
+        os.close(fd)
+    if line != b"ok\n":
+        said = line.decode(errors="replace").strip() or "nothing (kurmad ended?)"
+        raise OSError(f"its networks were not attached: the network gate said {said}")
 
 
 def _park_cloexec(fd: int, at_least: int) -> int:

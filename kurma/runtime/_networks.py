@@ -174,7 +174,7 @@ class Networks(RuntimeParts):
         name = live.record.name
         if own:
             _rewrite(live.pod_dir / "hosts", hosts_content(name, own=own))
-        dns = next((r.dns for r in results if not r.dns.is_empty()), None)
+        dns = next((r.dns for r in results if not r.dns.is_empty), None)
         if dns is not None:
             search = dns.search or ((dns.domain,) if dns.domain else ())
             _rewrite(

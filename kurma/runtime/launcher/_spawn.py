@@ -13,7 +13,10 @@ hostname, forks the other apps, registers them all with podinit (`pids/<pid>`, a
 pre-start handlers when there are several apps, blocks every signal, writes each app its
 `go` byte and execs kurma-podinit. An app execs only after that byte, so none runs at all
 when P1 failed (it says why on the first app's errpipe; `_exec_podinit` says why an app
-need not wait for the exec). The apps are P1's children already, so podinit reaps them
+need not wait for the exec). A pod on CNI networks (`plan.network_gate`) has P1 wait,
+after the barrier and before the go bytes, for `ok` on the FIFO `POD_DIR/network-gate`
+(kurmad writes it once the networks are attached, see kurma/runtime/_networks.py); anything
+else, or EOF, fails the start. The apps are P1's children already, so podinit reaps them
 with no re-parenting. P1 stays in the launcher's mount namespace: podinit pins no mount,
 and each app unshares its own.
 

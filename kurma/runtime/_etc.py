@@ -31,14 +31,19 @@ class EtcFiles:
     resolv_conf: str
 
 
-def hosts_content(pod_name: str, extra: Iterable[tuple[str, str]] = ()) -> str:
-    """/etc/hosts: loopback names, the pod's own name on 127.0.1.1/::1, then (ip, name) extras."""
+def hosts_content(
+    pod_name: str, extra: Iterable[tuple[str, str]] = (), *, own: Sequence[str] = ()
+) -> str:
+    """/etc/hosts: loopback names, the pod's own name on 127.0.1.1/::1 (on its `own`
+    addresses instead, when it has some: a pod on a CNI network), then (ip, name) extras."""
     names = " ".join(dict.fromkeys(n for n in (pod_name, pod_name.split(".")[0]) if n))
     lines = [
         "127.0.0.1\tlocalhost localhost.localdomain",
         "::1\tlocalhost ip6-localhost ip6-loopback",
     ]
-    if names:
+    if names and own:
+        lines += [f"{ipaddress.ip_address(a)}\t{names}" for a in own]
+    elif names:
         lines += [f"127.0.1.1\t{names}", f"::1\t{names}"]
     for address, name in extra:
         lines.append(f"{ipaddress.ip_address(address)}\t{_check_name(name)}")

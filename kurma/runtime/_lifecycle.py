@@ -40,6 +40,7 @@ from ._adoption import is_podinit_of, unnamed_pod_cgroups
 from ._confine import check_oom_within, check_within, translate_volumes
 from ._etc import HOSTS_NAME, RESOLV_CONF_NAME, EtcFiles, write_pod_etc
 from ._live import LivePod, PodEventKind, RuntimeParts, copy_record
+from ._netplan import GATE_NAME
 from ._plan import AppInput, PodPlan, host_namespaces, plan_pod, precheck_pod
 from ._poddir import API_DIR, check_pod_name, mount_apps_tmpfs, remove_pod_dir
 from ._podinit import SIGNAL_KILL_APPS, SIGNAL_TERMINATE_APPS
@@ -144,6 +145,7 @@ class Lifecycle(RuntimeParts):
         scores = precheck_pod(manifest, lambda a: self.store.get_by_id(a.image.id).manifest.app)
         if confiner is not None:
             check_oom_within(scores, confiner)
+        self._check_networks(manifest)  # every network it names exists (NetworkNotFound)
         pod_dir = self.pods_dir / pod_uuid
         pod_dir.mkdir(mode=0o711)  # no record yet: an orphan to reconcile until there is one
         try:
@@ -322,6 +324,9 @@ class Lifecycle(RuntimeParts):
                 self._changed.notify_all()
         failures = _read_errpipes(errpipes, timeout)
         with self._lock:
+            self._close_gate(live)  # P1 has read it (or failed): the start is over
+            if live.record.state is PodState.EXITED:  # ended during its launch
+                self._detach_networks(live)
             for app, failure in zip(live.record.apps, failures, strict=True):
                 if failure is not None:
                     app.error = failure[1]
@@ -355,6 +360,9 @@ class Lifecycle(RuntimeParts):
         request = PodStart(
             plan, cfg.leftover_grace, (log_bytes, cfg.log_keep), listen, cgroup_parent
         )
+        if plan.network_gate:  # P1 reads `ok` from it before the apps run (_networks)
+            with contextlib.suppress(FileExistsError):
+                os.mkfifo(live.pod_dir / GATE_NAME, 0o600)
         launched = None
         shell = self.launcher.take_shell(request)
         if shell is not None:  # its P1 waits in its cgroup: named before it gets the start
@@ -393,6 +401,13 @@ class Lifecycle(RuntimeParts):
                 )
             except FileNotFoundError:  # its PID 1 has ended already (its init failed, say):
                 sock.close()  # no netns to serve; the errpipes and the watcher tell the rest
+        if plan.network_gate:
+            try:
+                self._attach_networks(live, plan, started.pid)
+            except BaseException:
+                for fd in rest:
+                    os.close(fd)
+                raise
         return rest
 
     def _name_cgroup(self, live: LivePod, relpath: str, podinit: int | None, how: str) -> None:
@@ -416,8 +431,14 @@ class Lifecycle(RuntimeParts):
         and the pod is created again, to be started again or destroyed."""
         if live.record.state is not PodState.RUNNING:
             return  # failed before its cgroup was named: nothing was launched
-        self._remove_cgroup(live)
         with self._lock:
+            self._close_gate(live)  # P1 sees EOF, if it still waits
+        self._remove_cgroup(live)
+        plan = live.plan
+        if self.metadata is not None and plan is not None and "net" not in plan.host_namespaces:
+            self.metadata.unregister_pod(live.record.uuid)  # its listener pins the netns
+        with self._lock:
+            self._detach_networks(live)  # what is left of an ADD (normally nothing)
             for fd in (live.pidfd, live.notify):
                 if fd is not None:
                     with contextlib.suppress(KeyError, ValueError):
@@ -512,6 +533,8 @@ class Lifecycle(RuntimeParts):
         self._remove_cgroup(live)
         for relpath in strays:
             self._kill_cgroup(relpath, f"pod {record.name}: its processes in cgroup {relpath}")
+        self._close_gate(live)
+        self._detach_networks(live)  # done at its end already, unless a DEL failed then
         self.store.release(record.uuid)
         remove_pod_dir(live.pod_dir)
         destroyed.append(record.uuid)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ..network import Attachment
 from ..store import ImageStore
 from ._plan import PodPlan
 from ._podrecord import PodRecord, PodState
@@ -34,6 +35,11 @@ class RuntimeConfig:
     log_max_bytes: int = 2 << 20  # in RAM with pods_dir on a tmpfs: 2 MiB x (1 + keep)
     log_keep: int = 2
     nameservers: tuple[str, ...] | None = None  # None: the host's resolv.conf
+    # CNI: the `.conflist`/`.conf` files of the networks pods may join (None: no networks;
+    # a pod asking for one is refused at create), and where the plugin binaries are. The
+    # attachments are kept in `<state_dir>/networks/` (DEL after a crash or a reboot).
+    networks_dir: str | None = None
+    cni_paths: tuple[str, ...] = ("/usr/lib/cni", "/opt/cni/bin")
     pids_max: int | None = None  # a pids limit for every pod
     # Pods' state, logs and writable layers: best on a tmpfs (kurmad: /run/kurma/pods). A
     # pod never outlives a boot, and metadata operations there cost microseconds, not the
@@ -97,6 +103,8 @@ class LivePod:
         self.starting = False  # a start_pod is under way (a second one is refused)
         self.finishing = False
         self.execs: dict[int, ExecProcess] = {}
+        self.networks: list[Attachment] = []  # attached (eth0 first); `Runtime.pod_networks`
+        self.gate: int | None = None  # the network gate's FIFO, held while the start runs
 
 
 class RuntimeParts:
@@ -149,6 +157,12 @@ class RuntimeParts:
     def _transition(
         self, live: LivePod, state: PodState | None, why: str, event: PodEventKind | None = None
     ) -> None:
+        raise NotImplementedError
+
+    def _detach_networks(self, live: LivePod) -> None:
+        raise NotImplementedError
+
+    def _close_gate(self, live: LivePod) -> None:
         raise NotImplementedError
 
 

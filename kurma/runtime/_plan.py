@@ -27,6 +27,7 @@ from ..aci import (
     Isolator,
     MemoryIsolator,
     NamespacesIsolator,
+    NetworksIsolator,
     NoNewPrivilegesIsolator,
     OOMScoreAdjIsolator,
     PodManifest,
@@ -41,6 +42,8 @@ from ..aci import (
 from ..errors import ValidationError
 from ._etc import EtcFiles
 from ._identity import Identity, resolve_identity
+from ._netplan import ISOLATOR as NETWORKS_ISOLATOR
+from ._netplan import PodNetwork, app_sections, networks_isolator, plan_networks
 from ._rootfs import RootfsSpec, rootfs_spec
 from ._volumes import Beneath, VolumeBind, place_beneath
 from .linux import Capability
@@ -140,6 +143,13 @@ class PodPlan:
     apps: tuple[AppPlan, ...]
     report: tuple[IsolatorOutcome, ...]
     api_access: ApiAccessIsolator | None = None
+    # The CNI networks the pod joins (`_netplan`), eth0 first. With any, P1 waits at the
+    # network gate (`_netplan.GATE_NAME`) until kurmad has attached them.
+    networks: tuple[PodNetwork, ...] = ()
+
+    @property
+    def network_gate(self) -> bool:
+        return bool(self.networks)
 
 
 @dataclass(frozen=True)
@@ -179,6 +189,10 @@ def plan_pod(
     """
     report: list[IsolatorOutcome] = []
     host_ns = _host_namespaces(pod, apps, report)
+    networks = plan_networks(pod, [(i.app, i.app.app or i.image.app) for i in apps], host_ns)
+    if networks_isolator(pod.isolators) is not None:
+        note = ", ".join(f"{n.name} ({n.ifname})" for n in networks) or "loopback only"
+        report.append(IsolatorOutcome("pod", NETWORKS_ISOLATOR, True, note))
     pod_caps = _pod_grants(pod.isolators, "pod", report)
     security = _pod_security(
         pod.isolators, report, held_capabilities() if bounding is None else bounding
@@ -189,8 +203,17 @@ def plan_pod(
         api_dir = None
     planned = tuple(
         _plan_app(
-            pod, item, pod_dir, etc, metadata_url, host_ns, pod_caps, report, api_dir,
-            beneath, security,
+            pod,
+            item,
+            pod_dir,
+            etc,
+            metadata_url,
+            host_ns,
+            pod_caps,
+            report,
+            api_dir,
+            beneath,
+            security,
         )
         for item in apps
     )
@@ -202,7 +225,7 @@ def plan_pod(
             else o
             for o in report
         ]
-    return PodPlan(uuid, name, pod_dir, host_ns, pod_limits, planned, tuple(report), api)
+    return PodPlan(uuid, name, pod_dir, host_ns, pod_limits, planned, tuple(report), api, networks)
 
 
 def precheck_pod(
@@ -237,6 +260,7 @@ def precheck_pod(
         if isinstance(iso, NamespacesIsolator)
         for ns in iso.host
     )
+    plan_networks(pod, app_sections(pod, lambda a: dict(inputs)[a.name]), host_ns)
     pod_grants = _pod_grants(pod.isolators, "pod", report)
     security = _pod_security(pod.isolators, report, bounding)
     _limits(pod.isolators, "pod", report, None)
@@ -457,6 +481,7 @@ _JUDGED_ELSEWHERE = (
     MemoryIsolator,
     CPUSharesIsolator,
     NamespacesIsolator,
+    NetworksIsolator,
 )
 
 

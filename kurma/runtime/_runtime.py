@@ -7,6 +7,8 @@ One `Runtime` per state directory, put together from one part per concern:
     _watcher.Watcher        the thread that learns of apps' and pods' ends
     _adoption.Adoption      at start: reconcile records against cgroups and directories,
                             re-adopt running pods
+    _networks.Networks      CNI networks: checked at create, attached behind the network
+                            gate at start, detached at the pod's end and by the reconcile
     _poddir                 what a pod's directory holds
     this module             the Runtime itself: its set-up and close, events, queries,
                             waits and exec
@@ -49,6 +51,7 @@ from ._live import (
     RuntimeConfig,
     copy_record,
 )
+from ._networks import Networks
 from ._poddir import API_DIR, filesystem_type, mount_apps_tmpfs, remove_pod_dir
 from ._poddir import unmount_apps_tmpfs as unmount_apps_tmpfs
 from ._podinit import log_path, podinit_path
@@ -81,7 +84,7 @@ METADATA_KEY_FILE = "metadata.key"
 SWITCH_INTERVAL = 0.0005  # seconds; see Runtime.__init__
 
 
-class Runtime(Lifecycle, Watcher, Adoption):
+class Runtime(Lifecycle, Watcher, Adoption, Networks):
     """Runs appc pods from the store in `state_dir` (see the module docstring)."""
 
     # Bytes per app log file for a pod (None: the configured size); kurmad sets it.
@@ -134,7 +137,9 @@ class Runtime(Lifecycle, Watcher, Adoption):
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._selector.register(self._wake_r, selectors.EVENT_READ, ("wake", ""))
         self._closed = False
+        self._setup_networks()
         self.adopt(found)
+        self._reconcile_networks()
         self._thread = threading.Thread(target=self._watch, name="kurma-pod-watch", daemon=True)
         self._thread.start()
 

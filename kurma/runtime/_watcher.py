@@ -187,6 +187,8 @@ class Watcher(RuntimeParts):
         own_pidns = live.plan is not None and "pid" not in live.plan.host_namespaces
         self._remove_cgroup(live, kill=not own_pidns)
         unmount_apps_tmpfs(live.pod_dir)  # the writable layers are done with: free the RAM
+        if not live.starting:  # else the start, once its ADDs are done (start_pod)
+            self._detach_networks(live)
         record.finished_at = now
         codes = ", ".join(f"{a.name} {a.exit_code}" for a in record.apps)
         self._transition(live, PodState.EXITED, f"{why} ({codes or 'no apps'})")

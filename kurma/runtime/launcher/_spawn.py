@@ -13,7 +13,10 @@ hostname, forks the other apps, registers them all with podinit (`pids/<pid>`, a
 pre-start handlers when there are several apps, blocks every signal, writes each app its
 `go` byte and execs kurma-podinit. An app execs only after that byte, so none runs at all
 when P1 failed (it says why on the first app's errpipe; `_exec_podinit` says why an app
-need not wait for the exec). The apps are P1's children already, so podinit reaps them
+need not wait for the exec). A pod on CNI networks (`plan.network_gate`) has P1 wait,
+after the barrier and before the go bytes, for `ok` on the FIFO `POD_DIR/network-gate`
+(kurmad writes it once the networks are attached, see kurma/runtime/_networks.py); anything
+else, or EOF, fails the start. The apps are P1's children already, so podinit reaps them
 with no re-parenting. P1 stays in the launcher's mount namespace: podinit pins no mount,
 and each app unshares its own.
 
@@ -45,6 +48,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NoReturn
 
+from .._netplan import GATE_NAME
 from .._plan import AppPlan, PodPlan
 from .._podinit import podinit_argv, register_app, wait_and_record
 from ..linux import (
@@ -279,6 +283,8 @@ def _pod_init(
             while os.read(first.ready_r, 64):
                 pass  # EOF: every app has run its pre-start handler, or failed
         os.close(first.ready_r)
+        if plan.network_gate:
+            _wait_for_networks(plan.pod_dir)
         _exec_podinit(req, notify_w, streams, reaper, go=(first.go_w, len(plan.apps)))
     except BaseException as e:
         message = f"pod {req.plan.name!r}: cannot start: {e}"
@@ -286,6 +292,25 @@ def _pod_init(
         with contextlib.suppress(OSError):
             os.write(first.err_w, f"{EXIT_SETUP_FAILED} {message}\n".encode())
         os._exit(2)
+
+
+def _wait_for_networks(pod_dir: str) -> None:
+    """The network gate: the apps run only once kurmad has attached the pod's networks.
+    kurmad opens the FIFO `POD_DIR/network-gate` read-write once every attachment is made
+    and writes `ok`; anything else (EOF: kurmad ended first) fails the start."""
+    fd = os.open(os.path.join(pod_dir, GATE_NAME), os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        line = b""
+        while not line.endswith(b"\n"):
+            chunk = os.read(fd, 64)
+            if not chunk:
+                break
+            line += chunk
+    finally:
+        os.close(fd)
+    if line != b"ok\n":
+        said = line.decode(errors="replace").strip() or "nothing (kurmad ended?)"
+        raise OSError(f"its networks were not attached: the network gate said {said}")
 
 
 def _park_cloexec(fd: int, at_least: int) -> int:

@@ -98,6 +98,7 @@ METHOD_ROLES: dict[str, Role] = {
             "Reboot": _A,
             "Poweroff": _A,
             "BootLog": _R,
+            "Networks": _R,
         },
     ),
     # Generic tools and probes.

@@ -89,6 +89,10 @@ class DaemonConfig:
     # credentials kurmad itself pulls with for the host and admins (docker's config.json).
     registries: Any = None
     registry_auth_file: str | None = "/etc/kurma/auth.json"
+    # CNI networks (`.conflist` files) pods may join, and the one `kurmactl run` pods join
+    # without --net (None: loopback only).
+    networks_dir: str | None = "/etc/kurma/net.d"
+    default_network: str | None = None
 
     @property
     def log_level_number(self) -> int:
@@ -251,6 +255,16 @@ def _path_prefixes(value: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(prefixes))
 
 
+def _optional_name(value: Any) -> str | None:
+    """A CNI network's name, or '' / null for none."""
+    if value in (None, ""):
+        return None
+    text = _text(value)
+    if not all(c.isalnum() or c in "-_." for c in text):
+        raise ValueError(f"must be a network name (letters, digits, '-_.'), got {text!r}")
+    return text
+
+
 def _registries(value: Any) -> Any:
     """The `registries:` mapping (default registry, mirrors, insecure, certs_dir)."""
     from ..errors import ValidationError
@@ -338,6 +352,12 @@ KEYS: tuple[Key, ...] = (
         _registries,
         "image registries: default, mirrors {HOST: [MIRROR...]}, insecure [HOST:PORT...] "
         "(plain HTTP), certs_dir (HOST:PORT/ca.crt); JSON on the command line",
+    ),
+    Key("networks_dir", _optional_path, "CNI network configurations (.conflist) pods may join"),
+    Key(
+        "default_network",
+        _optional_name,
+        "the network `kurmactl run` pods join without --net (default: none, loopback only)",
     ),
     Key(
         "registry_auth_file",

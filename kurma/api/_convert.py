@@ -11,7 +11,7 @@ import functools
 import json
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -25,6 +25,10 @@ from ..aci import (
     ImageManifest,
     Isolator,
     Mount,
+    NamespacesIsolator,
+    NetworkAttachmentSpec,
+    NetworkPort,
+    NetworksIsolator,
     PodManifest,
     RuntimeApp,
     RuntimeImage,
@@ -96,7 +100,33 @@ def pod_facts(record: PodRecord, image_name: Callable[[str], str]) -> PodFacts:
     return PodFacts(names, scope)
 
 
-def pod_to_proto(record: PodRecord, facts: PodFacts) -> pods_pb2.Pod:
+def network_to_proto(attachment: Any) -> pods_pb2.PodNetwork:
+    """A stored CNI attachment (`kurma.network.Attachment`) as the API shows it."""
+    result = attachment.result
+    ips = list(result.ips) if result is not None else []
+    routes = list(result.routes) if result is not None else []
+    dns = result.dns if result is not None else None
+    return pods_pb2.PodNetwork(
+        name=attachment.network,
+        interface=attachment.ifname,
+        addresses=[str(ip.address) for ip in ips],
+        gateways=[str(ip.gateway) for ip in ips if ip.gateway is not None],
+        routes=[f"{r.dst} via {r.gw}" if r.gw else str(r.dst) for r in routes],
+        nameservers=list(dns.nameservers) if dns is not None else [],
+        search=list(dns.search) if dns is not None else [],
+        ports=[
+            pods_pb2.PortSpec(
+                host_port=p.host_port,
+                container_port=p.container_port,
+                protocol=p.protocol,
+                host_ip=p.host_ip,
+            )
+            for p in attachment.port_mappings
+        ],
+    )
+
+
+def pod_to_proto(record: PodRecord, facts: PodFacts, networks: Sequence[Any] = ()) -> pods_pb2.Pod:
     return pods_pb2.Pod(
         uuid=record.uuid,
         name=record.name,
@@ -132,6 +162,7 @@ def pod_to_proto(record: PodRecord, facts: PodFacts) -> pods_pb2.Pod:
         ],
         manifest_json=record.manifest,
         cgroup=record.cgroup or "",
+        networks=[network_to_proto(a) for a in networks],
     )
 
 
@@ -211,13 +242,16 @@ def default_app_name(image_name: str) -> str:
     return name or "app"
 
 
-def manifest_from_spec(spec: Any, resolve: Callable[[str], ImageFacts]) -> PodManifest:
+def manifest_from_spec(
+    spec: Any, resolve: Callable[[str], ImageFacts], default_network: str | None = None
+) -> PodManifest:
     """Build and validate the pod a RunSpec describes.
 
     `resolve(ref)` finds an app's image in the store (ImageNotFound, AmbiguousImage). Each
     app starts from a copy of its image's `app` and takes the overrides; every volume with a
     `path` is mounted there in every app, and one without a path at the mount point of the
-    same name in each app whose image declares one (as rkt does).
+    same name in each app whose image declares one (as rkt does). Networks become the
+    `os/linux/networks` isolator (`spec_networks`).
     """
     if not spec.apps:
         raise ValidationError("spec.apps", "give at least one app")
@@ -232,11 +266,64 @@ def manifest_from_spec(spec: Any, resolve: Callable[[str], ImageFacts]) -> PodMa
         named = tuple(Mount(p.name, p.path) for p in points if p.name in by_name)
         apps.append(replace(app, mounts=app.mounts + named) if named else app)
     isolators = _isolators(spec.isolators, "spec")
+    isolators = spec_networks(spec, isolators, default_network)
     manifest = PodManifest(apps=tuple(apps), volumes=volumes, isolators=isolators)
     try:
         return parse_pod_manifest(manifest.to_bytes())  # every cross-check of a manifest
     except ValidationError as e:
         raise ValidationError(_spec_path(e.path), e.message) from e
+
+
+def spec_networks(
+    spec: Any, isolators: tuple[Isolator, ...], default_network: str | None
+) -> tuple[Isolator, ...]:
+    """A RunSpec's `networks` and `ports` as isolators: names -> `os/linux/networks` (the
+    ports on the first), `host` -> the host's net namespace, `none` -> loopback only;
+    none given -> `default_network` (when the pod does not share the host's network)."""
+    names = list(spec.networks)
+    host_net = any(isinstance(i, NamespacesIsolator) and "net" in i.host for i in isolators)
+    given = any(isinstance(i, NetworksIsolator) for i in isolators)
+    if "host" in names:
+        if len(names) > 1:
+            raise ValidationError("spec.networks", "host shares the host's network: no other")
+        if spec.ports:
+            raise ValidationError("spec.ports", "a pod on the host's network publishes none")
+        if given:
+            raise ValidationError("spec.networks", "host, and an os/linux/networks isolator")
+        others = tuple(i for i in isolators if not isinstance(i, NamespacesIsolator))
+        shared = next((i for i in isolators if isinstance(i, NamespacesIsolator)), None)
+        hosted = tuple(sorted({*(shared.host if shared else ()), "net"}))
+        return (*others, NamespacesIsolator(hosted))
+    if "none" in names:
+        if len(names) > 1:
+            raise ValidationError("spec.networks", "none is loopback only: no other network")
+        names = []
+    elif not names and not given and not host_net and default_network:
+        names = [default_network]
+    if given and (names or spec.ports):
+        raise ValidationError("spec.networks", "networks, and an os/linux/networks isolator")
+    if given:
+        return isolators
+    if spec.ports and not names:
+        raise ValidationError("spec.ports", "published ports need a network (give --net NAME)")
+    ports = tuple(
+        NetworkPort(p.host_port, p.container_port, p.protocol or "tcp", p.host_ip)
+        for p in spec.ports
+    )
+    for i, port in enumerate(ports):
+        if not (0 < port.host_port < 65536 and 0 < port.container_port < 65536):
+            raise ValidationError(f"spec.ports[{i}]", "ports are numbers in 1..65535")
+    if not names and not spec.networks:
+        return isolators  # no network asked and no default: loopback only, as before
+    networks = tuple(
+        NetworkAttachmentSpec(name, ports if k == 0 else ()) for k, name in enumerate(names)
+    )
+    doc = NetworksIsolator(networks).to_json()
+    return (*isolators, *_isolators_of([doc], "spec.networks"))
+
+
+def _isolators_of(docs: list[dict[str, Any]], path: str) -> tuple[Isolator, ...]:
+    return App.parse({"user": "0", "group": "0", "isolators": docs}, path).isolators
 
 
 def _runtime_app(
@@ -323,7 +410,7 @@ def _isolator_json(isolator: Any, path: str) -> dict[str, Any]:
 def _isolators(items: Any, path: str) -> tuple[Isolator, ...]:
     """Pod isolators, checked like an app's list (multiplicity, conflicts) at spec paths."""
     docs = [_isolator_json(iso, f"{path}.isolators[{j}]") for j, iso in enumerate(items)]
-    return App.parse({"user": "0", "group": "0", "isolators": docs}, path).isolators
+    return _isolators_of(docs, path)
 
 
 def _volume(spec: Any, path: str) -> Volume:

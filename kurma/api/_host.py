@@ -193,6 +193,10 @@ class HostServicer(BindsCaller, host_pb2_grpc.HostServicer):
         return host_pb2.PowerResponse()
 
     @rpc
+    def Networks(self, request: host_pb2.NetworksRequest, context: grpc.ServicerContext):
+        return networks_response(self.config)
+
+    @rpc
     def BootLog(self, request: host_pb2.BootLogRequest, context: grpc.ServicerContext):
         path = self.config.boot_log_file
         if path is None:
@@ -201,6 +205,27 @@ class HostServicer(BindsCaller, host_pb2_grpc.HostServicer):
                 "no boot log: kurmad was not started by kurma-init (boot_log_file is not set)",
             )
         return read_boot_log(path)
+
+
+def networks_response(config: DaemonConfig) -> host_pb2.NetworksResponse:
+    """kurmad's CNI networks as the API lists them (a file that does not parse is left out,
+    with a warning in kurmad's log: one bad file must not hide the others)."""
+    from ..network import load_networks
+
+    networks = load_networks(config.networks_dir, strict=False) if config.networks_dir else {}
+    return host_pb2.NetworksResponse(
+        networks=[
+            host_pb2.Network(
+                name=name,
+                cni_version=net.cni_version,
+                plugins=[p.type for p in net.plugins],
+                file=str(net.source),
+                default=name == config.default_network,
+                config_json=net.raw.decode("utf-8", "replace"),
+            )
+            for name, net in sorted(networks.items())
+        ]
+    )
 
 
 def is_kurma_init(pid: int) -> bool:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import grpc
 
-from ..aci import PodManifest, parse_pod_manifest
+from ..aci import NetworksIsolator, PodManifest, parse_pod_manifest
 from ..errors import ValidationError
 from ..runtime import (
     AppState,
@@ -51,6 +51,7 @@ class _PodIndex:
     a runtime listener: no call has to copy every record to answer for one pod."""
 
     def __init__(self, runtime: Runtime, image_name: Callable[[str], str]) -> None:
+        self._runtime = runtime
         self._lock = threading.Lock()
         self._image_name = image_name
         self._names: dict[str, str] = {}  # name -> UUID of every pod
@@ -108,12 +109,21 @@ class _PodIndex:
             cached = self._messages.get(record.uuid)
         if cached is not None and cached[0] == key:
             return cached[1]
-        message = pod_to_proto(record, pod_facts(record, self._image_name))
+        attached = record.state in (PodState.RUNNING, PodState.STOPPING)
+        networks = self._runtime.pod_networks(record.uuid) if attached else ()
+        message = pod_to_proto(record, pod_facts(record, self._image_name), networks)
         with self._lock:
             if len(self._messages) >= _CACHE_MAX:
                 self._messages.clear()
             self._messages[record.uuid] = (key, message)
         return message
+
+
+def networks_of(manifest: PodManifest) -> list[str]:
+    """The names of the CNI networks a pod manifest asks for, in order."""
+    return [
+        n.name for i in manifest.isolators if isinstance(i, NetworksIsolator) for n in i.networks
+    ]
 
 
 def _fingerprint(r: PodRecord) -> tuple[object, ...]:
@@ -132,8 +142,10 @@ class PodsServicer(BindsCaller, pods_pb2_grpc.PodsServicer):
         on_created: Callable[[PodRecord], None] | None = None,
         quotas: Quotas | None = None,
         policy: Policy | None = None,
+        default_network: str | None = None,
     ) -> None:
         self.runtime = runtime
+        self.default_network = default_network  # what `run` pods join without --net
         self.policy = policy or Policy()  # who may create and exec what (_policy.TABLE)
         self.on_created = on_created  # kurmad opens an api-access pod's socket here
         self.quotas = quotas or Quotas(runtime)  # isolators' quotas hold even without defaults
@@ -170,8 +182,11 @@ class PodsServicer(BindsCaller, pods_pb2_grpc.PodsServicer):
             return parse_pod_manifest(request.manifest_json)
         if source == "spec":
             visible = self.quotas.names_visible(view)
+            default = self.default_network
+            if default is not None and view.subtree_of is not None:
+                default = default if default in self._own_networks(view) else None
             return manifest_from_spec(
-                request.spec, functools.partial(self.runtime.store.get, visible=visible)
+                request.spec, functools.partial(self.runtime.store.get, visible=visible), default
             )
         raise ApiError(Code.INVALID_ARGUMENT, "give a pod manifest (manifest_json) or a spec")
 
@@ -180,10 +195,32 @@ class PodsServicer(BindsCaller, pods_pb2_grpc.PodsServicer):
     # No log lines here: the runtime logs every change of a pod's state once
     # (`pod[NAME](STATE): why`, kurma.runtime._lifecycle).
 
+    def _own_networks(self, view: CallerView) -> set[str]:
+        """The networks the calling pod is attached to (by its manifest)."""
+        assert view.subtree_of is not None
+        record = self.runtime.get(view.subtree_of)
+        return set(networks_of(parse_pod_manifest(record.manifest.encode())))
+
+    def _check_networks(self, view: CallerView, manifest: PodManifest) -> None:
+        """A pod attaches its children only to networks it is on itself (recursion: it never
+        grants more than it holds); NotPermitted naming the network."""
+        wanted = networks_of(manifest)
+        if not wanted or view.subtree_of is None:
+            return
+        own = self._own_networks(view)
+        for name in wanted:
+            if name not in own:
+                held = ", ".join(sorted(own)) or "none"
+                raise NotPermitted(
+                    f"network {name}: pod {view.subtree_of} attaches its pods only to the "
+                    f"networks it is on itself ({held})"
+                )
+
     @rpc
     def Create(self, request: pods_pb2.CreatePodRequest, context: grpc.ServicerContext):
         view = self._caller(context)
         manifest = self.policy.admit(view, self._manifest(request, view))
+        self._check_networks(view, manifest)
         name = self._index.reserve(request.name, manifest, self.policy.name_check(view))
         try:
             # A `subtree` pod's pods are its children, held to what it holds; a `host` pod

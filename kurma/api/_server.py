@@ -86,7 +86,11 @@ class ApiServer:
         runtime.store.min_free = config.state_min_free  # imports stop short of a full disk
         policy = Policy(config.operator_host_volumes, self._service_images, self._service_names)
         self.pods = PodsServicer(
-            runtime, on_created=self.pod_sockets.open, quotas=self.quotas, policy=policy
+            runtime,
+            on_created=self.pod_sockets.open,
+            quotas=self.quotas,
+            policy=policy,
+            default_network=config.default_network,
         )
         registries = Registries(config.registries, config.registry_auth_file)
         runtime.store.qualify = registries.qualify  # `alpine` names what `pull alpine` stored

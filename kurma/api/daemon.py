@@ -184,6 +184,7 @@ def _start_runtime(config: DaemonConfig):  # -> Runtime (imported lazily, like e
             warm_pods=config.warm_pods,
             pods_dir=config.pods_dir,
             api_sockets=True,
+            networks_dir=config.networks_dir,
         ),
     )
     swept = runtime.store.sweep_temporaries()  # crashed imports and uploads; none run yet

@@ -97,7 +97,15 @@ def _pod_flags(parser: argparse.ArgumentParser) -> None:
         "--isolator", action="append", default=[], metavar="NAME=JSON",
         help='a pod-wide isolator, e.g. resource/memory=\'{"limit":"64M"}\'',
     )  # fmt: skip
-    parser.add_argument("--net", choices=["pod", "host"], help="host: share the host's network")
+    parser.add_argument(
+        "--net", action="append", default=[], metavar="NAME",
+        help="a CNI network to join (repeatable: eth0, eth1, ...), `host` to share the "
+        "host's network, `none` for loopback only (default: kurmad's default network)",
+    )  # fmt: skip
+    parser.add_argument(
+        "-p", "--publish", action="append", default=[], metavar="[IP:]HOST:CONTAINER[/PROTO]",
+        help="publish a pod port on the host, through the first network's portmap plugin",
+    )  # fmt: skip
     parser.add_argument("--manifest", metavar="FILE", help="a full pod manifest (- for stdin)")
     parser.set_defaults(commands=[])
     _connect.add_flags(parser)

@@ -147,11 +147,16 @@ def parse_isolator(text: str) -> tuple[str, str]:
     return name, value
 
 
-def net_isolators(net: str | None) -> dict[str, str]:
-    """--net host shares the host's network namespace (the pod-wide namespaces isolator)."""
-    if net == "host":
-        return {"os/linux/namespaces": json.dumps({"net": "host"})}
-    return {}
+def parse_publish(text: str) -> tuple[int, int, str, str]:
+    """`-p [IP:]HOST:CONTAINER[/tcp|udp|sctp]` as (host port, container port, protocol, IP);
+    an IPv6 address in brackets, as docker writes it."""
+    import re
+
+    m = re.fullmatch(r"(?:(\[[0-9a-fA-F:.]+\]|[0-9.]+):)?(\d+):(\d+)(?:/(tcp|udp|sctp))?", text)
+    if m is None or not all(0 < int(n) < 65536 for n in m.group(2, 3)):
+        raise UsageError(f"-p {text!r}: give [IP:]HOST:CONTAINER[/tcp|udp], e.g. 8080:80")
+    ip, host, container, proto = m.groups()
+    return int(host), int(container), proto or "tcp", (ip or "").strip("[]")
 
 
 @dataclass(frozen=True)
@@ -163,6 +168,8 @@ class PodRequest:
     env: Mapping[str, str] | None = None
     volumes: tuple[VolumeFlag, ...] = ()
     isolators: Mapping[str, str] | None = None
+    networks: tuple[str, ...] = ()
+    ports: tuple[tuple[int, int, str, str], ...] = ()
 
     def spec(self) -> Any:
         """The RunSpec message (imports the client's builders: grpc and the pb2 modules)."""
@@ -172,10 +179,14 @@ class PodRequest:
         volumes = [
             volume(v.name, v.path, source=v.source, read_only=v.read_only) for v in self.volumes
         ]
-        return run_spec(*apps, volumes=volumes, isolators=dict(self.isolators or {}))
+        spec = run_spec(*apps, volumes=volumes, isolators=dict(self.isolators or {}))
+        spec.networks.extend(self.networks)
+        for host, container, protocol, ip in self.ports:
+            spec.ports.add(host_port=host, container_port=container, protocol=protocol, host_ip=ip)
+        return spec
 
 
-_OVERRIDES = ("env", "volume", "isolator", "net")
+_OVERRIDES = ("env", "volume", "isolator", "net", "publish")
 
 
 def pod_request(args: Any, commands: Sequence[Sequence[str]]) -> PodRequest:
@@ -196,13 +207,16 @@ def pod_request(args: Any, commands: Sequence[Sequence[str]]) -> PodRequest:
     taken: set[str] = set()
     volumes = tuple(parse_volume(v, taken) for v in args.volume)
     isolators = dict(parse_isolator(i) for i in args.isolator)
-    isolators.update(net_isolators(args.net))
+    if "pod" in args.net:  # the old spelling of "a network namespace of its own"
+        raise UsageError("--net pod is gone: give a network name, or none for loopback only")
     return PodRequest(
         manifest_json=None,
         apps=tuple((image, tuple(cmd)) for image, cmd in pairs),
         env=parse_env(args.env),
         volumes=volumes,
         isolators=isolators,
+        networks=tuple(args.net),
+        ports=tuple(parse_publish(p) for p in args.publish),
     )
 
 

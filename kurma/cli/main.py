@@ -34,6 +34,7 @@ COMMAND_MODULES = {
         ("host", "events", "trust", "service", "reboot", "poweroff", "version"), "_host"
     ),
     **dict.fromkeys(("pull", "login", "logout"), "_registry"),
+    "network": "_network",
     "pki": "_pki",
     "completion": "_completion",
 }

@@ -72,7 +72,10 @@ def test_the_roles_of_the_methods() -> None:
         *(f"kurma.v1.Pods/{m}" for m in ("Get", "List", "Logs", "Wait", "Stats")),
         *(f"kurma.v1.Images/{m}" for m in ("List", "Inspect", "Export")),
         "kurma.v1.Trust/List",
-        *(f"kurma.v1.Host/{m}" for m in ("Info", "Events", "Services", "ServiceLogs", "BootLog")),
+        *(
+            f"kurma.v1.Host/{m}"
+            for m in ("Info", "Events", "Services", "ServiceLogs", "BootLog", "Networks")
+        ),
         *(f"grpc.health.v1.Health/{m}" for m in ("Check", "Watch", "List")),
         "grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
         "grpc.reflection.v1.ServerReflection/ServerReflectionInfo",

@@ -150,7 +150,7 @@ def test_bash_completes_commands(complete) -> None:  # type: ignore[no-untyped-d
 def test_bash_completes_flags_and_their_values(complete) -> None:  # type: ignore[no-untyped-def]
     assert complete("kurmactl ps --a") == ["--all"]
     assert complete("kurmactl ps -o ") == ["json", "name", "table", "wide"]
-    assert complete("kurmactl run --net h") == ["host"]
+    assert complete("kurmactl run --pub") == ["--publish"]
     assert complete("kurmactl run --manifest po") == ["pod.json"]
 
 

@@ -4,7 +4,6 @@ isolators, --net, and the combinations refused with exit 2."""
 from __future__ import annotations
 
 import argparse
-import json
 
 import pytest
 
@@ -13,10 +12,10 @@ from kurma.cli._runspec import (
     PLACEHOLDER,
     VolumeFlag,
     extract_commands,
-    net_isolators,
     pair_commands,
     parse_env,
     parse_isolator,
+    parse_publish,
     parse_volume,
     pod_request,
 )
@@ -144,17 +143,20 @@ def test_bad_isolator(text: str, says: str) -> None:
         parse_isolator(text)
 
 
-def test_net_host_is_the_namespaces_isolator() -> None:
-    ((name, value),) = net_isolators("host").items()
-    assert name == "os/linux/namespaces" and json.loads(value) == {"net": "host"}
-    assert net_isolators("pod") == net_isolators(None) == {}
+def test_publish_is_dockers_port_syntax() -> None:
+    assert parse_publish("8080:80") == (8080, 80, "tcp", "")
+    assert parse_publish("127.0.0.1:53:5353/udp") == (53, 5353, "udp", "127.0.0.1")
+    assert parse_publish("[::1]:8443:443") == (8443, 443, "tcp", "::1")
+    for bad in ("80", "0:80", "8080:80/icmp", "a:80", "8080:99999"):
+        with pytest.raises(UsageError, match="HOST:CONTAINER"):
+            parse_publish(bad)
 
 
 # --- the request -----------------------------------------------------------------------------
 
 
 def _args(**kw: object) -> argparse.Namespace:
-    base = dict(manifest=None, images=[], env=[], volume=[], isolator=[], net=None)
+    base = dict(manifest=None, images=[], env=[], volume=[], isolator=[], net=[], publish=[])
     return argparse.Namespace(**{**base, **kw})
 
 
@@ -164,7 +166,8 @@ def test_request_becomes_a_run_spec() -> None:
         env=["K=V"],
         volume=["/h:/in:ro", "tmp:/tmp"],
         isolator=['resource/memory={"limit":"1G"}'],
-        net="host",
+        net=["bridge", "backend"],
+        publish=["8080:80"],
     )
     spec = pod_request(args, [["/bin/x", "1"]]).spec()
     assert [(a.image, list(a.exec)) for a in spec.apps] == [("a", ["/bin/x", "1"]), ("b", [])]
@@ -173,7 +176,9 @@ def test_request_becomes_a_run_spec() -> None:
         ("in", "host", "/h", "/in", True),
         ("tmp", "empty", "", "/tmp", False),
     ]
-    assert {i.name for i in spec.isolators} == {"resource/memory", "os/linux/namespaces"}
+    assert {i.name for i in spec.isolators} == {"resource/memory"}
+    assert list(spec.networks) == ["bridge", "backend"]  # kurmad makes the isolator of them
+    assert [(p.host_port, p.container_port, p.protocol) for p in spec.ports] == [(8080, 80, "tcp")]
 
 
 def test_manifest_goes_alone(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -185,7 +190,7 @@ def test_manifest_goes_alone(tmp_path) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(UsageError, match="not both"):
         pod_request(_args(manifest=str(manifest), images=["a"]), [])
     with pytest.raises(UsageError, match="--env, --net cannot go with --manifest"):
-        pod_request(_args(manifest=str(manifest), env=["A=1"], net="host"), [])
+        pod_request(_args(manifest=str(manifest), env=["A=1"], net=["host"]), [])
 
 
 def test_no_image_is_refused() -> None:

@@ -25,45 +25,51 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17kurma/api/v1/host.proto\x12\x08kurma.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\r\n\x0bInfoRequest\"1\n\x10\x43groupController\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\"\xe3\x02\n\x08HostInfo\x12\x10\n\x08hostname\x18\x01 \x01(\t\x12\x0e\n\x06kernel\x18\x02 \x01(\t\x12\x16\n\x0euptime_seconds\x18\x03 \x01(\x01\x12\x1a\n\x12memory_total_bytes\x18\x04 \x01(\x04\x12\x1e\n\x16memory_available_bytes\x18\x05 \x01(\x04\x12\x15\n\rkurma_version\x18\x06 \x01(\t\x12\x13\n\x0b\x61pi_version\x18\x07 \x01(\t\x12+\n\x07\x63groups\x18\x08 \x03(\x0b\x32\x1a.kurma.v1.CgroupController\x12\x0c\n\x04pods\x18\t \x01(\r\x12\x0e\n\x06images\x18\n \x01(\r\x12\x0e\n\x06\x63\x61ller\x18\x0b \x01(\t\x12\x0c\n\x04role\x18\x0c \x01(\t\x12\x16\n\x0einit_pss_bytes\x18\r \x01(\x04\x12\x18\n\x10kurmad_pss_bytes\x18\x0e \x01(\x04\x12\x1a\n\x12launcher_pss_bytes\x18\x0f \x01(\x04\"\x0f\n\rEventsRequest\"l\n\x05\x45vent\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0b\n\x03pod\x18\x03 \x01(\t\x12\r\n\x05image\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\"\x11\n\x0fServicesRequest\"\xfc\x01\n\x07Service\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03pod\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x10\n\x08restarts\x18\x04 \x01(\r\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\r\n\x05image\x18\x06 \x01(\t\x12\x1b\n\x0elast_exit_code\x18\x07 \x01(\x05H\x00\x88\x01\x01\x12\x12\n\ndepends_on\x18\x08 \x03(\t\x12\x10\n\x08provides\x18\t \x03(\t\x12\x0f\n\x07restart\x18\n \x01(\t\x12.\n\nstarted_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x11\n\x0f_last_exit_code\"I\n\x10ServicesResponse\x12#\n\x08services\x18\x01 \x03(\x0b\x32\x11.kurma.v1.Service\x12\x10\n\x08problems\x18\x02 \x03(\t\"\x1a\n\nServiceRef\x12\x0c\n\x04name\x18\x01 \x01(\t\"@\n\x12ServiceLogsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x02 \x01(\x08\x12\x0c\n\x04tail\x18\x03 \x01(\x05\"\x1f\n\x0fServiceLogChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"\x10\n\x0e\x42ootLogRequest\"]\n\x08\x42ootStep\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07outcome\x18\x02 \x01(\t\x12\x0f\n\x07started\x18\x03 \x01(\x01\x12\x10\n\x08\x64uration\x18\x04 \x01(\x01\x12\x0f\n\x07message\x18\x05 \x01(\t\"F\n\x0f\x42ootLogResponse\x12!\n\x05steps\x18\x01 \x03(\x0b\x32\x12.kurma.v1.BootStep\x12\x10\n\x08problems\x18\x02 \x03(\t\"\x0e\n\x0cPowerRequest\"\x0f\n\rPowerResponse2\xef\x03\n\x04Host\x12\x31\n\x04Info\x12\x15.kurma.v1.InfoRequest\x1a\x12.kurma.v1.HostInfo\x12\x34\n\x06\x45vents\x12\x17.kurma.v1.EventsRequest\x1a\x0f.kurma.v1.Event0\x01\x12\x41\n\x08Services\x12\x19.kurma.v1.ServicesRequest\x1a\x1a.kurma.v1.ServicesResponse\x12\x39\n\x0eRestartService\x12\x14.kurma.v1.ServiceRef\x1a\x11.kurma.v1.Service\x12H\n\x0bServiceLogs\x12\x1c.kurma.v1.ServiceLogsRequest\x1a\x19.kurma.v1.ServiceLogChunk0\x01\x12\x39\n\x06Reboot\x12\x16.kurma.v1.PowerRequest\x1a\x17.kurma.v1.PowerResponse\x12;\n\x08Poweroff\x12\x16.kurma.v1.PowerRequest\x1a\x17.kurma.v1.PowerResponse\x12>\n\x07\x42ootLog\x12\x18.kurma.v1.BootLogRequest\x1a\x19.kurma.v1.BootLogResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17kurma/api/v1/host.proto\x12\x08kurma.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x11\n\x0fNetworksRequest\"q\n\x07Network\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x63ni_version\x18\x02 \x01(\t\x12\x0f\n\x07plugins\x18\x03 \x03(\t\x12\x0c\n\x04\x66ile\x18\x04 \x01(\t\x12\x0f\n\x07\x64\x65\x66\x61ult\x18\x05 \x01(\x08\x12\x13\n\x0b\x63onfig_json\x18\x06 \x01(\t\"7\n\x10NetworksResponse\x12#\n\x08networks\x18\x01 \x03(\x0b\x32\x11.kurma.v1.Network\"\r\n\x0bInfoRequest\"1\n\x10\x43groupController\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\"\xe3\x02\n\x08HostInfo\x12\x10\n\x08hostname\x18\x01 \x01(\t\x12\x0e\n\x06kernel\x18\x02 \x01(\t\x12\x16\n\x0euptime_seconds\x18\x03 \x01(\x01\x12\x1a\n\x12memory_total_bytes\x18\x04 \x01(\x04\x12\x1e\n\x16memory_available_bytes\x18\x05 \x01(\x04\x12\x15\n\rkurma_version\x18\x06 \x01(\t\x12\x13\n\x0b\x61pi_version\x18\x07 \x01(\t\x12+\n\x07\x63groups\x18\x08 \x03(\x0b\x32\x1a.kurma.v1.CgroupController\x12\x0c\n\x04pods\x18\t \x01(\r\x12\x0e\n\x06images\x18\n \x01(\r\x12\x0e\n\x06\x63\x61ller\x18\x0b \x01(\t\x12\x0c\n\x04role\x18\x0c \x01(\t\x12\x16\n\x0einit_pss_bytes\x18\r \x01(\x04\x12\x18\n\x10kurmad_pss_bytes\x18\x0e \x01(\x04\x12\x1a\n\x12launcher_pss_bytes\x18\x0f \x01(\x04\"\x0f\n\rEventsRequest\"l\n\x05\x45vent\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0b\n\x03pod\x18\x03 \x01(\t\x12\r\n\x05image\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\"\x11\n\x0fServicesRequest\"\xfc\x01\n\x07Service\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03pod\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x10\n\x08restarts\x18\x04 \x01(\r\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\r\n\x05image\x18\x06 \x01(\t\x12\x1b\n\x0elast_exit_code\x18\x07 \x01(\x05H\x00\x88\x01\x01\x12\x12\n\ndepends_on\x18\x08 \x03(\t\x12\x10\n\x08provides\x18\t \x03(\t\x12\x0f\n\x07restart\x18\n \x01(\t\x12.\n\nstarted_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x11\n\x0f_last_exit_code\"I\n\x10ServicesResponse\x12#\n\x08services\x18\x01 \x03(\x0b\x32\x11.kurma.v1.Service\x12\x10\n\x08problems\x18\x02 \x03(\t\"\x1a\n\nServiceRef\x12\x0c\n\x04name\x18\x01 \x01(\t\"@\n\x12ServiceLogsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x02 \x01(\x08\x12\x0c\n\x04tail\x18\x03 \x01(\x05\"\x1f\n\x0fServiceLogChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"\x10\n\x0e\x42ootLogRequest\"]\n\x08\x42ootStep\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07outcome\x18\x02 \x01(\t\x12\x0f\n\x07started\x18\x03 \x01(\x01\x12\x10\n\x08\x64uration\x18\x04 \x01(\x01\x12\x0f\n\x07message\x18\x05 \x01(\t\"F\n\x0f\x42ootLogResponse\x12!\n\x05steps\x18\x01 \x03(\x0b\x32\x12.kurma.v1.BootStep\x12\x10\n\x08problems\x18\x02 \x03(\t\"\x0e\n\x0cPowerRequest\"\x0f\n\rPowerResponse2\xb2\x04\n\x04Host\x12\x31\n\x04Info\x12\x15.kurma.v1.InfoRequest\x1a\x12.kurma.v1.HostInfo\x12\x34\n\x06\x45vents\x12\x17.kurma.v1.EventsRequest\x1a\x0f.kurma.v1.Event0\x01\x12\x41\n\x08Services\x12\x19.kurma.v1.ServicesRequest\x1a\x1a.kurma.v1.ServicesResponse\x12\x39\n\x0eRestartService\x12\x14.kurma.v1.ServiceRef\x1a\x11.kurma.v1.Service\x12H\n\x0bServiceLogs\x12\x1c.kurma.v1.ServiceLogsRequest\x1a\x19.kurma.v1.ServiceLogChunk0\x01\x12\x39\n\x06Reboot\x12\x16.kurma.v1.PowerRequest\x1a\x17.kurma.v1.PowerResponse\x12;\n\x08Poweroff\x12\x16.kurma.v1.PowerRequest\x1a\x17.kurma.v1.PowerResponse\x12>\n\x07\x42ootLog\x12\x18.kurma.v1.BootLogRequest\x1a\x19.kurma.v1.BootLogResponse\x12\x41\n\x08Networks\x12\x19.kurma.v1.NetworksRequest\x1a\x1a.kurma.v1.NetworksResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'kurma.api.v1.host_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_INFOREQUEST']._serialized_start=70
-  _globals['_INFOREQUEST']._serialized_end=83
-  _globals['_CGROUPCONTROLLER']._serialized_start=85
-  _globals['_CGROUPCONTROLLER']._serialized_end=134
-  _globals['_HOSTINFO']._serialized_start=137
-  _globals['_HOSTINFO']._serialized_end=492
-  _globals['_EVENTSREQUEST']._serialized_start=494
-  _globals['_EVENTSREQUEST']._serialized_end=509
-  _globals['_EVENT']._serialized_start=511
-  _globals['_EVENT']._serialized_end=619
-  _globals['_SERVICESREQUEST']._serialized_start=621
-  _globals['_SERVICESREQUEST']._serialized_end=638
-  _globals['_SERVICE']._serialized_start=641
-  _globals['_SERVICE']._serialized_end=893
-  _globals['_SERVICESRESPONSE']._serialized_start=895
-  _globals['_SERVICESRESPONSE']._serialized_end=968
-  _globals['_SERVICEREF']._serialized_start=970
-  _globals['_SERVICEREF']._serialized_end=996
-  _globals['_SERVICELOGSREQUEST']._serialized_start=998
-  _globals['_SERVICELOGSREQUEST']._serialized_end=1062
-  _globals['_SERVICELOGCHUNK']._serialized_start=1064
-  _globals['_SERVICELOGCHUNK']._serialized_end=1095
-  _globals['_BOOTLOGREQUEST']._serialized_start=1097
-  _globals['_BOOTLOGREQUEST']._serialized_end=1113
-  _globals['_BOOTSTEP']._serialized_start=1115
-  _globals['_BOOTSTEP']._serialized_end=1208
-  _globals['_BOOTLOGRESPONSE']._serialized_start=1210
-  _globals['_BOOTLOGRESPONSE']._serialized_end=1280
-  _globals['_POWERREQUEST']._serialized_start=1282
-  _globals['_POWERREQUEST']._serialized_end=1296
-  _globals['_POWERRESPONSE']._serialized_start=1298
-  _globals['_POWERRESPONSE']._serialized_end=1313
-  _globals['_HOST']._serialized_start=1316
-  _globals['_HOST']._serialized_end=1811
+  _globals['_NETWORKSREQUEST']._serialized_start=70
+  _globals['_NETWORKSREQUEST']._serialized_end=87
+  _globals['_NETWORK']._serialized_start=89
+  _globals['_NETWORK']._serialized_end=202
+  _globals['_NETWORKSRESPONSE']._serialized_start=204
+  _globals['_NETWORKSRESPONSE']._serialized_end=259
+  _globals['_INFOREQUEST']._serialized_start=261
+  _globals['_INFOREQUEST']._serialized_end=274
+  _globals['_CGROUPCONTROLLER']._serialized_start=276
+  _globals['_CGROUPCONTROLLER']._serialized_end=325
+  _globals['_HOSTINFO']._serialized_start=328
+  _globals['_HOSTINFO']._serialized_end=683
+  _globals['_EVENTSREQUEST']._serialized_start=685
+  _globals['_EVENTSREQUEST']._serialized_end=700
+  _globals['_EVENT']._serialized_start=702
+  _globals['_EVENT']._serialized_end=810
+  _globals['_SERVICESREQUEST']._serialized_start=812
+  _globals['_SERVICESREQUEST']._serialized_end=829
+  _globals['_SERVICE']._serialized_start=832
+  _globals['_SERVICE']._serialized_end=1084
+  _globals['_SERVICESRESPONSE']._serialized_start=1086
+  _globals['_SERVICESRESPONSE']._serialized_end=1159
+  _globals['_SERVICEREF']._serialized_start=1161
+  _globals['_SERVICEREF']._serialized_end=1187
+  _globals['_SERVICELOGSREQUEST']._serialized_start=1189
+  _globals['_SERVICELOGSREQUEST']._serialized_end=1253
+  _globals['_SERVICELOGCHUNK']._serialized_start=1255
+  _globals['_SERVICELOGCHUNK']._serialized_end=1286
+  _globals['_BOOTLOGREQUEST']._serialized_start=1288
+  _globals['_BOOTLOGREQUEST']._serialized_end=1304
+  _globals['_BOOTSTEP']._serialized_start=1306
+  _globals['_BOOTSTEP']._serialized_end=1399
+  _globals['_BOOTLOGRESPONSE']._serialized_start=1401
+  _globals['_BOOTLOGRESPONSE']._serialized_end=1471
+  _globals['_POWERREQUEST']._serialized_start=1473
+  _globals['_POWERREQUEST']._serialized_end=1487
+  _globals['_POWERRESPONSE']._serialized_start=1489
+  _globals['_POWERRESPONSE']._serialized_end=1504
+  _globals['_HOST']._serialized_start=1507
+  _globals['_HOST']._serialized_end=2069
 # @@protoc_insertion_point(module_scope)

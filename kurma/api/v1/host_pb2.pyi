@@ -9,6 +9,32 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class NetworksRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Network(_message.Message):
+    __slots__ = ("name", "cni_version", "plugins", "file", "default", "config_json")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CNI_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PLUGINS_FIELD_NUMBER: _ClassVar[int]
+    FILE_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    cni_version: str
+    plugins: _containers.RepeatedScalarFieldContainer[str]
+    file: str
+    default: bool
+    config_json: str
+    def __init__(self, name: _Optional[str] = ..., cni_version: _Optional[str] = ..., plugins: _Optional[_Iterable[str]] = ..., file: _Optional[str] = ..., default: _Optional[bool] = ..., config_json: _Optional[str] = ...) -> None: ...
+
+class NetworksResponse(_message.Message):
+    __slots__ = ("networks",)
+    NETWORKS_FIELD_NUMBER: _ClassVar[int]
+    networks: _containers.RepeatedCompositeFieldContainer[Network]
+    def __init__(self, networks: _Optional[_Iterable[_Union[Network, _Mapping]]] = ...) -> None: ...
+
 class InfoRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

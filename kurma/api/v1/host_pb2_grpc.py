@@ -74,6 +74,11 @@ class HostStub:
                 request_serializer=kurma_dot_api_dot_v1_dot_host__pb2.BootLogRequest.SerializeToString,
                 response_deserializer=kurma_dot_api_dot_v1_dot_host__pb2.BootLogResponse.FromString,
                 _registered_method=True)
+        self.Networks = channel.unary_unary(
+                '/kurma.v1.Host/Networks',
+                request_serializer=kurma_dot_api_dot_v1_dot_host__pb2.NetworksRequest.SerializeToString,
+                response_deserializer=kurma_dot_api_dot_v1_dot_host__pb2.NetworksResponse.FromString,
+                _registered_method=True)
 
 
 class HostServicer:
@@ -130,6 +135,13 @@ class HostServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Networks(self, request, context):
+        """The CNI networks pods may join (kurmad's networks_dir).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HostServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -172,6 +184,11 @@ def add_HostServicer_to_server(servicer, server):
                     servicer.BootLog,
                     request_deserializer=kurma_dot_api_dot_v1_dot_host__pb2.BootLogRequest.FromString,
                     response_serializer=kurma_dot_api_dot_v1_dot_host__pb2.BootLogResponse.SerializeToString,
+            ),
+            'Networks': grpc.unary_unary_rpc_method_handler(
+                    servicer.Networks,
+                    request_deserializer=kurma_dot_api_dot_v1_dot_host__pb2.NetworksRequest.FromString,
+                    response_serializer=kurma_dot_api_dot_v1_dot_host__pb2.NetworksResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -390,6 +407,33 @@ class Host:
             '/kurma.v1.Host/BootLog',
             kurma_dot_api_dot_v1_dot_host__pb2.BootLogRequest.SerializeToString,
             kurma_dot_api_dot_v1_dot_host__pb2.BootLogResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Networks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kurma.v1.Host/Networks',
+            kurma_dot_api_dot_v1_dot_host__pb2.NetworksRequest.SerializeToString,
+            kurma_dot_api_dot_v1_dot_host__pb2.NetworksResponse.FromString,
             options,
             channel_credentials,
             insecure,

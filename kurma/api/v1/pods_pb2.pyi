@@ -77,7 +77,7 @@ class IsolatorOutcome(_message.Message):
     def __init__(self, scope: _Optional[str] = ..., name: _Optional[str] = ..., enforced: _Optional[bool] = ..., note: _Optional[str] = ...) -> None: ...
 
 class Pod(_message.Message):
-    __slots__ = ("uuid", "name", "state", "apps", "created_at", "started_at", "finished_at", "parents", "api_access", "isolators", "manifest_json", "cgroup", "quota")
+    __slots__ = ("uuid", "name", "state", "apps", "created_at", "started_at", "finished_at", "parents", "api_access", "isolators", "manifest_json", "cgroup", "quota", "networks")
     UUID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -91,6 +91,7 @@ class Pod(_message.Message):
     MANIFEST_JSON_FIELD_NUMBER: _ClassVar[int]
     CGROUP_FIELD_NUMBER: _ClassVar[int]
     QUOTA_FIELD_NUMBER: _ClassVar[int]
+    NETWORKS_FIELD_NUMBER: _ClassVar[int]
     uuid: str
     name: str
     state: PodState
@@ -104,7 +105,28 @@ class Pod(_message.Message):
     manifest_json: str
     cgroup: str
     quota: SubtreeQuota
-    def __init__(self, uuid: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[PodState, str]] = ..., apps: _Optional[_Iterable[_Union[App, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., parents: _Optional[_Iterable[str]] = ..., api_access: _Optional[str] = ..., isolators: _Optional[_Iterable[_Union[IsolatorOutcome, _Mapping]]] = ..., manifest_json: _Optional[str] = ..., cgroup: _Optional[str] = ..., quota: _Optional[_Union[SubtreeQuota, _Mapping]] = ...) -> None: ...
+    networks: _containers.RepeatedCompositeFieldContainer[PodNetwork]
+    def __init__(self, uuid: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[PodState, str]] = ..., apps: _Optional[_Iterable[_Union[App, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., parents: _Optional[_Iterable[str]] = ..., api_access: _Optional[str] = ..., isolators: _Optional[_Iterable[_Union[IsolatorOutcome, _Mapping]]] = ..., manifest_json: _Optional[str] = ..., cgroup: _Optional[str] = ..., quota: _Optional[_Union[SubtreeQuota, _Mapping]] = ..., networks: _Optional[_Iterable[_Union[PodNetwork, _Mapping]]] = ...) -> None: ...
+
+class PodNetwork(_message.Message):
+    __slots__ = ("name", "interface", "addresses", "gateways", "routes", "nameservers", "search", "ports")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    INTERFACE_FIELD_NUMBER: _ClassVar[int]
+    ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    GATEWAYS_FIELD_NUMBER: _ClassVar[int]
+    ROUTES_FIELD_NUMBER: _ClassVar[int]
+    NAMESERVERS_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_FIELD_NUMBER: _ClassVar[int]
+    PORTS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    interface: str
+    addresses: _containers.RepeatedScalarFieldContainer[str]
+    gateways: _containers.RepeatedScalarFieldContainer[str]
+    routes: _containers.RepeatedScalarFieldContainer[str]
+    nameservers: _containers.RepeatedScalarFieldContainer[str]
+    search: _containers.RepeatedScalarFieldContainer[str]
+    ports: _containers.RepeatedCompositeFieldContainer[PortSpec]
+    def __init__(self, name: _Optional[str] = ..., interface: _Optional[str] = ..., addresses: _Optional[_Iterable[str]] = ..., gateways: _Optional[_Iterable[str]] = ..., routes: _Optional[_Iterable[str]] = ..., nameservers: _Optional[_Iterable[str]] = ..., search: _Optional[_Iterable[str]] = ..., ports: _Optional[_Iterable[_Union[PortSpec, _Mapping]]] = ...) -> None: ...
 
 class SubtreeQuota(_message.Message):
     __slots__ = ("pods", "image_bytes", "log_bytes")
@@ -179,14 +201,30 @@ class AppSpec(_message.Message):
     def __init__(self, image: _Optional[str] = ..., name: _Optional[str] = ..., exec: _Optional[_Iterable[str]] = ..., environment: _Optional[_Iterable[_Union[KeyValue, _Mapping]]] = ..., user: _Optional[str] = ..., group: _Optional[str] = ..., working_directory: _Optional[str] = ..., isolators: _Optional[_Iterable[_Union[Isolator, _Mapping]]] = ..., read_only_root_fs: _Optional[bool] = ...) -> None: ...
 
 class RunSpec(_message.Message):
-    __slots__ = ("apps", "volumes", "isolators")
+    __slots__ = ("apps", "volumes", "isolators", "networks", "ports")
     APPS_FIELD_NUMBER: _ClassVar[int]
     VOLUMES_FIELD_NUMBER: _ClassVar[int]
     ISOLATORS_FIELD_NUMBER: _ClassVar[int]
+    NETWORKS_FIELD_NUMBER: _ClassVar[int]
+    PORTS_FIELD_NUMBER: _ClassVar[int]
     apps: _containers.RepeatedCompositeFieldContainer[AppSpec]
     volumes: _containers.RepeatedCompositeFieldContainer[VolumeSpec]
     isolators: _containers.RepeatedCompositeFieldContainer[Isolator]
-    def __init__(self, apps: _Optional[_Iterable[_Union[AppSpec, _Mapping]]] = ..., volumes: _Optional[_Iterable[_Union[VolumeSpec, _Mapping]]] = ..., isolators: _Optional[_Iterable[_Union[Isolator, _Mapping]]] = ...) -> None: ...
+    networks: _containers.RepeatedScalarFieldContainer[str]
+    ports: _containers.RepeatedCompositeFieldContainer[PortSpec]
+    def __init__(self, apps: _Optional[_Iterable[_Union[AppSpec, _Mapping]]] = ..., volumes: _Optional[_Iterable[_Union[VolumeSpec, _Mapping]]] = ..., isolators: _Optional[_Iterable[_Union[Isolator, _Mapping]]] = ..., networks: _Optional[_Iterable[str]] = ..., ports: _Optional[_Iterable[_Union[PortSpec, _Mapping]]] = ...) -> None: ...
+
+class PortSpec(_message.Message):
+    __slots__ = ("host_port", "container_port", "protocol", "host_ip")
+    HOST_PORT_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_PORT_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    HOST_IP_FIELD_NUMBER: _ClassVar[int]
+    host_port: int
+    container_port: int
+    protocol: str
+    host_ip: str
+    def __init__(self, host_port: _Optional[int] = ..., container_port: _Optional[int] = ..., protocol: _Optional[str] = ..., host_ip: _Optional[str] = ...) -> None: ...
 
 class CreatePodRequest(_message.Message):
     __slots__ = ("manifest_json", "spec", "name", "start")

@@ -107,20 +107,29 @@ class Plugins:
         path = self.find(ptype)
         env = self.environment(command, container_id, netns, ifname, args)
         started = time.monotonic()
+        # The plugin's exit status comes back through a pipe, from a shell that runs it: in
+        # kurmad, a child subreaper whose main thread reaps what it did not register, the
+        # status `subprocess` waits for may be gone (ECHILD, which it takes for exit 0).
+        status_r, status_w = os.pipe()
+        script = f'"$0" "$@"; echo "$?" >/proc/self/fd/{status_w}'  # dash: fds < 10 only
         try:
             proc = subprocess.Popen(
-                [*self.exec_prefix, path],
+                ["/bin/sh", "-c", script, *self.exec_prefix, path],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 env=env,
                 cwd="/",
                 close_fds=True,
+                pass_fds=(status_w,),
                 start_new_session=True,
             )
         except OSError as e:
+            os.close(status_r)
             raise PluginError(ptype, None, f"cannot execute {path}: {e.strerror}") from None
-        with proc:
+        finally:
+            os.close(status_w)
+        with proc, os.fdopen(status_r, "rb") as status_pipe:
             try:
                 out, err = proc.communicate(stdin, timeout=self.timeout)
             except subprocess.TimeoutExpired:
@@ -129,18 +138,21 @@ class Plugins:
                 raise PluginError(
                     ptype, None, f"{command} timed out after {self.timeout:g} s"
                 ) from None
+            reported = status_pipe.read().strip()
         elapsed = time.monotonic() - started
+        # The shell's word, else subprocess's (a shell killed before it said: a signal).
+        returncode = int(reported) if reported.isdigit() else (proc.returncode or -9)
         log.debug(
             "cni %s %s container=%s ifname=%s: exit %d in %.3f s",
             ptype,
             command,
             container_id,
             ifname,
-            proc.returncode,
+            returncode,
             elapsed,
         )
-        if proc.returncode != 0:
-            raise _plugin_error(ptype, command, proc.returncode, out, err)
+        if returncode != 0:
+            raise _plugin_error(ptype, command, returncode, out, err)
         if not out.strip():
             return None
         try:

@@ -190,3 +190,31 @@ def test_kill_9_then_restart_cleans_up_or_keeps(netd: Daemon, lab: Lab) -> None:
     assert out == "alive\n"
     ok(kurmactl(netd, "rm", "-f", uuid))
     nothing_left(lab)
+
+
+def test_a_pod_attaches_its_children_only_to_its_own_networks(netd: Daemon) -> None:
+    """Recursion: a `subtree` pod on kt-bridge may put its children on kt-bridge (its
+    default too), not on kt-quick; PERMISSION_DENIED names the network and what it holds."""
+    from kurma.client import Client, PermissionDenied, app_spec, run_spec
+
+    from .test_quotas import pod_doc
+
+    with Client.connect(str(netd.socket), timeout=20) as host:
+        (image,) = [i.id for i in host.list_images() if i.name == IMAGE_NAME]
+        networks = {"name": "os/linux/networks", "value": [{"name": "kt-bridge"}]}
+        parent = host.create_pod(manifest_json=pod_doc(image, isolators=(networks,)),
+                                 name="net-parent", start=True)  # fmt: skip
+        try:
+            socket = netd.work / "pods" / parent.uuid / "api" / "api.sock"
+            wait_for(socket.exists, "the pod's API socket", 20)
+            with Client.connect(str(socket), timeout=20) as me:
+                spec = run_spec(app_spec(IMAGE_NAME, exec=["/bin/true"]))
+                spec.networks.append("kt-quick")
+                with pytest.raises(PermissionDenied, match=r"network kt-quick.*\(kt-bridge\)"):
+                    me.create_pod(spec=spec)
+                child = me.create_pod(spec=run_spec(app_spec(IMAGE_NAME, exec=["/bin/true"])))
+                doc = json.loads(child.manifest_json)
+                (iso,) = [i for i in doc["isolators"] if i["name"] == "os/linux/networks"]
+                assert iso["value"] == [{"name": "kt-bridge"}]  # the default, which it holds
+        finally:
+            host.destroy(parent.uuid)

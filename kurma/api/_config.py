@@ -93,6 +93,8 @@ class DaemonConfig:
     # without --net (None: loopback only).
     networks_dir: str | None = "/etc/kurma/net.d"
     default_network: str | None = None
+    # Host ports that pods below the host (operators' and pods' pods) may publish: LO-HI.
+    tenant_publish_ports: tuple[int, int] | None = None
 
     @property
     def log_level_number(self) -> int:
@@ -255,6 +257,17 @@ def _path_prefixes(value: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(prefixes))
 
 
+def _port_range(value: Any) -> tuple[int, int] | None:
+    """`LO-HI` (1..65535), or '' / null for none."""
+    if value in (None, ""):
+        return None
+    text = str(value)
+    lo, sep, hi = text.partition("-")
+    if not (sep and lo.isdigit() and hi.isdigit() and 1 <= int(lo) <= int(hi) <= 65535):
+        raise ValueError(f"must be a port range LO-HI in 1..65535, like 30000-32767, got {text!r}")
+    return int(lo), int(hi)
+
+
 def _optional_name(value: Any) -> str | None:
     """A CNI network's name, or '' / null for none."""
     if value in (None, ""):
@@ -358,6 +371,11 @@ KEYS: tuple[Key, ...] = (
         "default_network",
         _optional_name,
         "the network `kurmactl run` pods join without --net (default: none, loopback only)",
+    ),
+    Key(
+        "tenant_publish_ports",
+        _port_range,
+        "host ports pods below the host may publish, LO-HI (default none: only the host's)",
     ),
     Key(
         "registry_auth_file",

@@ -35,7 +35,7 @@ from ._caller import BindsCaller, CallerView
 from ._convert import manifest_from_spec, pod_facts, pod_states, pod_to_proto
 from ._exec import serve_exec
 from ._logs import stream_logs
-from ._policy import Action, Policy
+from ._policy import TABLE, Action, Policy, kind_of
 from ._quota import Quotas
 from ._status import ApiError, Code, rpc, status_of
 from .v1 import pods_pb2, pods_pb2_grpc
@@ -119,6 +119,18 @@ class _PodIndex:
         return message
 
 
+def published_ports(manifest: PodManifest) -> list[int]:
+    """Every host port a pod manifest publishes: its networks' ports and its appc ports."""
+    ports = [
+        p.host_port
+        for i in manifest.isolators
+        if isinstance(i, NetworksIsolator)
+        for n in i.networks
+        for p in n.ports
+    ]
+    return ports + [p.host_port for p in manifest.ports]
+
+
 def networks_of(manifest: PodManifest) -> list[str]:
     """The names of the CNI networks a pod manifest asks for, in order."""
     return [
@@ -143,9 +155,11 @@ class PodsServicer(BindsCaller, pods_pb2_grpc.PodsServicer):
         quotas: Quotas | None = None,
         policy: Policy | None = None,
         default_network: str | None = None,
+        tenant_ports: tuple[int, int] | None = None,
     ) -> None:
         self.runtime = runtime
         self.default_network = default_network  # what `run` pods join without --net
+        self.tenant_ports = tenant_ports  # host ports pods below the host may publish
         self.policy = policy or Policy()  # who may create and exec what (_policy.TABLE)
         self.on_created = on_created  # kurmad opens an api-access pod's socket here
         self.quotas = quotas or Quotas(runtime)  # isolators' quotas hold even without defaults
@@ -203,7 +217,18 @@ class PodsServicer(BindsCaller, pods_pb2_grpc.PodsServicer):
 
     def _check_networks(self, view: CallerView, manifest: PodManifest) -> None:
         """A pod attaches its children only to networks it is on itself (recursion: it never
-        grants more than it holds); NotPermitted naming the network."""
+        grants more than it holds); below the host, a published port must lie in kurmad's
+        `tenant_publish_ports` (portmap takes the host's connections to that port: port 22,
+        or kurmad's own API port, would be someone else's). NotPermitted naming either."""
+        if not TABLE[kind_of(view)].system_images:  # the host's own callers publish any
+            for port in published_ports(manifest):
+                lo, hi = self.tenant_ports or (1, 0)
+                if not lo <= port <= hi:
+                    allowed = f"{lo}-{hi}" if self.tenant_ports else "none"
+                    raise NotPermitted(
+                        f"host port {port}: below the host, pods publish only ports in "
+                        f"kurmad's tenant_publish_ports ({allowed})"
+                    )
         wanted = networks_of(manifest)
         if not wanted or view.subtree_of is None:
             return

@@ -91,6 +91,7 @@ class ApiServer:
             quotas=self.quotas,
             policy=policy,
             default_network=config.default_network,
+            tenant_ports=config.tenant_publish_ports,
         )
         registries = Registries(config.registries, config.registry_auth_file)
         runtime.store.qualify = registries.qualify  # `alpine` names what `pull alpine` stored

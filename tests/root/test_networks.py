@@ -218,3 +218,27 @@ def test_a_pod_attaches_its_children_only_to_its_own_networks(netd: Daemon) -> N
                 assert iso["value"] == [{"name": "kt-bridge"}]  # the default, which it holds
         finally:
             host.destroy(parent.uuid)
+
+
+def test_below_the_host_published_ports_stay_in_the_tenants_range(netd: Daemon) -> None:
+    """A pod's child may not publish a host port outside kurmad's tenant_publish_ports
+    (none here): portmap would take the host's own connections to, say, port 22."""
+    from kurma.client import Client, PermissionDenied, app_spec, run_spec
+
+    from .test_quotas import pod_doc
+
+    with Client.connect(str(netd.socket), timeout=20) as host:
+        (image,) = [i.id for i in host.list_images() if i.name == IMAGE_NAME]
+        networks = {"name": "os/linux/networks", "value": [{"name": "kt-bridge"}]}
+        parent = host.create_pod(manifest_json=pod_doc(image, isolators=(networks,)),
+                                 name="port-parent", start=True)  # fmt: skip
+        try:
+            socket = netd.work / "pods" / parent.uuid / "api" / "api.sock"
+            wait_for(socket.exists, "the pod's API socket", 20)
+            with Client.connect(str(socket), timeout=20) as me:
+                spec = run_spec(app_spec(IMAGE_NAME, exec=["/bin/true"]))
+                spec.ports.add(host_port=22, container_port=22)
+                with pytest.raises(PermissionDenied, match=r"host port 22.*\(none\)"):
+                    me.create_pod(spec=spec)
+        finally:
+            host.destroy(parent.uuid)

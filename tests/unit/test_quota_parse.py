@@ -120,3 +120,12 @@ def test_a_child_quota_beyond_what_is_left_is_refused(child: SubtreeQuota, says:
 
 def test_scope_still_defaults_to_subtree() -> None:
     assert api({}).scope is ApiScope.SUBTREE
+
+
+def test_tenant_publish_ports_is_a_port_range() -> None:
+    from kurma.api._config import _port_range
+
+    assert _port_range("30000-32767") == (30000, 32767) and _port_range("") is None
+    for bad in ("1", "5-1", "0-9", "a-b", "1-65536"):
+        with pytest.raises(ValueError, match="LO-HI"):
+            _port_range(bad)

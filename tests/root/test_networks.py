@@ -242,3 +242,14 @@ def test_below_the_host_published_ports_stay_in_the_tenants_range(netd: Daemon) 
                     me.create_pod(spec=spec)
         finally:
             host.destroy(parent.uuid)
+
+
+def test_the_metadata_service_answers_a_pod_on_a_network(netd: Daemon) -> None:
+    """The metadata listener is in the pod's own netns, so eth0 and a default route do not
+    take it away: the pod still learns its UUID."""
+    uuid_and_links = ok(kurmactl(netd, "run", "--rm", "--name", "meta", IMAGE_NAME, *SH,
+                                 "wget -qO- --header 'Metadata-Flavor: AppContainer' "
+                                 "$AC_METADATA_URL/acMetadata/v1/pod/uuid; echo; "
+                                 + LINKS))  # fmt: skip
+    uuid, *links = uuid_and_links.split()
+    assert len(uuid) == 36 and sorted(links) == ["eth0", "lo"]

@@ -33,6 +33,7 @@ bench: deps
 	$(PY) bench/pod_start.py
 	$(PY) bench/api.py
 	$(PY) bench/pull.py
+	$(PY) bench/net.py
 	$(PY) bench/boot.py
 
 # The kernel (Debian's, resolved at build time) and the initrd with the images in its store.

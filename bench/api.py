@@ -47,7 +47,9 @@ SLEEPER = run_spec(app_spec("example.com/bench-busybox"))
 class Kurmad:
     """A kurmad on scratch directories (pods under /run, as by default, or under
     `pods_parent`: peers.state_tmpfs; its state dir and socket under `work_parent`, default
-    /tmp), in cgroup `cgroup_parent`, with more daemon flags in `extra`."""
+    /tmp), in cgroup `cgroup_parent`, with more daemon flags in `extra`; `prefix` goes before
+    its command line (`nsenter --net=PATH`: another network namespace; it execs kurmad, so
+    `proc` is kurmad itself)."""
 
     def __init__(
         self,
@@ -56,6 +58,7 @@ class Kurmad:
         work_parent: Path | None = None,
         cgroup_parent: str = "kurma-bench-api",
         extra: Sequence[str] = (),
+        prefix: Sequence[str] = (),
     ) -> None:
         self.work = Path(tempfile.mkdtemp(prefix="kurma-api-", dir=work_parent or "/tmp"))
         self.pods = Path(tempfile.mkdtemp(prefix="kurma-api-pods-", dir=pods_parent or "/run"))
@@ -63,7 +66,7 @@ class Kurmad:
         self.state = self.work / "state"
         self.cgroup_parent = cgroup_parent
         argv = [
-            sys.executable, "-m", "kurma.api.daemon", "--config", "/dev/null",
+            *prefix, sys.executable, "-m", "kurma.api.daemon", "--config", "/dev/null",
             "--socket", str(self.socket), "--state-dir", str(self.state),
             "--pods-dir", str(self.pods), "--cgroup-parent", cgroup_parent,
             "--stop-grace", "1", "--workers", "64", *extra,

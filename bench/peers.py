@@ -289,12 +289,14 @@ class Cgroup2Helper:
     which mounts cgroup2 and says ready); each `run` sends it one JSON line and it replies with
     the `timed_run` result it measured. The namespace dies with the process: `close` ends it
     (EOF on its stdin, SIGKILL after 5 s). The mount does not propagate to the host.
+    `propagation="slave"` lets the host's later mounts in (`ip netns add` names a network
+    namespace by a bind mount under /run/netns, a shared mount: a bundle can join it).
     """
 
-    def __init__(self, timeout: float = DEADLINE) -> None:
+    def __init__(self, timeout: float = DEADLINE, propagation: str = "private") -> None:
         unshare = shutil.which("unshare") or "unshare"
         self.proc = subprocess.Popen(
-            [unshare, "--mount", "--propagation", "private", "--",
+            [unshare, "--mount", "--propagation", propagation, "--",
              sys.executable, "-I", str(Path(__file__).resolve()), HELPER_FLAG],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip

@@ -103,6 +103,7 @@ class LivePod:
         self.starting = False  # a start_pod is under way (a second one is refused)
         self.finishing = False
         self.execs: dict[int, ExecProcess] = {}
+        self.detaching = threading.Lock()  # held while the pod's networks are DELed
         self.networks: list[Attachment] = []  # attached (eth0 first); `Runtime.pod_networks`
         self.gate: int | None = None  # the network gate's FIFO, held while the start runs
 
@@ -122,6 +123,7 @@ class RuntimeParts:
     _lock: threading.RLock
     _changed: threading.Condition
     _pods: dict[str, LivePod]
+    _exited_networks: list[LivePod]
     _selector: selectors.BaseSelector
     _wake_w: int
     _closed: bool

@@ -192,9 +192,10 @@ class Networks(RuntimeParts):
     def _detach_networks(self, live: LivePod) -> None:
         """DEL every stored attachment of the pod, in reverse order (its netns is gone or
         going: empty CNI_NETNS). A failure is logged and its record kept for a retry."""
-        live.networks = []
-        for att in sorted(self._stored(live.record.uuid), key=_order, reverse=True):
-            self._detach_one(live.record.name, replace(att, netns=""))
+        with live.detaching:  # the watcher's DEL and a destroy's never run at once
+            live.networks = []
+            for att in sorted(self._stored(live.record.uuid), key=_order, reverse=True):
+                self._detach_one(live.record.name, replace(att, netns=""))
 
     def _detach_one(self, name: str, att: Attachment) -> None:
         try:

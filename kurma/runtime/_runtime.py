@@ -132,6 +132,7 @@ class Runtime(Lifecycle, Watcher, Adoption, Networks):
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._pods: dict[str, LivePod] = {}
+        self._exited_networks: list[LivePod] = []  # pods whose networks the watcher DELs
         self._listeners: list[Callable[[PodEvent], None]] = []
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -139,6 +140,7 @@ class Runtime(Lifecycle, Watcher, Adoption, Networks):
         self._closed = False
         self._setup_networks()
         self.adopt(found)
+        self._exited_networks.clear()  # pods found ended: the reconcile DELs theirs
         self._reconcile_networks()
         self._thread = threading.Thread(target=self._watch, name="kurma-pod-watch", daemon=True)
         self._thread.start()

@@ -73,6 +73,9 @@ class Watcher(RuntimeParts):
                     for live in list(self._pods.values()):
                         if live.record.state in (PodState.RUNNING, PodState.STOPPING):
                             self._scan(live)
+                exited, self._exited_networks = self._exited_networks, []
+            for live in exited:  # outside the lock (see `_finalize`)
+                self._detach_networks(live)
 
     def _read_notifications(self, live: LivePod) -> None:
         """Take the `app NAME PID` lines; the rest are only hints to scan."""
@@ -188,7 +191,9 @@ class Watcher(RuntimeParts):
         self._remove_cgroup(live, kill=not own_pidns)
         unmount_apps_tmpfs(live.pod_dir)  # the writable layers are done with: free the RAM
         if not live.starting:  # else the start, once its ADDs are done (start_pod)
-            self._detach_networks(live)
+            # After the lock is released (`_watch`): a DEL takes tens of milliseconds, and
+            # neither a Wait on this pod nor the other pods' events need to wait for it.
+            self._exited_networks.append(live)
         record.finished_at = now
         codes = ", ".join(f"{a.name} {a.exit_code}" for a in record.apps)
         self._transition(live, PodState.EXITED, f"{why} ({codes or 'no apps'})")

@@ -177,7 +177,7 @@ WEB_SERVICE = {
         "isolators": {"os/linux/networks": [{"name": "kurma0"}]},
     }
 }  # fmt: skip
-BRIDGE_ADDRESS = re.compile(r"\b169\.254\.200\.(\d+)\b")
+BRIDGE_ADDRESS = re.compile(r'"(169\.254\.200\.\d+)/24"')  # in `kurmactl inspect`
 
 
 @pytest.fixture(scope="module")
@@ -337,7 +337,8 @@ def test_the_boot_time_pod_on_the_bridge_answers_from_the_console(vm: Vm) -> Non
     def addressed() -> str | None:
         out = vm.sh("kurmactl inspect web")
         found = BRIDGE_ADDRESS.search(out)
-        return found.group(0) if found and '"running"' in out.lower() else None
+        running = re.search(r'"state": "(POD_STATE_)?RUNNING"', out, re.IGNORECASE)
+        return found.group(1) if found and running else None
 
     address = wait_for(addressed, "the web pod to run with an address", 180, every=3)
     assert address != "169.254.200.1"  # the bridge's own (gateway) address

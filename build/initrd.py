@@ -23,6 +23,7 @@ The root of the initrd:
                               leaves the initramfs, starts kurmad, becomes kurma-init
     /usr.squashfs -> /usr     Debian's python3.11, the dependencies, kurma (build/pyruntime.py),
                               busybox, and the store's rendered trees (kurma/init/_seed.py)
+    /usr/lib/cni, /usr/sbin/iptables (nft)       CNI plugins for pod networks, for portmap
     /lib64, /sbin/ldconfig, /etc/ld.so.cache     the loader, and ldconfig for ctypes
     /bin/busybox, /bin/sh     the emergency shell (in /usr)
     /etc/kurma.yml            the default boot config (initrd/kurma.yml)
@@ -75,6 +76,22 @@ SQUASHFS_OPTIONS = (
     "-noappend", "-no-xattrs", "-mkfs-time", "0", "-all-time", "0", "-no-progress", "-quiet",
 )  # fmt: skip
 
+# Pod networks (kurma.network): Debian's CNI plugins that the initrd's kurma.yml network
+# uses (and loopback), and iptables with the nf_tables backend, which portmap runs; with
+# only the xtables extensions portmap's rules use (go-iptables calls `iptables`).
+NETWORK_PACKAGES = ("containernetworking-plugins", "iptables")
+CNI_DIR = Path("/usr/lib/cni")
+CNI_PLUGINS = ("bridge", "host-local", "loopback", "portmap")
+XTABLES_NFT = Path("/usr/sbin/xtables-nft-multi")
+XTABLES_NAMES = tuple(
+    f"{family}{tool}" for family in ("iptables", "ip6tables") for tool in ("", "-save", "-restore")
+)
+XTABLES_DIR = Path("/usr/lib/x86_64-linux-gnu/xtables")
+XTABLES_EXTENSIONS = (
+    "standard", "tcp", "udp", "comment", "multiport", "addrtype", "mark", "MARK", "DNAT",
+    "SNAT", "MASQUERADE", "conntrack",
+)  # fmt: skip
+
 STAGE0_DIR = INITRD_DIR / "stage0"  # /init: kurma-stage0 (stage0.c), static
 STAGE0_MODULE_LIST = "etc/kurma/stage0-modules"
 
@@ -117,6 +134,25 @@ def stage_modules(root: Path, build: kernel.KernelBuild, names: list[str]) -> li
         if src.exists():
             shutil.copyfile(src, target / extra)
     return order
+
+
+def stage_network_tools(root: Path) -> list[str]:
+    """The CNI plugins in /usr/lib/cni, iptables (nft) in /usr/sbin, the libraries they
+    need; returns the files added (relative to root)."""
+    kernel.ensure_host_packages(NETWORK_PACKAGES)
+    sources = {CNI_DIR / p: root / "usr/lib/cni" / p for p in CNI_PLUGINS}
+    sources[XTABLES_NFT] = root / "usr/sbin" / XTABLES_NFT.name
+    for ext in XTABLES_EXTENSIONS:
+        name = f"libxt_{ext}.so"
+        sources[XTABLES_DIR / name] = root / pyruntime.LIBDIR / "xtables" / name
+    for src, dst in sources.items():
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src.resolve(), dst)
+        os.chmod(dst, 0o755 if os.access(src, os.X_OK) else 0o644)
+    for name in XTABLES_NAMES:
+        os.symlink(XTABLES_NFT.name, root / "usr/sbin" / name)
+    libs = pyruntime.stage_more_libraries(root, list(sources))
+    return sorted(str(d.relative_to(root)) for d in sources.values()) + libs
 
 
 def stage_store(root: Path, aci_files: dict[str, Path]) -> dict[str, str]:
@@ -209,6 +245,7 @@ def build_initrd(out: Path, compression: str = "zstd", with_images: bool = True)
     with tempfile.TemporaryDirectory(prefix="kurma-initrd.", dir=out) as tmp:
         root = Path(tmp) / "root"
         pyruntime.stage(root)
+        stage_network_tools(root)
         # busybox lives in the squashfs, beside the busybox image's identical copy (stored
         # once); /bin/sh is the emergency shell once /usr is mounted.
         shutil.copyfile(BUSYBOX, root / "usr/bin/busybox")

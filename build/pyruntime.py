@@ -284,15 +284,20 @@ def library_closure(files: list[Path]) -> dict[str, Path]:
     return needed
 
 
-def stage_libraries(dest: Path) -> list[str]:
-    """Copies the closure of every ELF file in `dest`; the loader; ldconfig and its cache."""
-    libs = library_closure(elf_files(dest))
-    libs.setdefault("libseccomp.so.2", Path("/lib/x86_64-linux-gnu/libseccomp.so.2"))
+def _full_closure(files: list[Path]) -> dict[str, Path]:
+    libs = library_closure(files)
     while True:  # libraries need libraries
         more = {k: v for k, v in library_closure(list(libs.values())).items() if k not in libs}
         if not more:
-            break
+            return libs
         libs.update(more)
+
+
+def stage_libraries(dest: Path) -> list[str]:
+    """Copies the closure of every ELF file in `dest`; the loader; ldconfig and its cache."""
+    libs = _full_closure(elf_files(dest))
+    libs.setdefault("libseccomp.so.2", Path("/lib/x86_64-linux-gnu/libseccomp.so.2"))
+    libs.update({k: v for k, v in _full_closure(list(libs.values())).items() if k not in libs})
     for soname, path in sorted(libs.items()):
         _copy(path.resolve(), dest / LIBDIR / soname)
     _copy(Path("/") / LOADER, dest / LOADER, follow=True)
@@ -300,6 +305,19 @@ def stage_libraries(dest: Path) -> list[str]:
     (dest / "etc").mkdir(exist_ok=True)
     _run(["/sbin/ldconfig", "-X", "-r", str(dest)])
     return sorted(libs)
+
+
+def stage_more_libraries(dest: Path, files: list[Path]) -> list[str]:
+    """For ELF files added to a staged `dest` later (host paths, as `ldd` must resolve them
+    on the host): the libraries of their closure that `dest` lacks; ldconfig's cache again."""
+    added = []
+    for soname, path in sorted(_full_closure(files).items()):
+        target = dest / LIBDIR / soname
+        if not target.exists() and soname != LOADER.name:
+            _copy(path.resolve(), target)
+            added.append(soname)
+    _run(["/sbin/ldconfig", "-X", "-r", str(dest)])
+    return added
 
 
 def strip_shared_objects(dest: Path) -> None:

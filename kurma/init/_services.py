@@ -24,7 +24,7 @@ from ..atomic import write_atomic
 from ..backoff import Backoff
 from ..documents import dump_json_document
 from ..services import ServicesFile, ServiceSpec, VolumeSpec
-from .config import BootConfig, ConfigProblem, DiskRole
+from .config import BootConfig, ConfigProblem, DiskRole, network_document
 
 RUN_DIR = "/run/kurma"
 IMAGE_PREFIX = "kurma.io/"
@@ -66,8 +66,27 @@ def kurmad_settings(config: BootConfig, run_dir: Path, roles: dict[Any, str]) ->
         settings.update(
             listen=first.address, tls_cert=first.cert, tls_key=first.key, tls_ca=first.ca
         )
+    if config.networks:
+        settings["networks_dir"] = NETWORKS_DIR
+    if config.default_network is not None:
+        settings["default_network"] = config.default_network
     settings.update(config.kurmad)
     return settings
+
+
+# --- the networks ----------------------------------------------------------------------------
+
+NETWORKS_DIR = "/etc/kurma/net.d"  # kurmad's default networks_dir too
+
+
+def write_networks(config: BootConfig, networks_dir: Path) -> list[str]:
+    """The boot config's `networks` as NAME.conflist files in kurmad's networks_dir, each
+    written atomically; returns their names."""
+    for name, value in config.networks.items():
+        document = network_document(name, value)
+        data = (json.dumps(document, indent=1, sort_keys=True) + "\n").encode()
+        write_file(networks_dir / f"{name}.conflist", data)
+    return sorted(config.networks)
 
 
 # --- the services ----------------------------------------------------------------------------

@@ -467,6 +467,7 @@ def start_kurmad(ctx: BootContext) -> str:
     if ctx.run_dir is not None:
         run_dir = Path(ctx.run_dir)
         settings = _services.kurmad_settings(ctx.config, run_dir, ctx.disks.roles)
+        networks = _write_networks(ctx, settings)
         _services.write_file(run_dir / "kurmad.yml", _services.dump_document(settings))
         write_services_file(run_dir / "services.yml", ServicesFile())
         write_boot_log(ctx)
@@ -474,11 +475,32 @@ def start_kurmad(ctx: BootContext) -> str:
             preload_imports()  # for host_network, while the console starts
         if "--config" not in ctx.kurmad.argv:
             ctx.kurmad.argv += ["--config", str(run_dir / "kurmad.yml")]
+    else:
+        networks = ""
     _kurmad_to_kernel_log(ctx)
     if ctx.kurmad.pid is not None:
-        return f"{ctx.kurmad} pid {ctx.kurmad.pid}: settings written, it goes on"
+        return f"{ctx.kurmad} pid {ctx.kurmad.pid}: settings written, it goes on{networks}"
     pid = ctx.kurmad.start()
-    return f"{ctx.kurmad} pid {pid}" if pid else f"{ctx.kurmad}: did not start, will retry"
+    if not pid:
+        return f"{ctx.kurmad}: did not start, will retry{networks}"
+    return f"{ctx.kurmad} pid {pid}{networks}"
+
+
+def _write_networks(ctx: BootContext, settings: dict[str, Any]) -> str:
+    """The boot config's networks into kurmad's networks_dir, before kurmad reads it; a
+    failure is logged (kurmad starts anyway, its pods without those networks). Outside the
+    machine only into a networks_dir the config names (never the host's /etc/kurma/net.d)."""
+    if not ctx.config.networks:
+        return ""
+    if not ctx.machine_init and "networks_dir" not in ctx.config.kurmad:
+        return "; networks not written (not PID 1 of the machine)"
+    directory = Path(str(settings.get("networks_dir") or _services.NETWORKS_DIR))
+    try:
+        names = _services.write_networks(ctx.config, directory)
+    except OSError as e:
+        log.error("networks: %s", e)
+        return f"; networks not written: {e}"
+    return f"; networks {', '.join(names)} in {directory}"
 
 
 def start_services(ctx: BootContext) -> str:

@@ -949,3 +949,62 @@ def test_a_service_is_the_supervisors_service_spec() -> None:
     assert type(web) is ServiceSpec and web.name == "web" and web.image == "w"
     assert web.health is not None and web.health.start_timeout == 7.5
     assert web.health.command == ("/bin/check",)
+
+
+# --- pod networks ----------------------------------------------------------------------------
+
+BRIDGE = [{"type": "bridge", "bridge": "b0", "ipam": {"type": "host-local"}}]
+
+
+def test_a_network_is_a_conflist_or_its_plugins_and_may_be_the_default() -> None:
+    config, problems = layers(
+        initrd={"networks": {"b0": {"plugins": BRIDGE}}, "default_network": "b0"},
+        oem={"networks": {"b1": BRIDGE}},
+    )
+    assert problems == []
+    assert sorted(config.networks) == ["b0", "b1"]
+    assert config.default_network == "b0"
+    doc = bc.network_document("b1", config.networks["b1"])
+    assert doc == {"cniVersion": "1.0.0", "name": "b1", "plugins": BRIDGE}
+
+
+@pytest.mark.parametrize(
+    ("value", "path", "words"),
+    [
+        ({"plugins": []}, "networks.b0", "plugins: must be a non-empty list"),
+        ([{"bridge": "x"}], "networks.b0", "plugins[0].type"),
+        ({"name": "other", "plugins": BRIDGE}, "networks.b0", "differs from"),
+        ({"cniVersion": "0.1.0", "plugins": BRIDGE}, "networks.b0", "cniVersion"),
+        ("bridge", "networks.b0", "a conflist (a mapping) or a list of plugins"),
+    ],
+)
+def test_a_bad_network_is_reported_by_key_and_left_out(value: Any, path: str, words: str) -> None:
+    config, problems = layers(oem={"networks": {"b0": value}})
+    problem = only(problems)
+    assert problem.path == path
+    assert words in problem.message
+    assert config.networks == {}
+
+
+def test_a_bad_network_name_and_an_unknown_default_are_reported() -> None:
+    config, problems = layers(
+        oem={"networks": {"no/slash": BRIDGE, "host": BRIDGE}, "default_network": "nope"}
+    )
+    assert sorted(p.path for p in problems) == [
+        "default_network",
+        "networks.host",
+        "networks.no/slash",
+    ]
+    assert config.networks == {}
+    assert config.default_network is None
+
+
+def test_the_initrd_config_defines_the_bridge_as_default() -> None:
+    config, problems = bc.load_boot_config(str(Path(__file__).parents[2] / "initrd/kurma.yml"))
+    assert problems == []
+    assert config.default_network == "kurma0"
+    doc = bc.network_document("kurma0", config.networks["kurma0"])
+    bridge = doc["plugins"][0]
+    assert (bridge["type"], bridge["bridge"], bridge["ipMasq"]) == ("bridge", "kurma0", False)
+    assert bridge["ipam"]["ranges"] == [[{"subnet": "169.254.200.0/24"}]]
+    assert bridge["ipam"]["dataDir"].startswith("/run/")

@@ -14,6 +14,7 @@ from kurma.init._services import (
     dump_document,
     kurmad_settings,
     system_services,
+    write_networks,
 )
 from kurma.init.config import DiskRole, load_boot_config
 from kurma.services import ServicesFile, load_services_file, write_services_file
@@ -141,3 +142,26 @@ def test_writing_the_services_file_leaves_the_console_auth_alone(tmp_path: Path)
     assert data.services["console"].volumes["auth"].source == str(auth)
     after = (auth / "shadow").stat()
     assert (after.st_ino, after.st_mtime_ns) == (shadow.st_ino, shadow.st_mtime_ns)
+
+
+def test_networks_are_written_as_conflists_and_named_in_kurmads_settings(tmp_path: Path) -> None:
+    config = config_from(
+        tmp_path,
+        "networks:\n  b0: [{type: bridge, bridge: b0}, {type: portmap}]\ndefault_network: b0\n",
+    )
+    settings = kurmad_settings(config, tmp_path, {})
+    assert settings["networks_dir"] == "/etc/kurma/net.d"
+    assert settings["default_network"] == "b0"
+    assert write_networks(config, tmp_path / "net.d") == ["b0"]
+    doc = json.loads((tmp_path / "net.d/b0.conflist").read_text())
+    assert doc == {
+        "cniVersion": "1.0.0",
+        "name": "b0",
+        "plugins": [{"type": "bridge", "bridge": "b0"}, {"type": "portmap"}],
+    }
+    from kurma.network import load_networks
+
+    assert list(load_networks(tmp_path / "net.d")) == ["b0"]
+    # the kurmad key still wins
+    config = config_from(tmp_path, "networks: {b0: [{type: bridge}]}\nkurmad: {networks_dir: /x}\n")
+    assert kurmad_settings(config, tmp_path, {})["networks_dir"] == "/x"

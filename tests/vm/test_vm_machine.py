@@ -166,6 +166,19 @@ NESTED_SERVICE = {
     }
 }  # fmt: skip
 
+# A pod started at boot on the initrd's default network, the bridge kurma0 (initrd/kurma.yml),
+# serving a marker over HTTP on port 8000 of its own address (busybox httpd).
+WEB_MARK = "kurma-web-on-the-bridge"
+WEB_SERVICE = {
+    "web": {
+        "image": "kurma.io/busybox",
+        "exec": ["/bin/sh", "-c", f"mkdir -p /srv && echo {WEB_MARK} > /srv/index.html && "
+                 "exec httpd -f -p 8000 -h /srv"],
+        "isolators": {"os/linux/networks": [{"name": "kurma0"}]},
+    }
+}  # fmt: skip
+BRIDGE_ADDRESS = re.compile(r'"(169\.254\.200\.\d+)/24"')  # in `kurmactl inspect`
+
 
 @pytest.fixture(scope="module")
 def vm(built, tmp_path_factory) -> Iterator[Vm]:
@@ -177,7 +190,7 @@ def vm(built, tmp_path_factory) -> Iterator[Vm]:
         built,
         password=PASSWORD,
         syslog_port=receiver.port,
-        extra_config={"services": NESTED_SERVICE},
+        extra_config={"services": {**NESTED_SERVICE, **WEB_SERVICE}},
     )
     try:
         child.sendline("root")
@@ -310,6 +323,31 @@ def test_a_pod_with_subtree_access_started_at_boot_starts_a_child(vm: Vm) -> Non
     assert list(child.parents) == [nest.uuid]
     assert nest.api_access == "subtree"
     assert not child.api_access  # nothing granted that was not asked for
+
+
+def test_the_boot_time_pod_on_the_bridge_answers_from_the_console(vm: Vm) -> None:
+    """The initrd's network kurma0 is the default; the `web` pod started at boot has an
+    address on it, and the console (the host's network) fetches its marker over the bridge;
+    a `kurmactl run --net kurma0` pod gets an eth0 with an address of the bridge too."""
+    networks = vm.sh("kurmactl network ls")
+    row = next((r.split() for r in networks.splitlines() if r.startswith("kurma0 ")), None)
+    assert row is not None, networks
+    assert row[1:4] == ["bridge", "portmap", "yes"], networks
+
+    def addressed() -> str | None:
+        out = vm.sh("kurmactl inspect web")
+        found = BRIDGE_ADDRESS.search(out)
+        running = re.search(r'"state": "(POD_STATE_)?RUNNING"', out, re.IGNORECASE)
+        return found.group(1) if found and running else None
+
+    address = wait_for(addressed, "the web pod to run with an address", 180, every=3)
+    assert address != "169.254.200.1"  # the bridge's own (gateway) address
+    # (the console's static busybox wget crashes looking up the `http` service: python)
+    url = f"http://{address}:8000/"
+    page = vm.sh(f"python3 -c 'import urllib.request as u; print(u.urlopen(\"{url}\").read())'")
+    assert WEB_MARK in page, page
+    out = vm.sh("kurmactl run --rm --net kurma0 kurma.io/busybox -- ip -4 addr show eth0")
+    assert re.search(r"inet 169\.254\.200\.\d+/24", out), out
 
 
 def test_boot_log_is_served_and_every_step_ran(vm: Vm) -> None:

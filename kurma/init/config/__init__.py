@@ -3,7 +3,8 @@ command line `kurma.KEY=VALUE`, as typed, frozen dataclasses.
 
 Pure data: no mounts, no device lookups. It imports only `kurma.errors` and the service
 model it shares with kurmad (`kurma.services`' `ServiceSpec`, `kurma.backoff`), and lazily
-`kurma.aci` and `kurma.store` to check a service's image and isolators; it never imports
+`kurma.aci` and `kurma.store` to check a service's image and isolators, and `kurma.network`
+to check a network's conflist; it never imports
 `kurma.api` (the API sits above the init, DESIGN.md). Implementation lives in `_private`
 modules:
 
@@ -44,6 +45,7 @@ from ._model import RestartPolicy as RestartPolicy
 from ._model import Route as Route
 from ._model import Service as Service
 from ._model import TrustedKey as TrustedKey
+from ._model import network_document as network_document
 from ._problem import CMDLINE as CMDLINE
 from ._problem import ConfigProblem as ConfigProblem
 from ._problem import ProblemKind as ProblemKind

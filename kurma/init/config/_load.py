@@ -147,7 +147,22 @@ def _check_relations(config: BootConfig, ctx: Context) -> BootConfig:
         config,
         services=_check_dependencies(config, ctx),
         disks=_check_disk_roles(config, ctx),
+        default_network=_check_default_network(config, ctx),
     )
+
+
+def _check_default_network(config: BootConfig, ctx: Context) -> str | None:
+    """The default network is one of `networks`."""
+    name = config.default_network
+    if name is None or name in config.networks:
+        return name
+    known = ", ".join(sorted(config.networks)) or "none"
+    ctx.report(
+        ("default_network",),
+        f"{name!r} is not one of networks ({known}); ignored",
+        ProblemKind.INCOMPLETE,
+    )
+    return None
 
 
 def _check_dependencies(config: BootConfig, ctx: Context) -> dict[str, Any]:

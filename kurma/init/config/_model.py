@@ -318,6 +318,52 @@ class TrustedKey:
     )
 
 
+# --- pod networks ----------------------------------------------------------------------------
+
+NETWORK_CNI_VERSION = "1.0.0"  # given to a network document that names none
+_NETWORK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")  # CNI's (kurma.network)
+
+
+def network_name(value: Any) -> str:
+    """A CNI network name: letters, digits, `_`, `.`, `-` (the file is NAME.conflist)."""
+    name = v.text(value)
+    if not _NETWORK_NAME.fullmatch(name) or name in ("host", "none"):
+        raise ValueError(
+            f"must be letters, digits, '_', '.' or '-' (and not host or none), got {value!r}"
+        )
+    return name
+
+
+def network_document(name: str, value: Any) -> dict[str, Any]:
+    """The conflist of network `name`: `value` is a conflist document (its `name` and
+    `cniVersion` may be left out) or the list of its plugins."""
+    if isinstance(value, list | tuple):
+        value = {"plugins": list(value)}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"must be a conflist (a mapping) or a list of plugins, got {value!r}")
+    doc = {"cniVersion": NETWORK_CNI_VERSION, "name": name, **value}
+    if doc["name"] != name:
+        raise ValueError(f"name: {doc['name']!r} differs from the network's key {name!r}")
+    return doc
+
+
+def _check_network(name: str, value: Any) -> None:
+    import json
+
+    from kurma.errors import InvalidNetworkConfig
+    from kurma.network._config import parse_network_config  # lazily: only with networks
+
+    doc = network_document(name, value)
+    try:
+        data = json.dumps(doc).encode()
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"not JSON data: {e}") from None
+    try:
+        parse_network_config(data, name)
+    except InvalidNetworkConfig as e:
+        raise ValueError(f"{e.key}: {e.message}" if e.key else e.message) from None
+
+
 # --- the whole ---------------------------------------------------------------------------------
 
 
@@ -341,6 +387,19 @@ class BootConfig:
         dict,
         MapOf(v.ac_name, SERVICE, noun="service", name_field="name"),
         "extra services by name",
+    )
+    networks: Mapping[str, Any] = setting(
+        dict,
+        MapOf(network_name, Scalar(_any_json), noun="network", check_entry=_check_network),
+        "CNI networks pods may join: name -> a conflist document (`name` and `cniVersion` "
+        "may be left out) or the list of its plugins; written as NAME.conflist into "
+        "kurmad's networks_dir before kurmad starts",
+    )
+    default_network: str | None = setting(
+        None,
+        Scalar(v.optional(network_name)),
+        "the network `kurmactl run` pods join without --net (one of `networks`); "
+        "null: loopback only",
     )
     console: Console = setting(Console(), Record(Console), "console login")  # noqa: RUF009
     log_forwarding: LogForwarding = setting(LogForwarding(), Record(LogForwarding), "remote syslog")  # noqa: RUF009

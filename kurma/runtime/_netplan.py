@@ -20,20 +20,11 @@ from dataclasses import dataclass
 
 from ..aci import App, Isolator, NetworksIsolator, PodManifest, RuntimeApp
 from ..errors import ValidationError
+from ..network import PortMapping
 
 ISOLATOR = NetworksIsolator.name
 GATE_NAME = "network-gate"  # the FIFO in the pod's directory P1 reads `ok` from
 PROTOCOLS = ("tcp", "udp", "sctp")
-
-
-@dataclass(frozen=True)
-class PublishedPort:
-    """One port mapping (portmap's `portMappings` entry)."""
-
-    host_port: int
-    container_port: int
-    protocol: str = "tcp"
-    host_ip: str = ""
 
 
 @dataclass(frozen=True)
@@ -42,7 +33,7 @@ class PodNetwork:
 
     name: str
     ifname: str
-    ports: tuple[PublishedPort, ...] = ()
+    ports: tuple[PortMapping, ...] = ()
 
 
 def networks_isolator(isolators: Iterable[Isolator]) -> NetworksIsolator | None:
@@ -83,7 +74,7 @@ def plan_networks(
             spec.name,
             f"eth{i}",
             tuple(
-                PublishedPort(p.host_port, p.container_port, p.protocol, p.host_ip)
+                PortMapping(p.host_port, p.container_port, p.protocol, p.host_ip)
                 for p in spec.ports
             ),
         )
@@ -98,12 +89,12 @@ def plan_networks(
 
 def _manifest_ports(
     pod: PodManifest, apps: Sequence[tuple[RuntimeApp, App | None]]
-) -> tuple[PublishedPort, ...]:
+) -> tuple[PortMapping, ...]:
     by_name = {}
     for _, app in apps:
         for port in app.ports if app else ():
             by_name.setdefault(port.name, port)
-    out: list[PublishedPort] = []
+    out: list[PortMapping] = []
     for i, exposed in enumerate(pod.ports):
         where = f"ports[{i}]"
         port = exposed.pod_port or by_name.get(exposed.name)
@@ -118,7 +109,7 @@ def _manifest_ports(
         if exposed.host_port + port.count - 1 > 65535:
             raise ValidationError(f"{where}.hostPort", f"range of {port.count} ends beyond 65535")
         for k in range(port.count):
-            out.append(PublishedPort(exposed.host_port + k, port.port + k, protocol,
+            out.append(PortMapping(exposed.host_port + k, port.port + k, protocol,
                                      exposed.host_ip or ""))  # fmt: skip
     return tuple(out)
 

@@ -52,7 +52,6 @@ from ..network import (
     AttachmentStore,
     NetworkConfig,
     Plugins,
-    PortMapping,
     attach,
     check,
     detach,
@@ -149,15 +148,12 @@ class Networks(RuntimeParts):
         self, live: LivePod, known: dict[str, NetworkConfig], net: PodNetwork, netns: str
     ) -> Attachment:
         config = get_network(known, net.name)
-        ports = [
-            PortMapping(p.host_port, p.container_port, p.protocol, p.host_ip) for p in net.ports
-        ]
         return attach(
             config,
             live.record.uuid,
             netns,
             net.ifname,
-            port_mappings=ports,
+            port_mappings=net.ports,
             plugins=self.plugins,
             store=self.attachments,
         )

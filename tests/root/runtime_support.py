@@ -201,3 +201,14 @@ def _subdirs(directory: str) -> list[str]:
 @pytest.fixture
 def pods(busybox_aci: Path) -> Iterator[PodEnv]:
     yield from make_env(busybox_aci)
+
+
+def busybox_layer(work: Path) -> bytes:
+    """The busybox rootfs as one layer tar (an OCI image's base in the pull tests)."""
+    from tests.oci_images import rootfs_tar
+
+    root = busybox_rootfs(work / "busybox-layer")
+    try:
+        return rootfs_tar(root)
+    finally:
+        shutil.rmtree(root)

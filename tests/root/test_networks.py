@@ -9,6 +9,7 @@ with it everything in it, even when a test fails.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -18,6 +19,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from kurma.client import Client, PermissionDenied, app_spec, run_spec
 
 from ..waiting import wait_for
 from .network_support import Lab, run
@@ -162,8 +165,6 @@ def test_a_plugin_failure_names_it_and_leaves_nothing(netd: Daemon, lab: Lab) ->
 
 
 def test_two_hundred_cycles_leave_nothing(netd: Daemon, lab: Lab) -> None:
-    from kurma.client import Client, app_spec, run_spec
-
     with Client.connect(str(netd.socket), timeout=20) as client:
         for _ in range(200):
             spec = run_spec(app_spec(IMAGE_NAME, exec=["/bin/true"]))
@@ -192,56 +193,47 @@ def test_kill_9_then_restart_cleans_up_or_keeps(netd: Daemon, lab: Lab) -> None:
     nothing_left(lab)
 
 
-def test_a_pod_attaches_its_children_only_to_its_own_networks(netd: Daemon) -> None:
-    """Recursion: a `subtree` pod on kt-bridge may put its children on kt-bridge (its
-    default too), not on kt-quick; PERMISSION_DENIED names the network and what it holds."""
-    from kurma.client import Client, PermissionDenied, app_spec, run_spec
-
+@contextlib.contextmanager
+def tenant_on_bridge(netd: Daemon, name: str) -> Iterator[Client]:
+    """A client on the API socket of a `subtree` pod on kt-bridge (destroyed afterwards)."""
     from .test_quotas import pod_doc
 
     with Client.connect(str(netd.socket), timeout=20) as host:
         (image,) = [i.id for i in host.list_images() if i.name == IMAGE_NAME]
         networks = {"name": "os/linux/networks", "value": [{"name": "kt-bridge"}]}
         parent = host.create_pod(manifest_json=pod_doc(image, isolators=(networks,)),
-                                 name="net-parent", start=True)  # fmt: skip
+                                 name=name, start=True)  # fmt: skip
         try:
             socket = netd.work / "pods" / parent.uuid / "api" / "api.sock"
             wait_for(socket.exists, "the pod's API socket", 20)
             with Client.connect(str(socket), timeout=20) as me:
-                spec = run_spec(app_spec(IMAGE_NAME, exec=["/bin/true"]))
-                spec.networks.append("kt-quick")
-                with pytest.raises(PermissionDenied, match=r"network kt-quick.*\(kt-bridge\)"):
-                    me.create_pod(spec=spec)
-                child = me.create_pod(spec=run_spec(app_spec(IMAGE_NAME, exec=["/bin/true"])))
-                doc = json.loads(child.manifest_json)
-                (iso,) = [i for i in doc["isolators"] if i["name"] == "os/linux/networks"]
-                assert iso["value"] == [{"name": "kt-bridge"}]  # the default, which it holds
+                yield me
         finally:
             host.destroy(parent.uuid)
+
+
+def test_a_pod_attaches_its_children_only_to_its_own_networks(netd: Daemon) -> None:
+    """Recursion: a `subtree` pod on kt-bridge may put its children on kt-bridge (its
+    default too), not on kt-quick; PERMISSION_DENIED names the network and what it holds."""
+    with tenant_on_bridge(netd, "net-parent") as me:
+        spec = run_spec(app_spec(IMAGE_NAME, exec=["/bin/true"]))
+        spec.networks.append("kt-quick")
+        with pytest.raises(PermissionDenied, match=r"network kt-quick.*\(kt-bridge\)"):
+            me.create_pod(spec=spec)
+        child = me.create_pod(spec=run_spec(app_spec(IMAGE_NAME, exec=["/bin/true"])))
+        doc = json.loads(child.manifest_json)
+        (iso,) = [i for i in doc["isolators"] if i["name"] == "os/linux/networks"]
+        assert iso["value"] == [{"name": "kt-bridge"}]  # the default, which it holds
 
 
 def test_below_the_host_published_ports_stay_in_the_tenants_range(netd: Daemon) -> None:
     """A pod's child may not publish a host port outside kurmad's tenant_publish_ports
     (none here): portmap would take the host's own connections to, say, port 22."""
-    from kurma.client import Client, PermissionDenied, app_spec, run_spec
-
-    from .test_quotas import pod_doc
-
-    with Client.connect(str(netd.socket), timeout=20) as host:
-        (image,) = [i.id for i in host.list_images() if i.name == IMAGE_NAME]
-        networks = {"name": "os/linux/networks", "value": [{"name": "kt-bridge"}]}
-        parent = host.create_pod(manifest_json=pod_doc(image, isolators=(networks,)),
-                                 name="port-parent", start=True)  # fmt: skip
-        try:
-            socket = netd.work / "pods" / parent.uuid / "api" / "api.sock"
-            wait_for(socket.exists, "the pod's API socket", 20)
-            with Client.connect(str(socket), timeout=20) as me:
-                spec = run_spec(app_spec(IMAGE_NAME, exec=["/bin/true"]))
-                spec.ports.add(host_port=22, container_port=22)
-                with pytest.raises(PermissionDenied, match=r"host port 22.*\(none\)"):
-                    me.create_pod(spec=spec)
-        finally:
-            host.destroy(parent.uuid)
+    with tenant_on_bridge(netd, "port-parent") as me:
+        spec = run_spec(app_spec(IMAGE_NAME, exec=["/bin/true"]))
+        spec.ports.add(host_port=22, container_port=22)
+        with pytest.raises(PermissionDenied, match=r"host port 22.*\(none\)"):
+            me.create_pod(spec=spec)
 
 
 def test_the_metadata_service_answers_a_pod_on_a_network(netd: Daemon) -> None:

@@ -28,11 +28,11 @@ from kurma.registry import RegistryClient, RegistrySettings
 from kurma.sources import pull_image
 from kurma.store import ImageStore
 from tests.archives import TarBuilder
-from tests.oci_images import OciImage, build_image, rootfs_tar
+from tests.oci_images import OciImage, build_image
 from tests.registry.support import CA, RegistryProcess, push, require_tools, write_htpasswd
 
 from ..waiting import wait_for
-from .runtime_support import busybox_rootfs
+from .runtime_support import busybox_layer
 from .test_kurmactl import failed, kurmactl, ok
 from .test_kurmad import Daemon, make_daemon
 
@@ -55,10 +55,7 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def base_tar(work: Path) -> bytes:
-    root = busybox_rootfs(work / "rootfs")
-    data = rootfs_tar(root)
-    shutil.rmtree(root)
-    return data
+    return busybox_layer(work)
 
 
 def busybox_image(base_tar: bytes, **kw: object) -> OciImage:

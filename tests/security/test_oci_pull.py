@@ -35,7 +35,7 @@ from kurma.client._errors import from_rpc_error
 from kurma.registry import DockerConfig
 from kurma.store import ImageStore
 from tests.archives import TarBuilder
-from tests.oci_images import OciImage, build_image, rootfs_tar
+from tests.oci_images import OciImage, build_image
 from tests.registry.support import (
     CA,
     HttpServer,
@@ -45,7 +45,7 @@ from tests.registry.support import (
     require_tools,
     write_htpasswd,
 )
-from tests.root.runtime_support import busybox_rootfs
+from tests.root.runtime_support import busybox_layer
 from tests.root.test_kurmactl import kurmactl, ok
 from tests.root.test_kurmad import Daemon, daemon_with_image, host_client, make_daemon
 
@@ -223,12 +223,7 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def base_tar(work: Path) -> bytes:
-    import shutil
-
-    root = busybox_rootfs(work / "rootfs")
-    data = rootfs_tar(root)
-    shutil.rmtree(root)
-    return data
+    return busybox_layer(work)
 
 
 @pytest.fixture(scope="module")

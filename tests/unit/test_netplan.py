@@ -9,7 +9,8 @@ import pytest
 
 from kurma.aci import parse_pod_manifest
 from kurma.errors import ValidationError
-from kurma.runtime._netplan import PodNetwork, PublishedPort, plan_networks
+from kurma.network import PortMapping
+from kurma.runtime._netplan import PodNetwork, plan_networks
 
 IMAGE = "sha512-" + "a" * 128
 
@@ -34,8 +35,8 @@ def test_networks_in_order_with_the_manifest_ports_on_the_first() -> None:
         ports=[{"name": "http", "hostPort": 9090}, {"name": "dns", "hostPort": 5353}],
     )
     assert plan_networks(pod, apps, frozenset()) == (
-        PodNetwork("a", "eth0", (PublishedPort(8080, 80), PublishedPort(9090, 80),
-                                 PublishedPort(5353, 53, "udp"), PublishedPort(5354, 54, "udp"))),
+        PodNetwork("a", "eth0", (PortMapping(8080, 80), PortMapping(9090, 80),
+                                 PortMapping(5353, 53, "udp"), PortMapping(5354, 54, "udp"))),
         PodNetwork("b", "eth1"),
     )  # fmt: skip
 

@@ -1,6 +1,8 @@
 """The image store: content-addressed images, rendered trees, and who uses them.
 
-Sits on `kurma.aci` (format) and the filesystem; knows nothing of pods or the API. Every
+appc images (`_images`) and OCI images (`_oci`: blobs by digest, layer trees by ChainID)
+side by side, one record and one ID form for both. Sits on `kurma.aci` and `kurma.oci`
+(formats) and the filesystem; knows nothing of registries, pods or the API. Every
 write goes to a temporary name and is renamed into place; flock serialises processes.
 """
 

@@ -8,10 +8,12 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Mapping
 
 import grpc
 
 from .. import __version__
+from ..network import NetworkConfig
 from ..runtime import AppState, PodNotFound, PodState, Runtime
 from ..runtime.cgroups import CONTROLLERS
 from ..services import ServiceNotFound, ServiceStatus
@@ -194,7 +196,7 @@ class HostServicer(BindsCaller, host_pb2_grpc.HostServicer):
 
     @rpc
     def Networks(self, request: host_pb2.NetworksRequest, context: grpc.ServicerContext):
-        return networks_response(self.config)
+        return networks_response(self.runtime.networks(), self.config.default_network)
 
     @rpc
     def BootLog(self, request: host_pb2.BootLogRequest, context: grpc.ServicerContext):
@@ -207,12 +209,11 @@ class HostServicer(BindsCaller, host_pb2_grpc.HostServicer):
         return read_boot_log(path)
 
 
-def networks_response(config: DaemonConfig) -> host_pb2.NetworksResponse:
-    """kurmad's CNI networks as the API lists them (a file that does not parse is left out,
-    with a warning in kurmad's log: one bad file must not hide the others)."""
-    from ..network import load_networks
-
-    networks = load_networks(config.networks_dir, strict=False) if config.networks_dir else {}
+def networks_response(
+    networks: Mapping[str, NetworkConfig], default: str | None
+) -> host_pb2.NetworksResponse:
+    """kurmad's CNI networks as the API lists them (the runtime's: a file that does not
+    parse is left out, with a warning in kurmad's log)."""
     return host_pb2.NetworksResponse(
         networks=[
             host_pb2.Network(
@@ -220,7 +221,7 @@ def networks_response(config: DaemonConfig) -> host_pb2.NetworksResponse:
                 cni_version=net.cni_version,
                 plugins=[p.type for p in net.plugins],
                 file=str(net.source),
-                default=name == config.default_network,
+                default=name == default,
                 config_json=net.raw.decode("utf-8", "replace"),
             )
             for name, net in sorted(networks.items())

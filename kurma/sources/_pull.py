@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO
 
 from kurma.oci import (
     DEFAULT_PLATFORM,
@@ -31,23 +31,10 @@ from ._mapping import manifest_for
 
 if TYPE_CHECKING:
     from kurma.aci import ImageManifest
+    from kurma.registry import RegistryClient
     from kurma.store import LayerProgress
 
 log = logging.getLogger(__name__)
-
-
-class ManifestSource(Protocol):
-    """What a pull needs of a registry client (`kurma.registry.RegistryClient`)."""
-
-    def get_manifest(self, ref: Reference): ...
-
-    def get_blob(
-        self,
-        ref: Reference,
-        descriptor: Descriptor,
-        dest: BinaryIO,
-        progress: Callable[[int, int], None] | None = None,
-    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -62,7 +49,7 @@ class PullResult:
 
 def pull_image(
     store: ImageStore,
-    client: ManifestSource,
+    client: RegistryClient,
     reference: str | Reference,
     *,
     platform: Platform | None = None,

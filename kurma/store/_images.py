@@ -226,15 +226,17 @@ class ImageStore:
     def get(self, ref: str | ImageRef, visible: Callable[[str], bool] | None = None) -> ImageRecord:
         """The image a reference names; raises ImageNotFound or AmbiguousImage. A name is
         resolved among the images whose ID `visible` accepts (all without it)."""
-        if isinstance(ref, str):
-            oci = self.find_oci(ref, visible)
+        records = None
+        if isinstance(ref, str) and not ref.startswith("sha512-"):
+            records = self.list()  # read once for both kinds of name (a pod start asks)
+            oci = self.find_oci(ref, visible, records)
             if oci is not None:
                 return oci
         parsed = _parse_either(ref) if isinstance(ref, str) else ref
         if parsed.image_id:
             return self.get_by_id(parsed.image_id)
         assert parsed.name is not None
-        found = self.find(parsed.name, parsed.labels, visible)
+        found = self.find(parsed.name, parsed.labels, visible, records)
         if found is None:
             raise ImageNotFound(f"no image {parsed} in the store")
         return found
@@ -254,14 +256,20 @@ class ImageStore:
         return ImageRecord.load(matches[0])
 
     def find_oci(
-        self, text: str, visible: Callable[[str], bool] | None = None
+        self,
+        text: str,
+        visible: Callable[[str], bool] | None = None,
+        records: list[ImageRecord] | None = None,
     ) -> ImageRecord | None:
         """The OCI image a docker-style reference names (`alpine`, `host:5000/app:v1`,
-        `repo@sha256:...`, a config digest `sha256:HEX` or its 12+ digit prefix), or None."""
+        `repo@sha256:...`, a config digest `sha256:HEX` or its 12+ digit prefix), or None.
+        `records`: the store's list, when the caller has read it already."""
         if text.startswith("sha512-"):
             return None
         records = [
-            r for r in self.list() if r.oci is not None and (visible is None or visible(r.image_id))
+            r
+            for r in (self.list() if records is None else records)
+            if r.oci is not None and (visible is None or visible(r.image_id))
         ]
         if not records:
             return None
@@ -291,18 +299,20 @@ class ImageStore:
         name: str,
         labels: dict[str, str] | None = None,
         visible: Callable[[str], bool] | None = None,
+        records: list[ImageRecord] | None = None,
     ) -> ImageRecord | None:
-        """The best image called `name` with these labels (highest version), or None."""
-        records = {
+        """The best image called `name` with these labels (highest version), or None.
+        `records`: the store's list, when the caller has read it already."""
+        chosen = {
             r.image_id: r
-            for r in self.list()
+            for r in (self.list() if records is None else records)
             if r.name == name and (visible is None or visible(r.image_id))
         }
         candidates = [
-            Candidate(r.image_id, r.name, r.labels, r.imported_at) for r in records.values()
+            Candidate(r.image_id, r.name, r.labels, r.imported_at) for r in chosen.values()
         ]
         best = select_image(candidates, name, labels or {})
-        return records[best.image_id] if best else None
+        return chosen[best.image_id] if best else None
 
     def _image_dirs(self) -> Iterator[Path]:
         with os.scandir(self.layout.images) as entries:
